@@ -1,0 +1,138 @@
+"""Command line: ``otpservice serve``, ``otpservice config check FILE``, ``otpservice openapi``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from otpservice.errors import ConfigError
+from otpservice.settings import load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from otpservice.settings import Settings
+
+DEV_BANNER = """\
+================================================================================
+  otpservice DEVELOPMENT MODE: embedded in-memory store (nothing persists),
+  console SMS (codes are printed below), generated pepper, loopback only.
+  NEVER use this in production: run without --dev and with a config file.
+================================================================================"""
+
+
+def openapi_document() -> str:
+    """The OpenAPI spec of the app, as committed in ``openapi/openapi.json``."""
+    from otpservice.app import create_app
+
+    app = create_app(load_settings(dev=True, environ={}))
+    return json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def limits_table(settings: Settings) -> str:
+    """The effective limits, one per line, for ``config check``."""
+    rows: list[tuple[str, Any]] = [
+        ("code.digits", settings.code.digits),
+        ("code.ttl_seconds", settings.code.ttl_seconds),
+        ("code.max_attempts", settings.code.max_attempts),
+        ("code.tombstone_seconds", settings.code.tombstone_seconds),
+        ("lockout.max_failures", settings.lockout.max_failures),
+        ("lockout.base_seconds", settings.lockout.base_seconds),
+        ("lockout.max_seconds", settings.lockout.max_seconds),
+        ("lockout.memory_seconds", settings.lockout.memory_seconds),
+        ("send_limits.min_interval_seconds", settings.send_limits.min_interval_seconds),
+        ("send_limits.per_hour", settings.send_limits.per_hour),
+        ("send_limits.per_day", settings.send_limits.per_day),
+        ("hashing.memory_kib", settings.hashing.memory_kib),
+        ("hashing.time_cost", settings.hashing.time_cost),
+        ("hashing.parallelism", settings.hashing.parallelism),
+        ("hashing.concurrency", settings.hashing.concurrency),
+        ("hashing.max_waiting", settings.hashing.max_waiting),
+        (
+            "api_tokens",
+            ", ".join(t.client for t in settings.api_tokens) or "(none: trust loopback)",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from otpservice.app import create_app
+    from otpservice.logs import configure_logging
+
+    overrides: dict[str, Any] = {}
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = load_settings(args.config, dev=args.dev, overrides=overrides)
+    configure_logging(settings.log_level)
+    if settings.dev_mode:
+        print(DEV_BANNER, flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(f"{args.file}: valid\n")
+    print(limits_table(settings))
+    return 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    document = openapi_document()
+    if args.output == "-":
+        sys.stdout.write(document)
+    else:
+        Path(args.output).write_text(document, encoding="utf-8")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``otpservice`` command."""
+    parser = argparse.ArgumentParser(prog="otpservice", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--dev", action="store_true", help="development mode: no set-up needed")
+    serve.add_argument("--config", help="TOML config file (default: $OTP_CONFIG)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.set_defaults(run=_serve)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate a file, print the limits")
+    check.add_argument("file")
+    check.set_defaults(run=_config_check)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI spec")
+    openapi.add_argument("--output", default="-", help="file to write (default: stdout)")
+    openapi.set_defaults(run=_openapi)
+
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except ConfigError as exc:
+        print(f"otpservice: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""create_app: the one composition root. Builds every collaborator from the settings."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from otpservice import __version__
+from otpservice.codes import CodeHasher, Pepper
+from otpservice.errors import ConfigError
+from otpservice.otp import OtpService
+from otpservice.sms import build_sender
+from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, connect
+from otpservice.web import DEPENDENCIES, ROUTES
+from otpservice.web.auth import Authenticator
+from otpservice.web.problems import EXCEPTION_HANDLERS
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from otpservice.settings import Settings
+    from otpservice.sms import SmsSender
+    from otpservice.store import StoreClient
+
+OPENAPI_CONFIG = OpenAPIConfig(
+    title="otpservice",
+    version=__version__,
+    description="Issue and verify SMS one-time codes. Errors are RFC 9457 problems with a "
+    "stable `code`.",
+    path="/openapi",
+    render_plugins=[JsonRenderPlugin()],
+)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis: StoreClient | None = None,
+    sms: SmsSender | None = None,
+    hasher: CodeHasher | None = None,
+) -> Litestar:
+    """Build the service. A ``redis`` client passed in stays the caller's to close."""
+    pepper, index_key = settings.secrets.pepper, settings.secrets.index_key
+    if not pepper or not index_key:
+        raise ConfigError("secrets.pepper and secrets.index_key are required")
+    owns_redis = redis is None
+    client = connect(settings) if redis is None else redis
+    keys = KeySpace(settings.redis.key_prefix, index_key)
+    if hasher is None:
+        previous = settings.secrets.previous_pepper
+        hasher = CodeHasher(
+            settings.hashing,
+            Pepper(pepper),
+            Pepper(previous) if previous else None,
+        )
+    service = OtpService(
+        settings,
+        keys=keys,
+        challenges=ChallengeStore(client, keys, settings),
+        idempotency=IdempotencyStore(client, keys),
+        hasher=hasher,
+        sender=sms or build_sender(settings.sms),
+    )
+    code_hasher = hasher
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            code_hasher.close()
+            if owns_redis:
+                await client.aclose()
+
+    def provide_otp() -> OtpService:
+        return service
+
+    return Litestar(
+        route_handlers=ROUTES,
+        dependencies={**DEPENDENCIES, "otp": Provide(provide_otp, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        state=State({"authenticator": Authenticator(settings.api_tokens)}),
+        lifespan=[lifespan],
+        openapi_config=OPENAPI_CONFIG,
+        debug=False,
+    )

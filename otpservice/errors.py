@@ -1,0 +1,191 @@
+"""The errors otpservice raises, with stable codes; ``web/problems.py`` maps them to HTTP.
+
+::
+
+    OtpError                      base: ``code`` is the stable problem code
+    ├── InvalidInput              bad request data        (invalid_request, invalid_phone,
+    │                                                       invalid_code_format)
+    ├── ChallengeNotFound         unknown id, or another client's challenge
+    ├── ChallengeGone             no longer usable        (challenge_expired, challenge_used)
+    ├── IncorrectCode             wrong code; attempts_left says what remains
+    ├── Refused                   policy says no; retry_after_seconds when waiting helps
+    │   ├── TooManyAttempts       the challenge's attempt budget is spent
+    │   ├── RateLimited           a send limit; ``rule`` names it
+    │   └── NumberLocked          too many failures for the number
+    ├── IdempotencyConflict       idempotency_key_reused, idempotency_key_in_use
+    ├── AuthError                 unauthorized, forbidden
+    └── Unavailable               retry later (503)
+        ├── StoreUnavailable      Redis down, slow or refusing writes
+        ├── HashingBusy           the hashing queue is full
+        └── SenderUnavailable     the SMS sender failed
+
+    ConfigError                   start-up: a setting is invalid (names the key)
+
+Nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class OtpError(Exception):
+    """Base of every error a request can end in."""
+
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.title
+        super().__init__(self.detail)
+
+
+class InvalidInput(OtpError):
+    """The request is malformed or a value is invalid."""
+
+    code = "invalid_request"
+    title = "Invalid request"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(detail)
+
+
+class ChallengeNotFound(OtpError):
+    """No challenge with this id exists for the calling client."""
+
+    code = "challenge_not_found"
+    title = "Challenge not found"
+
+
+class ChallengeGone(OtpError):
+    """The challenge existed but can no longer be used."""
+
+    code = "challenge_expired"
+    title = "Challenge expired"
+
+
+class ChallengeExpired(ChallengeGone):
+    """The challenge expired, was cancelled or was replaced by a newer one."""
+
+    code = "challenge_expired"
+    title = "Challenge expired"
+
+
+class ChallengeUsed(ChallengeGone):
+    """The challenge was already approved."""
+
+    code = "challenge_used"
+    title = "Challenge already used"
+
+
+class IncorrectCode(OtpError):
+    """The submitted code does not match."""
+
+    code = "incorrect_code"
+    title = "Incorrect code"
+
+    def __init__(self, attempts_left: int) -> None:
+        self.attempts_left = attempts_left
+        super().__init__(f"The code is incorrect; {attempts_left} attempt(s) left.")
+
+
+class Refused(OtpError):
+    """Policy refuses the request; ``retry_after_seconds`` is set when waiting helps."""
+
+    retry_after_seconds: int | None = None
+
+
+class TooManyAttempts(Refused):
+    """The attempt budget of the challenge is spent; it can never be approved."""
+
+    code = "too_many_attempts"
+    title = "Too many attempts"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.attempts_left = 0
+        super().__init__(detail or "The attempt budget is spent; request a new code.")
+
+
+class RateLimited(Refused):
+    """A send limit refuses the request; ``rule`` names the limit."""
+
+    code = "rate_limited"
+    title = "Rate limited"
+
+    def __init__(self, rule: str, retry_after_seconds: int) -> None:
+        self.rule = rule
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(f"Limit {rule!r} reached; retry in {retry_after_seconds} s.")
+
+
+class NumberLocked(Refused):
+    """The number failed too many codes and is locked for a while."""
+
+    code = "number_locked"
+    title = "Number locked"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(
+            f"Too many failed codes for this number; locked for {retry_after_seconds} s."
+        )
+
+
+class IdempotencyConflict(OtpError):
+    """An Idempotency-Key cannot be honoured as given."""
+
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(detail)
+
+
+class AuthError(OtpError):
+    """The caller is not authenticated (``unauthorized``) or lacks a scope (``forbidden``)."""
+
+    code = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(detail)
+
+
+class Unavailable(OtpError):
+    """A dependency cannot serve now; retry after ``retry_after_seconds``."""
+
+    code = "service_unavailable"
+    title = "Service unavailable"
+    retry_after_seconds: int = 1
+
+
+class StoreUnavailable(Unavailable):
+    """Redis is unreachable, too slow, or refused a write."""
+
+    code = "store_unavailable"
+    title = "Store unavailable"
+    retry_after_seconds = 2
+
+
+class HashingBusy(Unavailable):
+    """Too many hashes are queued; the process protects its memory limit."""
+
+    code = "hashing_busy"
+    title = "Too busy"
+    retry_after_seconds = 1
+
+
+class SenderUnavailable(Unavailable):
+    """The SMS sender could not take the message."""
+
+    code = "sender_unavailable"
+    title = "SMS sender unavailable"
+    retry_after_seconds = 5
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the key."""

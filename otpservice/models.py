@@ -1,0 +1,74 @@
+"""Value types that cross layers: the store returns them, the service and web layer use them."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class Model(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of the internal value types."""
+
+
+class ChallengeStatus(enum.StrEnum):
+    """Where a challenge stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+
+
+class ChallengeRequest(Model, frozen=True):
+    """What a login app asks for when it wants a code sent."""
+
+    phone: str
+    purpose: str = "login"
+    locale: str | None = None
+    client_ip: str | None = None
+
+
+class IssuedChallenge(Model, frozen=True):
+    """A challenge just created (or replayed for the same Idempotency-Key)."""
+
+    challenge_id: str
+    created_at_ms: int
+    expires_at_ms: int
+    attempts_left: int
+    resend_after_ms: int
+
+
+class ChallengeView(Model, frozen=True):
+    """What may be shown of a challenge: never its code or hash, only a masked number."""
+
+    challenge_id: str
+    status: ChallengeStatus
+    attempts_left: int
+    created_at_ms: int
+    expires_at_ms: int
+    masked_phone: str
+    purpose: str
+
+
+class ReservedAttempt(Model, frozen=True):
+    """An attempt counted against the budget, with what is needed to check the code."""
+
+    code_hash: str
+    pepper_id: str
+    attempts_left: int
+
+
+class ApprovedChallenge(Model, frozen=True):
+    """The one successful verification of a challenge."""
+
+    challenge_id: str
+    approved_at_ms: int
+
+
+class IdempotencyRecord(Model, frozen=True):
+    """What an Idempotency-Key stands for: the request's fingerprint and, once done, the result."""
+
+    fingerprint: str
+    result: IssuedChallenge | None = None

@@ -1,0 +1,201 @@
+"""OtpService: the use cases. Issue a challenge, verify a code, read or cancel a challenge.
+
+Plain async Python: no web framework, no Redis commands (those live in ``store/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from otpservice.codes import generate_code, is_well_formed_code
+from otpservice.errors import ChallengeNotFound, IdempotencyConflict, InvalidInput
+from otpservice.models import IdempotencyRecord
+from otpservice.phone import parse_phone
+from otpservice.sms import OutboundSms
+
+if TYPE_CHECKING:
+    from otpservice.codes import CodeHasher
+    from otpservice.models import (
+        ApprovedChallenge,
+        ChallengeRequest,
+        ChallengeView,
+        IssuedChallenge,
+    )
+    from otpservice.phone import PhoneNumber
+    from otpservice.settings import Settings
+    from otpservice.sms import SmsSender
+    from otpservice.store import ChallengeKeys, ChallengeStore, IdempotencyStore, KeySpace
+
+log = logging.getLogger(__name__)
+
+
+class OtpService:
+    """Issues and verifies one-time codes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        keys: KeySpace,
+        challenges: ChallengeStore,
+        idempotency: IdempotencyStore,
+        hasher: CodeHasher,
+        sender: SmsSender,
+    ) -> None:
+        self._settings = settings
+        self._keys = keys
+        self._challenges = challenges
+        self._idempotency = idempotency
+        self._hasher = hasher
+        self._sender = sender
+
+    async def issue_challenge(
+        self, request: ChallengeRequest, *, client: str, idempotency_key: str | None = None
+    ) -> tuple[IssuedChallenge, bool]:
+        """Create a challenge and send its code; return it and whether it is a replay.
+
+        With an ``idempotency_key``, a retried request returns the first result instead of
+        sending a second SMS.
+
+        Raises:
+            InvalidInput, RateLimited, NumberLocked, IdempotencyConflict, Unavailable.
+        """
+        phone = parse_phone(request.phone)
+        if request.client_ip is not None:
+            _check_ip(request.client_ip)
+        if idempotency_key is None:
+            return await self._issue(phone, request, client), False
+
+        fingerprint = hashlib.sha256(msgspec.json.encode(request)).hexdigest()
+        held = await self._idempotency.claim(client, idempotency_key, fingerprint)
+        if held is not None:
+            if held.fingerprint != fingerprint:
+                raise IdempotencyConflict(
+                    "this Idempotency-Key was used with a different request body"
+                )
+            if held.result is None:
+                raise IdempotencyConflict(
+                    "a request with this Idempotency-Key is still being processed",
+                    code="idempotency_key_in_use",
+                )
+            return held.result, True
+        try:
+            issued = await self._issue(phone, request, client)
+        except BaseException:
+            await self._idempotency.release(client, idempotency_key)
+            raise
+        await self._idempotency.complete(
+            client, idempotency_key, IdempotencyRecord(fingerprint=fingerprint, result=issued)
+        )
+        return issued, False
+
+    async def verify_challenge(
+        self, challenge_id: str, code: str, *, client: str
+    ) -> ApprovedChallenge:
+        """Check ``code`` against the challenge: at most one success, attempts counted first.
+
+        Raises:
+            InvalidInput: ``invalid_code_format``; costs no attempt.
+            IncorrectCode, TooManyAttempts, NumberLocked, ChallengeNotFound, ChallengeGone,
+            Unavailable.
+        """
+        if not is_well_formed_code(code, self._settings.code.digits):
+            raise InvalidInput(
+                f"code must be exactly {self._settings.code.digits} ASCII digits",
+                code="invalid_code_format",
+            )
+        # The hashing slot is taken before the attempt is counted, so a busy process refuses
+        # without spending an attempt.
+        keys = self._keys.for_challenge(challenge_id)
+        async with self._hasher.slot():
+            if keys is None:
+                # As slow as a real check, so timing does not tell whether an id exists.
+                await self._hasher.waste_time()
+                raise ChallengeNotFound("no such challenge")
+            try:
+                attempt = await self._challenges.spend_attempt(keys, client)
+            except ChallengeNotFound:
+                await self._hasher.waste_time()
+                raise
+            matched = await self._hasher.check_code(
+                challenge_id, code, attempt.pepper_id, attempt.code_hash
+            )
+        approved = await self._challenges.record_verdict(keys, client, matched=matched)
+        log.info("challenge approved", extra={"challenge_id": challenge_id})
+        return approved
+
+    async def get_challenge(self, challenge_id: str, *, client: str) -> ChallengeView:
+        """The challenge's status.
+
+        Raises:
+            ChallengeNotFound: unknown, forgotten, or another client's.
+        """
+        return await self._challenges.read(self._keys_for(challenge_id), client)
+
+    async def cancel_challenge(self, challenge_id: str, *, client: str) -> ChallengeView:
+        """Cancel a pending challenge and return its view.
+
+        Raises:
+            ChallengeNotFound, ChallengeGone.
+        """
+        keys = self._keys_for(challenge_id)
+        await self._challenges.cancel(keys, client)
+        return await self._challenges.read(keys, client)
+
+    async def check_ready(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store runs scripts and takes writes."""
+        await self._challenges.check_ready()
+
+    async def _issue(
+        self, phone: PhoneNumber, request: ChallengeRequest, client: str
+    ) -> IssuedChallenge:
+        settings = self._settings
+        code = generate_code(settings.code.digits)
+        keys = self._keys.new_challenge(phone.e164)
+        async with self._hasher.slot():
+            pepper_id, code_hash = await self._hasher.hash_code(keys.challenge_id, code)
+        issued = await self._challenges.issue(
+            keys,
+            code_hash=code_hash,
+            pepper_id=pepper_id,
+            client=client,
+            masked_phone=phone.masked(),
+            purpose=request.purpose,
+        )
+        body = settings.sms.template.format(
+            code=code,
+            app_name=settings.sms.app_name,
+            ttl_minutes=max(1, settings.code.ttl_seconds // 60),
+        )
+        try:
+            await self._sender.send(
+                OutboundSms(to=phone.e164, body=body, challenge_id=keys.challenge_id)
+            )
+        except BaseException:
+            # The code never reached the phone: make sure it cannot be used either.
+            await self._challenges.cancel(keys, client)
+            raise
+        log.info(
+            "challenge issued", extra={"challenge_id": keys.challenge_id, "phone": phone.masked()}
+        )
+        return issued
+
+    def _keys_for(self, challenge_id: str) -> ChallengeKeys:
+        keys = self._keys.for_challenge(challenge_id)
+        if keys is None:
+            raise ChallengeNotFound("no such challenge")
+        return keys
+
+
+def _check_ip(text: str) -> None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidInput(
+            "client_ip must be an IPv4 or IPv6 address", code="invalid_client_ip"
+        ) from None

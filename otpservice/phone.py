@@ -1,0 +1,67 @@
+"""Phone numbers: strict E.164 input validated with ``phonenumbers``, and masking for logs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+from otpservice.errors import InvalidInput
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    """A valid number in E.164 form, with its country calling code and region."""
+
+    e164: str
+    country_code: int
+    region: str | None
+
+    def masked(self) -> str:
+        """The number with all but the country code and last two digits hidden."""
+        prefix = f"+{self.country_code}"
+        hidden = len(self.e164) - len(prefix) - 2
+        return f"{prefix}{'*' * hidden}{self.e164[-2:]}"
+
+
+def parse_phone(raw: str) -> PhoneNumber:
+    """Validate an E.164 number (``+`` then digits, nothing else).
+
+    Raises:
+        InvalidInput: ``invalid_phone`` when the text is not a valid, dialable E.164 number.
+    """
+    if not _E164.fullmatch(raw):
+        raise InvalidInput(
+            "phone must be in E.164 form: '+', country code and number, digits only",
+            code="invalid_phone",
+        )
+    try:
+        parsed = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput(f"phone is not a valid number: {exc}", code="invalid_phone") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidInput("phone is not a valid number for its country", code="invalid_phone")
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return PhoneNumber(
+        e164=e164,
+        country_code=parsed.country_code or 0,
+        region=phonenumbers.region_code_for_number(parsed),
+    )
+
+
+_ANY_NUMBER = re.compile(r"\+?[0-9][0-9 ().-]{5,}[0-9]")
+
+
+def mask_numbers(text: str) -> str:
+    """Hide all but the last two digits of anything in ``text`` that looks like a phone number."""
+
+    def _mask(match: re.Match[str]) -> str:
+        digits = re.sub(r"[^0-9]", "", match.group())
+        return (
+            f"{'+' if match.group().startswith('+') else ''}{'*' * (len(digits) - 2)}{digits[-2:]}"
+        )
+
+    return _ANY_NUMBER.sub(_mask, text)

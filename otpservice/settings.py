@@ -1,0 +1,344 @@
+"""Settings: one frozen, typed value from a TOML file, ``OTP_*`` variables and ``*_file`` secrets.
+
+Only this module reads configuration. Precedence: built-in defaults < TOML file < environment.
+A nested key ``code.ttl_seconds`` is ``OTP_CODE__TTL_SECONDS`` in the environment. Every secret
+(``secrets.pepper`` ...) can instead be given as ``secrets.pepper_file``, a path whose content
+is the value (a mounted Kubernetes Secret). Errors name the offending key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from otpservice.errors import ConfigError
+
+ENV_PREFIX = "OTP_"
+SECRET_NAMES = ("pepper", "previous_pepper", "index_key", "redis_password")
+
+# Limits a reviewer holds us to (security checklist); beyond them only with an explicit override.
+SAFE_MAX_TTL_SECONDS = 600
+SAFE_MAX_ATTEMPTS = 10
+SAFE_MIN_DIGITS = 6
+MIN_SECRET_BYTES = 16
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every settings Struct: immutable, keyword-only, strict about unknown keys."""
+
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class CodeSettings(Base, frozen=True):
+    """What a code looks like and how long it lives."""
+
+    digits: Annotated[int, msgspec.Meta(ge=4, le=10)] = 6
+    ttl_seconds: PositiveInt = 300
+    max_attempts: PositiveInt = 5
+    # How long an ended challenge is remembered, so an old id reads "expired", not "unknown".
+    tombstone_seconds: Annotated[int, msgspec.Meta(ge=0)] = 600
+
+
+class LockoutSettings(Base, frozen=True):
+    """Per-number failure counter, independent of challenges."""
+
+    max_failures: PositiveInt = 10
+    base_seconds: PositiveInt = 3600
+    max_seconds: PositiveInt = 86400
+    # Failures and the lockout level are forgotten after this long without a failure.
+    memory_seconds: PositiveInt = 86400
+
+
+class SendLimitSettings(Base, frozen=True):
+    """Per-number send throttling: a minimum interval plus rolling windows."""
+
+    min_interval_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
+    per_hour: PositiveInt = 5
+    per_day: PositiveInt = 10
+
+
+class HashingSettings(Base, frozen=True):
+    """argon2id parameters and the concurrency cap that bounds memory."""
+
+    memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 19456
+    time_cost: PositiveInt = 2
+    parallelism: PositiveInt = 1
+    # 0 means one per CPU core.
+    max_concurrent: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_waiting: Annotated[int, msgspec.Meta(ge=0)] = 256
+    wait_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+
+    @property
+    def concurrency(self) -> int:
+        """Hashes that may run at once."""
+        return self.max_concurrent or os.cpu_count() or 1
+
+
+class RedisSettings(Base, frozen=True):
+    """Where the state lives."""
+
+    # None means the embedded in-memory store, which only --dev allows.
+    url: str | None = None
+    cluster: bool = False
+    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "otp"
+    socket_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+
+
+class ApiToken(Base, frozen=True):
+    """One API client: its name, the SHA-256 of its bearer token, and its scopes."""
+
+    client: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    scopes: list[Literal["otp", "admin"]] = msgspec.field(default_factory=lambda: ["otp"])
+
+
+class SmsSettings(Base, frozen=True):
+    """How messages are sent and what they say."""
+
+    provider: Literal["console"] = "console"
+    app_name: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] = "otpservice"
+    template: str = "{code} is your {app_name} code. It expires in {ttl_minutes} min."
+
+
+class UnsafeOverrides(Base, frozen=True):
+    """Explicit acknowledgements for settings outside the safe range."""
+
+    allow_long_ttl: bool = False
+    allow_many_attempts: bool = False
+    allow_short_codes: bool = False
+    allow_unauthenticated_bind: bool = False
+
+
+class Secrets(Base, frozen=True):
+    """Server-side secrets; never printed (see ``__repr__``)."""
+
+    pepper: str | None = None
+    previous_pepper: str | None = None
+    # Keys the per-number hash tag; separate from the pepper so rotating it keeps counters.
+    index_key: str | None = None
+    redis_password: str | None = None
+
+    def __repr__(self) -> str:
+        present = [name for name in SECRET_NAMES if getattr(self, name)]
+        return f"Secrets(<redacted: {', '.join(present) or 'none'}>)"
+
+    __str__ = __repr__
+
+
+class Settings(Base, frozen=True):
+    """The whole configuration of one otpservice process."""
+
+    dev_mode: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    code: CodeSettings = CodeSettings()
+    lockout: LockoutSettings = LockoutSettings()
+    send_limits: SendLimitSettings = SendLimitSettings()
+    hashing: HashingSettings = HashingSettings()
+    redis: RedisSettings = RedisSettings()
+    sms: SmsSettings = SmsSettings()
+    api_tokens: list[ApiToken] = msgspec.field(default_factory=list)
+    unsafe: UnsafeOverrides = UnsafeOverrides()
+    secrets: Secrets = Secrets()
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    dev: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build and validate the settings from a TOML file, the environment and ``*_file`` secrets.
+
+    ``dev`` fills in what development mode needs (generated secrets, embedded store).
+    ``overrides`` (from command-line flags) win over everything.
+
+    Raises:
+        ConfigError: naming the key that is missing or invalid.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = path or env.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    _merge(raw, _from_environment(env))
+    _merge(raw, overrides or {})
+    _read_secret_files(raw)
+    if dev:
+        raw["dev_mode"] = True
+    settings = convert_settings(raw)
+    if settings.dev_mode:
+        settings = _fill_dev_defaults(settings)
+    validate_settings(settings)
+    return settings
+
+
+def convert_settings(raw: dict[str, Any]) -> Settings:
+    """Turn a plain mapping into ``Settings``; type errors name the key."""
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = ""
+        if " - at `$." in message:
+            message, where = message.split(" - at `$.", 1)
+            where = where.rstrip("`")
+        raise ConfigError(f"invalid setting {where or '(top level)'}: {message}") from exc
+
+
+def validate_settings(settings: Settings) -> None:
+    """Refuse unsafe or inconsistent settings unless explicitly overridden.
+
+    Raises:
+        ConfigError: naming the key and the override that would allow it.
+    """
+    code, unsafe = settings.code, settings.unsafe
+    if code.ttl_seconds > SAFE_MAX_TTL_SECONDS and not unsafe.allow_long_ttl:
+        raise ConfigError(
+            f"code.ttl_seconds = {code.ttl_seconds} is over {SAFE_MAX_TTL_SECONDS}; "
+            "set unsafe.allow_long_ttl = true if you mean it"
+        )
+    if code.max_attempts > SAFE_MAX_ATTEMPTS and not unsafe.allow_many_attempts:
+        raise ConfigError(
+            f"code.max_attempts = {code.max_attempts} is over {SAFE_MAX_ATTEMPTS}; "
+            "set unsafe.allow_many_attempts = true if you mean it"
+        )
+    if code.digits < SAFE_MIN_DIGITS and not unsafe.allow_short_codes:
+        raise ConfigError(
+            f"code.digits = {code.digits} is under {SAFE_MIN_DIGITS}; "
+            "set unsafe.allow_short_codes = true if you mean it"
+        )
+    if settings.lockout.base_seconds > settings.lockout.max_seconds:
+        raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
+    _check_template(settings.sms.template)
+    if settings.dev_mode:
+        if not _is_loopback(settings.host):
+            raise ConfigError(
+                f"host = {settings.host!r}: development mode listens on loopback only"
+            )
+        return
+    if settings.redis.url is None:
+        raise ConfigError(
+            "redis.url is not set: production needs a real Redis "
+            "(use `otpservice serve --dev` for the embedded development store)"
+        )
+    if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis.url must start with redis://, rediss:// or unix://")
+    for name in ("pepper", "index_key"):
+        value = getattr(settings.secrets, name)
+        if not value:
+            raise ConfigError(
+                f"secrets.{name} is not set (give secrets.{name}_file); "
+                "use `otpservice serve --dev` for development"
+            )
+    for name in ("pepper", "previous_pepper", "index_key"):
+        value = getattr(settings.secrets, name)
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(f"secrets.{name} is too short: use at least {MIN_SECRET_BYTES} bytes")
+    if (
+        not _is_loopback(settings.host)
+        and not settings.api_tokens
+        and not unsafe.allow_unauthenticated_bind
+    ):
+        raise ConfigError(
+            f"host = {settings.host!r} is not loopback and api_tokens is empty: anyone could "
+            "call the API; configure api_tokens or set unsafe.allow_unauthenticated_bind = true"
+        )
+
+
+def _check_template(template: str) -> None:
+    try:
+        template.format(code="0", app_name="x", ttl_minutes=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"sms.template has an unknown or malformed placeholder ({exc}); "
+            "use {code}, {app_name}, {ttl_minutes}"
+        ) from exc
+    if "{code}" not in template:
+        raise ConfigError("sms.template must contain {code}")
+
+
+def _fill_dev_defaults(settings: Settings) -> Settings:
+    filled = {
+        name: getattr(settings.secrets, name) or secrets.token_urlsafe(32)
+        for name in ("pepper", "index_key")
+    }
+    return msgspec.structs.replace(
+        settings, secrets=msgspec.structs.replace(settings.secrets, **filled)
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _from_environment(env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another one")
+        # Lists and tables (api_tokens) come as JSON; scalars stay strings and are converted.
+        parsed: Any = value
+        if value.lstrip().startswith(("[", "{")):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable {name} is not valid JSON: {exc}") from exc
+        node[path[-1]] = parsed
+    return tree
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _read_secret_files(raw: dict[str, Any]) -> None:
+    section = raw.get("secrets")
+    if section is None:
+        return
+    if not isinstance(section, dict):
+        raise ConfigError("invalid setting secrets: Expected `object`")
+    for name in SECRET_NAMES:
+        file_key = f"{name}_file"
+        if file_key not in section:
+            continue
+        file_path = section.pop(file_key)
+        if name in section:
+            raise ConfigError(f"secrets.{name} and secrets.{file_key} are both set; give one")
+        try:
+            section[name] = Path(str(file_path)).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"secrets.{file_key}: cannot read {file_path}: {exc.strerror}"
+            ) from exc

@@ -1,0 +1,17 @@
+"""All Redis access: key names, Lua scripts, and the stores built on them."""
+
+from __future__ import annotations
+
+from otpservice.store.challenges import ChallengeStore
+from otpservice.store.client import StoreClient, connect
+from otpservice.store.idempotency import IdempotencyStore
+from otpservice.store.keys import ChallengeKeys, KeySpace
+
+__all__ = [
+    "ChallengeKeys",
+    "ChallengeStore",
+    "IdempotencyStore",
+    "KeySpace",
+    "StoreClient",
+    "connect",
+]

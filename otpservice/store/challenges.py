@@ -1,0 +1,205 @@
+"""ChallengeStore: the challenge scripts' calls and the decoding of their replies."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from otpservice.errors import (
+    ChallengeExpired,
+    ChallengeNotFound,
+    ChallengeUsed,
+    IncorrectCode,
+    NumberLocked,
+    RateLimited,
+    TooManyAttempts,
+)
+from otpservice.models import (
+    ApprovedChallenge,
+    ChallengeStatus,
+    ChallengeView,
+    IssuedChallenge,
+    ReservedAttempt,
+)
+from otpservice.store.scripts import Scripts, run_script
+
+if TYPE_CHECKING:
+    from otpservice.settings import Settings
+    from otpservice.store.client import StoreClient
+    from otpservice.store.keys import ChallengeKeys, KeySpace
+
+_MS = 1000
+
+
+def seconds_from_ms(milliseconds: int) -> int:
+    """Whole seconds to wait, rounded up so a client that waits that long is never early."""
+    return max(1, -(-milliseconds // _MS))
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raise_for_status(status: str) -> None:
+    """Raise the error for a challenge that is not pending; return if it is."""
+    if status in ("missing",):
+        raise ChallengeNotFound("no such challenge")
+    if status in ("approved", "approved_before"):
+        raise ChallengeUsed("the challenge was already approved")
+    if status == "expired":
+        raise ChallengeExpired("the challenge has expired")
+    if status == "cancelled":
+        raise ChallengeExpired("the challenge was cancelled or replaced by a newer one")
+    if status == "too_many_attempts":
+        raise TooManyAttempts()
+    if status == "locked":  # pragma: no cover - callers handle it with its retry time
+        raise AssertionError("locked needs a retry time")
+
+
+class ChallengeStore:
+    """Creates, spends, settles, cancels and reads challenges, one atomic script each."""
+
+    def __init__(self, client: StoreClient, keys: KeySpace, settings: Settings) -> None:
+        self._client = client
+        self._keys = keys
+        self._scripts = Scripts(client)
+        self._code = settings.code
+        self._limits = settings.send_limits
+        self._lockout = settings.lockout
+
+    async def issue(
+        self,
+        keys: ChallengeKeys,
+        *,
+        code_hash: str,
+        pepper_id: str,
+        client: str,
+        masked_phone: str,
+        purpose: str,
+    ) -> IssuedChallenge:
+        """Store a new challenge if the number's lock and send limits allow it.
+
+        Raises:
+            RateLimited: a send limit refuses; nothing was counted.
+            NumberLocked: the number is locked for failed codes.
+        """
+        windows: list[str | int] = [
+            3600 * _MS, self._limits.per_hour, "number_per_hour",
+            86400 * _MS, self._limits.per_day, "number_per_day",
+        ]  # fmt: skip
+        reply = await run_script(
+            self._scripts.issue_challenge,
+            [keys.sends, keys.active, keys.guard, keys.challenge],
+            [
+                keys.random_part, code_hash, pepper_id, client, masked_phone, purpose,
+                self._code.max_attempts, self._code.ttl_seconds * _MS,
+                self._code.tombstone_seconds * _MS, self._limits.min_interval_seconds * _MS,
+                *windows,
+            ],
+        )  # fmt: skip
+        status = _text(reply[0])
+        if status == "rate_limited":
+            raise RateLimited(_text(reply[1]), seconds_from_ms(int(reply[2])))
+        if status == "locked":
+            raise NumberLocked(seconds_from_ms(int(reply[1])))
+        return IssuedChallenge(
+            challenge_id=keys.challenge_id,
+            created_at_ms=int(reply[1]),
+            expires_at_ms=int(reply[2]),
+            attempts_left=self._code.max_attempts,
+            resend_after_ms=int(reply[3]),
+        )
+
+    async def spend_attempt(self, keys: ChallengeKeys, client: str) -> ReservedAttempt:
+        """Count one attempt before the code is checked, and return what checking needs.
+
+        Raises:
+            ChallengeNotFound, ChallengeGone, TooManyAttempts, NumberLocked.
+        """
+        reply = await run_script(
+            self._scripts.spend_attempt,
+            [keys.challenge, keys.active, keys.guard],
+            [
+                keys.random_part, client, self._lockout.max_failures,
+                self._lockout.base_seconds * _MS, self._lockout.max_seconds * _MS,
+                self._lockout.memory_seconds * _MS,
+            ],
+        )  # fmt: skip
+        status = _text(reply[0])
+        if status == "locked":
+            raise NumberLocked(seconds_from_ms(int(reply[1])))
+        _raise_for_status(status)
+        return ReservedAttempt(
+            code_hash=_text(reply[1]), pepper_id=_text(reply[2]), attempts_left=int(reply[3])
+        )
+
+    async def record_verdict(
+        self, keys: ChallengeKeys, client: str, *, matched: bool
+    ) -> ApprovedChallenge:
+        """Settle an attempt: approve on a match (at most once), else report what is left.
+
+        Raises:
+            IncorrectCode: attempts remain.
+            TooManyAttempts: that was the last attempt.
+            NumberLocked: the number is locked now.
+            ChallengeNotFound, ChallengeGone: the challenge ended meanwhile.
+        """
+        reply = await run_script(
+            self._scripts.record_verdict,
+            [keys.challenge, keys.active, keys.guard],
+            [keys.random_part, client, "1" if matched else "0"],
+        )
+        status = _text(reply[0])
+        if status == "approved":
+            return ApprovedChallenge(challenge_id=keys.challenge_id, approved_at_ms=int(reply[1]))
+        if status == "incorrect":
+            attempts_left, locked_ms = int(reply[1]), int(reply[2])
+            if locked_ms > 0:
+                raise NumberLocked(seconds_from_ms(locked_ms))
+            if attempts_left <= 0:
+                raise TooManyAttempts("Incorrect code, and the attempt budget is now spent.")
+            raise IncorrectCode(attempts_left)
+        _raise_for_status(status)
+        raise AssertionError(f"unexpected verdict {status!r}")  # pragma: no cover
+
+    async def cancel(self, keys: ChallengeKeys, client: str) -> None:
+        """Cancel a pending challenge (idempotent).
+
+        Raises:
+            ChallengeNotFound, ChallengeGone: it is unknown, approved or expired.
+        """
+        reply = await run_script(
+            self._scripts.cancel_challenge,
+            [keys.challenge, keys.active],
+            [keys.random_part, client],
+        )
+        status = _text(reply[0])
+        if status != "cancelled":
+            _raise_for_status(status)
+
+    async def read(self, keys: ChallengeKeys, client: str) -> ChallengeView:
+        """The challenge's public view.
+
+        Raises:
+            ChallengeNotFound: unknown, forgotten, or another client's.
+        """
+        reply = await run_script(
+            self._scripts.read_challenge,
+            [keys.challenge, keys.active],
+            [keys.random_part, client],
+        )
+        status = _text(reply[0])
+        if status == "missing":
+            raise ChallengeNotFound("no such challenge")
+        return ChallengeView(
+            challenge_id=keys.challenge_id,
+            status=ChallengeStatus(status),
+            attempts_left=int(reply[1]),
+            created_at_ms=int(reply[2]),
+            expires_at_ms=int(reply[3]),
+            masked_phone=_text(reply[4]),
+            purpose=_text(reply[5]),
+        )
+
+    async def check_ready(self) -> None:
+        """Run a writing script; raises ``StoreUnavailable`` when the store cannot serve."""
+        await run_script(self._scripts.check_ready, [self._keys.readiness()], [])

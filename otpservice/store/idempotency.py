@@ -1,0 +1,52 @@
+"""IdempotencyStore: records behind ``Idempotency-Key`` headers, kept 24 hours."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from otpservice.models import IdempotencyRecord
+from otpservice.store.scripts import store_errors
+
+if TYPE_CHECKING:
+    from otpservice.store.client import StoreClient
+    from otpservice.store.keys import KeySpace
+
+RECORD_TTL_SECONDS = 24 * 3600
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
+
+
+class IdempotencyStore:
+    """Claims a key for one request, then keeps that request's result for replays."""
+
+    def __init__(self, client: StoreClient, keys: KeySpace) -> None:
+        self._client = client
+        self._keys = keys
+
+    async def claim(self, client: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
+        """Claim ``key`` for a request; return the existing record if someone holds it."""
+        name = self._keys.idempotency(client, key)
+        pending = _encoder.encode(IdempotencyRecord(fingerprint=fingerprint))
+        with store_errors():
+            # SET NX then GET: the record may expire in between, so try again until one wins.
+            while True:
+                if await self._client.set(name, pending, nx=True, ex=RECORD_TTL_SECONDS):
+                    return None
+                raw = await self._client.get(name)
+                if raw is not None:
+                    return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
+
+    async def complete(self, client: str, key: str, record: IdempotencyRecord) -> None:
+        """Store the finished request's result for replays, keeping the record's expiry."""
+        with store_errors():
+            await self._client.set(
+                self._keys.idempotency(client, key), _encoder.encode(record), xx=True, keepttl=True
+            )
+
+    async def release(self, client: str, key: str) -> None:
+        """Forget a claim whose request failed, so a retry runs again."""
+        with store_errors():
+            await self._client.delete(self._keys.idempotency(client, key))

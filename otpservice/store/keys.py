@@ -1,0 +1,97 @@
+"""Every Redis key name otpservice uses, under one prefix, laid out for Redis Cluster.
+
+Per-number keys share the hash tag ``{T}``, where ``T`` is an HMAC of the E.164 number under the
+index key (never the number in clear, and not the pepper, so rotating the pepper keeps counters).
+Every script touches keys of one tag only, so it runs on one Cluster slot. A challenge id is
+``T.R``: it carries its number's tag, so ``/verify`` reaches the right slot without a lookup.
+
+Per number (tag ``T``)::
+
+    P:{T}:c:R      hash    one challenge (status, hash, pepper id, attempts, expiry, client)
+    P:{T}:active   string  id part R of the number's current challenge; a new one replaces it
+    P:{T}:sends    zset    send times (ms) for the rolling send windows, member R
+    P:{T}:guard    hash    failures, lock-until and lockout level of the number
+
+Elsewhere::
+
+    P:idem:{H}     string  an idempotency record; H = SHA-256 of client and key, its own slot
+    P:ready        string  written by the readiness script
+
+Checks that would span slots (per client, country, global: a later issue) each run their own
+atomic step per slot and give back what a later refusal did not use.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+TAG_BYTES = 12
+CHALLENGE_RANDOM_BYTES = 16
+_B64 = "[A-Za-z0-9_-]"
+_CHALLENGE_ID = re.compile(rf"^({_B64}{{16}})\.({_B64}{{22}})$")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeKeys:
+    """The keys one challenge's scripts touch, all in its number's slot."""
+
+    challenge_id: str
+    random_part: str
+    challenge: str
+    active: str
+    sends: str
+    guard: str
+
+
+class KeySpace:
+    """Builds key names; the only place that knows them."""
+
+    def __init__(self, prefix: str, index_key: str) -> None:
+        self._prefix = prefix
+        self._index_key = index_key.encode()
+
+    def number_tag(self, e164: str) -> str:
+        """The hash tag of a number: HMAC-SHA256 under the index key, shortened."""
+        digest = hmac.new(self._index_key, e164.encode(), hashlib.sha256).digest()
+        return _b64(digest[:TAG_BYTES])
+
+    def new_challenge(self, e164: str) -> ChallengeKeys:
+        """Keys for a fresh challenge of ``e164`` with a new 128-bit random id."""
+        tag = self.number_tag(e164)
+        return self._challenge_keys(tag, _b64(secrets.token_bytes(CHALLENGE_RANDOM_BYTES)))
+
+    def for_challenge(self, challenge_id: str) -> ChallengeKeys | None:
+        """Keys for an existing challenge id, or None when the id is malformed."""
+        match = _CHALLENGE_ID.fullmatch(challenge_id)
+        if match is None:
+            return None
+        return self._challenge_keys(match.group(1), match.group(2))
+
+    def idempotency(self, client: str, key: str) -> str:
+        """The record of an Idempotency-Key, scoped to the client."""
+        digest = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
+        return f"{self._prefix}:idem:{{{digest[:32]}}}"
+
+    def readiness(self) -> str:
+        """The key the readiness script writes."""
+        return f"{self._prefix}:ready"
+
+    def _challenge_keys(self, tag: str, random_part: str) -> ChallengeKeys:
+        base = f"{self._prefix}:{{{tag}}}"
+        return ChallengeKeys(
+            challenge_id=f"{tag}.{random_part}",
+            random_part=random_part,
+            challenge=f"{base}:c:{random_part}",
+            active=f"{base}:active",
+            sends=f"{base}:sends",
+            guard=f"{base}:guard",
+        )

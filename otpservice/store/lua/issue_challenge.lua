@@ -1,0 +1,75 @@
+-- issue_challenge.lua: check a number's lock and send limits; if all pass, store a new challenge
+-- and make it the number's current one (the previous code stops working). One atomic step: a
+-- refused request consumes nothing.
+-- KEYS[1] sends      zset of send times (ms), member = challenge random part
+-- KEYS[2] active     string: random part of the number's current challenge
+-- KEYS[3] guard      hash: f failures, u locked-until ms, l lockout level
+-- KEYS[4] challenge  hash of the new challenge
+-- ARGV[1] random part of the new challenge id
+-- ARGV[2] argon2 hash of the keyed code       ARGV[3] pepper id
+-- ARGV[4] client name     ARGV[5] masked phone      ARGV[6] purpose
+-- ARGV[7] attempts allowed     ARGV[8] ttl ms      ARGV[9] tombstone ms (kept after expiry)
+-- ARGV[10] minimum interval between sends, ms
+-- ARGV[11..] triples of rolling windows: window ms, limit, rule name
+-- Returns {"ok", now ms, expires ms, resend-after ms}
+--       | {"rate_limited", rule name, retry-after ms} | {"locked", retry-after ms}
+local sends_key, active_key, guard_key, challenge_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local random_part, code_hash, pepper_id = ARGV[1], ARGV[2], ARGV[3]
+local client, masked_phone, purpose = ARGV[4], ARGV[5], ARGV[6]
+local attempts = tonumber(ARGV[7])
+local ttl_ms, tombstone_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
+local min_interval_ms = tonumber(ARGV[10])
+
+local now = now_ms()
+
+local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+if locked_until > now then
+  return {'locked', locked_until - now}
+end
+
+-- The longest wait any rule imposes before one more send, and that rule's name.
+local function longest_wait()
+  local rule, wait = nil, 0
+  if min_interval_ms > 0 then
+    local last = redis.call('ZREVRANGE', sends_key, 0, 0, 'WITHSCORES')
+    if last[2] then
+      local w = tonumber(last[2]) + min_interval_ms - now
+      if w > wait then rule, wait = 'number_min_interval', w end
+    end
+  end
+  for i = 11, #ARGV, 3 do
+    local window_ms, limit, name = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+    local since = '(' .. (now - window_ms)
+    local count = redis.call('ZCOUNT', sends_key, since, '+inf')
+    if count >= limit then
+      -- The send that must leave the window before one more fits in it.
+      local oldest = redis.call('ZRANGEBYSCORE', sends_key, since, '+inf', 'WITHSCORES',
+        'LIMIT', count - limit, 1)
+      local w = tonumber(oldest[2]) + window_ms - now
+      if w > wait then rule, wait = name, w end
+    end
+  end
+  return rule, wait
+end
+
+local longest_window_ms = min_interval_ms
+for i = 11, #ARGV, 3 do
+  longest_window_ms = math.max(longest_window_ms, tonumber(ARGV[i]))
+end
+redis.call('ZREMRANGEBYSCORE', sends_key, '-inf', now - longest_window_ms)
+
+local rule, wait = longest_wait()
+if rule then
+  return {'rate_limited', rule, wait}
+end
+
+local expires = now + ttl_ms
+redis.call('ZADD', sends_key, now, random_part)
+redis.call('PEXPIRE', sends_key, longest_window_ms)
+redis.call('HSET', challenge_key, 'st', 'p', 'h', code_hash, 'pid', pepper_id, 'cl', client,
+  'ph', masked_phone, 'pu', purpose, 'a', attempts, 'cr', now, 'ex', expires)
+redis.call('PEXPIRE', challenge_key, ttl_ms + tombstone_ms)
+redis.call('SET', active_key, random_part, 'PX', ttl_ms + tombstone_ms)
+
+local _, resend_after = longest_wait()
+return {'ok', now, expires, resend_after}

@@ -1,0 +1,11 @@
+"""The HTTP layer: thin handlers, wire schemas, authentication and problem mapping."""
+
+from __future__ import annotations
+
+from otpservice.web.challenges import CHALLENGE_DEPENDENCIES, CHALLENGE_ROUTES
+from otpservice.web.health import HEALTH_ROUTES
+
+ROUTES = [*CHALLENGE_ROUTES, *HEALTH_ROUTES]
+DEPENDENCIES = {**CHALLENGE_DEPENDENCIES}
+
+__all__ = ["DEPENDENCIES", "ROUTES"]

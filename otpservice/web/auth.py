@@ -1,0 +1,80 @@
+"""Who may call: bearer tokens (stored as SHA-256) with scopes, or the trusted pod on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from litestar.exceptions import ClientException
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+from otpservice.errors import AuthError
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+    from litestar.types import Guard
+
+    from otpservice.settings import ApiToken
+
+# The client name used when no tokens are configured (a sidecar trusting its pod).
+POD_CLIENT = "default"
+ALL_SCOPES = frozenset({"otp", "admin"})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    """An authenticated caller and what it may do."""
+
+    name: str
+    scopes: frozenset[str]
+
+
+class Authenticator:
+    """Checks the ``Authorization`` header against the configured tokens."""
+
+    def __init__(self, tokens: list[ApiToken]) -> None:
+        self._by_digest = {
+            t.token_sha256: ApiClient(name=t.client, scopes=frozenset(t.scopes)) for t in tokens
+        }
+
+    def authenticate(self, authorization: str | None) -> ApiClient:
+        """The caller for this header value.
+
+        Raises:
+            AuthError: ``unauthorized`` for a missing or unknown token.
+        """
+        if not self._by_digest:
+            return ApiClient(name=POD_CLIENT, scopes=ALL_SCOPES)
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("send 'Authorization: Bearer <token>'")
+        # Tokens are long random strings, so a plain SHA-256 is a safe way to store them; the
+        # lookup is by digest, which reveals nothing about the token's characters.
+        client = self._by_digest.get(hashlib.sha256(token.strip().encode()).hexdigest())
+        if client is None:
+            raise AuthError("the bearer token is not valid")
+        return client
+
+
+def require_scope(scope: str) -> Guard:
+    """A guard: authenticate the caller, require ``scope``, and keep the caller on the request."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        authenticator: Authenticator = connection.app.state.authenticator
+        client = authenticator.authenticate(connection.headers.get("authorization"))
+        if scope not in client.scopes:
+            raise AuthError(f"this token lacks the {scope!r} scope", code="forbidden")
+        connection.state.api_client = client
+
+    return guard
+
+
+def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """A guard: bodies must be sent as ``application/json``."""
+    media_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ClientException(
+            "send the body as application/json", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
+        )

@@ -1,0 +1,124 @@
+"""POST /challenge, GET and DELETE /challenge/{id}, POST /verify: decode, call, encode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Request, Response, delete, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+
+from otpservice.models import ChallengeRequest, ChallengeView
+from otpservice.otp import OtpService
+from otpservice.web.auth import ApiClient, require_json, require_scope
+from otpservice.web.problems import problem_responses
+from otpservice.web.schemas import (
+    ChallengeCreate,
+    ChallengeCreated,
+    ChallengeState,
+    VerifyApproved,
+    VerifyRequest,
+)
+
+_OTP_GUARDS = [require_scope("otp")]
+
+
+def _time(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+
+
+def api_client(request: Request[Any, Any, Any]) -> ApiClient:
+    """The caller the guard authenticated."""
+    client: ApiClient = request.state.api_client
+    return client
+
+
+def _state(view: ChallengeView) -> ChallengeState:
+    return ChallengeState(
+        challenge_id=view.challenge_id,
+        status=view.status,
+        attempts_left=view.attempts_left,
+        created_at=_time(view.created_at_ms),
+        expires_at=_time(view.expires_at_ms),
+        phone=view.masked_phone,
+        purpose=view.purpose,
+    )
+
+
+@post(
+    "/challenge",
+    guards=[*_OTP_GUARDS, require_json],
+    status_code=201,
+    summary="Send a one-time code",
+    responses=problem_responses(400, 401, 403, 409, 415, 422, 429, 503),
+)
+async def create_challenge(
+    data: ChallengeCreate,
+    otp: OtpService,
+    client: ApiClient,
+    idempotency_key: str | None = Parameter(
+        header="Idempotency-Key",
+        default=None,
+        max_length=255,
+        description="Retrying with the same key returns the same challenge; kept 24 h.",
+    ),
+) -> Response[ChallengeCreated]:
+    """Issue a challenge for a phone number and hand its code to the SMS sender."""
+    issued, replayed = await otp.issue_challenge(
+        ChallengeRequest(
+            phone=data.phone, purpose=data.purpose, locale=data.locale, client_ip=data.client_ip
+        ),
+        client=client.name,
+        idempotency_key=idempotency_key,
+    )
+    body = ChallengeCreated(
+        challenge_id=issued.challenge_id,
+        expires_at=_time(issued.expires_at_ms),
+        attempts_left=issued.attempts_left,
+        resend_after=-(-issued.resend_after_ms // 1000),
+    )
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return Response(body, status_code=201, headers=headers)
+
+
+@post(
+    "/verify",
+    guards=[*_OTP_GUARDS, require_json],
+    status_code=200,
+    summary="Check a code",
+    responses=problem_responses(400, 401, 403, 404, 410, 415, 429, 503),
+)
+async def verify_code(data: VerifyRequest, otp: OtpService, client: ApiClient) -> VerifyApproved:
+    """Approve the challenge if the code is right; any other outcome is a problem."""
+    approved = await otp.verify_challenge(data.challenge_id, data.code, client=client.name)
+    return VerifyApproved(
+        challenge_id=approved.challenge_id, approved_at=_time(approved.approved_at_ms)
+    )
+
+
+@get(
+    "/challenge/{challenge_id:str}",
+    guards=_OTP_GUARDS,
+    summary="Read a challenge",
+    responses=problem_responses(401, 403, 404, 503),
+)
+async def read_challenge(challenge_id: str, otp: OtpService, client: ApiClient) -> ChallengeState:
+    """Status, attempts left, expiry and the masked number of a challenge."""
+    return _state(await otp.get_challenge(challenge_id, client=client.name))
+
+
+@delete(
+    "/challenge/{challenge_id:str}",
+    guards=_OTP_GUARDS,
+    status_code=200,
+    summary="Cancel a challenge",
+    responses=problem_responses(401, 403, 404, 410, 503),
+)
+async def cancel_challenge(challenge_id: str, otp: OtpService, client: ApiClient) -> ChallengeState:
+    """Cancel a pending challenge: its code stops working at once."""
+    return _state(await otp.cancel_challenge(challenge_id, client=client.name))
+
+
+CHALLENGE_ROUTES = [create_challenge, verify_code, read_challenge, cancel_challenge]
+CHALLENGE_DEPENDENCIES = {"client": Provide(api_client, sync_to_thread=False)}

@@ -1,0 +1,25 @@
+"""GET /healthz (the process answers) and GET /readyz (the store runs a script)."""
+
+from __future__ import annotations
+
+from litestar import get
+
+from otpservice.otp import OtpService
+from otpservice.web.problems import problem_responses
+from otpservice.web.schemas import Health
+
+
+@get("/healthz", summary="Liveness", cache_control=None)
+async def healthz() -> Health:
+    """The process is alive; says nothing about Redis, so a Redis outage never restarts us."""
+    return Health()
+
+
+@get("/readyz", summary="Readiness", responses=problem_responses(503))
+async def readyz(otp: OtpService) -> Health:
+    """The store answers a writing script; 503 ``store_unavailable`` otherwise."""
+    await otp.check_ready()
+    return Health()
+
+
+HEALTH_ROUTES = [healthz, readyz]

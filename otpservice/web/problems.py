@@ -1,0 +1,152 @@
+"""The one place errors become HTTP: RFC 9457 ``application/problem+json`` with a stable code."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from otpservice.errors import (
+    AuthError,
+    ChallengeGone,
+    ChallengeNotFound,
+    IdempotencyConflict,
+    IncorrectCode,
+    InvalidInput,
+    OtpError,
+    Refused,
+    Unavailable,
+)
+from otpservice.web.schemas import Problem
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: list[tuple[type[OtpError], int]] = [
+    (InvalidInput, 400),
+    (IncorrectCode, 400),
+    (ChallengeNotFound, 404),
+    (ChallengeGone, 410),
+    (Refused, 429),
+    (Unavailable, 503),
+]
+
+# Framework errors by status, with the stable code each gets.
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries saying these statuses answer with a problem."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+            description=f"Problem ({_HTTP_CODES.get(status, 'see code')})",
+        )
+        for status in statuses
+    }
+
+
+def status_of(error: OtpError) -> int:
+    """The HTTP status for a domain error."""
+    if isinstance(error, AuthError):
+        return 401 if error.code == "unauthorized" else 403
+    if isinstance(error, IdempotencyConflict):
+        return 422 if error.code == "idempotency_key_reused" else 409
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response[bytes]:
+    """Encode a problem as ``application/problem+json``."""
+    return Response(
+        content=msgspec.json.encode(problem),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def otp_error_handler(request: Request[Any, Any, Any], exc: OtpError) -> Response[bytes]:
+    """Map a domain error to its problem."""
+    status = status_of(exc)
+    retry_after: int | None = getattr(exc, "retry_after_seconds", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="otpservice"'}
+    problem = Problem(
+        title=exc.title,
+        status=status,
+        detail=exc.detail,
+        code=exc.code,
+        instance=request.url.path,
+        attempts_left=getattr(exc, "attempts_left", None),
+        rule=getattr(exc, "rule", None),
+        retry_after=retry_after,
+    )
+    return problem_response(problem, headers)
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Map framework errors (bad JSON, unknown route, wrong method, ...) to problems."""
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "http_error")
+    detail = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        detail = "; ".join(
+            f"{item.get('key', 'body')}: {item.get('message')}"
+            if isinstance(item, dict)
+            else str(item)
+            for item in exc.extra
+        )
+    if status >= 500:
+        log.error("framework error %s on %s", status, request.url.path)
+        detail = "The server could not handle the request."
+    problem = Problem(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        code=code,
+        instance=request.url.path,
+    )
+    headers = {k: v for k, v in (exc.headers or {}).items()}
+    return problem_response(problem, headers or None)
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Last resort: log the error type, never its content or a stack trace to the client."""
+    log.error("unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+    problem = Problem(
+        title="Internal error",
+        status=HTTP_500_INTERNAL_SERVER_ERROR,
+        detail="The server could not handle the request.",
+        code="internal_error",
+        instance=request.url.path,
+    )
+    return problem_response(problem)
+
+
+EXCEPTION_HANDLERS = {
+    OtpError: otp_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}
