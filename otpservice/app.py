@@ -38,6 +38,33 @@ OPENAPI_CONFIG = OpenAPIConfig(
 )
 
 
+def build_service(
+    settings: Settings,
+    client: StoreClient,
+    *,
+    sms: SmsSender | None = None,
+    hasher: CodeHasher | None = None,
+) -> OtpService:
+    """Wire the use cases to a store client, a sender and a hasher."""
+    pepper, index_key = settings.secrets.pepper, settings.secrets.index_key
+    if not pepper or not index_key:
+        raise ConfigError("secrets.pepper and secrets.index_key are required")
+    keys = KeySpace(settings.redis.key_prefix, index_key)
+    if hasher is None:
+        previous = settings.secrets.previous_pepper
+        hasher = CodeHasher(
+            settings.hashing, Pepper(pepper), Pepper(previous) if previous else None
+        )
+    return OtpService(
+        settings,
+        keys=keys,
+        challenges=ChallengeStore(client, keys, settings),
+        idempotency=IdempotencyStore(client, keys),
+        hasher=hasher,
+        sender=sms or build_sender(settings.sms),
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -46,35 +73,16 @@ def create_app(
     hasher: CodeHasher | None = None,
 ) -> Litestar:
     """Build the service. A ``redis`` client passed in stays the caller's to close."""
-    pepper, index_key = settings.secrets.pepper, settings.secrets.index_key
-    if not pepper or not index_key:
-        raise ConfigError("secrets.pepper and secrets.index_key are required")
     owns_redis = redis is None
     client = connect(settings) if redis is None else redis
-    keys = KeySpace(settings.redis.key_prefix, index_key)
-    if hasher is None:
-        previous = settings.secrets.previous_pepper
-        hasher = CodeHasher(
-            settings.hashing,
-            Pepper(pepper),
-            Pepper(previous) if previous else None,
-        )
-    service = OtpService(
-        settings,
-        keys=keys,
-        challenges=ChallengeStore(client, keys, settings),
-        idempotency=IdempotencyStore(client, keys),
-        hasher=hasher,
-        sender=sms or build_sender(settings.sms),
-    )
-    code_hasher = hasher
+    service = build_service(settings, client, sms=sms, hasher=hasher)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            code_hasher.close()
+            service.close()
             if owns_redis:
                 await client.aclose()
 
@@ -85,7 +93,7 @@ def create_app(
         route_handlers=ROUTES,
         dependencies={**DEPENDENCIES, "otp": Provide(provide_otp, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"authenticator": Authenticator(settings.api_tokens)}),
+        state=State({"authenticator": Authenticator(settings.api_tokens), "otp": service}),
         lifespan=[lifespan],
         openapi_config=OPENAPI_CONFIG,
         debug=False,

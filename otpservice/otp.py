@@ -147,6 +147,10 @@ class OtpService:
         await self._challenges.cancel(keys, client)
         return await self._challenges.read(keys, client)
 
+    def close(self) -> None:
+        """Release the hashing threads."""
+        self._hasher.close()
+
     async def check_ready(self) -> None:
         """Raise ``StoreUnavailable`` unless the store runs scripts and takes writes."""
         await self._challenges.check_ready()

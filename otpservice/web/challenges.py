@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from otpservice.models import ChallengeRequest, ChallengeView
 from otpservice.otp import OtpService
@@ -54,15 +54,17 @@ def _state(view: ChallengeView) -> ChallengeState:
     responses=problem_responses(400, 401, 403, 409, 415, 422, 429, 503),
 )
 async def create_challenge(
-    data: ChallengeCreate,
-    otp: OtpService,
-    client: ApiClient,
-    idempotency_key: str | None = Parameter(
-        header="Idempotency-Key",
-        default=None,
-        max_length=255,
-        description="Retrying with the same key returns the same challenge; kept 24 h.",
-    ),
+    data: JSONBody[ChallengeCreate],
+    otp: NamedDependency[OtpService],
+    client: NamedDependency[ApiClient],
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            max_length=255,
+            description="Retrying with the same key returns the same challenge; kept 24 h.",
+        ),
+    ] = None,
 ) -> Response[ChallengeCreated]:
     """Issue a challenge for a phone number and hand its code to the SMS sender."""
     issued, replayed = await otp.issue_challenge(
@@ -89,7 +91,11 @@ async def create_challenge(
     summary="Check a code",
     responses=problem_responses(400, 401, 403, 404, 410, 415, 429, 503),
 )
-async def verify_code(data: VerifyRequest, otp: OtpService, client: ApiClient) -> VerifyApproved:
+async def verify_code(
+    data: JSONBody[VerifyRequest],
+    otp: NamedDependency[OtpService],
+    client: NamedDependency[ApiClient],
+) -> VerifyApproved:
     """Approve the challenge if the code is right; any other outcome is a problem."""
     approved = await otp.verify_challenge(data.challenge_id, data.code, client=client.name)
     return VerifyApproved(
@@ -103,7 +109,11 @@ async def verify_code(data: VerifyRequest, otp: OtpService, client: ApiClient) -
     summary="Read a challenge",
     responses=problem_responses(401, 403, 404, 503),
 )
-async def read_challenge(challenge_id: str, otp: OtpService, client: ApiClient) -> ChallengeState:
+async def read_challenge(
+    challenge_id: FromPath[str],
+    otp: NamedDependency[OtpService],
+    client: NamedDependency[ApiClient],
+) -> ChallengeState:
     """Status, attempts left, expiry and the masked number of a challenge."""
     return _state(await otp.get_challenge(challenge_id, client=client.name))
 
@@ -115,7 +125,11 @@ async def read_challenge(challenge_id: str, otp: OtpService, client: ApiClient) 
     summary="Cancel a challenge",
     responses=problem_responses(401, 403, 404, 410, 503),
 )
-async def cancel_challenge(challenge_id: str, otp: OtpService, client: ApiClient) -> ChallengeState:
+async def cancel_challenge(
+    challenge_id: FromPath[str],
+    otp: NamedDependency[OtpService],
+    client: NamedDependency[ApiClient],
+) -> ChallengeState:
     """Cancel a pending challenge: its code stops working at once."""
     return _state(await otp.cancel_challenge(challenge_id, client=client.name))
 

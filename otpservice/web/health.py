@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import get
+from litestar.di import NamedDependency
 
 from otpservice.otp import OtpService
 from otpservice.web.problems import problem_responses
@@ -16,7 +17,7 @@ async def healthz() -> Health:
 
 
 @get("/readyz", summary="Readiness", responses=problem_responses(503))
-async def readyz(otp: OtpService) -> Health:
+async def readyz(otp: NamedDependency[OtpService]) -> Health:
     """The store answers a writing script; 503 ``store_unavailable`` otherwise."""
     await otp.check_ready()
     return Health()

@@ -106,7 +106,7 @@ class Health(Wire, frozen=True, kw_only=True):
 class Problem(Wire, frozen=True, kw_only=True, omit_defaults=True):
     """An RFC 9457 problem; ``code`` is stable and meant for programs."""
 
-    type: str = "about:blank"  # noqa: A003 - the RFC 9457 member name
+    type: str = "about:blank"
     title: str
     status: int
     detail: str

@@ -1,0 +1,134 @@
+"""Fixtures: a real redis-server per session (and a real cluster where asked), settings, apps."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from otpservice.app import create_app
+from otpservice.settings import Settings, load_settings
+from otpservice.sms import ConsoleSender
+from tests.servers.redis import RedisClusterServers, RedisServer
+
+ApiFactory = Callable[..., Any]
+PEPPER = "test-pepper-0123456789abcdef"
+INDEX_KEY = "test-index-key-0123456789abcdef"
+# Light argon2 so the suite runs fast; tests about the default profile ask for it.
+LIGHT_HASHING = {"memory_kib": 1024, "time_cost": 1}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session, on a free port; tests flush only this server."""
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_servers() -> Iterator[RedisClusterServers]:
+    """A real 3-master Redis Cluster, started on first use."""
+    cluster = RedisClusterServers()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the session's server, emptied before the test (the server is ours alone)."""
+    client = Redis.from_url(redis_server.url)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """Build validated settings pointing at a given Redis, with test secrets."""
+
+    def build(redis_url: str = "redis://127.0.0.1:1/0", **overrides: Any) -> Settings:
+        raw: dict[str, Any] = {
+            "redis": {"url": redis_url},
+            "secrets": {"pepper": PEPPER, "index_key": INDEX_KEY},
+            "hashing": dict(LIGHT_HASHING),
+        }
+        for section, value in overrides.items():
+            if isinstance(value, dict) and isinstance(raw.get(section), dict):
+                raw[section] = {**raw[section], **value}
+            else:
+                raw[section] = value
+        return load_settings(environ={}, overrides=raw)
+
+    return build
+
+
+class Phone:
+    """What the console sender printed: the codes that reached each challenge's phone."""
+
+    _LINE = re.compile(r"\[sms to (\+\d+)\] challenge=(\S+) (\d+) is your")
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        self.sender = ConsoleSender(self.stream)
+
+    def messages(self) -> list[tuple[str, str, str]]:
+        """(number, challenge id, code) of every message sent, in order."""
+        return self._LINE.findall(self.stream.getvalue())
+
+    def code_for(self, challenge_id: str) -> str:
+        codes = [code for _, cid, code in self.messages() if cid == challenge_id]
+        assert len(codes) == 1, f"expected one message for {challenge_id}, got {len(codes)}"
+        return codes[0]
+
+
+@pytest.fixture
+def phone() -> Phone:
+    return Phone()
+
+
+def asgi_client(app: Litestar) -> httpx.AsyncClient:
+    """An HTTP client that calls the app in this event loop (so it shares the test's Redis)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://otp.test")
+
+
+@pytest.fixture
+async def api(make_api: ApiFactory) -> httpx.AsyncClient:
+    """The app on the session's Redis, with default limits and light hashing."""
+    client: httpx.AsyncClient = await make_api()
+    return client
+
+
+async def cluster_client(cluster: RedisClusterServers) -> RedisCluster:
+    """A cluster client with every node emptied first."""
+    client = RedisCluster.from_url(cluster.url)
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    return client
+
+
+@pytest.fixture
+async def make_api(
+    redis: Redis, make_settings: Callable[..., Settings], redis_server: RedisServer, phone: Phone
+) -> AsyncIterator[ApiFactory]:
+    """Start apps on the session's Redis with the given setting overrides."""
+    started: list[tuple[Litestar, httpx.AsyncClient]] = []
+
+    async def start(**overrides: Any) -> httpx.AsyncClient:
+        app = create_app(
+            make_settings(redis_server.url, **overrides), redis=redis, sms=phone.sender
+        )
+        client = asgi_client(app)
+        started.append((app, client))
+        return client
+
+    yield start
+    for app, client in started:
+        await client.aclose()
+        app.state.otp.close()

@@ -1,0 +1,125 @@
+"""Starts real redis-server processes on free loopback ports: one node, or a 3-master cluster."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+MISSING = (
+    "redis-server is not installed: the tests need a real Redis. "
+    "Install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`."
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_ping(port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server on port {port} did not start")
+
+
+class RedisServer:
+    """One redis-server on a free loopback port, with its files in a temporary directory."""
+
+    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+        if REDIS_SERVER is None:
+            raise RuntimeError(MISSING)
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="otp-redis-"))
+        self._extra_args = list(extra_args)
+        self._process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self._process = subprocess.Popen(
+            [
+                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                "--logfile", str(self.dir / "redis.log"), *self._extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_for_ping(self.port)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterServers:
+    """Three cluster-enabled redis-servers joined into one cluster (3 masters, no replicas)."""
+
+    def __init__(self) -> None:
+        if REDIS_CLI is None:
+            raise RuntimeError(MISSING)
+        self.nodes = [
+            RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            for _ in range(3)
+        ]
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        self._wait_until_ok()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def _wait_until_ok(self, deadline_s: float = 20.0) -> None:
+        assert REDIS_CLI is not None
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            states = [
+                subprocess.run(
+                    [REDIS_CLI, "-p", str(n.port), "cluster", "info"],
+                    capture_output=True, text=True, check=False,
+                ).stdout
+                for n in self.nodes
+            ]  # fmt: skip
+            if all("cluster_state:ok" in s for s in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis cluster did not become ready")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

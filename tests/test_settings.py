@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otpservice.__main__ import limits_table, main
+from otpservice.errors import ConfigError
+from otpservice.settings import load_settings
+
+SECRET = "s" * 32
+GOOD = f"""
+[redis]
+url = "rediss://:pw@redis.example:6380/0"
+
+[secrets]
+pepper = "{SECRET}"
+index_key = "{SECRET}i"
+
+[code]
+ttl_seconds = 120
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "otp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    settings = load_settings(
+        path,
+        environ={"OTP_CODE__MAX_ATTEMPTS": "3", "OTP_SEND_LIMITS__PER_DAY": "7"},
+        overrides={"port": 9000},
+    )
+    assert settings.code.ttl_seconds == 120
+    assert settings.code.max_attempts == 3
+    assert settings.send_limits.per_day == 7
+    assert settings.port == 9000
+    assert settings.redis.url == "rediss://:pw@redis.example:6380/0"
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    assert load_settings(environ={"OTP_CONFIG": str(path)}).code.ttl_seconds == 120
+
+
+def test_secrets_from_files_never_printed(tmp_path: Path) -> None:
+    (tmp_path / "pepper").write_text("pepper-from-a-mounted-secret\n")
+    (tmp_path / "redis-password").write_text("hunter2hunter2")
+    path = write(
+        tmp_path,
+        GOOD.replace(f'pepper = "{SECRET}"', f'pepper_file = "{tmp_path / "pepper"}"'),
+    )
+    settings = load_settings(
+        path, environ={"OTP_SECRETS__REDIS_PASSWORD_FILE": str(tmp_path / "redis-password")}
+    )
+    assert settings.secrets.pepper == "pepper-from-a-mounted-secret"
+    assert settings.secrets.redis_password == "hunter2hunter2"
+    for text in (repr(settings), str(settings)):
+        assert "pepper-from-a-mounted-secret" not in text
+        assert "hunter2" not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "named"),
+    [
+        (GOOD + "\n[lockout]\nmax_failures = 'many'\n", {}, "lockout.max_failures"),
+        (GOOD, {"OTP_CODE__TTL_SECONDS": "soon"}, "code.ttl_seconds"),
+        (GOOD + "\n[hashing]\nmemory = 1\n", {}, "memory"),
+        (GOOD, {"OTP_CODE__DIGITS": "12"}, "code.digits"),
+        (GOOD, {"OTP_SECRETS__PEPPER_FILE": "/nonexistent/pepper"}, "secrets.pepper_file"),
+        (GOOD.replace("rediss://", "http://"), {}, "redis.url"),
+        (GOOD.replace(SECRET, "short"), {}, "secrets.pepper"),
+        ('[redis]\nurl = "redis://x"\n[secrets]\nindex_key = "' + SECRET + '"\n', {}, "--dev"),
+        ("", {}, "--dev"),
+        (GOOD + '\n[sms]\ntemplate = "Code {code} for {user}"\n', {}, "sms.template"),
+    ],
+)
+def test_invalid_settings_are_refused_naming_the_key(
+    tmp_path: Path, text: str, environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=environ)
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "override"),
+    [
+        ("[code]\nttl_seconds = 900", "allow_long_ttl"),
+        ("[code]\nmax_attempts = 11", "allow_many_attempts"),
+        ("[code]\ndigits = 4", "allow_short_codes"),
+    ],
+)
+def test_unsafe_settings_need_an_explicit_override(
+    tmp_path: Path, setting: str, override: str
+) -> None:
+    base = GOOD.replace("[code]\nttl_seconds = 120\n", "")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, base + "\n" + setting + "\n"), environ={})
+    assert override in str(caught.value)
+    allowed = base + "\n" + setting + f"\n[unsafe]\n{override} = true\n"
+    load_settings(write(tmp_path, allowed), environ={})
+
+
+def test_non_loopback_bind_without_tokens_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    with pytest.raises(ConfigError, match="api_tokens"):
+        load_settings(path, environ={"OTP_HOST": "0.0.0.0"})
+    tokens = '[{"client": "login", "token_sha256": "' + "a" * 64 + '", "scopes": ["otp"]}]'
+    settings = load_settings(path, environ={"OTP_HOST": "0.0.0.0", "OTP_API_TOKENS": tokens})
+    assert settings.api_tokens[0].client == "login"
+    load_settings(
+        path, environ={"OTP_HOST": "0.0.0.0", "OTP_UNSAFE__ALLOW_UNAUTHENTICATED_BIND": "true"}
+    )
+
+
+def test_development_mode_needs_nothing_and_stays_on_loopback() -> None:
+    settings = load_settings(environ={}, dev=True)
+    assert settings.redis.url is None
+    assert settings.secrets.pepper
+    assert settings.secrets.index_key
+    with pytest.raises(ConfigError, match="loopback"):
+        load_settings(environ={}, dev=True, overrides={"host": "0.0.0.0"})
+
+
+def test_config_check_prints_effective_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD)
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out
+    assert "code.ttl_seconds                  120" in out
+    assert SECRET not in out
+    assert "send_limits.per_hour" in limits_table(load_settings(path, environ={}))
+
+
+def test_config_check_reports_a_bad_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD.replace("ttl_seconds = 120", "ttl_seconds = 120\nbogus = 1"))
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err
+    assert "code" in err
+    assert "bogus" in err
