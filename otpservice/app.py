@@ -79,6 +79,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await service.start()
         try:
             yield
         finally:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from otpservice.codes import generate_code, is_well_formed_code
-from otpservice.errors import ChallengeNotFound, IdempotencyConflict, InvalidInput
+from otpservice.errors import ChallengeNotFound, IdempotencyConflict, InvalidInput, Unavailable
 from otpservice.models import IdempotencyRecord
 from otpservice.phone import parse_phone
 from otpservice.sms import OutboundSms
@@ -150,6 +150,13 @@ class OtpService:
     def close(self) -> None:
         """Release the hashing threads."""
         self._hasher.close()
+
+    async def start(self) -> None:
+        """Connect to the store before serving; a store that is down now is only logged."""
+        try:
+            await self._challenges.prepare()
+        except Unavailable:
+            log.warning("the store is unreachable at start-up; /readyz will say when it is back")
 
     async def check_ready(self) -> None:
         """Raise ``StoreUnavailable`` unless the store runs scripts and takes writes."""

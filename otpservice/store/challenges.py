@@ -61,10 +61,11 @@ class ChallengeStore:
     def __init__(self, client: StoreClient, keys: KeySpace, settings: Settings) -> None:
         self._client = client
         self._keys = keys
-        self._scripts = Scripts(client)
+        self._scripts = Scripts(client, embedded=settings.redis.url is None)
         self._code = settings.code
         self._limits = settings.send_limits
         self._lockout = settings.lockout
+        self._prepared = False
 
     async def issue(
         self,
@@ -200,6 +201,13 @@ class ChallengeStore:
             purpose=_text(reply[5]),
         )
 
+    async def prepare(self) -> None:
+        """Connect and load the scripts; raises ``StoreUnavailable`` when the store is down."""
+        await self._scripts.preload()
+        self._prepared = True
+
     async def check_ready(self) -> None:
         """Run a writing script; raises ``StoreUnavailable`` when the store cannot serve."""
+        if not self._prepared:
+            await self.prepare()
         await run_script(self._scripts.check_ready, [self._keys.readiness()], [])

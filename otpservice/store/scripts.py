@@ -11,8 +11,18 @@ import contextlib
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from otpservice.errors import StoreUnavailable
@@ -24,18 +34,17 @@ if TYPE_CHECKING:
 
     from otpservice.store.client import StoreClient
 
-# Error replies that mean "cannot serve now", not "bug": memory full, read-only replica,
-# cluster resharding or down, a long script running.
-_TRANSIENT_REPLIES = (
-    "OOM",
-    "READONLY",
-    "CLUSTERDOWN",
-    "MASTERDOWN",
-    "TRYAGAIN",
-    "LOADING",
-    "BUSY",
-    "NOREPLICAS",
+# Replies that mean "cannot serve now", not "bug": memory full, read-only replica, loading,
+# cluster resharding or down, a long script running, no replicas to acknowledge.
+_TRANSIENT_ERRORS = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    TryAgainError,
 )
+_TRANSIENT_PREFIXES = ("BUSY", "NOREPLICAS", "OOM")
 
 
 def _source(name: str) -> str:
@@ -49,32 +58,56 @@ def store_errors() -> Iterator[None]:
         yield
     except (RedisConnectionError, RedisTimeoutError) as exc:
         raise StoreUnavailable("the store cannot be reached; retry shortly") from exc
+    except _TRANSIENT_ERRORS as exc:
+        raise StoreUnavailable("the store cannot take the request now; retry shortly") from exc
     except ResponseError as exc:
-        message = str(exc)
-        if message.startswith(_TRANSIENT_REPLIES) or "OOM" in message:
-            raise StoreUnavailable("the store refused the write; retry shortly") from exc
+        if str(exc).startswith(_TRANSIENT_PREFIXES):
+            raise StoreUnavailable("the store cannot take the request now; retry shortly") from exc
         raise
-    except RedisError as exc:
-        # Cluster errors (ClusterDownError, SlotNotCoveredError, ...) and the like.
+    except (RedisError, RedisClusterException) as exc:
+        # Cluster errors (no node reachable, slot not covered, ...) and the like.
         raise StoreUnavailable("the store cannot serve now; retry shortly") from exc
 
 
 class Scripts:
     """Every Lua script, registered on one client."""
 
-    def __init__(self, client: StoreClient) -> None:
+    def __init__(self, client: StoreClient, *, embedded: bool = False) -> None:
+        self._client = client
         prelude = _source("_prelude.lua")
 
-        def register(name: str, *, shared: bool = True) -> AsyncScript:
+        def register(name: str, *, shared: bool = True, writes: bool = True) -> AsyncScript:
+            # A shebang makes Redis check its flags before the script runs: a writing script is
+            # refused whole when memory is full, instead of failing half-way (or, without a
+            # shebang, passing Redis's lazy out-of-memory check and writing anyway).
+            # The embedded store (fakeredis) cannot parse shebangs, and has no memory limit.
+            shebang = "" if embedded else "#!lua" if writes else "#!lua flags=no-writes"
             body = _source(f"{name}.lua")
-            return client.register_script(f"{prelude}\n{body}" if shared else body)
+            return client.register_script(
+                f"{shebang}\n{prelude}\n{body}" if shared else f"{shebang}\n{body}"
+            )
 
         self.issue_challenge = register("issue_challenge")
         self.spend_attempt = register("spend_attempt")
         self.record_verdict = register("record_verdict")
         self.cancel_challenge = register("cancel_challenge")
-        self.read_challenge = register("read_challenge")
+        self.read_challenge = register("read_challenge", writes=False)
         self.check_ready = register("check_ready", shared=False)
+        self._all = [
+            self.issue_challenge, self.spend_attempt, self.record_verdict,
+            self.cancel_challenge, self.read_challenge, self.check_ready,
+        ]  # fmt: skip
+
+    async def preload(self) -> None:
+        """Load every script on every primary, connecting the client on the way.
+
+        Running this once before serving also matters for Redis Cluster: redis-py's async cluster
+        client can fail (AttributeError inside a connection) when its very first commands arrive
+        concurrently; a client that has already reached every node does not.
+        """
+        with store_errors():
+            for script in self._all:
+                await self._client.script_load(script.script)
 
 
 async def run_script(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:

@@ -17,12 +17,14 @@ MISSING = (
 )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(below: int = 65536) -> int:
+    """A TCP port on 127.0.0.1, under ``below``, that nothing listens on right now."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port < below:
+            return port
 
 
 def _wait_for_ping(port: int, deadline_s: float = 10.0) -> None:
@@ -89,10 +91,23 @@ class RedisClusterServers:
     def __init__(self) -> None:
         if REDIS_CLI is None:
             raise RuntimeError(MISSING)
-        self.nodes = [
-            RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-            for _ in range(3)
-        ]
+        self.nodes: list[RedisServer] = []
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self) -> None:
+        assert REDIS_CLI is not None
+        for _ in range(3):
+            # A node also listens on its port + 10000 (the cluster bus), which must exist.
+            self.nodes.append(
+                RedisServer(
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    port=free_port(below=55535),
+                )
+            )  # fmt: skip
         subprocess.run(
             [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
              "--cluster-replicas", "0", "--cluster-yes"],
@@ -115,7 +130,15 @@ class RedisClusterServers:
                 ).stdout
                 for n in self.nodes
             ]  # fmt: skip
-            if all("cluster_state:ok" in s for s in states):
+            # Every node must report the cluster up and know all three masters.
+            known = [
+                subprocess.run(
+                    [REDIS_CLI, "-p", str(n.port), "cluster", "nodes"],
+                    capture_output=True, text=True, check=False,
+                ).stdout.count("master")
+                for n in self.nodes
+            ]  # fmt: skip
+            if all("cluster_state:ok" in s for s in states) and known == [3, 3, 3]:
                 return
             time.sleep(0.1)
         raise RuntimeError("the Redis cluster did not become ready")

@@ -1,0 +1,378 @@
+"""otpservice benchmark: argon2 cost, HTTP throughput and latency, Redis memory and round trips.
+
+Run ``uv run python bench/run.py [--quick]``. It starts its own ``redis-server`` on a free
+loopback port and, for each argon2 profile, its own ``otpservice serve`` (console SMS: its
+stdout tells the code of every challenge), drives it with ``wrk`` and ``bench/otp.lua``, and
+prints figures; nothing is asserted. The summary also goes to ``bench/results/latest.txt``.
+See ``bench/README.md`` for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from figures import (
+    PROFILES,
+    CommandFigures,
+    LoadResult,
+    MemoryFigures,
+    Profile,
+    Report,
+    key_kind,
+    measure_hash,
+    summary,
+)
+from harness import (
+    BENCH_DIR,
+    BLOCK_FIRST,
+    CORES,
+    CallTally,
+    CpuMeter,
+    NumberBlocks,
+    RedisProcess,
+    Service,
+    ServiceConfig,
+    create_challenges,
+    phones,
+    run_wrk,
+    verify_pairs,
+    wrk_threads,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+RESULTS_FILE = BENCH_DIR / "results" / "latest.txt"
+CLIENT_COUNTS = (8, 64)
+# Pairs handed to a /verify run: this many times the best rate seen so far, times the duration.
+PAIRS_MARGIN = 1.6
+# Commands the service sends itself; every other command in commandstats ran inside a script.
+CLIENT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "script", "client", "hello")
+# Commands this script sends; left out of the counts.
+BENCH_COMMANDS = ("info", "config", "flushall", "ping", "scan", "memory")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How long and how big the run is."""
+
+    quick: bool
+    duration_s: int
+    hash_runs: int
+    parallel_hash_s: float
+    memory_challenges: int
+    roundtrip_requests: int
+    create_concurrency: int
+    settle_s: float
+    log_level: str
+    max_concurrent: int | None
+    redis_profile: str
+    profiles: tuple[Profile, ...]
+    keep_workdir: bool
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None) -> Options:
+        """Full or ``--quick`` sizes, with command-line overrides."""
+        parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+        parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+        parser.add_argument("--duration", type=int, help="seconds per wrk run (10; quick 3)")
+        parser.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="the service's log_level setting (default info, the service default)",
+        )
+        parser.add_argument(
+            "--max-concurrent",
+            type=int,
+            help="the service's hashing.max_concurrent (default: unset, one per core)",
+        )
+        parser.add_argument(
+            "--profiles",
+            default=",".join(p.name for p in PROFILES),
+            help="comma-separated argon2 profiles to run (default: all)",
+        )
+        parser.add_argument(
+            "--redis-profile",
+            default="off",
+            help="profile under which Redis memory and round trips are measured (default off)",
+        )
+        parser.add_argument(
+            "--keep-workdir",
+            action="store_true",
+            help="keep the temporary directory (configs, service stdout and stderr)",
+        )
+        args = parser.parse_args(argv)
+        by_name = {p.name: p for p in PROFILES}
+        names = [n.strip() for n in args.profiles.split(",") if n.strip()]
+        unknown = [n for n in names if n not in by_name]
+        if unknown or not names:
+            parser.error(f"unknown profile(s) {unknown}; choose from {sorted(by_name)}")
+        quick = bool(args.quick)
+        return cls(
+            quick=quick,
+            duration_s=args.duration or (3 if quick else 10),
+            hash_runs=20 if quick else 50,
+            parallel_hash_s=1.0 if quick else 3.0,
+            memory_challenges=500 if quick else 2000,
+            roundtrip_requests=50 if quick else 200,
+            create_concurrency=16,
+            settle_s=1.0 if quick else 2.0,
+            log_level=args.log_level,
+            max_concurrent=args.max_concurrent,
+            redis_profile=args.redis_profile,
+            profiles=tuple(by_name[n] for n in names),
+            keep_workdir=args.keep_workdir,
+        )
+
+
+def say(text: str) -> None:
+    """A progress line."""
+    print(text, flush=True)
+
+
+class ProfileBench:
+    """All HTTP and Redis measurements of one profile, against a fresh service."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        options: Options,
+        store: RedisProcess,
+        workdir: Path,
+        numbers: NumberBlocks,
+        report: Report,
+    ) -> None:
+        self.profile = profile
+        self.options = options
+        self.store = store
+        self.workdir = workdir
+        self.numbers = numbers
+        self.report = report
+        self.cost = report.costs[profile.name]
+
+    def run(self) -> None:
+        """Start the service, measure, stop it, keep what it wrote to stderr."""
+        name, options = self.profile.name, self.options
+        self.store.client.flushall()
+        config = ServiceConfig(
+            redis_url=self.store.url,
+            memory_kib=self.profile.memory_kib,
+            time_cost=self.profile.time_cost,
+            parallelism=self.profile.parallelism,
+            log_level=options.log_level,
+            max_concurrent=options.max_concurrent,
+        )
+        service = Service(self.workdir, name, config)
+        try:
+            say(f"[{name}] service up on {service.base_url}; warming up")
+            self.warm_up(service)
+            for clients in CLIENT_COUNTS:
+                self.challenge_load(service, clients)
+            for clients in CLIENT_COUNTS:
+                self.verify_load(service, clients)
+            if name == options.redis_profile:
+                time.sleep(options.settle_s)
+                self.report.commands += self.round_trips(service)
+                self.report.memory = self.memory(service)
+        finally:
+            service.close()
+            self.report.stderr[name] = (dict(service.stderr_levels()), service.stderr_problems())
+
+    def note(self, text: str) -> None:
+        """Something the summary should mention."""
+        self.report.notes.append(f"{self.profile.name}: {text}")
+
+    def meter(self, service: Service) -> CpuMeter:
+        """A CPU meter over the service, Redis, this script and wrk."""
+        return CpuMeter(service.process.pid, self.store.process.pid)
+
+    def warm_up(self, service: Service) -> None:
+        """A few challenges and verifications: scripts loaded, connections pooled."""
+        tally = create_challenges(service, phones(self.numbers.take(), 40), concurrency=8)
+        verified = verify_pairs(service, service.sms.take(40), concurrency=8)
+        if tally.failures(201) != "-" or verified.failures(200) != "-":
+            self.note(f"warm-up failures: {tally.failures(201)} / {verified.failures(200)}")
+
+    def challenge_load(self, service: Service, clients: int) -> None:
+        """wrk on POST /challenge, a new number per request (these also feed /verify later)."""
+        time.sleep(self.options.settle_s)
+        args = ["challenge", self.numbers.take(), str(BLOCK_FIRST)]
+        meter = self.meter(service)
+        record = run_wrk(service.base_url, clients, self.options.duration_s, args)
+        result = LoadResult.from_wrk(
+            record, self.profile, "/challenge", clients, self.cost, meter.stop()
+        )
+        self.report.loads.append(result)
+        say(result.line())
+
+    def verify_load(self, service: Service, clients: int) -> None:
+        """wrk on POST /verify, each pre-created (challenge id, code) pair sent once."""
+        options = self.options
+        time.sleep(options.settle_s)
+        service.sms.poll()
+        best = max(r.rps for r in self.report.loads if r.profile == self.profile)
+        needed = int(best * PAIRS_MARGIN * options.duration_s) + 200
+        if service.sms.unused < needed:
+            missing = needed - service.sms.unused
+            say(f"[{self.profile.name}] pre-creating {missing:,} challenges with httpx")
+            tally = create_challenges(
+                service, phones(self.numbers.take(), missing), options.create_concurrency
+            )
+            if tally.failures(201) != "-":
+                self.note(f"pre-creation failures: {tally.failures(201)}")
+            time.sleep(options.settle_s)
+        pairs = service.sms.take(needed)
+        pairs_file = self.workdir / f"pairs-{self.profile.name}-{clients}.txt"
+        pairs_file.write_text("".join(f"{i} {c}\n" for i, c in pairs), encoding="utf-8")
+        args = ["verify", str(pairs_file), str(wrk_threads(clients))]
+        meter = self.meter(service)
+        record = run_wrk(service.base_url, clients, options.duration_s, args)
+        result = LoadResult.from_wrk(
+            record, self.profile, "/verify", clients, self.cost, meter.stop(), pairs=len(pairs)
+        )
+        self.report.loads.append(result)
+        say(result.line())
+        if result.exhausted:
+            self.note(f"/verify c={clients} ran out of pairs: its rate is a lower bound")
+
+    def round_trips(self, service: Service) -> list[CommandFigures]:
+        """Redis commands per /challenge and per /verify, over a batch of each."""
+        count = self.options.roundtrip_requests
+        numbers = phones(self.numbers.take(), count)
+        created = self.count_commands(
+            "/challenge", count, lambda: create_challenges(service, numbers, concurrency=4)
+        )
+        service.sms.poll()
+        pairs = service.sms.take(count)
+        verified = self.count_commands(
+            "/verify", len(pairs), lambda: verify_pairs(service, pairs, concurrency=4)
+        )
+        for f in (created, verified):
+            say(
+                f"[{self.profile.name}] {f.endpoint}: {f.round_trips / f.requests:.2f} round "
+                f"trips, {f.in_scripts / f.requests:.2f} in-script commands per request"
+            )
+        return [created, verified]
+
+    def count_commands(
+        self, endpoint: str, requests: int, batch: Callable[[], CallTally]
+    ) -> CommandFigures:
+        """``INFO commandstats`` calls made while ``batch`` ran, split by who sent them."""
+        self.store.client.config_resetstat()
+        tally = batch()
+        counts: dict[str, int] = {}
+        for stat, values in self.store.info("commandstats").items():
+            command = stat.removeprefix("cmdstat_")
+            if command.split("|")[0] not in BENCH_COMMANDS:
+                counts[command] = int(values["calls"])
+        round_trips = sum(n for c, n in counts.items() if c.split("|")[0] in CLIENT_COMMANDS)
+        return CommandFigures(
+            endpoint=endpoint,
+            requests=max(requests, 1),
+            round_trips=round_trips,
+            in_scripts=sum(counts.values()) - round_trips,
+            by_command=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+            failures=tally.failures(201 if endpoint == "/challenge" else 200),
+        )
+
+    def memory(self, service: Service) -> MemoryFigures:
+        """Challenges on distinct numbers into an emptied Redis: growth per challenge."""
+        client = self.store.client
+        client.flushall()
+        service.sms.forget()
+        time.sleep(0.2)
+        before = int(self.store.info("memory")["used_memory"])
+        count = self.options.memory_challenges
+        tally = create_challenges(service, phones(self.numbers.take(), count), concurrency=8)
+        after = int(self.store.info("memory")["used_memory"])
+        usage: dict[str, tuple[int, int]] = {}
+        for key in client.scan_iter(count=1000):
+            keys, total = usage.get(key_kind(key), (0, 0))
+            size = int(client.memory_usage(key, samples=0) or 0)
+            usage[key_kind(key)] = (keys + 1, total + size)
+        figures = MemoryFigures(
+            profile=self.profile.name,
+            challenges=tally.statuses.get(201, 0),
+            failures=tally.failures(201),
+            used_memory_delta=after - before,
+            usage_by_kind=dict(sorted(usage.items())),
+        )
+        say(
+            f"[{self.profile.name}] memory: {figures.per_challenge:,.0f} B per challenge "
+            f"(used_memory), {figures.usage_per_challenge:,.0f} B (MEMORY USAGE)"
+        )
+        return figures
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while running, so ``finally`` blocks stop the children."""
+
+    def handler(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the summary and write it to ``bench/results/latest.txt``."""
+    options = Options.parse(argv)
+    started = time.monotonic()
+    report = Report()
+    for profile in options.profiles:
+        cost = measure_hash(profile, options.hash_runs, options.parallel_hash_s)
+        report.costs[profile.name] = cost
+        say(
+            f"[{profile.name}] argon2 hash {cost.hash_s * 1000:.3f} ms (median of "
+            f"{options.hash_runs}): ceiling {cost.ceiling_rps:,.0f}/s on {CORES} cores; "
+            f"{CORES} threads measured {cost.parallel_rps:,.0f}/s"
+        )
+
+    numbers = NumberBlocks()
+    workdir = Path(tempfile.mkdtemp(prefix="otp-bench-"))
+    store: RedisProcess | None = None
+    try:
+        with terminate_as_exit():
+            store = RedisProcess(workdir)
+            say(f"redis-server on 127.0.0.1:{store.port}")
+            for profile in options.profiles:
+                ProfileBench(profile, options, store, workdir, numbers, report).run()
+    finally:
+        if store is not None:
+            store.close()
+        if options.keep_workdir:
+            say(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    header = (
+        f"otpservice benchmark {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+        f"{'quick' if options.quick else 'full'} run, {CORES} cores, wrk runs of "
+        f"{options.duration_s} s, log_level={options.log_level}, hashing.max_concurrent="
+        f"{options.max_concurrent if options.max_concurrent is not None else 'default'}, "
+        f"took {time.monotonic() - started:.0f} s"
+    )
+    text = summary(report, header)
+    print("\n" + text, end="")
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(text, encoding="utf-8")
+    print(f"(summary written to {RESULTS_FILE.relative_to(BENCH_DIR.parent)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

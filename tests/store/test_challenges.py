@@ -1,0 +1,131 @@
+"""The scripts' contract, the same on one Redis node and on a real 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NamedTuple
+
+import httpx
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from otpservice.app import create_app
+from otpservice.codes import CodeHasher, Pepper
+from otpservice.settings import Settings
+from otpservice.store import StoreClient, connect
+from tests.conftest import PEPPER, Phone, cluster_client, running
+from tests.servers.redis import RedisClusterServers, RedisServer
+from tests.web.test_challenges import assert_problem, wrong
+
+NUMBERS = [f"+1415555{n:04d}" for n in range(100, 140)]
+
+
+class StoreApi(NamedTuple):
+    api: httpx.AsyncClient
+    client: StoreClient
+    hasher: CodeHasher
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def store_api(
+    request: pytest.FixtureRequest,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+) -> AsyncIterator[StoreApi]:
+    """The app on one node, then on a cluster, built through the production ``connect()``."""
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        settings = make_settings(server.url, send_limits={"min_interval_seconds": 0})
+        client = connect(settings)
+        await client.flushall()
+    else:
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster_servers")
+        await (await cluster_client(cluster)).aclose()
+        settings = make_settings(
+            cluster.url,
+            redis={"url": cluster.url, "cluster": True},
+            send_limits={"min_interval_seconds": 0},
+        )
+        client = connect(settings)
+        assert isinstance(client, RedisCluster)
+    hasher = CodeHasher(settings.hashing, Pepper(PEPPER))
+    async with running(create_app(settings, redis=client, sms=phone.sender, hasher=hasher)) as api:
+        yield StoreApi(api, client, hasher)
+    await client.aclose()
+
+
+async def _issue(api: httpx.AsyncClient, number: str) -> str:
+    response = await api.post("/challenge", json={"phone": number})
+    assert response.status_code == 201, response.text
+    challenge_id: str = response.json()["challenge_id"]
+    return challenge_id
+
+
+async def test_challenges_on_many_slots_issue_verify_and_read(
+    store_api: StoreApi, phone: Phone
+) -> None:
+    api = store_api.api
+    ids = await asyncio.gather(*(_issue(api, n) for n in NUMBERS))
+    # The tags spread the numbers over the cluster's slots.
+    assert len({cid.split(".")[0] for cid in ids}) == len(NUMBERS)
+    for challenge_id in ids[:10]:
+        code = phone.code_for(challenge_id)
+        bad = await api.post("/verify", json={"challenge_id": challenge_id, "code": wrong(code)})
+        assert_problem(bad, 400, "incorrect_code")
+        ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+        assert ok.status_code == 200, ok.text
+        state = (await api.get(f"/challenge/{challenge_id}")).json()
+        assert state["status"] == "approved"
+    cancelled = await api.delete(f"/challenge/{ids[-1]}")
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await api.get("/readyz")).status_code == 200
+
+
+async def test_exactly_once_and_budget_under_concurrency(store_api: StoreApi, phone: Phone) -> None:
+    api = store_api.api
+    right = await _issue(api, NUMBERS[0])
+    responses = await asyncio.gather(
+        *(
+            api.post("/verify", json={"challenge_id": right, "code": phone.code_for(right)})
+            for _ in range(20)
+        )
+    )
+    assert Counter(r.status_code for r in responses)[200] == 1
+    guessed = await _issue(api, NUMBERS[1])
+    code = phone.code_for(guessed)
+    hashed_before = store_api.hasher.evaluations
+    responses = await asyncio.gather(
+        *(
+            api.post("/verify", json={"challenge_id": guessed, "code": wrong(code)})
+            for _ in range(50)
+        )
+    )
+    # Exactly the budget of five was checked; every other guess was refused before hashing.
+    assert store_api.hasher.evaluations - hashed_before == 5
+    assert {r.json()["code"] for r in responses} <= {"incorrect_code", "too_many_attempts"}
+    assert (await api.get(f"/challenge/{guessed}")).json()["attempts_left"] == 0
+
+
+async def test_send_windows_and_replacement(store_api: StoreApi, phone: Phone) -> None:
+    api = store_api.api
+    ids = [await _issue(api, NUMBERS[2]) for _ in range(5)]
+    refused = await api.post("/challenge", json={"phone": NUMBERS[2]})
+    body: dict[str, Any] = assert_problem(refused, 429, "rate_limited")
+    assert body["rule"] == "number_per_hour"
+    states = [(await api.get(f"/challenge/{cid}")).json()["status"] for cid in ids]
+    assert states == ["cancelled"] * 4 + ["pending"]
+
+
+async def test_scripts_reload_after_flush_on_every_node(store_api: StoreApi, phone: Phone) -> None:
+    api, client, _ = store_api
+    challenge_id = await _issue(api, NUMBERS[3])
+    if isinstance(client, RedisCluster):
+        await client.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.ALL_NODES)
+    else:
+        await client.script_flush()
+    ok = await api.post(
+        "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
+    )
+    assert ok.status_code == 200, ok.text
