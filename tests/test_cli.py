@@ -1,0 +1,193 @@
+"""The command line, as a user runs it: real processes, real sockets, real signals."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+from tests.conftest import INDEX_KEY, PEPPER
+from tests.servers.redis import RedisServer, free_port
+
+
+class ServiceProcess:
+    """``otpservice serve`` in a subprocess, its output collected line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "otpservice", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.stdout: queue.Queue[str] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self._pumps = [
+            threading.Thread(target=_pump, args=(self.process.stdout, self.stdout.put)),
+            threading.Thread(target=_pump, args=(self.process.stderr, self.stderr_lines.append)),
+        ]
+        for pump in self._pumps:
+            pump.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_until_up()
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError("service exited: " + "".join(self.stderr_lines))
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("service did not start")
+
+    def next_code(self, challenge_id: str) -> str:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            line = self.stdout.get(timeout=5)
+            match = re.search(rf"challenge={re.escape(challenge_id)} (\d+) is your", line)
+            if match:
+                return match.group(1)
+        raise AssertionError("no SMS printed for the challenge")
+
+    def stop(self) -> None:
+        """SIGTERM, then check the shutdown was graceful (uvicorn re-raises the signal after)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=25) in (0, -signal.SIGTERM)
+        for pump in self._pumps:
+            pump.join(timeout=5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self.process.stdout is None or self.process.stdout.closed
+
+
+def _pump(stream: IO[str], put: Callable[[str], None]) -> None:
+    for line in stream:
+        put(line)
+
+
+@pytest.fixture
+def dev_service() -> Iterator[ServiceProcess]:
+    service = ServiceProcess("--dev")
+    yield service
+    if not service.stopped:
+        service.stop()
+
+
+def test_dev_mode_walkthrough(dev_service: ServiceProcess) -> None:
+    banner = dev_service.stdout.get(timeout=5)
+    while "DEVELOPMENT MODE" not in banner:
+        banner = dev_service.stdout.get(timeout=5)
+    created = httpx.post(f"{dev_service.url}/challenge", json={"phone": "+14155550123"})
+    assert created.status_code == 201, created.text
+    challenge_id = created.json()["challenge_id"]
+    code = dev_service.next_code(challenge_id)
+    verified = httpx.post(
+        f"{dev_service.url}/verify", json={"challenge_id": challenge_id, "code": code}
+    )
+    assert verified.status_code == 200, verified.text
+    assert httpx.get(f"{dev_service.url}/readyz").status_code == 200
+    # SIGTERM reaches the process and it shuts down gracefully.
+    dev_service.stop()
+    assert "Finished server process" in "".join(dev_service.stderr_lines)
+
+
+def test_without_dev_and_config_it_refuses_and_points_at_dev() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "otpservice", "serve"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTP_")},
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--dev" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dev_mode_refuses_a_public_address() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "otpservice", "serve", "--dev", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "loopback" in result.stderr
+
+
+def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    token = "integration-token-0123456789abcdef0123"
+    (tmp_path / "pepper").write_text(PEPPER)
+    (tmp_path / "index-key").write_text(INDEX_KEY)
+    config = tmp_path / "otp.toml"
+    config.write_text(
+        f"""
+log_level = "debug"
+[redis]
+url = "{redis_server.url}"
+key_prefix = "cli-test"
+[secrets]
+pepper_file = "{tmp_path / "pepper"}"
+index_key_file = "{tmp_path / "index-key"}"
+[hashing]
+memory_kib = 1024
+time_cost = 1
+[[api_tokens]]
+client = "login-app"
+token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"
+scopes = ["otp"]
+"""
+    )
+    service = ServiceProcess("--config", str(config))
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (
+            httpx.post(f"{service.url}/challenge", json={"phone": "+14155550199"}).status_code
+            == 401
+        )
+        created = httpx.post(
+            f"{service.url}/challenge", json={"phone": "+14155550199"}, headers=auth
+        )
+        assert created.status_code == 201, created.text
+        challenge_id = created.json()["challenge_id"]
+        code = service.next_code(challenge_id)
+        wrong = f"{(int(code) + 1) % 10**6:06d}"
+        body = {"challenge_id": challenge_id, "code": wrong}
+        assert httpx.post(f"{service.url}/verify", json=body, headers=auth).status_code == 400
+        body["code"] = code
+        assert httpx.post(f"{service.url}/verify", json=body, headers=auth).status_code == 200
+    finally:
+        service.stop()
+    logs = "".join(service.stderr_lines)
+    assert "challenge issued" in logs
+    assert code not in logs
+    assert "4155550199" not in logs
+    assert PEPPER not in logs
+    assert token not in logs
