@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import secrets
+import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -262,15 +263,23 @@ def validate_settings(settings: Settings) -> None:
         )
 
 
+TEMPLATE_FIELDS = frozenset({"code", "app_name", "ttl_minutes"})
+
+
 def _check_template(template: str) -> None:
     try:
-        template.format(code="0", app_name="x", ttl_minutes=1)
-    except (KeyError, IndexError, ValueError) as exc:
+        fields = {
+            name for _, name, spec, _ in string.Formatter().parse(template) if name is not None
+        }
+    except ValueError as exc:
+        raise ConfigError(f"sms.template is malformed: {exc}") from exc
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
         raise ConfigError(
-            f"sms.template has an unknown or malformed placeholder ({exc}); "
-            "use {code}, {app_name}, {ttl_minutes}"
-        ) from exc
-    if "{code}" not in template:
+            f"sms.template has unknown placeholders {sorted(unknown)}; "
+            f"use {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}"
+        )
+    if "code" not in fields:
         raise ConfigError("sms.template must contain {code}")
 
 

@@ -77,6 +77,8 @@ def test_secrets_from_files_never_printed(tmp_path: Path) -> None:
         ('[redis]\nurl = "redis://x"\n[secrets]\nindex_key = "' + SECRET + '"\n', {}, "--dev"),
         ("", {}, "--dev"),
         (GOOD + '\n[sms]\ntemplate = "Code {code} for {user}"\n', {}, "sms.template"),
+        (GOOD + '\n[sms]\ntemplate = "Code {code.__class__}"\n', {}, "sms.template"),
+        (GOOD + '\n[sms]\ntemplate = "No code here"\n', {}, "sms.template"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_key(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from otpservice.errors import (
     ChallengeExpired,
@@ -39,20 +39,25 @@ def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _raise_for_status(status: str) -> None:
-    """Raise the error for a challenge that is not pending; return if it is."""
-    if status in ("missing",):
+_GONE_DETAIL = {
+    "approved": "the challenge was already approved",
+    "approved_before": "the challenge was already approved",
+    "expired": "the challenge has expired",
+    "cancelled": "the challenge was cancelled or replaced by a newer one",
+}
+
+
+def _raise_for_status(status: str) -> NoReturn:
+    """Raise the error that a script's status reply stands for."""
+    if status == "missing":
         raise ChallengeNotFound("no such challenge")
-    if status in ("approved", "approved_before"):
-        raise ChallengeUsed("the challenge was already approved")
-    if status == "expired":
-        raise ChallengeExpired("the challenge has expired")
-    if status == "cancelled":
-        raise ChallengeExpired("the challenge was cancelled or replaced by a newer one")
     if status == "too_many_attempts":
         raise TooManyAttempts()
-    if status == "locked":  # pragma: no cover - callers handle it with its retry time
-        raise AssertionError("locked needs a retry time")
+    if status in ("approved", "approved_before"):
+        raise ChallengeUsed(_GONE_DETAIL[status])
+    if status in _GONE_DETAIL:
+        raise ChallengeExpired(_GONE_DETAIL[status])
+    raise AssertionError(f"unexpected script reply {status!r}")
 
 
 class ChallengeStore:
@@ -128,7 +133,8 @@ class ChallengeStore:
         status = _text(reply[0])
         if status == "locked":
             raise NumberLocked(seconds_from_ms(int(reply[1])))
-        _raise_for_status(status)
+        if status != "ok":
+            _raise_for_status(status)
         return ReservedAttempt(
             code_hash=_text(reply[1]), pepper_id=_text(reply[2]), attempts_left=int(reply[3])
         )
@@ -160,7 +166,6 @@ class ChallengeStore:
                 raise TooManyAttempts("Incorrect code, and the attempt budget is now spent.")
             raise IncorrectCode(attempts_left)
         _raise_for_status(status)
-        raise AssertionError(f"unexpected verdict {status!r}")  # pragma: no cover
 
     async def cancel(self, keys: ChallengeKeys, client: str) -> None:
         """Cancel a pending challenge (idempotent).
