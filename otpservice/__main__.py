@@ -49,7 +49,7 @@ def limits_table(settings: Settings) -> str:
         ("hashing.memory_kib", settings.hashing.memory_kib),
         ("hashing.time_cost", settings.hashing.time_cost),
         ("hashing.parallelism", settings.hashing.parallelism),
-        ("hashing.concurrency", settings.hashing.concurrency),
+        ("hashing.max_concurrent (effective)", settings.hashing.concurrency),
         ("hashing.max_waiting", settings.hashing.max_waiting),
         (
             "api_tokens",
@@ -80,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # uvicorn's loggers propagate to the root handler set up above (numbers masked).
+        log_config=None,
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=20,

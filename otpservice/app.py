@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
@@ -18,7 +17,7 @@ from otpservice.otp import OtpService
 from otpservice.sms import build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, connect
 from otpservice.web import DEPENDENCIES, ROUTES
-from otpservice.web.auth import Authenticator
+from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.problems import EXCEPTION_HANDLERS
 
 if TYPE_CHECKING:
@@ -87,15 +86,16 @@ def create_app(
             if owns_redis:
                 await client.aclose()
 
-    def provide_otp() -> OtpService:
-        return service
-
     return Litestar(
         route_handlers=ROUTES,
-        dependencies={**DEPENDENCIES, "otp": Provide(provide_otp, sync_to_thread=False)},
+        guards=[authorize],
+        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"authenticator": Authenticator(settings.api_tokens), "otp": service}),
         lifespan=[lifespan],
         openapi_config=OPENAPI_CONFIG,
+        # Logging is set up by logs.py; Litestar's default config would replace the root
+        # handlers and with them the filter that masks phone numbers.
+        logging_config=None,
         debug=False,
     )

@@ -1,33 +1,34 @@
 """One-time codes: generation, and the keyed argon2id hash Redis stores instead of the code.
 
-What is stored is ``argon2id(HMAC-SHA256(pepper, challenge_id + ":" + code))``. The pepper never
+What is stored is ``argon2id(HMAC-SHA256(pepper, challenge_id + ":" + code))`` as raw salt and
+digest (48 bytes), with the pepper id and the argon2 parameters beside it. The pepper never
 leaves the process, so a Redis dump alone does not allow guessing offline; the challenge id in
 the HMAC stops a hash being moved to another challenge. argon2-cffi takes no key, hence the HMAC.
-Hashing runs in a bounded thread pool (argon2 releases the GIL) behind a concurrency cap, so a
-flood cannot push the process past its memory limit: callers hold a ``slot()`` while hashing.
+Hashing runs in a thread pool with one thread per allowed concurrent hash (argon2 releases the
+GIL), so memory stays bounded; callers are admitted (``admit()``) before they spend anything, and
+the excess is refused at once instead of queueing without end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.low_level import Type, hash_secret_raw
 
 from otpservice.errors import HashingBusy
+from otpservice.models import CodeHash
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Iterator
 
     from otpservice.settings import HashingSettings
-
-T = TypeVar("T")
 
 
 def generate_code(digits: int) -> str:
@@ -57,84 +58,83 @@ class Pepper:
         return f"Pepper(id={self.id})"
 
 
+SALT_BYTES = 16
+DIGEST_BYTES = 32
+
+
 class CodeHasher:
-    """Hashes and checks codes with keyed argon2id, off the event loop, with a concurrency cap."""
+    """Hashes and checks codes with keyed argon2id, off the event loop, with bounded concurrency."""
 
     def __init__(
         self, settings: HashingSettings, current: Pepper, previous: Pepper | None = None
     ) -> None:
-        self._hasher = PasswordHasher(
-            time_cost=settings.time_cost,
-            memory_cost=settings.memory_kib,
-            parallelism=settings.parallelism,
-        )
+        self._params = f"{settings.memory_kib},{settings.time_cost},{settings.parallelism}"
         self._current = current
         self._peppers = {p.id: p for p in (current, previous) if p is not None}
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        # One thread per hash allowed at once: the executor's queue holds the admitted rest.
         self._executor = ThreadPoolExecutor(
             max_workers=settings.concurrency, thread_name_prefix="argon2"
         )
-        self._max_waiting = settings.max_waiting
-        self._wait_timeout_seconds = settings.wait_timeout_seconds
-        self._waiting = 0
+        self._max_admitted = settings.concurrency + settings.max_waiting
+        self._admitted = 0
         # Counted so tests and metrics can see how many argon2 evaluations really ran.
         self.evaluations = 0
-        # A hash to check against when there is nothing real to check, for uniform timing.
-        self._decoy = self._hasher.hash(secrets.token_bytes(32))
 
-    async def hash_code(self, challenge_id: str, code: str) -> tuple[str, str]:
-        """Return ``(pepper_id, argon2 hash)`` for the code of ``challenge_id``."""
-        mac = self._current.mac(challenge_id, code)
-        encoded = await self._run(self._hasher.hash, mac)
-        return self._current.id, encoded
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Admit one request that will hash, or refuse it at once when too many are queued.
 
-    async def check_code(
-        self, challenge_id: str, code: str, pepper_id: str, encoded_hash: str
-    ) -> bool:
-        """True when ``code`` matches; the comparison inside argon2 is constant-time."""
-        pepper = self._peppers.get(pepper_id)
-        if pepper is None:
+        Taken before anything is spent (an attempt, a send), so a refusal costs nothing.
+
+        Raises:
+            HashingBusy: the queue is full; retry shortly.
+        """
+        if self._admitted >= self._max_admitted:
+            raise HashingBusy("too many codes are being checked; retry shortly")
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
+
+    async def hash_code(self, challenge_id: str, code: str) -> CodeHash:
+        """The keyed hash to store for the code of ``challenge_id``."""
+        salt = secrets.token_bytes(SALT_BYTES)
+        digest = await self._argon2(self._current.mac(challenge_id, code), salt, self._params)
+        return CodeHash(pepper_id=self._current.id, params=self._params, digest=salt + digest)
+
+    async def check_code(self, challenge_id: str, code: str, stored: CodeHash) -> bool:
+        """True when ``code`` matches ``stored``; compared in constant time."""
+        pepper = self._peppers.get(stored.pepper_id)
+        if pepper is None or len(stored.digest) != SALT_BYTES + DIGEST_BYTES:
             # The pepper was rotated out: the code can no longer be checked. Spend the same time.
             await self.waste_time()
             return False
-        return await self._run(self._matches, encoded_hash, pepper.mac(challenge_id, code))
+        salt, expected = stored.digest[:SALT_BYTES], stored.digest[SALT_BYTES:]
+        actual = await self._argon2(pepper.mac(challenge_id, code), salt, stored.params)
+        return hmac.compare_digest(actual, expected)
 
     async def waste_time(self) -> None:
-        """Run one throw-away check, so a refusal takes as long as a real check."""
-        await self._run(self._matches, self._decoy, b"")
+        """Run one throw-away hash, so a refusal takes as long as a real check."""
+        await self._argon2(b"", secrets.token_bytes(SALT_BYTES), self._params)
 
     def close(self) -> None:
         """Stop the hashing threads."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _matches(self, encoded_hash: str, mac: bytes) -> bool:
-        try:
-            return self._hasher.verify(encoded_hash, mac)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the hashing slots; hash only inside one.
-
-        Raises:
-            HashingBusy: too many are waiting, or none freed up within the wait timeout.
-        """
-        if self._waiting >= self._max_waiting:
-            raise HashingBusy("too many codes are being checked; retry shortly")
-        self._waiting += 1
-        try:
-            async with asyncio.timeout(self._wait_timeout_seconds):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise HashingBusy("too many codes are being checked; retry shortly") from None
-        finally:
-            self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+    async def _argon2(self, secret: bytes, salt: bytes, params: str) -> bytes:
+        memory_kib, time_cost, parallelism = (int(p) for p in params.split(","))
         self.evaluations += 1
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            functools.partial(
+                hash_secret_raw,
+                secret,
+                salt,
+                time_cost=time_cost,
+                memory_cost=memory_kib,
+                parallelism=parallelism,
+                hash_len=DIGEST_BYTES,
+                type=Type.ID,
+            ),
+        )

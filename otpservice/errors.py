@@ -12,8 +12,11 @@
     │   ├── TooManyAttempts       the challenge's attempt budget is spent
     │   ├── RateLimited           a send limit; ``rule`` names it
     │   └── NumberLocked          too many failures for the number
-    ├── IdempotencyConflict       idempotency_key_reused, idempotency_key_in_use
-    ├── AuthError                 unauthorized, forbidden
+    ├── IdempotencyConflict
+    │   ├── IdempotencyKeyReused  same key, different request
+    │   └── IdempotencyKeyInUse   same key, first request still running
+    ├── Unauthorized              no valid bearer token
+    ├── Forbidden                 the token lacks the scope
     └── Unavailable               retry later (503)
         ├── StoreUnavailable      Redis down, slow or refusing writes
         ├── HashingBusy           the hashing queue is full
@@ -33,21 +36,18 @@ class OtpError(Exception):
     code: str = "internal_error"
     title: str = "Internal error"
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        if code is not None:
+            self.code = code
         self.detail = detail or self.title
         super().__init__(self.detail)
 
 
 class InvalidInput(OtpError):
-    """The request is malformed or a value is invalid."""
+    """The request is malformed or a value is invalid; ``code`` says which."""
 
     code = "invalid_request"
     title = "Invalid request"
-
-    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
-        if code is not None:
-            self.code = code
-        super().__init__(detail)
 
 
 class ChallengeNotFound(OtpError):
@@ -134,25 +134,33 @@ class NumberLocked(Refused):
 class IdempotencyConflict(OtpError):
     """An Idempotency-Key cannot be honoured as given."""
 
+
+class IdempotencyKeyReused(IdempotencyConflict):
+    """The key was first used with a different request."""
+
     code = "idempotency_key_reused"
     title = "Idempotency key reused"
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
-        if code is not None:
-            self.code = code
-        super().__init__(detail)
+
+class IdempotencyKeyInUse(IdempotencyConflict):
+    """The first request with this key has not finished yet."""
+
+    code = "idempotency_key_in_use"
+    title = "Idempotency key in use"
 
 
-class AuthError(OtpError):
-    """The caller is not authenticated (``unauthorized``) or lacks a scope (``forbidden``)."""
+class Unauthorized(OtpError):
+    """No valid bearer token was sent."""
 
     code = "unauthorized"
     title = "Unauthorized"
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
-        if code is not None:
-            self.code = code
-        super().__init__(detail)
+
+class Forbidden(OtpError):
+    """The token is valid but lacks the route's scope."""
+
+    code = "forbidden"
+    title = "Forbidden"
 
 
 class Unavailable(OtpError):

@@ -7,6 +7,11 @@ import enum
 import msgspec
 
 
+def ceil_seconds(milliseconds: int) -> int:
+    """Milliseconds as whole seconds, rounded up: a client that waits that long is never early."""
+    return -(-milliseconds // 1000)
+
+
 class Model(msgspec.Struct, frozen=True, kw_only=True):
     """Base of the internal value types."""
 
@@ -38,6 +43,7 @@ class IssuedChallenge(Model, frozen=True):
     expires_at_ms: int
     attempts_left: int
     resend_after_ms: int
+    status: ChallengeStatus = ChallengeStatus.PENDING
 
 
 class ChallengeView(Model, frozen=True):
@@ -52,12 +58,12 @@ class ChallengeView(Model, frozen=True):
     purpose: str
 
 
-class ReservedAttempt(Model, frozen=True):
-    """An attempt counted against the budget, with what is needed to check the code."""
+class CodeHash(Model, frozen=True):
+    """The keyed argon2id hash of a code: raw salt and digest, the pepper id and the parameters."""
 
-    code_hash: str
     pepper_id: str
-    attempts_left: int
+    params: str
+    digest: bytes
 
 
 class ApprovedChallenge(Model, frozen=True):

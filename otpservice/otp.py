@@ -5,7 +5,6 @@ Plain async Python: no web framework, no Redis commands (those live in ``store/`
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 from typing import TYPE_CHECKING
@@ -13,8 +12,16 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from otpservice.codes import generate_code, is_well_formed_code
-from otpservice.errors import ChallengeNotFound, IdempotencyConflict, InvalidInput, Unavailable
-from otpservice.models import IdempotencyRecord
+from otpservice.errors import (
+    ChallengeNotFound,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidInput,
+    OtpError,
+    SenderUnavailable,
+    Unavailable,
+)
+from otpservice.models import ChallengeStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
 from otpservice.sms import OutboundSms
 
@@ -59,8 +66,8 @@ class OtpService:
     ) -> tuple[IssuedChallenge, bool]:
         """Create a challenge and send its code; return it and whether it is a replay.
 
-        With an ``idempotency_key``, a retried request returns the first result instead of
-        sending a second SMS.
+        With an ``idempotency_key``, a retried request returns the first challenge (with its
+        current status) instead of sending a second SMS.
 
         Raises:
             InvalidInput, RateLimited, NumberLocked, IdempotencyConflict, Unavailable.
@@ -71,19 +78,19 @@ class OtpService:
         if idempotency_key is None:
             return await self._issue(phone, request, client), False
 
-        fingerprint = hashlib.sha256(msgspec.json.encode(request)).hexdigest()
+        # Keyed, so the record in Redis does not give the number away to a dictionary attack.
+        fingerprint = self._keys.fingerprint(msgspec.json.encode(request))
         held = await self._idempotency.claim(client, idempotency_key, fingerprint)
         if held is not None:
             if held.fingerprint != fingerprint:
-                raise IdempotencyConflict(
+                raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with a different request body"
                 )
             if held.result is None:
-                raise IdempotencyConflict(
-                    "a request with this Idempotency-Key is still being processed",
-                    code="idempotency_key_in_use",
+                raise IdempotencyKeyInUse(
+                    "a request with this Idempotency-Key is still being processed"
                 )
-            return held.result, True
+            return await self._replay(held.result, client), True
         try:
             issued = await self._issue(phone, request, client)
         except BaseException:
@@ -109,24 +116,19 @@ class OtpService:
                 f"code must be exactly {self._settings.code.digits} ASCII digits",
                 code="invalid_code_format",
             )
-        # The hashing slot is taken before the attempt is counted, so a busy process refuses
-        # without spending an attempt.
-        keys = self._keys.for_challenge(challenge_id)
-        async with self._hasher.slot():
-            if keys is None:
+        # A malformed id is refused at once: its format is public, there is no timing to hide.
+        keys = self._keys_for(challenge_id)
+        # Admission comes before the attempt is counted, so a busy refusal costs no attempt.
+        with self._hasher.admit():
+            try:
+                stored = await self._challenges.spend_attempt(keys, client)
+            except ChallengeNotFound:
                 # As slow as a real check, so timing does not tell whether an id exists.
                 await self._hasher.waste_time()
-                raise ChallengeNotFound("no such challenge")
-            try:
-                attempt = await self._challenges.spend_attempt(keys, client)
-            except ChallengeNotFound:
-                await self._hasher.waste_time()
                 raise
-            matched = await self._hasher.check_code(
-                challenge_id, code, attempt.pepper_id, attempt.code_hash
-            )
+            matched = await self._hasher.check_code(challenge_id, code, stored)
         approved = await self._challenges.record_verdict(keys, client, matched=matched)
-        log.info("challenge approved", extra={"challenge_id": challenge_id})
+        log.info("challenge approved: %s", challenge_id)
         return approved
 
     async def get_challenge(self, challenge_id: str, *, client: str) -> ChallengeView:
@@ -166,14 +168,15 @@ class OtpService:
         self, phone: PhoneNumber, request: ChallengeRequest, client: str
     ) -> IssuedChallenge:
         settings = self._settings
-        code = generate_code(settings.code.digits)
         keys = self._keys.new_challenge(phone.e164)
-        async with self._hasher.slot():
-            pepper_id, code_hash = await self._hasher.hash_code(keys.challenge_id, code)
+        with self._hasher.admit():
+            # Refuse a throttled or locked number before spending a hash on it.
+            await self._challenges.check_send(keys)
+            code = generate_code(settings.code.digits)
+            code_hash = await self._hasher.hash_code(keys.challenge_id, code)
         issued = await self._challenges.issue(
             keys,
             code_hash=code_hash,
-            pepper_id=pepper_id,
             client=client,
             masked_phone=phone.masked(),
             purpose=request.purpose,
@@ -187,14 +190,22 @@ class OtpService:
             await self._sender.send(
                 OutboundSms(to=phone.e164, body=body, challenge_id=keys.challenge_id)
             )
-        except BaseException:
+        except BaseException as exc:
             # The code never reached the phone: make sure it cannot be used either.
             await self._challenges.cancel(keys, client)
+            if isinstance(exc, Exception) and not isinstance(exc, OtpError):
+                raise SenderUnavailable("the SMS could not be handed to the sender") from exc
             raise
-        log.info(
-            "challenge issued", extra={"challenge_id": keys.challenge_id, "phone": phone.masked()}
-        )
+        log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
         return issued
+
+    async def _replay(self, issued: IssuedChallenge, client: str) -> IssuedChallenge:
+        """The first result of an idempotent request, with the challenge's current state."""
+        try:
+            view = await self._challenges.read(self._keys_for(issued.challenge_id), client)
+        except ChallengeNotFound:
+            return msgspec.structs.replace(issued, status=ChallengeStatus.EXPIRED, attempts_left=0)
+        return msgspec.structs.replace(issued, status=view.status, attempts_left=view.attempts_left)
 
     def _keys_for(self, challenge_id: str) -> ChallengeKeys:
         keys = self._keys.for_challenge(challenge_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import secrets
 import string
@@ -72,15 +73,27 @@ class HashingSettings(Base, frozen=True):
     memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 19456
     time_cost: PositiveInt = 2
     parallelism: PositiveInt = 1
-    # 0 means one per CPU core.
+    # 0 means one per CPU this process may use (its cgroup quota or affinity).
     max_concurrent: Annotated[int, msgspec.Meta(ge=0)] = 0
-    max_waiting: Annotated[int, msgspec.Meta(ge=0)] = 256
-    wait_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    # Requests admitted to wait for a hashing thread; more are refused with 503 at once.
+    max_waiting: PositiveInt = 256
 
     @property
     def concurrency(self) -> int:
         """Hashes that may run at once."""
-        return self.max_concurrent or os.cpu_count() or 1
+        return self.max_concurrent or available_cpus()
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the cgroup v2 quota if set, else its CPU affinity."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
 class RedisSettings(Base, frozen=True):
@@ -92,6 +105,8 @@ class RedisSettings(Base, frozen=True):
     key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "otp"
     socket_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    # Connections per Redis node; more concurrent commands wait for a free one.
+    max_connections: PositiveInt = 64
 
 
 class ApiToken(Base, frozen=True):
@@ -117,6 +132,8 @@ class UnsafeOverrides(Base, frozen=True):
     allow_many_attempts: bool = False
     allow_short_codes: bool = False
     allow_unauthenticated_bind: bool = False
+    # The console sender prints codes; outside --dev only for benchmarks and tests.
+    allow_console_sender: bool = False
 
 
 class Secrets(Base, frozen=True):
@@ -138,6 +155,7 @@ class Secrets(Base, frozen=True):
 class Settings(Base, frozen=True):
     """The whole configuration of one otpservice process."""
 
+    # Set by the --dev flag only (load_settings refuses it from a file or the environment).
     dev_mode: bool = False
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
@@ -180,9 +198,15 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     _merge(raw, _from_environment(env))
     _merge(raw, overrides or {})
+    if "dev_mode" in raw:
+        # Only the --dev flag turns development mode on, so a production pod cannot fall into it
+        # through a stray variable or config line.
+        raise ConfigError("dev_mode cannot be set in a file or the environment; use --dev")
     _read_secret_files(raw)
     if dev:
         raw["dev_mode"] = True
+        # Development mode always runs on the embedded store.
+        raw.setdefault("redis", {})["url"] = None
     settings = convert_settings(raw)
     if settings.dev_mode:
         settings = _fill_dev_defaults(settings)
@@ -225,6 +249,9 @@ def validate_settings(settings: Settings) -> None:
             f"code.digits = {code.digits} is under {SAFE_MIN_DIGITS}; "
             "set unsafe.allow_short_codes = true if you mean it"
         )
+    hashing = settings.hashing
+    if hashing.memory_kib < 8 * hashing.parallelism:
+        raise ConfigError("hashing.memory_kib must be at least 8 * hashing.parallelism")
     if settings.lockout.base_seconds > settings.lockout.max_seconds:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
     _check_template(settings.sms.template)
@@ -234,6 +261,11 @@ def validate_settings(settings: Settings) -> None:
                 f"host = {settings.host!r}: development mode listens on loopback only"
             )
         return
+    if settings.sms.provider == "console" and not unsafe.allow_console_sender:
+        raise ConfigError(
+            "sms.provider = 'console' prints codes to the terminal: it is for --dev only "
+            "(set unsafe.allow_console_sender = true for benchmarks)"
+        )
     if settings.redis.url is None:
         raise ConfigError(
             "redis.url is not set: production needs a real Redis "

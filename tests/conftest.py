@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from otpservice.app import create_app
 from otpservice.settings import Settings, load_settings
 from otpservice.sms import ConsoleSender
+from otpservice.store import connect
 from tests.servers.redis import RedisClusterServers, RedisServer
 
 ApiFactory = Callable[..., Any]
@@ -43,9 +44,15 @@ def redis_cluster_servers() -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A client of the session's server, emptied before the test (the server is ours alone)."""
-    client = Redis.from_url(redis_server.url)
+async def redis(
+    redis_server: RedisServer, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Redis]:
+    """A client of the session's server, as the service builds it, emptied before the test.
+
+    The server was started by this session, so flushing it touches no one else's data.
+    """
+    client = connect(make_settings(redis_server.url))
+    assert isinstance(client, Redis)
     await client.flushall()
     yield client
     await client.aclose()
@@ -60,6 +67,8 @@ def make_settings() -> Callable[..., Settings]:
             "redis": {"url": redis_url},
             "secrets": {"pepper": PEPPER, "index_key": INDEX_KEY},
             "hashing": dict(LIGHT_HASHING),
+            # The tests read codes from the console sender, as a developer would.
+            "unsafe": {"allow_console_sender": True},
         }
         for section, value in overrides.items():
             if isinstance(value, dict) and isinstance(raw.get(section), dict):

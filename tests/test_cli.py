@@ -159,6 +159,8 @@ index_key_file = "{tmp_path / "index-key"}"
 [hashing]
 memory_kib = 1024
 time_cost = 1
+[unsafe]
+allow_console_sender = true
 [[api_tokens]]
 client = "login-app"
 token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"

@@ -2,14 +2,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from otpservice import codes
 from otpservice.codes import CodeHasher, Pepper, generate_code, is_well_formed_code
 from otpservice.errors import HashingBusy
+from otpservice.models import CodeHash
 from otpservice.settings import HashingSettings
 
 LIGHT = HashingSettings(memory_kib=1024, time_cost=1)
@@ -60,38 +63,50 @@ def test_pepper_id_is_stable_and_reveals_nothing_of_the_secret() -> None:
     assert secret not in repr(Pepper(secret))
 
 
-async def _check(hasher: CodeHasher, challenge_id: str, code: str, pid: str, h: str) -> bool:
-    async with hasher.slot():
-        return await hasher.check_code(challenge_id, code, pid, h)
+async def _check(hasher: CodeHasher, challenge_id: str, code: str, stored: CodeHash) -> bool:
+    with hasher.admit():
+        return await hasher.check_code(challenge_id, code, stored)
 
 
 async def test_hash_is_bound_to_its_challenge_and_pepper() -> None:
     hasher = CodeHasher(LIGHT, Pepper("pepper-one-0123456789abcdef"))
-    async with hasher.slot():
-        pepper_id, encoded = await hasher.hash_code("tag.challenge-a", "123456")
-    assert encoded.startswith("$argon2id$")
-    assert "123456" not in encoded
-    assert await _check(hasher, "tag.challenge-a", "123456", pepper_id, encoded)
-    assert not await _check(hasher, "tag.challenge-a", "123457", pepper_id, encoded)
+    stored = await hasher.hash_code("tag.challenge-a", "123456")
+    # Raw salt and digest: 48 bytes, so Redis keeps the challenge hash in its compact encoding.
+    assert len(stored.digest) == 48
+    assert stored.params == "1024,1,1"
+    assert b"123456" not in stored.digest
+    assert await _check(hasher, "tag.challenge-a", "123456", stored)
+    assert not await _check(hasher, "tag.challenge-a", "123457", stored)
     # The same hash moved to another challenge does not verify.
-    assert not await _check(hasher, "tag.challenge-b", "123456", pepper_id, encoded)
+    assert not await _check(hasher, "tag.challenge-b", "123456", stored)
     # Without the pepper (a Redis dump alone), the plain code does not match the hash.
     other = CodeHasher(LIGHT, Pepper("another-pepper-0123456789abc"))
-    assert not await _check(other, "tag.challenge-a", "123456", pepper_id, encoded)
+    assert not await _check(other, "tag.challenge-a", "123456", stored)
     hasher.close()
     other.close()
+
+
+async def test_codes_hashed_under_old_parameters_still_verify() -> None:
+    before = CodeHasher(LIGHT, Pepper("pepper-one-0123456789abcdef"))
+    stored = await before.hash_code("t.c", "222222")
+    after = CodeHasher(
+        HashingSettings(memory_kib=2048, time_cost=2), Pepper("pepper-one-0123456789abcdef")
+    )
+    assert await _check(after, "t.c", "222222", stored)
+    before.close()
+    after.close()
 
 
 async def test_previous_pepper_keeps_live_codes_working_during_rotation() -> None:
     old, new = Pepper("old-pepper-0123456789abcdef"), Pepper("new-pepper-0123456789abcdef")
     before = CodeHasher(LIGHT, old)
-    async with before.slot():
-        pepper_id, encoded = await before.hash_code("t.c", "654321")
+    stored = await before.hash_code("t.c", "654321")
     rotating = CodeHasher(LIGHT, new, old)
     after = CodeHasher(LIGHT, new)
-    assert await _check(rotating, "t.c", "654321", pepper_id, encoded)
-    assert not await _check(after, "t.c", "654321", pepper_id, encoded)
+    assert await _check(rotating, "t.c", "654321", stored)
+    assert not await _check(after, "t.c", "654321", stored)
     # One hash per guess: a rotated-out pepper costs one (decoy) evaluation, not one per pepper.
+    assert rotating.evaluations == 1
     assert after.evaluations == 1
     for h in (before, rotating, after):
         h.close()
@@ -105,9 +120,9 @@ async def test_hashing_concurrency_is_capped(monkeypatch: pytest.MonkeyPatch) ->
     running = 0
     peak = 0
     lock = threading.Lock()
-    real = hasher._matches
+    real = codes.hash_secret_raw
 
-    def slow_matches(encoded: str, mac: bytes) -> bool:
+    def slow_hash(*args: Any, **kwargs: Any) -> bytes:
         nonlocal running, peak
         with lock:
             running += 1
@@ -115,40 +130,27 @@ async def test_hashing_concurrency_is_capped(monkeypatch: pytest.MonkeyPatch) ->
         time.sleep(0.01)
         with lock:
             running -= 1
-        return real(encoded, mac)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(hasher, "_matches", slow_matches)
-    async with hasher.slot():
-        pid, encoded = await hasher.hash_code("t.c", "111111")
-    await asyncio.gather(*(_check(hasher, "t.c", "111111", pid, encoded) for _ in range(20)))
+    monkeypatch.setattr(codes, "hash_secret_raw", slow_hash)
+    stored = await hasher.hash_code("t.c", "111111")
+    results = await asyncio.gather(*(_check(hasher, "t.c", "111111", stored) for _ in range(20)))
+    assert all(results)
     assert peak == 2
     hasher.close()
 
 
-async def test_excess_hashing_requests_are_refused_not_queued_forever() -> None:
+async def test_admission_beyond_the_queue_is_refused_at_once() -> None:
     hasher = CodeHasher(
-        HashingSettings(
-            memory_kib=1024, time_cost=1, max_concurrent=1, max_waiting=1, wait_timeout_seconds=0.2
-        ),
+        HashingSettings(memory_kib=1024, time_cost=1, max_concurrent=1, max_waiting=2),
         Pepper("pepper-one-0123456789abcdef"),
     )
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        async with hasher.slot():
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await asyncio.sleep(0)
-    waiter = asyncio.create_task(hold())
-    await asyncio.sleep(0)
-    # One holds the slot, one waits: a third is refused at once.
-    with pytest.raises(HashingBusy):
-        async with hasher.slot():
+    with contextlib.ExitStack() as held:
+        for _ in range(3):  # one running plus two waiting
+            held.enter_context(hasher.admit())
+        with pytest.raises(HashingBusy), hasher.admit():
             pass
-    # The waiter gives up after the wait timeout.
-    with pytest.raises(HashingBusy):
-        await waiter
-    release.set()
-    await holder
+    # Released: admitted again.
+    with hasher.admit():
+        pass
     hasher.close()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from otpservice.app import create_app
 from otpservice.codes import CodeHasher, Pepper
+from otpservice.models import ChallengeRequest
 from otpservice.settings import Settings
 from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, running
 from tests.servers.redis import RedisServer
@@ -66,7 +69,7 @@ async def test_concurrent_wrong_guesses_cost_exactly_the_budget(
     codes = Counter(r.json()["code"] for r in responses)
     # Five attempts were reserved and checked; every other guess was refused before hashing.
     assert hasher.evaluations - before == 5
-    assert codes["incorrect_code"] + codes["too_many_attempts"] == 200
+    assert codes["incorrect_code"] + codes["too_many_attempts"] == 200, codes
     # Each checked guess reports what is left when it is settled, so at most four say "incorrect".
     assert codes["incorrect_code"] <= 4
     # The budget is spent: the right code is refused now.
@@ -137,7 +140,10 @@ async def test_a_success_resets_the_failure_counter(make_api: ApiFactory, phone:
 async def test_redis_never_holds_a_code_or_a_number_in_clear(
     api: httpx.AsyncClient, phone: Phone, redis: Redis
 ) -> None:
-    challenge_id = (await issue(api))["challenge_id"]
+    response = await api.post(
+        "/challenge", json={"phone": PHONE}, headers={"Idempotency-Key": "dump-check"}
+    )
+    challenge_id = response.json()["challenge_id"]
     code = phone.code_for(challenge_id)
     await verify(api, challenge_id, wrong(code))
     dump = b""
@@ -158,6 +164,9 @@ async def test_redis_never_holds_a_code_or_a_number_in_clear(
     assert PHONE[1:].encode() not in dump
     assert PEPPER.encode() not in dump
     assert INDEX_KEY.encode() not in dump
+    # Nor a plain digest of the request, which a dictionary of numbers would reverse.
+    plain = ChallengeRequest(phone=PHONE)
+    assert hashlib.sha256(msgspec.json.encode(plain)).hexdigest().encode() not in dump
 
 
 async def test_every_key_of_a_number_shares_one_hash_tag(
@@ -234,9 +243,14 @@ async def test_tokens_are_required_and_scoped(make_api: ApiFactory, phone: Phone
         "/challenge", json={"phone": PHONE}, headers={"Authorization": f"Bearer {tokens['login']}"}
     )
     assert ok.status_code == 201
-    # Health routes stay open for probes.
+    # Health routes stay open for probes; everything else (the spec too) needs a token.
     assert (await api.get("/healthz")).status_code == 200
     assert (await api.get("/readyz")).status_code == 200
+    assert_problem(await api.get("/openapi/openapi.json"), 401, "unauthorized")
+    login = {"Authorization": f"Bearer {tokens['login']}"}
+    assert_problem(await api.get("/openapi/openapi.json", headers=login), 403, "forbidden")
+    ops = {"Authorization": f"Bearer {tokens['ops']}"}
+    assert (await api.get("/openapi/openapi.json", headers=ops)).status_code == 200
 
 
 async def test_idempotency_key_replays_the_same_challenge(
@@ -313,17 +327,69 @@ async def test_unknown_ids_take_a_hash_like_known_ones(
     code = phone.code_for(challenge_id)
     before = hasher.evaluations
     await verify(api, challenge_id, wrong(code))
-    await verify(api, challenge_id.split(".")[0] + ".AAAAAAAAAAAAAAAAAAAAAA", code)
-    await verify(api, "garbage", code)
-    assert hasher.evaluations - before == 3
+    unknown = await verify(api, challenge_id.split(".")[0] + ".AAAAAAAAAAAAAAAAAAAAAA", code)
+    assert_problem(unknown, 404, "challenge_not_found")
+    assert hasher.evaluations - before == 2
+    # A malformed id has no secret to hide (the format is public): refused without a hash.
+    assert_problem(await verify(api, "garbage", code), 404, "challenge_not_found")
+    assert hasher.evaluations - before == 2
+
+
+async def test_refused_sends_cost_no_hash(counted: Callable[..., Any], phone: Phone) -> None:
+    api, hasher = await counted()
+    await issue(api)
+    before = hasher.evaluations
+    for _ in range(20):
+        assert_problem(await api.post("/challenge", json={"phone": PHONE}), 429, "rate_limited")
+    assert hasher.evaluations == before
+
+
+async def test_a_right_code_near_the_limit_does_not_lengthen_later_lockouts(
+    make_api: ApiFactory, phone: Phone
+) -> None:
+    api = await make_api(
+        send_limits={"min_interval_seconds": 0, "per_hour": 100, "per_day": 100},
+        lockout={"max_failures": 3, "base_seconds": 60},
+    )
+    challenge_id = (await issue(api))["challenge_id"]
+    code = phone.code_for(challenge_id)
+    assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
+    assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
+    assert (await verify(api, challenge_id, code)).status_code == 200
+    # The success reset the count: three fresh failures give the first lock, not a doubled one.
+    challenge_id = (await issue(api))["challenge_id"]
+    code = phone.code_for(challenge_id)
+    assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
+    assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
+    body = assert_problem(await verify(api, challenge_id, wrong(code)), 429, "number_locked")
+    assert body["retry_after"] == 60
+
+
+async def test_idempotent_replay_shows_the_challenge_as_it_is_now(
+    api: httpx.AsyncClient, phone: Phone
+) -> None:
+    headers = {"Idempotency-Key": "replay-after-use"}
+    first = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
+    challenge_id = first.json()["challenge_id"]
+    assert (await verify(api, challenge_id, phone.code_for(challenge_id))).status_code == 200
+    replay = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
+    assert replay.status_code == 201
+    assert replay.json()["challenge_id"] == challenge_id
+    assert replay.json()["status"] == "approved"
+    assert len(phone.messages()) == 1
+
+
+async def test_empty_idempotency_key_is_refused(api: httpx.AsyncClient, phone: Phone) -> None:
+    response = await api.post("/challenge", json={"phone": PHONE}, headers={"Idempotency-Key": ""})
+    assert_problem(response, 400, "invalid_request")
+    assert phone.messages() == []
 
 
 async def test_hashing_flood_gets_503_with_retry_after(
     counted: Callable[..., Any], phone: Phone
 ) -> None:
     api, _ = await counted(
-        hashing={"max_concurrent": 1, "max_waiting": 2, "wait_timeout_seconds": 5,
-                 "memory_kib": 8192, "time_cost": 3},
+        hashing={"max_concurrent": 1, "max_waiting": 2, "memory_kib": 8192, "time_cost": 3},
         code={"max_attempts": 10},
     )  # fmt: skip
     challenge_id = (await issue(api))["challenge_id"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ index_key = "{SECRET}i"
 
 [code]
 ttl_seconds = 120
+
+[unsafe]
+allow_console_sender = true  # the only sender until real providers land
 """
 
 
@@ -100,12 +104,11 @@ def test_invalid_settings_are_refused_naming_the_key(
 def test_unsafe_settings_need_an_explicit_override(
     tmp_path: Path, setting: str, override: str
 ) -> None:
-    base = GOOD.replace("[code]\nttl_seconds = 120\n", "")
+    path = write(tmp_path, GOOD.replace("[code]\nttl_seconds = 120\n", setting + "\n"))
     with pytest.raises(ConfigError) as caught:
-        load_settings(write(tmp_path, base + "\n" + setting + "\n"), environ={})
+        load_settings(path, environ={})
     assert override in str(caught.value)
-    allowed = base + "\n" + setting + f"\n[unsafe]\n{override} = true\n"
-    load_settings(write(tmp_path, allowed), environ={})
+    load_settings(path, environ={f"OTP_UNSAFE__{override.upper()}": "true"})
 
 
 def test_non_loopback_bind_without_tokens_is_refused(tmp_path: Path) -> None:
@@ -120,9 +123,26 @@ def test_non_loopback_bind_without_tokens_is_refused(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [(GOOD, {"OTP_DEV_MODE": "true"}), ("dev_mode = true\n" + GOOD, {})],
+)
+def test_development_mode_cannot_be_switched_on_by_file_or_environment(
+    tmp_path: Path, text: str, environ: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError, match="--dev"):
+        load_settings(write(tmp_path, text), environ=environ)
+
+
+def test_console_sender_is_refused_outside_development_mode(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("allow_console_sender = true", ""))
+    with pytest.raises(ConfigError, match=r"sms\.provider"):
+        load_settings(path, environ={})
+
+
 def test_development_mode_needs_nothing_and_stays_on_loopback() -> None:
-    settings = load_settings(environ={}, dev=True)
-    assert settings.redis.url is None
+    settings = load_settings(environ={"OTP_REDIS__URL": "redis://10.0.0.9:6379/0"}, dev=True)
+    assert settings.redis.url is None  # always the embedded store
     assert settings.secrets.pepper
     assert settings.secrets.index_key
     with pytest.raises(ConfigError, match="loopback"):
@@ -136,7 +156,7 @@ def test_config_check_prints_effective_limits(
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "valid" in out
-    assert "code.ttl_seconds                  120" in out
+    assert re.search(r"^code\.ttl_seconds +120$", out, re.MULTILINE)
     assert SECRET not in out
     assert "send_limits.per_hour" in limits_table(load_settings(path, environ={}))
 

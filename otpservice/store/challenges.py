@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from otpservice.errors import (
     ChallengeExpired,
@@ -17,8 +17,9 @@ from otpservice.models import (
     ApprovedChallenge,
     ChallengeStatus,
     ChallengeView,
+    CodeHash,
     IssuedChallenge,
-    ReservedAttempt,
+    ceil_seconds,
 )
 from otpservice.store.scripts import Scripts, run_script
 
@@ -31,8 +32,8 @@ _MS = 1000
 
 
 def seconds_from_ms(milliseconds: int) -> int:
-    """Whole seconds to wait, rounded up so a client that waits that long is never early."""
-    return max(1, -(-milliseconds // _MS))
+    """A Retry-After in whole seconds: rounded up, and at least one."""
+    return max(1, ceil_seconds(milliseconds))
 
 
 def _text(value: bytes | str | int) -> str:
@@ -64,7 +65,6 @@ class ChallengeStore:
     """Creates, spends, settles, cancels and reads challenges, one atomic script each."""
 
     def __init__(self, client: StoreClient, keys: KeySpace, settings: Settings) -> None:
-        self._client = client
         self._keys = keys
         self._scripts = Scripts(client, embedded=settings.redis.url is None)
         self._code = settings.code
@@ -72,12 +72,19 @@ class ChallengeStore:
         self._lockout = settings.lockout
         self._prepared = False
 
+    async def check_send(self, keys: ChallengeKeys) -> None:
+        """Refuse early, writing nothing, if a send to this number would be refused now.
+
+        Raises:
+            RateLimited, NumberLocked.
+        """
+        await self._issue_script(keys, ["", "", "", "", "", "", "", 0, 0, 0], mode="check")
+
     async def issue(
         self,
         keys: ChallengeKeys,
         *,
-        code_hash: str,
-        pepper_id: str,
+        code_hash: CodeHash,
         client: str,
         masked_phone: str,
         purpose: str,
@@ -88,25 +95,15 @@ class ChallengeStore:
             RateLimited: a send limit refuses; nothing was counted.
             NumberLocked: the number is locked for failed codes.
         """
-        windows: list[str | int] = [
-            3600 * _MS, self._limits.per_hour, "number_per_hour",
-            86400 * _MS, self._limits.per_day, "number_per_day",
-        ]  # fmt: skip
-        reply = await run_script(
-            self._scripts.issue_challenge,
-            [keys.sends, keys.active, keys.guard, keys.challenge],
+        reply = await self._issue_script(
+            keys,
             [
-                keys.random_part, code_hash, pepper_id, client, masked_phone, purpose,
-                self._code.max_attempts, self._code.ttl_seconds * _MS,
-                self._code.tombstone_seconds * _MS, self._limits.min_interval_seconds * _MS,
-                *windows,
+                keys.random_part, code_hash.digest, code_hash.pepper_id, code_hash.params,
+                client, masked_phone, purpose, self._code.max_attempts,
+                self._code.ttl_seconds * _MS, self._code.tombstone_seconds * _MS,
             ],
+            mode="issue",
         )  # fmt: skip
-        status = _text(reply[0])
-        if status == "rate_limited":
-            raise RateLimited(_text(reply[1]), seconds_from_ms(int(reply[2])))
-        if status == "locked":
-            raise NumberLocked(seconds_from_ms(int(reply[1])))
         return IssuedChallenge(
             challenge_id=keys.challenge_id,
             created_at_ms=int(reply[1]),
@@ -115,8 +112,28 @@ class ChallengeStore:
             resend_after_ms=int(reply[3]),
         )
 
-    async def spend_attempt(self, keys: ChallengeKeys, client: str) -> ReservedAttempt:
-        """Count one attempt before the code is checked, and return what checking needs.
+    async def _issue_script(
+        self, keys: ChallengeKeys, challenge_args: list[str | int | bytes], *, mode: str
+    ) -> list[Any]:
+        limits = self._limits
+        reply = await run_script(
+            self._scripts.issue_challenge,
+            [keys.sends, keys.active, keys.guard, keys.challenge],
+            [
+                *challenge_args, limits.min_interval_seconds * _MS, mode,
+                3600 * _MS, limits.per_hour, "number_per_hour",
+                86400 * _MS, limits.per_day, "number_per_day",
+            ],
+        )  # fmt: skip
+        status = _text(reply[0])
+        if status == "rate_limited":
+            raise RateLimited(_text(reply[1]), seconds_from_ms(int(reply[2])))
+        if status == "locked":
+            raise NumberLocked(seconds_from_ms(int(reply[1])))
+        return reply
+
+    async def spend_attempt(self, keys: ChallengeKeys, client: str) -> CodeHash:
+        """Count one attempt before the code is checked, and return the hash to check it against.
 
         Raises:
             ChallengeNotFound, ChallengeGone, TooManyAttempts, NumberLocked.
@@ -125,19 +142,18 @@ class ChallengeStore:
             self._scripts.spend_attempt,
             [keys.challenge, keys.active, keys.guard],
             [
-                keys.random_part, client, self._lockout.max_failures,
-                self._lockout.base_seconds * _MS, self._lockout.max_seconds * _MS,
+                keys.random_part,
+                client,
+                self._lockout.max_failures,
                 self._lockout.memory_seconds * _MS,
             ],
-        )  # fmt: skip
+        )
         status = _text(reply[0])
         if status == "locked":
             raise NumberLocked(seconds_from_ms(int(reply[1])))
         if status != "ok":
             _raise_for_status(status)
-        return ReservedAttempt(
-            code_hash=_text(reply[1]), pepper_id=_text(reply[2]), attempts_left=int(reply[3])
-        )
+        return CodeHash(pepper_id=_text(reply[2]), params=_text(reply[3]), digest=bytes(reply[1]))
 
     async def record_verdict(
         self, keys: ChallengeKeys, client: str, *, matched: bool
@@ -150,11 +166,15 @@ class ChallengeStore:
             NumberLocked: the number is locked now.
             ChallengeNotFound, ChallengeGone: the challenge ended meanwhile.
         """
+        lockout = self._lockout
         reply = await run_script(
             self._scripts.record_verdict,
             [keys.challenge, keys.active, keys.guard],
-            [keys.random_part, client, "1" if matched else "0"],
-        )
+            [
+                keys.random_part, client, "1" if matched else "0", lockout.max_failures,
+                lockout.base_seconds * _MS, lockout.max_seconds * _MS, lockout.memory_seconds * _MS,
+            ],
+        )  # fmt: skip
         status = _text(reply[0])
         if status == "approved":
             return ApprovedChallenge(challenge_id=keys.challenge_id, approved_at_ms=int(reply[1]))
@@ -195,7 +215,7 @@ class ChallengeStore:
         )
         status = _text(reply[0])
         if status == "missing":
-            raise ChallengeNotFound("no such challenge")
+            _raise_for_status(status)
         return ChallengeView(
             challenge_id=keys.challenge_id,
             status=ChallengeStatus(status),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -25,20 +25,35 @@ def connect(settings: Settings) -> StoreClient:
     if settings.redis.url is None:
         if not settings.dev_mode:
             raise AssertionError("the embedded store is for development mode only")
-        import fakeredis
+        import fakeredis  # imported here: only development mode needs it
 
         client: Redis = fakeredis.FakeAsyncRedis()
         return client
     options: dict[str, Any] = {
         "socket_timeout": settings.redis.socket_timeout_seconds,
         "socket_connect_timeout": settings.redis.connect_timeout_seconds,
-        # One quick retry on a dropped connection (a Redis restart leaves stale pooled sockets);
-        # a Redis that stays down fails fast into 503 store_unavailable.
-        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+        # One quick retry on a dropped connection (a Redis restart leaves stale pooled sockets).
+        # Never on a timeout: the command may have run, and the scripts spend attempts and send
+        # slots, so running one twice would count twice. A slow Redis is a 503 instead.
+        "retry": Retry(
+            ExponentialBackoff(cap=0.2, base=0.05),
+            retries=1,
+            supported_errors=(RedisConnectionError,),
+        ),
         "retry_on_error": [RedisConnectionError],
     }
     if settings.secrets.redis_password:
         options["password"] = settings.secrets.redis_password
     if settings.redis.cluster:
-        return RedisCluster.from_url(settings.redis.url, **options)
-    return Redis.from_url(settings.redis.url, **options)
+        return RedisCluster.from_url(
+            settings.redis.url, max_connections=settings.redis.max_connections, **options
+        )
+    # A blocking pool: a burst beyond max_connections waits (up to the socket timeout) for a
+    # free connection instead of failing with "too many connections".
+    pool = BlockingConnectionPool.from_url(
+        settings.redis.url,
+        max_connections=settings.redis.max_connections,
+        timeout=settings.redis.socket_timeout_seconds,
+        **options,
+    )
+    return Redis.from_pool(pool)  # the client owns the pool and closes it

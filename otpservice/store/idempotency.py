@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from otpservice.store.keys import KeySpace
 
 RECORD_TTL_SECONDS = 24 * 3600
+# A claim whose request died (process killed, store lost) frees the key after this long.
+PENDING_TTL_SECONDS = 60
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
@@ -33,17 +35,19 @@ class IdempotencyStore:
         with store_errors():
             # SET NX then GET: the record may expire in between, so try again until one wins.
             while True:
-                if await self._client.set(name, pending, nx=True, ex=RECORD_TTL_SECONDS):
+                if await self._client.set(name, pending, nx=True, ex=PENDING_TTL_SECONDS):
                     return None
                 raw = await self._client.get(name)
                 if raw is not None:
                     return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
 
     async def complete(self, client: str, key: str, record: IdempotencyRecord) -> None:
-        """Store the finished request's result for replays, keeping the record's expiry."""
+        """Store the finished request's result for replays, for 24 hours."""
         with store_errors():
             await self._client.set(
-                self._keys.idempotency(client, key), _encoder.encode(record), xx=True, keepttl=True
+                self._keys.idempotency(client, key),
+                _encoder.encode(record),
+                ex=RECORD_TTL_SECONDS,
             )
 
     async def release(self, client: str, key: str) -> None:

@@ -64,6 +64,10 @@ class KeySpace:
         digest = hmac.new(self._index_key, e164.encode(), hashlib.sha256).digest()
         return _b64(digest[:TAG_BYTES])
 
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed digest of request data, safe to store: it cannot be reversed by guessing."""
+        return hmac.new(self._index_key, b"fingerprint\0" + data, hashlib.sha256).hexdigest()
+
     def new_challenge(self, e164: str) -> ChallengeKeys:
         """Keys for a fresh challenge of ``e164`` with a new 128-bit random id."""
         tag = self.number_tag(e164)

@@ -12,9 +12,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import (
+    AuthenticationError,
     BusyLoadingError,
     ClusterDownError,
     MasterDownError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -34,17 +36,21 @@ if TYPE_CHECKING:
 
     from otpservice.store.client import StoreClient
 
-# Replies that mean "cannot serve now", not "bug": memory full, read-only replica, loading,
-# cluster resharding or down, a long script running, no replicas to acknowledge.
+# Replies that mean "cannot serve now", not "bug": a wrong password or missing permission (an
+# operator fixes it), memory full, snapshots failing, read-only replica, loading, cluster
+# resharding or down, a long script running, no replicas to acknowledge.
 _TRANSIENT_ERRORS = (
+    AuthenticationError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     BusyLoadingError,
     ClusterDownError,
     MasterDownError,
+    NoPermissionError,
     TryAgainError,
 )
-_TRANSIENT_PREFIXES = ("BUSY", "NOREPLICAS", "OOM")
+_TRANSIENT_PREFIXES = ("BUSY", "MISCONF", "NOREPLICAS", "NOPERM", "OOM")
 
 
 def _source(name: str) -> str:

@@ -9,9 +9,9 @@ from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from otpservice.models import ChallengeRequest, ChallengeView
+from otpservice.models import ChallengeRequest, ChallengeView, ceil_seconds
 from otpservice.otp import OtpService
-from otpservice.web.auth import ApiClient, require_json, require_scope
+from otpservice.web.guards import ApiClient, require_json
 from otpservice.web.problems import problem_responses
 from otpservice.web.schemas import (
     ChallengeCreate,
@@ -21,7 +21,7 @@ from otpservice.web.schemas import (
     VerifyRequest,
 )
 
-_OTP_GUARDS = [require_scope("otp")]
+_OTP = {"scope": "otp"}
 
 
 def _time(milliseconds: int) -> datetime:
@@ -48,7 +48,8 @@ def _state(view: ChallengeView) -> ChallengeState:
 
 @post(
     "/challenge",
-    guards=[*_OTP_GUARDS, require_json],
+    guards=[require_json],
+    opt=_OTP,
     status_code=201,
     summary="Send a one-time code",
     responses=problem_responses(400, 401, 403, 409, 415, 422, 429, 503),
@@ -61,6 +62,7 @@ async def create_challenge(
         str | None,
         HeaderParameter(
             name="Idempotency-Key",
+            min_length=1,
             max_length=255,
             description="Retrying with the same key returns the same challenge; kept 24 h.",
         ),
@@ -76,9 +78,10 @@ async def create_challenge(
     )
     body = ChallengeCreated(
         challenge_id=issued.challenge_id,
+        status=issued.status,
         expires_at=_time(issued.expires_at_ms),
         attempts_left=issued.attempts_left,
-        resend_after=-(-issued.resend_after_ms // 1000),
+        resend_after=ceil_seconds(issued.resend_after_ms),
     )
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     return Response(body, status_code=201, headers=headers)
@@ -86,7 +89,8 @@ async def create_challenge(
 
 @post(
     "/verify",
-    guards=[*_OTP_GUARDS, require_json],
+    guards=[require_json],
+    opt=_OTP,
     status_code=200,
     summary="Check a code",
     responses=problem_responses(400, 401, 403, 404, 410, 415, 429, 503),
@@ -105,7 +109,7 @@ async def verify_code(
 
 @get(
     "/challenge/{challenge_id:str}",
-    guards=_OTP_GUARDS,
+    opt=_OTP,
     summary="Read a challenge",
     responses=problem_responses(401, 403, 404, 503),
 )
@@ -120,7 +124,7 @@ async def read_challenge(
 
 @delete(
     "/challenge/{challenge_id:str}",
-    guards=_OTP_GUARDS,
+    opt=_OTP,
     status_code=200,
     summary="Cancel a challenge",
     responses=problem_responses(401, 403, 404, 410, 503),

@@ -10,13 +10,13 @@ from otpservice.web.problems import problem_responses
 from otpservice.web.schemas import Health
 
 
-@get("/healthz", summary="Liveness", cache_control=None)
+@get("/healthz", summary="Liveness", opt={"public": True})
 async def healthz() -> Health:
     """The process is alive; says nothing about Redis, so a Redis outage never restarts us."""
     return Health()
 
 
-@get("/readyz", summary="Readiness", responses=problem_responses(503))
+@get("/readyz", summary="Readiness", opt={"public": True}, responses=problem_responses(503))
 async def readyz(otp: NamedDependency[OtpService]) -> Health:
     """The store answers a writing script; 503 ``store_unavailable`` otherwise."""
     await otp.check_ready()

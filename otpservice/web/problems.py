@@ -13,14 +13,16 @@ from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from otpservice.errors import (
-    AuthError,
     ChallengeGone,
     ChallengeNotFound,
-    IdempotencyConflict,
+    Forbidden,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     IncorrectCode,
     InvalidInput,
     OtpError,
     Refused,
+    Unauthorized,
     Unavailable,
 )
 from otpservice.web.schemas import Problem
@@ -32,8 +34,12 @@ PROBLEM_JSON = "application/problem+json"
 _STATUS: list[tuple[type[OtpError], int]] = [
     (InvalidInput, 400),
     (IncorrectCode, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (ChallengeNotFound, 404),
+    (IdempotencyKeyInUse, 409),
     (ChallengeGone, 410),
+    (IdempotencyKeyReused, 422),
     (Refused, 429),
     (Unavailable, 503),
 ]
@@ -66,10 +72,6 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 def status_of(error: OtpError) -> int:
     """The HTTP status for a domain error."""
-    if isinstance(error, AuthError):
-        return 401 if error.code == "unauthorized" else 403
-    if isinstance(error, IdempotencyConflict):
-        return 422 if error.code == "idempotency_key_reused" else 409
     for kind, status in _STATUS:
         if isinstance(error, kind):
             return status

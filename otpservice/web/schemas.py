@@ -20,7 +20,7 @@ ChallengeId = Annotated[
     Meta(
         max_length=64,
         description="Opaque id of a challenge, as returned by POST /challenge.",
-        examples=["Xq3v0nS1kUe9AbCdEfGh0w.Hq2l1v8cJ3nO0sQ4tU6wXy"],
+        examples=["A8omNElmyVSmi0Gd.XgjgHSgeutOUeu_wJr4-_w"],
     ),
 ]
 
@@ -62,7 +62,10 @@ class ChallengeCreated(Wire, frozen=True, kw_only=True):
     """A challenge was created and its code handed to the SMS sender."""
 
     challenge_id: ChallengeId
-    status: Literal["pending"] = "pending"
+    status: Annotated[
+        ChallengeStatus,
+        Meta(description="'pending' when created; a replay shows the challenge's status now."),
+    ]
     expires_at: datetime
     attempts_left: int
     resend_after: Annotated[
@@ -74,7 +77,8 @@ class VerifyRequest(Wire, frozen=True, kw_only=True):
     """A code the end user typed."""
 
     challenge_id: ChallengeId
-    code: Annotated[str, Meta(max_length=32, examples=["123456"])]
+    # Checked by the service (invalid_code_format), not here, so every bad code gets that answer.
+    code: Annotated[str, Meta(max_length=256, examples=["123456"])]
 
 
 class VerifyApproved(Wire, frozen=True, kw_only=True):

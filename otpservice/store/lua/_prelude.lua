@@ -1,7 +1,8 @@
 -- _prelude.lua: shared by the challenge scripts; scripts.py puts it in front of each of them.
--- Challenge hash fields: st status (p pending, a approved, c cancelled), h argon2 hash,
--- pid pepper id, cl client, ph masked phone, pu purpose, a attempts left, cr created ms,
--- ex expires ms.
+-- Challenge hash fields: st status (p pending, a approved, c cancelled), h argon2id salt and
+-- digest (raw, kept under 64 bytes so the hash stays a compact listpack), pid pepper id,
+-- hp argon2 parameters, cl client, ph masked phone, pu purpose, a attempts left,
+-- cr created ms, ex expires ms.
 
 -- The server clock, so every replica of the service agrees on time.
 local function now_ms()

@@ -10,7 +10,7 @@ local random_part, client = ARGV[1], ARGV[2]
 local status = challenge_status(challenge_key, active_key, random_part, client, now_ms())
 if status == 'pending' then
   redis.call('HSET', challenge_key, 'st', 'c')
-  redis.call('HDEL', challenge_key, 'h', 'pid')
+  redis.call('HDEL', challenge_key, 'h', 'pid', 'hp')
   return {'cancelled'}
 end
 return {status}

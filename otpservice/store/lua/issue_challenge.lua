@@ -1,24 +1,30 @@
 -- issue_challenge.lua: check a number's lock and send limits; if all pass, store a new challenge
 -- and make it the number's current one (the previous code stops working). One atomic step: a
--- refused request consumes nothing.
+-- refused request consumes nothing. In "check" mode it only answers whether a send would pass
+-- now, so the service can refuse before it spends a hash on the code (it checks again when it
+-- issues).
 -- KEYS[1] sends      zset of send times (ms), member = challenge random part
 -- KEYS[2] active     string: random part of the number's current challenge
 -- KEYS[3] guard      hash: f failures, u locked-until ms, l lockout level
 -- KEYS[4] challenge  hash of the new challenge
 -- ARGV[1] random part of the new challenge id
--- ARGV[2] argon2 hash of the keyed code       ARGV[3] pepper id
--- ARGV[4] client name     ARGV[5] masked phone      ARGV[6] purpose
--- ARGV[7] attempts allowed     ARGV[8] ttl ms      ARGV[9] tombstone ms (kept after expiry)
--- ARGV[10] minimum interval between sends, ms
--- ARGV[11..] triples of rolling windows: window ms, limit, rule name
--- Returns {"ok", now ms, expires ms, resend-after ms}
+-- ARGV[2] keyed argon2id digest of the code (salt and hash, raw bytes)
+-- ARGV[3] pepper id        ARGV[4] argon2 parameters ("memory_kib,time_cost,parallelism")
+-- ARGV[5] client name      ARGV[6] masked phone      ARGV[7] purpose
+-- ARGV[8] attempts allowed      ARGV[9] ttl ms      ARGV[10] tombstone ms (kept after expiry)
+-- ARGV[11] minimum interval between sends, ms
+-- ARGV[12] mode: "issue", or "check" (ARGV[1..10] unused, nothing written)
+-- ARGV[13..] triples of rolling windows: window ms, limit, rule name
+-- Returns {"ok", now ms, expires ms, resend-after ms} ("check": {"ok"})
 --       | {"rate_limited", rule name, retry-after ms} | {"locked", retry-after ms}
 local sends_key, active_key, guard_key, challenge_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local random_part, code_hash, pepper_id = ARGV[1], ARGV[2], ARGV[3]
-local client, masked_phone, purpose = ARGV[4], ARGV[5], ARGV[6]
-local attempts = tonumber(ARGV[7])
-local ttl_ms, tombstone_ms = tonumber(ARGV[8]), tonumber(ARGV[9])
-local min_interval_ms = tonumber(ARGV[10])
+local random_part, code_hash, pepper_id, hash_params = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local client, masked_phone, purpose = ARGV[5], ARGV[6], ARGV[7]
+local attempts = tonumber(ARGV[8])
+local ttl_ms, tombstone_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
+local min_interval_ms = tonumber(ARGV[11])
+local check_only = ARGV[12] == 'check'
+local FIRST_WINDOW = 13
 
 local now = now_ms()
 
@@ -37,7 +43,7 @@ local function longest_wait()
       if w > wait then rule, wait = 'number_min_interval', w end
     end
   end
-  for i = 11, #ARGV, 3 do
+  for i = FIRST_WINDOW, #ARGV, 3 do
     local window_ms, limit, name = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
     local since = '(' .. (now - window_ms)
     local count = redis.call('ZCOUNT', sends_key, since, '+inf')
@@ -53,21 +59,23 @@ local function longest_wait()
 end
 
 local longest_window_ms = min_interval_ms
-for i = 11, #ARGV, 3 do
+for i = FIRST_WINDOW, #ARGV, 3 do
   longest_window_ms = math.max(longest_window_ms, tonumber(ARGV[i]))
 end
-redis.call('ZREMRANGEBYSCORE', sends_key, '-inf', now - longest_window_ms)
-
 local rule, wait = longest_wait()
 if rule then
   return {'rate_limited', rule, wait}
 end
+if check_only then
+  return {'ok'}
+end
 
 local expires = now + ttl_ms
+redis.call('ZREMRANGEBYSCORE', sends_key, '-inf', now - longest_window_ms)
 redis.call('ZADD', sends_key, now, random_part)
 redis.call('PEXPIRE', sends_key, longest_window_ms)
-redis.call('HSET', challenge_key, 'st', 'p', 'h', code_hash, 'pid', pepper_id, 'cl', client,
-  'ph', masked_phone, 'pu', purpose, 'a', attempts, 'cr', now, 'ex', expires)
+redis.call('HSET', challenge_key, 'st', 'p', 'h', code_hash, 'pid', pepper_id, 'hp', hash_params,
+  'cl', client, 'ph', masked_phone, 'pu', purpose, 'a', attempts, 'cr', now, 'ex', expires)
 redis.call('PEXPIRE', challenge_key, ttl_ms + tombstone_ms)
 redis.call('SET', active_key, random_part, 'PX', ttl_ms + tombstone_ms)
 

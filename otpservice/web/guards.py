@@ -1,4 +1,9 @@
-"""Who may call: bearer tokens (stored as SHA-256) with scopes, or the trusted pod on loopback."""
+"""Guards: who may call (bearer tokens with scopes, or the trusted pod), and body media types.
+
+``authorize`` is installed on the whole app, so a new route is protected by default: it needs a
+token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
+``opt={"public": True}`` (health probes only).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 from litestar.exceptions import ClientException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
-from otpservice.errors import AuthError
+from otpservice.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
-    from litestar.types import Guard
 
     from otpservice.settings import ApiToken
 
@@ -43,32 +47,35 @@ class Authenticator:
         """The caller for this header value.
 
         Raises:
-            AuthError: ``unauthorized`` for a missing or unknown token.
+            Unauthorized: a missing or unknown token.
         """
         if not self._by_digest:
             return ApiClient(name=POD_CLIENT, scopes=ALL_SCOPES)
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("send 'Authorization: Bearer <token>'")
+            raise Unauthorized("send 'Authorization: Bearer <token>'")
         # Tokens are long random strings, so a plain SHA-256 is a safe way to store them; the
         # lookup is by digest, which reveals nothing about the token's characters.
         client = self._by_digest.get(hashlib.sha256(token.strip().encode()).hexdigest())
         if client is None:
-            raise AuthError("the bearer token is not valid")
+            raise Unauthorized("the bearer token is not valid")
         return client
 
 
-def require_scope(scope: str) -> Guard:
-    """A guard: authenticate the caller, require ``scope``, and keep the caller on the request."""
+def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """App-wide guard: authenticate the caller and require the handler's scope.
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        authenticator: Authenticator = connection.app.state.authenticator
-        client = authenticator.authenticate(connection.headers.get("authorization"))
-        if scope not in client.scopes:
-            raise AuthError(f"this token lacks the {scope!r} scope", code="forbidden")
-        connection.state.api_client = client
-
-    return guard
+    Raises:
+        Unauthorized, Forbidden.
+    """
+    if handler.opt.get("public"):
+        return
+    scope = handler.opt.get("scope", "admin")
+    authenticator: Authenticator = connection.app.state.authenticator
+    client = authenticator.authenticate(connection.headers.get("authorization"))
+    if scope not in client.scopes:
+        raise Forbidden(f"this token lacks the {scope!r} scope")
+    connection.state.api_client = client
 
 
 def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
