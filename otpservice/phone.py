@@ -14,11 +14,10 @@ _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 @dataclass(frozen=True, slots=True)
 class PhoneNumber:
-    """A valid number in E.164 form, with its country calling code and region."""
+    """A valid number in E.164 form, with its country calling code."""
 
     e164: str
     country_code: int
-    region: str | None
 
     def masked(self) -> str:
         """The number with all but the country code and last two digits hidden."""
@@ -45,11 +44,7 @@ def parse_phone(raw: str) -> PhoneNumber:
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput("phone is not a valid number for its country", code="invalid_phone")
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    return PhoneNumber(
-        e164=e164,
-        country_code=parsed.country_code or 0,
-        region=phonenumbers.region_code_for_number(parsed),
-    )
+    return PhoneNumber(e164=e164, country_code=parsed.country_code or 0)
 
 
 _ANY_NUMBER = re.compile(r"\+?[0-9][0-9 ().-]{5,}[0-9]")

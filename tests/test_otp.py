@@ -19,8 +19,8 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.models import ChallengeRequest
 from otpservice.settings import Settings
 from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, running
+from tests.helpers import PHONE, assert_problem, issue, wrong
 from tests.servers.redis import RedisServer
-from tests.web.test_challenges import PHONE, assert_problem, issue, wrong
 
 
 @pytest.fixture

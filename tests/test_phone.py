@@ -6,9 +6,9 @@ from otpservice.errors import InvalidInput
 from otpservice.phone import mask_numbers, parse_phone
 
 
-def test_valid_number_is_kept_in_e164_with_its_region() -> None:
-    number = parse_phone("+14155550123")
-    assert (number.e164, number.country_code, number.region) == ("+14155550123", 1, "US")
+def test_valid_number_is_kept_in_e164_with_its_country_code() -> None:
+    number = parse_phone("+447911123456")
+    assert (number.e164, number.country_code) == ("+447911123456", 44)
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.settings import Settings
 from otpservice.store import StoreClient, connect
 from tests.conftest import PEPPER, Phone, cluster_client, running
+from tests.helpers import assert_problem, wrong
 from tests.servers.redis import RedisClusterServers, RedisServer
-from tests.web.test_challenges import assert_problem, wrong
 
 NUMBERS = [f"+1415555{n:04d}" for n in range(100, 140)]
 

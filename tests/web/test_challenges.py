@@ -10,30 +10,9 @@ import httpx
 import pytest
 
 from tests.conftest import ApiFactory, Phone
+from tests.helpers import PHONE, assert_problem, issue, wrong
 
-PHONE = "+14155550123"
 Client = httpx.AsyncClient
-
-
-async def issue(api: Client, phone_number: str = PHONE, **extra: Any) -> dict[str, Any]:
-    response = await api.post("/challenge", json={"phone": phone_number, **extra})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def wrong(code: str) -> str:
-    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
-
-
-def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert "Traceback" not in response.text
-    return body
 
 
 async def test_issue_then_verify_walkthrough(api: Client, phone: Phone) -> None:

@@ -1,4 +1,4 @@
-"""Failure modes: Redis down, slow, full, restarted; scripts flushed. Fail closed, recover."""
+"""Health probes and failure modes: Redis down, slow, full, restarted; scripts flushed."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.settings import Settings
 from otpservice.store import connect
 from tests.conftest import PEPPER, Phone, running
+from tests.helpers import PHONE, assert_problem, issue, wrong
 from tests.servers.redis import RedisServer, free_port
-from tests.web.test_challenges import PHONE, assert_problem, issue, wrong
 
 Start = Callable[..., Any]
 

@@ -1,0 +1,31 @@
+"""Helpers shared by the HTTP-level tests (no tests in here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+PHONE = "+14155550123"
+Client = httpx.AsyncClient
+
+
+async def issue(api: Client, phone_number: str = PHONE, **extra: Any) -> dict[str, Any]:
+    response = await api.post("/challenge", json={"phone": phone_number, **extra})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+
+
+def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert body["status"] == status
+    assert "Traceback" not in response.text
+    return body
