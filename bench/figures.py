@@ -7,6 +7,7 @@ import secrets
 import statistics
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,6 @@ class HashCost:
     hash_s: float
     verify_s: float
     parallel_rps: float
-    encoded_length: int
 
     @property
     def ceiling_rps(self) -> float:
@@ -100,7 +100,6 @@ def measure_hash(profile: Profile, runs: int, parallel_s: float) -> HashCost:
         hash_s=statistics.median(hash_times),
         verify_s=statistics.median(verify_times),
         parallel_rps=parallel_rps,
-        encoded_length=len(encoded),
     )
 
 
@@ -117,7 +116,7 @@ class LoadResult:
     requests: int
     duration_s: float
     latency_ms: dict[str, float]
-    statuses: dict[int, int]
+    statuses: dict[str, int]  # "200" or "503 hashing_busy" -> responses
     socket_errors: dict[str, int]
     exhausted: bool
     pairs: int | None
@@ -144,7 +143,7 @@ class LoadResult:
             requests=record["requests"],
             duration_s=record["duration_us"] / 1e6,
             latency_ms={k: v / 1000 for k, v in record["latency_us"].items()},
-            statuses={int(k): v for k, v in record["statuses"].items()},
+            statuses=dict(record["statuses"]),
             socket_errors={k: errors[k] for k in ("connect", "read", "write", "timeout")},
             exhausted=record["exhausted_threads"] > 0,
             pairs=pairs,
@@ -158,9 +157,14 @@ class LoadResult:
         return 201 if self.endpoint == "/challenge" else 200
 
     @property
+    def ok(self) -> int:
+        """Successful responses."""
+        return self.statuses.get(str(self.ok_status), 0)
+
+    @property
     def rps(self) -> float:
         """Successful responses per second."""
-        return self.statuses.get(self.ok_status, 0) / self.duration_s
+        return self.ok / self.duration_s
 
     @property
     def ratio(self) -> float:
@@ -168,14 +172,18 @@ class LoadResult:
         return self.rps / self.cost.ceiling_rps
 
     @property
+    def other_load(self) -> float:
+        """Cores other processes used during the run."""
+        return self.cpu.other_s / self.cpu.wall_s
+
+    @property
     def service_cpu_ms(self) -> float:
         """Service CPU (all threads, argon2 included) per successful request, in ms."""
-        ok = self.statuses.get(self.ok_status, 0)
-        return self.cpu.service_s * 1000 / ok if ok else float("nan")
+        return self.cpu.service_s * 1000 / self.ok if self.ok else float("nan")
 
     def failures(self) -> str:
         """Non-success statuses and socket errors, or ``"-"``."""
-        bad = {str(k): v for k, v in sorted(self.statuses.items()) if k != self.ok_status}
+        bad = {k: v for k, v in sorted(self.statuses.items()) if k != str(self.ok_status)}
         bad.update({k: v for k, v in self.socket_errors.items() if v})
         text = ", ".join(f"{k}: {v}" for k, v in bad.items()) or "-"
         return text + (" (ran out of pairs)" if self.exhausted else "")
@@ -199,7 +207,7 @@ class LoadResult:
             f"({self.ratio:.0%} of ceiling), p50 {self.latency_ms['p50']:.1f} ms, "
             f"p99 {self.latency_ms['p99']:.1f} ms, non-2xx {self.failures()}, "
             f"service CPU {self.service_cpu_ms:.2f} ms/req, "
-            f"other load {self.cpu.other_s / self.cpu.wall_s:.2f} cores"
+            f"other load {self.other_load:.2f} cores"
             + (f", {self.pairs} pairs" if self.pairs is not None else "")
         )
 
@@ -221,6 +229,16 @@ def key_kind(key: str) -> str:
     return "other"
 
 
+@dataclass
+class KindUsage:
+    """The keys of one kind: how many, their ``MEMORY USAGE``, encodings, longest value."""
+
+    keys: int = 0
+    bytes: int = 0
+    encodings: Counter[str] = field(default_factory=Counter)
+    longest_value: int = 0  # bytes, over the sampled keys' values (hash fields, strings)
+
+
 @dataclass(frozen=True)
 class MemoryFigures:
     """Redis memory per live challenge."""
@@ -229,7 +247,8 @@ class MemoryFigures:
     challenges: int
     failures: str
     used_memory_delta: int
-    usage_by_kind: dict[str, tuple[int, int]]  # kind -> (keys, sum of MEMORY USAGE)
+    usage_by_kind: dict[str, KindUsage]
+    listpack_value_limit: str  # Redis's hash-max-listpack-value
 
     @property
     def per_challenge(self) -> float:
@@ -239,7 +258,7 @@ class MemoryFigures:
     @property
     def usage_per_challenge(self) -> float:
         """Sum of ``MEMORY USAGE`` over all keys, per challenge."""
-        return sum(b for _, b in self.usage_by_kind.values()) / max(self.challenges, 1)
+        return sum(u.bytes for u in self.usage_by_kind.values()) / max(self.challenges, 1)
 
 
 @dataclass(frozen=True)
@@ -306,16 +325,17 @@ def summary(report: Report, header: str) -> str:
     rows = [
         [
             r.profile.name, r.endpoint, str(r.clients), f"{r.rps:,.0f}", f"{r.ratio:.0%}",
-            f"{r.latency_ms['p50']:.1f}", f"{r.latency_ms['p99']:.1f}", f"{r.requests:,}",
-            f"{r.service_cpu_ms:.2f}", f"{r.cpu.other_s / r.cpu.wall_s:.2f}", r.failures(),
-            r.target(),
+            f"{r.rps / r.cost.parallel_rps:.0%}", f"{r.latency_ms['p50']:.1f}",
+            f"{r.latency_ms['p99']:.1f}", f"{r.requests:,}", f"{r.service_cpu_ms:.2f}",
+            f"{r.other_load:.2f}", r.failures(), r.target(),
         ]
         for r in report.loads
     ]  # fmt: skip
     lines += table(
         [
-            "profile", "endpoint", "clients", "req/s", "of ceil", "p50 ms", "p99 ms",
-            "requests", "svc CPU ms/req", "other load", "non-2xx / errors", "/verify target",
+            "profile", "endpoint", "clients", "req/s", "of ceil", f"of {CORES}-thr", "p50 ms",
+            "p99 ms", "requests", "svc CPU ms/req", "other load", "non-2xx / errors",
+            "/verify target",
         ],
         rows,
     )  # fmt: skip
@@ -347,11 +367,18 @@ def summary(report: Report, header: str) -> str:
             f"  used_memory growth:   {m.per_challenge:,.0f} B per challenge",
             f"  sum of MEMORY USAGE:  {m.usage_per_challenge:,.0f} B per challenge",
         ]
-        for kind, (keys, usage) in m.usage_by_kind.items():
-            per = usage / max(m.challenges, 1)
-            lines.append(f"    {kind:<16} {keys:>6,} keys  {per:>6,.0f} B per challenge")
-        lengths = ", ".join(f"{n} {c.encoded_length}" for n, c in report.costs.items())
-        lines.append(f"  (stored argon2 string length by profile: {lengths} chars)")
+        for kind, u in m.usage_by_kind.items():
+            per = u.bytes / max(m.challenges, 1)
+            encodings = ", ".join(f"{e} {n:,}" for e, n in sorted(u.encodings.items()))
+            longest = f"; longest value {u.longest_value} B" if u.longest_value else ""
+            lines.append(
+                f"    {kind:<16} {u.keys:>6,} keys  {per:>6,.0f} B per challenge  "
+                f"(encoding: {encodings}{longest})"
+            )
+        lines.append(
+            f"  (Redis hash-max-listpack-value = {m.listpack_value_limit}: a hash with a longer "
+            "value is stored as a hashtable, several times larger)"
+        )
 
     lines += ["", "Service stderr (log lines by level; warnings/errors/tracebacks, deduplicated)"]
     for name, (levels, problems) in report.stderr.items():

@@ -40,7 +40,8 @@ AREA_CODES = (
 )  # fmt: skip
 BLOCK_FIRST, BLOCK_LAST = 2_000_000, 9_999_999
 
-SMS_LINE = re.compile(r"^\[sms to (\+\d+)\] challenge=(\S+) (\d+) ")
+# The console sender's line; the code is the first run of 4 to 10 digits in the message.
+SMS_LINE = re.compile(r"^\[sms to (\+\d+)\] challenge=(\S+) .*?\b(\d{4,10})\b")
 PROBLEM_LINE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
 
 
@@ -172,12 +173,15 @@ class ServiceConfig:
     parallelism: int
     log_level: str
     max_concurrent: int | None = None
+    # Newer otpservice refuses the console sender outside --dev unless acknowledged.
+    acknowledge_console: bool = False
 
     def toml(self) -> str:
         """The config file: generous send limits, console SMS, fresh secrets."""
         concurrency = (
             f"max_concurrent = {self.max_concurrent}\n" if self.max_concurrent is not None else ""
         )
+        unsafe = "\n[unsafe]\nallow_console_sender = true\n" if self.acknowledge_console else ""
         return f"""\
 log_level = "{self.log_level}"
 
@@ -203,13 +207,39 @@ ttl_seconds = 600
 
 [sms]
 provider = "console"
-"""
+{unsafe}"""
+
+
+@dataclass(frozen=True)
+class Otpservice:
+    """The otpservice the benchmark runs: where it is imported from, and what it accepts."""
+
+    source: Path  # the working directory of ``python -m otpservice``
+    module_path: str
+    version: str
+    acknowledge_console: bool  # has ``unsafe.allow_console_sender``
+
+    @classmethod
+    def probe(cls, source: Path) -> Otpservice:
+        """Ask ``python -m otpservice``'s interpreter, run from ``source``, what it imports."""
+        code = (
+            "import json, otpservice, otpservice.settings as s; print(json.dumps(["
+            "otpservice.__file__, getattr(otpservice, '__version__', '?'), "
+            "'allow_console_sender' in s.UnsafeOverrides.__struct_fields__]))"
+        )
+        completed = subprocess.run(
+            [sys.executable, "-c", code], cwd=source, capture_output=True, text=True, check=False
+        )
+        if completed.returncode != 0:
+            raise SystemExit(f"cannot import otpservice from {source}:\n{completed.stderr}")
+        path, version, acknowledge = json.loads(completed.stdout.strip().splitlines()[-1])
+        return cls(source, str(Path(path).parent), version, bool(acknowledge))
 
 
 class Service:
     """``otpservice serve`` with stdout (the console SMS) and stderr sent to files."""
 
-    def __init__(self, workdir: Path, name: str, config: ServiceConfig) -> None:
+    def __init__(self, workdir: Path, name: str, config: ServiceConfig, source: Path) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / f"otpservice-{name}.toml"
@@ -225,6 +255,7 @@ class Service:
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
+                cwd=source,
             )  # fmt: skip
         self.sms = SmsLog(self.stdout_path)
         try:
@@ -301,16 +332,21 @@ class CpuUse:
 
 
 class CpuMeter:
-    """Measures the CPU the benchmark's processes used, and what the rest of the machine did."""
+    """Measures the CPU the benchmark's processes used, and what the rest of the machine did.
 
-    def __init__(self, service_pid: int, redis_pid: int) -> None:
-        self._pids = (service_pid, redis_pid)
+    ``pids`` are the running processes that count as ours (service first, then Redis); this
+    script and the children it has waited for (wrk) count as ours too.
+    """
+
+    def __init__(self, pids: Sequence[int] = ()) -> None:
+        self._pids = tuple(pids)
         self._start = self._read()
 
     def _read(self) -> tuple[float, float, float, float, float]:
         busy, steal = _machine_busy_s()
-        service, redis_cpu = (process_cpu_s(pid) for pid in self._pids)
-        return time.monotonic(), busy, steal, service, service + redis_cpu + _own_cpu_s()
+        cpu = [process_cpu_s(pid) for pid in self._pids]
+        service = cpu[0] if cpu else 0.0
+        return time.monotonic(), busy, steal, service, sum(cpu) + _own_cpu_s()
 
     def stop(self) -> CpuUse:
         """The CPU used since the meter was made."""
@@ -322,6 +358,22 @@ class CpuMeter:
         )  # fmt: skip
 
 
+def wait_for_quiet(pids: Sequence[int], limit_cores: float, max_wait_s: float) -> float:
+    """Wait (up to ``max_wait_s``) until other processes use under ``limit_cores``.
+
+    The machine may be shared; a load run next to someone else's test measures both. Returns
+    the other processes' load (cores) over the last one-second sample.
+    """
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        meter = CpuMeter(pids)
+        time.sleep(1.0)
+        use = meter.stop()
+        load = use.other_s / use.wall_s
+        if load < limit_cores or time.monotonic() >= deadline:
+            return load
+
+
 # --------------------------------------------------------------------------- numbers
 
 
@@ -329,9 +381,14 @@ class NumberBlocks:
     """Hands out blocks of distinct valid phone numbers, one area code per block."""
 
     def __init__(self) -> None:
-        self._free = [code for code in dict.fromkeys(AREA_CODES) if _block_is_valid(code)]
-        if not self._free:
+        self._valid = [code for code in dict.fromkeys(AREA_CODES) if _block_is_valid(code)]
+        if not self._valid:
             raise SystemExit("phonenumbers accepts none of the benchmark's area codes")
+        self._free = list(self._valid)
+
+    def reset(self) -> None:
+        """Make every block free again (after FLUSHALL, no number has a challenge)."""
+        self._free = list(self._valid)
 
     def take(self) -> str:
         """A fresh prefix ``+1AAA``: numbers prefix + 2000000 .. prefix + 9999999 are valid."""
@@ -361,14 +418,29 @@ def phones(prefix: str, count: int) -> list[str]:
 class CallTally:
     """Outcome of a batch of httpx calls."""
 
-    statuses: Counter[int] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)  # "201", "503 hashing_busy"
     errors: Counter[str] = field(default_factory=Counter)
+
+    def count(self, status: int) -> int:
+        """Responses with this status (success statuses carry no problem code)."""
+        return self.statuses[str(status)]
 
     def failures(self, ok: int) -> str:
         """Everything that was not ``ok``, or ``"-"``."""
-        bad = {str(k): v for k, v in self.statuses.items() if k != ok}
+        bad = {k: v for k, v in self.statuses.items() if k != str(ok)}
         bad.update(self.errors)
         return ", ".join(f"{k}: {v}" for k, v in sorted(bad.items())) or "-"
+
+
+def status_key(response: httpx.Response) -> str:
+    """``"201"``, or the status and the problem's stable code: ``"503 hashing_busy"``."""
+    if response.status_code < 300:
+        return str(response.status_code)
+    try:
+        code = response.json().get("code", "?")
+    except ValueError:
+        code = "?"
+    return f"{response.status_code} {code}"
 
 
 async def _post_all(
@@ -383,7 +455,7 @@ async def _post_all(
             for body in queue:
                 try:
                     response = await client.post(path, json=body)
-                    tally.statuses[response.status_code] += 1
+                    tally.statuses[status_key(response)] += 1
                 except httpx.HTTPError as exc:
                     tally.errors[type(exc).__name__] += 1
 

@@ -11,8 +11,9 @@
 --       thread runs out of pairs it stops (wrk.thread:stop(), wrk >= 4.1) and counts it in
 --       `exhausted`: the run's rate is then a lower bound, and run.py says so.
 --
--- Each thread counts responses by HTTP status; done() prints one machine-readable line:
---   BENCH_RESULT {"requests": ..., "latency_us": {...}, "statuses": {...}, ...}
+-- Each thread counts responses by HTTP status, plus the problem's stable `code` for statuses
+-- >= 300 ("503 hashing_busy"); done() prints one machine-readable line:
+--   BENCH_RESULT {"requests": ..., "latency_us": {...}, "statuses": {"200": 123, ...}, ...}
 
 local threads = {}
 local thread_count = 0
@@ -29,6 +30,7 @@ local prefix, first_number, sent_numbers
 local bodies, next_body
 
 exhausted = 0
+counts = {}
 
 function init(args)
   mode = args[1]
@@ -71,25 +73,25 @@ function request()
   return wrk.format("POST", "/verify", headers, body)
 end
 
-function response(status, _, _)
-  local key = "status_" .. status
-  _G[key] = (_G[key] or 0) + 1
+function response(status, _, body)
+  local key = tostring(status)
+  if status >= 300 then
+    key = key .. " " .. (body:match('"code":"([%w_]+)"') or "?")
+  end
+  counts[key] = (counts[key] or 0) + 1
 end
 
 function done(summary, latency, _)
   local statuses, exhausted_total = {}, 0
   for _, thread in ipairs(threads) do
-    for code = 100, 599 do
-      local n = thread:get("status_" .. code)
-      if n then
-        statuses[code] = (statuses[code] or 0) + n
-      end
+    for key, n in pairs(thread:get("counts") or {}) do
+      statuses[key] = (statuses[key] or 0) + n
     end
     exhausted_total = exhausted_total + (thread:get("exhausted") or 0)
   end
   local parts = {}
-  for code, n in pairs(statuses) do
-    parts[#parts + 1] = string.format('"%d":%d', code, n)
+  for key, n in pairs(statuses) do
+    parts[#parts + 1] = string.format('"%s":%d', key, n)
   end
   local errors = summary.errors
   io.write(string.format(

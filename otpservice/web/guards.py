@@ -62,7 +62,7 @@ class Authenticator:
         return client
 
 
-def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """App-wide guard: authenticate the caller and require the handler's scope.
 
     Raises:
@@ -78,7 +78,7 @@ def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRoute
     connection.state.api_client = client
 
 
-def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """A guard: bodies must be sent as ``application/json``."""
     media_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
