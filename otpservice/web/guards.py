@@ -62,7 +62,9 @@ class Authenticator:
         return client
 
 
-async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def authorize(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
     """App-wide guard: authenticate the caller and require the handler's scope.
 
     Raises:
