@@ -121,7 +121,9 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
             for item in exc.extra
         )
     if status >= 500:
-        log.error("framework error %s on %s", status, request.url.path)
+        # Framework details carry no request data; "client disconnected prematurely" (the
+        # caller hung up mid-body) is the usual one and nobody is left to answer.
+        log.warning("framework error %s on %s: %s", status, request.url.path, exc.detail)
         detail = "The server could not handle the request."
     problem = Problem(
         title=HTTPStatus(status).phrase,
