@@ -52,7 +52,8 @@ class CodeSettings(Base, frozen=True):
 class LockoutSettings(Base, frozen=True):
     """Per-number failure counter, independent of challenges."""
 
-    max_failures: PositiveInt = 10
+    # The security checklist caps this at 100.
+    max_failures: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
     base_seconds: PositiveInt = 3600
     max_seconds: PositiveInt = 86400
     # Failures and the lockout level are forgotten after this long without a failure.

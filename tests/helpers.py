@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from tests.conftest import Phone
 
 PHONE = "+14155550123"
 Client = httpx.AsyncClient
@@ -15,6 +18,12 @@ async def issue(api: Client, phone_number: str = PHONE, **extra: Any) -> dict[st
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def issue_code(api: Client, phone: Phone, phone_number: str = PHONE) -> tuple[str, str]:
+    """Issue a challenge and return its id with the code the phone received."""
+    challenge_id: str = (await issue(api, phone_number))["challenge_id"]
+    return challenge_id, phone.code_for(challenge_id)
 
 
 def wrong(code: str) -> str:

@@ -16,7 +16,7 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.settings import Settings
 from otpservice.store import connect
 from tests.conftest import PEPPER, Phone, running
-from tests.helpers import PHONE, assert_problem, issue, wrong
+from tests.helpers import PHONE, assert_problem, issue, issue_code, wrong
 from tests.servers.redis import RedisServer, free_port
 
 Start = Callable[..., Any]
@@ -130,8 +130,7 @@ async def test_slow_redis_is_503_and_never_counts_twice(
     private_redis: RedisServer, start_app: Start, phone: Phone
 ) -> None:
     api = await start_app(private_redis.url, redis={"socket_timeout_seconds": 0.3})
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     admin = Redis.from_url(private_redis.url)
     loop = asyncio.get_running_loop()
 

@@ -19,7 +19,7 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.models import ChallengeRequest
 from otpservice.settings import Settings
 from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, running
-from tests.helpers import PHONE, assert_problem, issue, wrong
+from tests.helpers import PHONE, assert_problem, issue, issue_code, wrong
 from tests.servers.redis import RedisServer
 
 
@@ -47,8 +47,7 @@ async def test_concurrent_right_codes_approve_exactly_once(
     make_api: ApiFactory, phone: Phone
 ) -> None:
     api = await make_api(code={"max_attempts": 10})
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     responses = await asyncio.gather(*(verify(api, challenge_id, code) for _ in range(30)))
     statuses = Counter(r.status_code for r in responses)
     assert statuses[200] == 1, statuses
@@ -62,8 +61,7 @@ async def test_concurrent_wrong_guesses_cost_exactly_the_budget(
     counted: Callable[..., Any], phone: Phone
 ) -> None:
     api, hasher = await counted()
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     before = hasher.evaluations
     responses = await asyncio.gather(*(verify(api, challenge_id, wrong(code)) for _ in range(200)))
     codes = Counter(r.json()["code"] for r in responses)
@@ -86,13 +84,11 @@ async def test_asking_for_new_codes_does_not_reset_the_failure_counter(
     failures = 0
     # Four attempts a challenge, then a fresh code: the AuthQuake pattern.
     while failures < 9:
-        challenge_id = (await issue(api))["challenge_id"]
-        code = phone.code_for(challenge_id)
+        challenge_id, code = await issue_code(api, phone)
         for _ in range(min(4, 9 - failures)):
             assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
             failures += 1
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     body = assert_problem(await verify(api, challenge_id, wrong(code)), 429, "number_locked")
     assert body["retry_after"] == 60
     # Locked: even the right code and a new challenge are refused, with a Retry-After.
@@ -114,8 +110,7 @@ async def test_repeated_lockouts_last_longer_up_to_the_maximum(
     )
     lock_times = []
     for _ in range(4):
-        challenge_id = (await issue(api))["challenge_id"]
-        code = phone.code_for(challenge_id)
+        challenge_id, code = await issue_code(api, phone)
         assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
         body = assert_problem(await verify(api, challenge_id, wrong(code)), 429, "number_locked")
         lock_times.append(body["retry_after"])
@@ -129,8 +124,7 @@ async def test_a_success_resets_the_failure_counter(make_api: ApiFactory, phone:
         lockout={"max_failures": 3},
     )
     for _ in range(3):
-        challenge_id = (await issue(api))["challenge_id"]
-        code = phone.code_for(challenge_id)
+        challenge_id, code = await issue_code(api, phone)
         assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
         assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
         # Without the success below, the third round's second failure would lock the number.
@@ -323,8 +317,7 @@ async def test_unknown_ids_take_a_hash_like_known_ones(
     counted: Callable[..., Any], phone: Phone
 ) -> None:
     api, hasher = await counted()
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     before = hasher.evaluations
     await verify(api, challenge_id, wrong(code))
     unknown = await verify(api, challenge_id.split(".")[0] + ".AAAAAAAAAAAAAAAAAAAAAA", code)
@@ -351,14 +344,12 @@ async def test_a_right_code_near_the_limit_does_not_lengthen_later_lockouts(
         send_limits={"min_interval_seconds": 0, "per_hour": 100, "per_day": 100},
         lockout={"max_failures": 3, "base_seconds": 60},
     )
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
     assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
     assert (await verify(api, challenge_id, code)).status_code == 200
     # The success reset the count: three fresh failures give the first lock, not a doubled one.
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
     assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
     body = assert_problem(await verify(api, challenge_id, wrong(code)), 429, "number_locked")
@@ -392,8 +383,7 @@ async def test_hashing_flood_gets_503_with_retry_after(
         hashing={"max_concurrent": 1, "max_waiting": 2, "memory_kib": 8192, "time_cost": 3},
         code={"max_attempts": 10},
     )  # fmt: skip
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     responses = await asyncio.gather(*(verify(api, challenge_id, wrong(code)) for _ in range(10)))
     busy = [r for r in responses if r.status_code == 503]
     assert busy, [r.status_code for r in responses]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import ApiFactory, Phone
-from tests.helpers import PHONE, assert_problem, issue, wrong
+from tests.helpers import PHONE, assert_problem, issue, issue_code, wrong
 
 Client = httpx.AsyncClient
 
@@ -39,8 +39,7 @@ async def test_issue_then_verify_walkthrough(api: Client, phone: Phone) -> None:
 async def test_wrong_code_then_budget_spent_then_right_code_refused(
     api: Client, phone: Phone
 ) -> None:
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     for left in (4, 3, 2, 1):
         body = assert_problem(
             await api.post("/verify", json={"challenge_id": challenge_id, "code": wrong(code)}),
@@ -64,8 +63,7 @@ async def test_wrong_code_then_budget_spent_then_right_code_refused(
 
 
 async def test_used_challenge_answers_410_challenge_used(api: Client, phone: Phone) -> None:
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     assert (
         await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
     ).status_code == 200
@@ -80,8 +78,7 @@ async def test_expired_challenge_is_410_then_404_after_its_tombstone(
     make_api: ApiFactory, phone: Phone
 ) -> None:
     api = await make_api(code={"ttl_seconds": 1, "tombstone_seconds": 1})
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     await asyncio.sleep(1.1)
     assert_problem(
         await api.post("/verify", json={"challenge_id": challenge_id, "code": code}),
@@ -110,8 +107,7 @@ async def test_unknown_and_malformed_ids_are_404(api: Client) -> None:
 
 
 async def test_cancel_stops_the_code(api: Client, phone: Phone) -> None:
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     response = await api.delete(f"/challenge/{challenge_id}")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
@@ -154,8 +150,7 @@ async def test_malformed_code_costs_no_attempt(api: Client, code: str) -> None:
 
 async def test_configured_code_length_is_used(make_api: ApiFactory, phone: Phone) -> None:
     api = await make_api(code={"digits": 8})
-    challenge_id = (await issue(api))["challenge_id"]
-    code = phone.code_for(challenge_id)
+    challenge_id, code = await issue_code(api, phone)
     assert len(code) == 8
     assert_problem(
         await api.post("/verify", json={"challenge_id": challenge_id, "code": code[:6]}),
