@@ -108,6 +108,8 @@ class RedisSettings(Base, frozen=True):
     connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     # Connections per Redis node; more concurrent commands wait for a free one.
     max_connections: PositiveInt = 64
+    # CA certificates to trust for a rediss:// server (a private CA); default: the system's.
+    tls_ca_file: str | None = None
 
 
 class ApiToken(Base, frozen=True):
@@ -274,6 +276,11 @@ def validate_settings(settings: Settings) -> None:
         )
     if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis.url must start with redis://, rediss:// or unix://")
+    if settings.redis.tls_ca_file is not None:
+        if not settings.redis.url.startswith("rediss://"):
+            raise ConfigError("redis.tls_ca_file needs a rediss:// redis.url")
+        if not Path(settings.redis.tls_ca_file).is_file():
+            raise ConfigError(f"redis.tls_ca_file: no such file {settings.redis.tls_ca_file}")
     for name in ("pepper", "index_key"):
         value = getattr(settings.secrets, name)
         if not value:

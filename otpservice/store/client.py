@@ -44,6 +44,8 @@ def connect(settings: Settings) -> StoreClient:
     }
     if settings.secrets.redis_password:
         options["password"] = settings.secrets.redis_password
+    if settings.redis.tls_ca_file:
+        options["ssl_ca_certs"] = settings.redis.tls_ca_file
     if settings.redis.cluster:
         return RedisCluster.from_url(
             settings.redis.url, max_connections=settings.redis.max_connections, **options

@@ -33,7 +33,8 @@ def _wait_for_ping(port: int, deadline_s: float = 10.0) -> None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
+                # A server with a password answers NOAUTH: it is up all the same.
+                if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                     return
         except OSError:
             pass
@@ -68,7 +69,11 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_for_ping(self.port)
+        try:
+            _wait_for_ping(self.port)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._process is not None:
