@@ -248,7 +248,7 @@ async def test_tokens_are_required_and_scoped(make_api: ApiFactory, phone: Phone
 
 
 async def test_idempotency_key_replays_the_same_challenge(
-    api: httpx.AsyncClient, phone: Phone
+    api: httpx.AsyncClient, phone: Phone, redis: Redis
 ) -> None:
     headers = {"Idempotency-Key": "login-attempt-42"}
     first = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
@@ -257,6 +257,9 @@ async def test_idempotency_key_replays_the_same_challenge(
     assert first.json() == second.json()
     assert second.headers["idempotent-replayed"] == "true"
     assert len(phone.messages()) == 1
+    # The record is kept for 24 hours.
+    [record] = [key async for key in redis.scan_iter("otp:idem:*")]
+    assert 86400 - 5 <= await redis.ttl(record) <= 86400
     other = await api.post("/challenge", json={"phone": "+14155550124"}, headers=headers)
     assert_problem(other, 422, "idempotency_key_reused")
     assert len(phone.messages()) == 1

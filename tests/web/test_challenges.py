@@ -234,6 +234,15 @@ async def test_send_throttle_is_429_with_rule_and_exact_retry_after(
     assert len(phone.messages()) == 3
 
 
+async def test_daily_window_names_its_rule(make_api: ApiFactory) -> None:
+    api = await make_api(send_limits={"min_interval_seconds": 0, "per_hour": 10, "per_day": 2})
+    await issue(api)
+    await issue(api)
+    body = assert_problem(await api.post("/challenge", json={"phone": PHONE}), 429, "rate_limited")
+    assert body["rule"] == "number_per_day"
+    assert 86400 - 10 <= body["retry_after"] <= 86400
+
+
 async def test_refused_send_consumes_nothing(make_api: ApiFactory) -> None:
     api = await make_api(send_limits={"min_interval_seconds": 1, "per_hour": 2})
     await issue(api)
