@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ def limits_table(settings: Settings) -> str:
         ("hashing.parallelism", settings.hashing.parallelism),
         ("hashing.max_concurrent (effective)", settings.hashing.concurrency),
         ("hashing.max_waiting", settings.hashing.max_waiting),
+        ("workers", settings.workers),
         (
             "api_tokens",
             ", ".join(t.client for t in settings.api_tokens) or "(none: trust loopback)",
@@ -71,20 +73,34 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     settings = load_settings(args.config, dev=args.dev, overrides=overrides)
     configure_logging(settings.log_level)
     if settings.dev_mode:
         print(DEV_BANNER, flush=True)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
         # uvicorn's loggers propagate to the root handler set up above (numbers masked).
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=20,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 20,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Worker processes rebuild the app from the same file and environment, validated above.
+    if args.config:
+        os.environ["OTP_CONFIG"] = str(Path(args.config).resolve())
+    os.environ["OTP_WORKERS"] = str(settings.workers)
+    uvicorn.run(
+        "otpservice.app:create_app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        **options,
     )
     return 0
 
@@ -115,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file (default: $OTP_CONFIG)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--workers", type=int, help="processes serving the API (default 1)")
     serve.set_defaults(run=_serve)
 
     config = commands.add_parser("config", help="configuration tools")

@@ -13,7 +13,9 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from otpservice import __version__
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.errors import ConfigError
+from otpservice.logs import configure_logging
 from otpservice.otp import OtpService
+from otpservice.settings import load_settings
 from otpservice.sms import build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, connect
 from otpservice.web import DEPENDENCIES, ROUTES
@@ -52,7 +54,10 @@ def build_service(
     if hasher is None:
         previous = settings.secrets.previous_pepper
         hasher = CodeHasher(
-            settings.hashing, Pepper(pepper), Pepper(previous) if previous else None
+            settings.hashing,
+            Pepper(pepper),
+            Pepper(previous) if previous else None,
+            threads=settings.hashing_threads,
         )
     return OtpService(
         settings,
@@ -62,6 +67,16 @@ def build_service(
         hasher=hasher,
         sender=sms or build_sender(settings.sms),
     )
+
+
+def create_app_from_environment() -> Litestar:
+    """The app of one worker process of ``otpservice serve --workers N``.
+
+    Each worker reads the same config (``OTP_CONFIG`` and ``OTP_*``) the parent validated.
+    """
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
 
 
 def create_app(

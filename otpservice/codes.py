@@ -60,22 +60,37 @@ class Pepper:
 
 SALT_BYTES = 16
 DIGEST_BYTES = 32
+# Parameters read back from Redis are trusted only up to these (or the configured ones, if
+# higher): a forged record must not make one check allocate gigabytes.
+MAX_MEMORY_KIB = 262144
+MAX_TIME_COST = 16
+MAX_PARALLELISM = 8
 
 
 class CodeHasher:
     """Hashes and checks codes with keyed argon2id, off the event loop, with bounded concurrency."""
 
     def __init__(
-        self, settings: HashingSettings, current: Pepper, previous: Pepper | None = None
+        self,
+        settings: HashingSettings,
+        current: Pepper,
+        previous: Pepper | None = None,
+        *,
+        threads: int | None = None,
     ) -> None:
+        """``threads`` defaults to the settings' cap (a process serving alone)."""
+        threads = threads or settings.concurrency
         self._params = f"{settings.memory_kib},{settings.time_cost},{settings.parallelism}"
+        self._limits = (
+            max(settings.memory_kib, MAX_MEMORY_KIB),
+            max(settings.time_cost, MAX_TIME_COST),
+            max(settings.parallelism, MAX_PARALLELISM),
+        )
         self._current = current
         self._peppers = {p.id: p for p in (current, previous) if p is not None}
         # One thread per hash allowed at once: the executor's queue holds the admitted rest.
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.concurrency, thread_name_prefix="argon2"
-        )
-        self._max_admitted = settings.concurrency + settings.max_waiting
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._max_admitted = threads + settings.max_waiting
         self._admitted = 0
         # Counted so tests and metrics can see how many argon2 evaluations really ran.
         self.evaluations = 0
@@ -106,8 +121,13 @@ class CodeHasher:
     async def check_code(self, challenge_id: str, code: str, stored: CodeHash) -> bool:
         """True when ``code`` matches ``stored``; compared in constant time."""
         pepper = self._peppers.get(stored.pepper_id)
-        if pepper is None or len(stored.digest) != SALT_BYTES + DIGEST_BYTES:
-            # The pepper was rotated out: the code can no longer be checked. Spend the same time.
+        if (
+            pepper is None
+            or len(stored.digest) != SALT_BYTES + DIGEST_BYTES
+            or not self._acceptable(stored.params)
+        ):
+            # A rotated-out pepper (or a damaged record): the code cannot be checked. Spend the
+            # same time as a check.
             await self.waste_time()
             return False
         salt, expected = stored.digest[:SALT_BYTES], stored.digest[SALT_BYTES:]
@@ -121,6 +141,15 @@ class CodeHasher:
     def close(self) -> None:
         """Stop the hashing threads."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _acceptable(self, params: str) -> bool:
+        try:
+            values = [int(p) for p in params.split(",")]
+        except ValueError:
+            return False
+        return len(values) == 3 and all(
+            1 <= value <= limit for value, limit in zip(values, self._limits, strict=True)
+        )
 
     async def _argon2(self, secret: bytes, salt: bytes, params: str) -> bytes:
         memory_kib, time_cost, parallelism = (int(p) for p in params.split(","))

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from otpservice.phone import mask_numbers
 
 
-class MaskNumbersFilter(logging.Filter):
-    """Rewrites each record's message so no phone number reaches a log in clear."""
+class MaskingFormatter(logging.Formatter):
+    """Masks numbers in each message, exception text and stack (not in the timestamp)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Mask numbers in the formatted message (arguments included)."""
-        message = record.getMessage()
-        masked = mask_numbers(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The message (its arguments included), masked."""
+        record.message = mask_numbers(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        """A traceback, masked: exception texts can carry numbers."""
+        return mask_numbers(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        """A stack, masked."""
+        return mask_numbers(super().formatStack(stack_info))
 
 
 def configure_logging(level: str) -> None:
     """Log to stderr at ``level``, masking numbers in every handler's records."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(MaskNumbersFilter())
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -66,6 +66,13 @@ class CodeHash(Model, frozen=True):
     digest: bytes
 
 
+class Reservation(Model, frozen=True):
+    """A counted verification attempt: its id (settles it, idempotently) and the hash to check."""
+
+    reservation_id: str
+    code_hash: CodeHash
+
+
 class ApprovedChallenge(Model, frozen=True):
     """The one successful verification of a challenge."""
 

@@ -94,11 +94,22 @@ class OtpService:
         try:
             issued = await self._issue(phone, request, client)
         except BaseException:
-            await self._idempotency.release(client, idempotency_key)
+            try:
+                await self._idempotency.release(client, idempotency_key)
+            except Unavailable:
+                # The claim expires by itself; the caller should see the original error.
+                log.warning("could not release an idempotency claim; it expires in a minute")
             raise
-        await self._idempotency.complete(
-            client, idempotency_key, IdempotencyRecord(fingerprint=fingerprint, result=issued)
-        )
+        try:
+            await self._idempotency.complete(
+                client, idempotency_key, IdempotencyRecord(fingerprint=fingerprint, result=issued)
+            )
+        except Unavailable:
+            # The SMS is out and the challenge is live: answer with it. A retry within the
+            # claim's minute is told the key is in use; after it, it would send a new code.
+            log.warning(
+                "challenge %s issued, but its idempotency record was not saved", issued.challenge_id
+            )
         return issued, False
 
     async def verify_challenge(
@@ -121,13 +132,13 @@ class OtpService:
         # Admission comes before the attempt is counted, so a busy refusal costs no attempt.
         with self._hasher.admit():
             try:
-                stored = await self._challenges.spend_attempt(keys, client)
+                reservation = await self._challenges.spend_attempt(keys, client)
             except ChallengeNotFound:
                 # As slow as a real check, so timing does not tell whether an id exists.
                 await self._hasher.waste_time()
                 raise
-            matched = await self._hasher.check_code(challenge_id, code, stored)
-        approved = await self._challenges.record_verdict(keys, client, matched=matched)
+            matched = await self._hasher.check_code(challenge_id, code, reservation.code_hash)
+        approved = await self._challenges.record_verdict(keys, client, reservation, matched=matched)
         log.info("challenge approved: %s", challenge_id)
         return approved
 

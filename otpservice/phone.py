@@ -47,7 +47,8 @@ def parse_phone(raw: str) -> PhoneNumber:
     return PhoneNumber(e164=e164, country_code=parsed.country_code or 0)
 
 
-_ANY_NUMBER = re.compile(r"\+?[0-9][0-9 ().-]{5,}[0-9]")
+# Dots are left out: they would take in IP addresses and versions, which are no phone numbers.
+_ANY_NUMBER = re.compile(r"\+?[0-9][0-9 ()-]{5,}[0-9]")
 
 
 def mask_numbers(text: str) -> str:

@@ -158,10 +158,18 @@ class Secrets(Base, frozen=True):
 class Settings(Base, frozen=True):
     """The whole configuration of one otpservice process."""
 
+    @property
+    def hashing_threads(self) -> int:
+        """Hashing threads of each worker process: the concurrency cap shared between them."""
+        return max(1, self.hashing.concurrency // self.workers)
+
     # Set by the --dev flag only (load_settings refuses it from a file or the environment).
     dev_mode: bool = False
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    # Processes serving the API (the Python work per request is bound to one core each);
+    # hashing.max_concurrent is shared out between them.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     code: CodeSettings = CodeSettings()
     lockout: LockoutSettings = LockoutSettings()
@@ -259,6 +267,8 @@ def validate_settings(settings: Settings) -> None:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
     _check_template(settings.sms.template)
     if settings.dev_mode:
+        if settings.workers > 1:
+            raise ConfigError("workers: development mode runs one process (its store is in it)")
         if not _is_loopback(settings.host):
             raise ConfigError(
                 f"host = {settings.host!r}: development mode listens on loopback only"

@@ -129,6 +129,17 @@ def test_without_dev_and_config_it_refuses_and_points_at_dev() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_dev_mode_runs_one_process_only() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "otpservice", "serve", "--dev", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "workers" in result.stderr
+
+
 def test_dev_mode_refuses_a_public_address() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "otpservice", "serve", "--dev", "--host", "0.0.0.0"],
@@ -140,10 +151,12 @@ def test_dev_mode_refuses_a_public_address() -> None:
     assert "loopback" in result.stderr
 
 
-def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
-    token = "integration-token-0123456789abcdef0123"
+TOKEN = "integration-token-0123456789abcdef0123"
+
+
+def write_config(tmp_path: Path, redis_server: RedisServer) -> Path:
+    """A production config: real Redis, secrets from files, a token, console SMS allowed."""
+    token = TOKEN
     (tmp_path / "pepper").write_text(PEPPER)
     (tmp_path / "index-key").write_text(INDEX_KEY)
     config = tmp_path / "otp.toml"
@@ -167,7 +180,14 @@ token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"
 scopes = ["otp"]
 """
     )
-    service = ServiceProcess("--config", str(config))
+    return config
+
+
+def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    token = TOKEN
+    service = ServiceProcess("--config", str(write_config(tmp_path, redis_server)))
     try:
         auth = {"Authorization": f"Bearer {token}"}
         assert (
@@ -193,3 +213,29 @@ scopes = ["otp"]
     assert "4155550199" not in logs
     assert PEPPER not in logs
     assert token not in logs
+
+
+def test_several_workers_share_the_state_in_redis(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    service = ServiceProcess(
+        "--config", str(write_config(tmp_path, redis_server)), "--workers", "2"
+    )
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=service.url, headers=auth) as client:
+            for n in range(12):
+                created = client.post("/challenge", json={"phone": f"+1415555{3000 + n}"})
+                assert created.status_code == 201, created.text
+                challenge_id = created.json()["challenge_id"]
+                code = service.next_code(challenge_id)
+                body = {"challenge_id": challenge_id, "code": code}
+                # New connections land on either worker; the answer is the same.
+                assert (
+                    httpx.post(f"{service.url}/verify", json=body, headers=auth).status_code == 200
+                )
+                assert (
+                    httpx.post(f"{service.url}/verify", json=body, headers=auth).status_code == 410
+                )
+    finally:
+        service.stop()

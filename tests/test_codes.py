@@ -154,3 +154,26 @@ async def test_admission_beyond_the_queue_is_refused_at_once() -> None:
     with hasher.admit():
         pass
     hasher.close()
+
+
+async def test_admission_is_given_back_when_the_work_fails() -> None:
+    hasher = CodeHasher(
+        HashingSettings(memory_kib=1024, time_cost=1, max_concurrent=1, max_waiting=1),
+        Pepper("pepper-one-0123456789abcdef"),
+    )
+    for _ in range(5):  # more failures than admission places
+        with pytest.raises(RuntimeError), hasher.admit():
+            raise RuntimeError("the store went away")
+    with hasher.admit(), hasher.admit():
+        pass
+    hasher.close()
+
+
+async def test_hash_parameters_read_back_from_the_store_are_bounded() -> None:
+    hasher = CodeHasher(LIGHT, Pepper("pepper-one-0123456789abcdef"))
+    stored = await hasher.hash_code("t.c", "333333")
+    # Someone who can write to Redis must not make a check allocate gigabytes.
+    for params in ("4194304,1,1", "1024,1000,1", "1024,1,64", "nonsense"):
+        forged = CodeHash(pepper_id=stored.pepper_id, params=params, digest=stored.digest)
+        assert not await _check(hasher, "t.c", "333333", forged)
+    hasher.close()

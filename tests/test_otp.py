@@ -416,3 +416,98 @@ async def test_pepper_rotation_keeps_live_codes(
     async with running(create_app(rotated, redis=redis, sms=phone.sender)) as after:
         response = await verify(after, challenge_id, phone.code_for(challenge_id))
     assert response.status_code == 200
+
+
+class HeldHasher(CodeHasher):
+    """Checks codes only once released, so attempts stay in flight as long as a test wants."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+        self.held = 0
+
+    async def check_code(self, challenge_id: str, code: str, stored: Any) -> bool:
+        self.held += 1
+        await self.release.wait()
+        return await super().check_code(challenge_id, code, stored)
+
+
+@pytest.fixture
+async def held(
+    redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings], phone: Phone
+) -> AsyncIterator[tuple[httpx.AsyncClient, HeldHasher]]:
+    settings = make_settings(
+        redis_server.url,
+        send_limits={"min_interval_seconds": 0, "per_hour": 100, "per_day": 100},
+        lockout={"max_failures": 10, "base_seconds": 60},
+    )
+    hasher = HeldHasher(settings.hashing, Pepper(PEPPER))
+    async with running(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher)) as api:
+        yield api, hasher
+
+
+async def test_guesses_in_flight_across_new_codes_never_exceed_the_failure_limit(
+    held: tuple[httpx.AsyncClient, HeldHasher], phone: Phone
+) -> None:
+    api, hasher = held
+    pending = []
+    # Three fresh codes, five guesses each, all held mid-check: only ten may be in flight.
+    for _ in range(3):
+        challenge_id, code = await issue_code(api, phone)
+        for _ in range(5):
+            pending.append(asyncio.create_task(verify(api, challenge_id, wrong(code))))
+        await asyncio.sleep(0.05)
+    assert hasher.held == 10
+    refused = [task for task in pending if task.done()]
+    assert len(refused) == 5
+    for task in refused:
+        assert_problem(task.result(), 429, "number_locked")
+    hasher.release.set()
+    answers = Counter(response.json()["code"] for response in await asyncio.gather(*pending))
+    assert hasher.held == 10
+    # The tenth settled failure locks the number.
+    assert answers["number_locked"] >= 6
+    assert_problem(await api.post("/challenge", json={"phone": PHONE}), 429, "number_locked")
+
+
+async def test_a_right_code_in_flight_with_failures_near_the_limit_is_not_locked_out(
+    held: tuple[httpx.AsyncClient, HeldHasher], phone: Phone
+) -> None:
+    api, hasher = held
+    hasher.release.set()
+    for _ in range(8):
+        challenge_id, code = await issue_code(api, phone)
+        assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
+    hasher.release.clear()
+    challenge_id, code = await issue_code(api, phone)
+    wrong_guess = asyncio.create_task(verify(api, challenge_id, wrong(code)))
+    right_guess = asyncio.create_task(verify(api, challenge_id, code))
+    await asyncio.sleep(0.05)
+    hasher.release.set()
+    assert_problem(await wrong_guess, 400, "incorrect_code")
+    assert (await right_guess).status_code == 200
+    # Nine real failures, then a success: the number is not locked.
+    await issue(api)
+
+
+async def test_every_route_but_health_needs_a_token(
+    redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings], phone: Phone
+) -> None:
+    tokens = {"login": "login-token-0123456789abcdef012345678"}
+    settings = make_settings(redis_server.url, api_tokens=_tokens(tokens, {"login": ["otp"]}))
+    app = create_app(settings, redis=redis, sms=phone.sender)
+    public = {"/healthz", "/readyz"}
+    checked = 0
+    async with running(app) as api:
+        for route in app.routes:
+            path = route.path.replace("{challenge_id:str}", "x.y").replace("{challenge_id}", "x.y")
+            for method in sorted(getattr(route, "methods", ())):
+                response = await api.request(method, path, json={})
+                if route.path in public and method in ("GET", "HEAD"):
+                    assert response.status_code != 401, (method, path)
+                else:
+                    assert_problem(response, 401, "unauthorized")
+                    checked += 1
+    # Challenge routes and the OpenAPI document, at least.
+    assert checked >= 6
+    assert phone.messages() == []

@@ -37,6 +37,7 @@ def test_masked_number_shows_only_country_code_and_last_two_digits() -> None:
 
 def test_numbers_inside_log_text_are_masked() -> None:
     text = mask_numbers("sent to +14155550123 and 020 7946 0958 ok")
+    assert mask_numbers("listening on 127.0.0.1:8080") == "listening on 127.0.0.1:8080"
     assert "4155550123" not in text
     assert "7946" not in text
     assert text.startswith("sent to +*********23 and")

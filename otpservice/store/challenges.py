@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from otpservice.errors import (
@@ -19,6 +20,7 @@ from otpservice.models import (
     ChallengeView,
     CodeHash,
     IssuedChallenge,
+    Reservation,
     ceil_seconds,
 )
 from otpservice.store.scripts import Scripts, run_script
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from otpservice.store.keys import ChallengeKeys, KeySpace
 
 _MS = 1000
+# A reservation whose verdict has not come after this long (a crash, a lost reply) counts as a
+# failure. Longer than any verification can take: the hashing queue and Redis timeouts included.
+RESERVATION_LIFETIME_MS = 30 * _MS
 
 
 def seconds_from_ms(milliseconds: int) -> int:
@@ -69,7 +74,11 @@ class ChallengeStore:
         self._scripts = Scripts(client, embedded=settings.redis.url is None)
         self._code = settings.code
         self._limits = settings.send_limits
-        self._lockout = settings.lockout
+        lockout = settings.lockout
+        self._lockout_args = [
+            lockout.max_failures, lockout.base_seconds * _MS,
+            lockout.max_seconds * _MS, lockout.memory_seconds * _MS,
+        ]  # fmt: skip
         self._prepared = False
 
     async def check_send(self, keys: ChallengeKeys) -> None:
@@ -132,33 +141,35 @@ class ChallengeStore:
             raise NumberLocked(seconds_from_ms(int(reply[1])))
         return reply
 
-    async def spend_attempt(self, keys: ChallengeKeys, client: str) -> CodeHash:
+    async def spend_attempt(self, keys: ChallengeKeys, client: str) -> Reservation:
         """Count one attempt before the code is checked, and return the hash to check it against.
 
         Raises:
             ChallengeNotFound, ChallengeGone, TooManyAttempts, NumberLocked.
         """
+        reservation_id = secrets.token_urlsafe(12)
         reply = await run_script(
             self._scripts.spend_attempt,
-            [keys.challenge, keys.active, keys.guard],
-            [
-                keys.random_part,
-                client,
-                self._lockout.max_failures,
-                self._lockout.memory_seconds * _MS,
-            ],
-        )
+            [keys.challenge, keys.active, keys.guard, keys.inflight],
+            [keys.random_part, client, reservation_id, *self._lockout_args,
+             RESERVATION_LIFETIME_MS],
+        )  # fmt: skip
         status = _text(reply[0])
         if status == "locked":
             raise NumberLocked(seconds_from_ms(int(reply[1])))
         if status != "ok":
             _raise_for_status(status)
-        return CodeHash(pepper_id=_text(reply[2]), params=_text(reply[3]), digest=bytes(reply[1]))
+        return Reservation(
+            reservation_id=reservation_id,
+            code_hash=CodeHash(
+                pepper_id=_text(reply[2]), params=_text(reply[3]), digest=bytes(reply[1])
+            ),
+        )
 
     async def record_verdict(
-        self, keys: ChallengeKeys, client: str, *, matched: bool
+        self, keys: ChallengeKeys, client: str, reservation: Reservation, *, matched: bool
     ) -> ApprovedChallenge:
-        """Settle an attempt: approve on a match (at most once), else report what is left.
+        """Settle a reserved attempt: approve on a match (at most once), else count a failure.
 
         Raises:
             IncorrectCode: attempts remain.
@@ -166,14 +177,11 @@ class ChallengeStore:
             NumberLocked: the number is locked now.
             ChallengeNotFound, ChallengeGone: the challenge ended meanwhile.
         """
-        lockout = self._lockout
         reply = await run_script(
             self._scripts.record_verdict,
-            [keys.challenge, keys.active, keys.guard],
-            [
-                keys.random_part, client, "1" if matched else "0", lockout.max_failures,
-                lockout.base_seconds * _MS, lockout.max_seconds * _MS, lockout.memory_seconds * _MS,
-            ],
+            [keys.challenge, keys.active, keys.guard, keys.inflight],
+            [keys.random_part, client, reservation.reservation_id, "1" if matched else "0",
+             *self._lockout_args],
         )  # fmt: skip
         status = _text(reply[0])
         if status == "approved":

@@ -10,7 +10,8 @@ Per number (tag ``T``)::
     P:{T}:c:R      hash    one challenge (status, hash, pepper id, attempts, expiry, client)
     P:{T}:active   string  id part R of the number's current challenge; a new one replaces it
     P:{T}:sends    zset    send times (ms) for the rolling send windows, member R
-    P:{T}:guard    hash    failures, lock-until and lockout level of the number
+    P:{T}:guard    hash    settled failures, lock-until and lockout level of the number
+    P:{T}:inflight zset    the number's verification attempts awaiting a verdict
 
 Elsewhere::
 
@@ -50,6 +51,7 @@ class ChallengeKeys:
     active: str
     sends: str
     guard: str
+    inflight: str
 
 
 class KeySpace:
@@ -98,4 +100,5 @@ class KeySpace:
             active=f"{base}:active",
             sends=f"{base}:sends",
             guard=f"{base}:guard",
+            inflight=f"{base}:inflight",
         )

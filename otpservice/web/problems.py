@@ -136,6 +136,20 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return problem_response(problem, headers or None)
 
 
+def undecodable_body_handler(
+    request: Request[Any, Any, Any], exc: RecursionError | UnicodeDecodeError
+) -> Response[bytes]:
+    """A body nested too deep, or not UTF-8, fails in the JSON decoder: a 400, not a 500."""
+    problem = Problem(
+        title=HTTPStatus.BAD_REQUEST.phrase,
+        status=400,
+        detail="the body is not valid JSON: nested too deep or not UTF-8",
+        code="invalid_request",
+        instance=request.url.path,
+    )
+    return problem_response(problem)
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Last resort: log the error type, never its content or a stack trace to the client."""
     log.error("unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
@@ -152,5 +166,7 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
 EXCEPTION_HANDLERS = {
     OtpError: otp_error_handler,
     HTTPException: http_error_handler,
+    RecursionError: undecodable_body_handler,
+    UnicodeDecodeError: undecodable_body_handler,
     Exception: unexpected_error_handler,
 }

@@ -187,6 +187,10 @@ async def test_bad_challenge_requests_are_400_problems(
     [
         (b"{not json", "application/json", 400, "invalid_request"),
         (b"", "application/json", 400, "invalid_request"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "invalid_request"),
+        (b'{"x":' * 50_000 + b"1" + b"}" * 50_000, "application/json", 400, "invalid_request"),
+        (b'{"phone": "\xff\xfe"}', "application/json", 400, "invalid_request"),
+        (b'{"phone": 1e999999, "code": null}', "application/json", 400, "invalid_request"),
         (b'{"phone": "+14155550123"}', "text/plain", 415, "unsupported_media_type"),
         (
             b"phone=%2B14155550123",

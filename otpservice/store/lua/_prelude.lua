@@ -2,7 +2,7 @@
 -- Challenge hash fields: st status (p pending, a approved, c cancelled), h argon2id salt and
 -- digest (raw, kept under 64 bytes so the hash stays a compact listpack), pid pepper id,
 -- hp argon2 parameters, cl client, ph masked phone, pu purpose, a attempts left,
--- cr created ms, ex expires ms.
+-- cr created ms, ex expires ms; once approved, an the approving reservation and at its time.
 
 -- The server clock, so every replica of the service agrees on time.
 local function now_ms()
@@ -21,4 +21,19 @@ local function challenge_status(challenge_key, active_key, random_part, client, 
   if now >= tonumber(ex) then return 'expired' end
   if redis.call('GET', active_key) ~= random_part then return 'cancelled' end
   return 'pending'
+end
+
+-- Count n settled failures of a number; lock it once the count reaches max_failures, each
+-- lockout twice as long as the last, up to lock_max_ms. Returns the locked-until ms (0: none).
+-- Guard fields: f settled failures, u locked-until ms, l lockout level.
+local function count_failures(guard_key, n, now, max_failures, lock_base_ms, lock_max_ms, memory_ms)
+  local failures = redis.call('HINCRBY', guard_key, 'f', n)
+  local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+  if locked_until <= now and failures >= max_failures then
+    local level = redis.call('HINCRBY', guard_key, 'l', 1)
+    locked_until = now + math.min(lock_base_ms * 2 ^ (level - 1), lock_max_ms)
+    redis.call('HSET', guard_key, 'u', locked_until, 'f', 0)
+  end
+  redis.call('PEXPIRE', guard_key, math.max(locked_until - now, 0) + memory_ms)
+  return locked_until
 end

@@ -2,7 +2,7 @@
 -- and make it the number's current one (the previous code stops working). One atomic step: a
 -- refused request consumes nothing. In "check" mode it only answers whether a send would pass
 -- now, so the service can refuse before it spends a hash on the code (it checks again when it
--- issues).
+-- issues). Retrying the call for the same challenge id answers the same and counts nothing more.
 -- KEYS[1] sends      zset of send times (ms), member = challenge random part
 -- KEYS[2] active     string: random part of the number's current challenge
 -- KEYS[3] guard      hash: f failures, u locked-until ms, l lockout level
@@ -28,11 +28,6 @@ local FIRST_WINDOW = 13
 
 local now = now_ms()
 
-local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
-if locked_until > now then
-  return {'locked', locked_until - now}
-end
-
 -- The longest wait any rule imposes before one more send, and that rule's name.
 local function longest_wait()
   local rule, wait = nil, 0
@@ -56,6 +51,20 @@ local function longest_wait()
     end
   end
   return rule, wait
+end
+
+-- A retried call (each request brings a new challenge id) answers the same, counting nothing.
+if not check_only then
+  local earlier = redis.call('HMGET', challenge_key, 'cr', 'ex')
+  if earlier[1] then
+    local _, resend_after = longest_wait()
+    return {'ok', tonumber(earlier[1]), tonumber(earlier[2]), resend_after}
+  end
+end
+
+local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+if locked_until > now then
+  return {'locked', locked_until - now}
 end
 
 local longest_window_ms = min_interval_ms

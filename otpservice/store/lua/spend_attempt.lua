@@ -1,17 +1,26 @@
--- spend_attempt.lua: reserve one verification attempt before the code is checked, against both
--- the challenge's budget and the number's failure counter (counted as a failure until
--- record_verdict says otherwise), so concurrent guesses can never exceed either.
+-- spend_attempt.lua: reserve one verification attempt before the code is checked. The reservation
+-- counts against the challenge's budget at once, and against the number's failure limit while it
+-- is in flight (settled failures plus reservations may not exceed it), so concurrent guesses can
+-- exceed neither. A reservation whose verdict never comes (a crash, a lost reply) counts as a
+-- failure once it is older than the reservation lifetime. Retrying the call with the same
+-- reservation id answers the same and counts nothing more.
 -- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
 -- KEYS[2] active     string: random part of the number's current challenge
--- KEYS[3] guard      hash: f failures, u locked-until ms, l lockout level
+-- KEYS[3] guard      hash: f settled failures, u locked-until ms, l lockout level
+-- KEYS[4] inflight   zset of the number's reservations awaiting a verdict: id -> reserved ms
 -- ARGV[1] random part of the challenge id     ARGV[2] client name
--- ARGV[3] failures that lock the number       ARGV[4] how long failures are remembered, ms
--- Returns {"ok", argon2 hash, pepper id, params}
+-- ARGV[3] reservation id (unique per request)
+-- ARGV[4] failures that lock the number       ARGV[5] first lock ms (doubles each time)
+-- ARGV[6] longest lock ms                     ARGV[7] how long failures are remembered, ms
+-- ARGV[8] reservation lifetime ms
+-- Returns {"ok", argon2 salt and digest, pepper id, argon2 params}
 --       | {"locked", retry-after ms} | {"too_many_attempts"}
 --       | {"missing"} | {"approved"} | {"cancelled"} | {"expired"}
-local challenge_key, active_key, guard_key = KEYS[1], KEYS[2], KEYS[3]
-local random_part, client = ARGV[1], ARGV[2]
-local max_failures, memory_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local challenge_key, active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local random_part, client, reservation = ARGV[1], ARGV[2], ARGV[3]
+local max_failures, lock_base_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
+local lock_max_ms, memory_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local lifetime_ms = tonumber(ARGV[8])
 
 local now = now_ms()
 local status = challenge_status(challenge_key, active_key, random_part, client, now)
@@ -19,12 +28,25 @@ if status ~= 'pending' then
   return {status}
 end
 
-local guard = redis.call('HMGET', guard_key, 'u', 'f')
-local locked_until = tonumber(guard[1] or '0')
+local function reserved()
+  local fields = redis.call('HMGET', challenge_key, 'h', 'pid', 'hp')
+  return {'ok', fields[1], fields[2], fields[3]}
+end
+if redis.call('ZSCORE', inflight_key, reservation) then
+  return reserved()
+end
+
+local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+local stale = redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now - lifetime_ms)
+if stale > 0 then
+  locked_until = count_failures(guard_key, stale, now, max_failures, lock_base_ms, lock_max_ms,
+    memory_ms)
+end
 if locked_until > now then
   return {'locked', locked_until - now}
 end
-if tonumber(guard[2] or '0') >= max_failures then
+local settled = tonumber(redis.call('HGET', guard_key, 'f') or '0')
+if settled + redis.call('ZCARD', inflight_key) >= max_failures then
   -- Enough guesses are being checked to lock the number if they fail: wait for their verdicts.
   return {'locked', 1000}
 end
@@ -34,8 +56,6 @@ if left <= 0 then
   return {'too_many_attempts'}
 end
 redis.call('HSET', challenge_key, 'a', left - 1)
-redis.call('HINCRBY', guard_key, 'f', 1)
-redis.call('PEXPIRE', guard_key, memory_ms)
-
-local fields = redis.call('HMGET', challenge_key, 'h', 'pid', 'hp')
-return {'ok', fields[1], fields[2], fields[3]}
+redis.call('ZADD', inflight_key, now, reservation)
+redis.call('PEXPIRE', inflight_key, lifetime_ms + memory_ms)
+return reserved()
