@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from otpservice.sms import SmsSender
     from otpservice.store import StoreClient
 
+MAX_BODY_BYTES = 16 * 1024
+
 OPENAPI_CONFIG = OpenAPIConfig(
     title="otpservice",
     version=__version__,
@@ -112,5 +114,7 @@ def create_app(
         # Logging is set up by logs.py; Litestar's default config would replace the root
         # handlers and with them the filter that masks phone numbers.
         logging_config=None,
+        # Requests are small JSON objects; anything bigger is refused with 413 unread.
+        request_max_body_size=MAX_BODY_BYTES,
         debug=False,
     )

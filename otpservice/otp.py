@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -223,6 +224,10 @@ class OtpService:
         if keys is None:
             raise ChallengeNotFound("no such challenge")
         return keys
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _check_ip(text: str) -> None:

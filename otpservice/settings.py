@@ -274,11 +274,6 @@ def validate_settings(settings: Settings) -> None:
                 f"host = {settings.host!r}: development mode listens on loopback only"
             )
         return
-    if settings.sms.provider == "console" and not unsafe.allow_console_sender:
-        raise ConfigError(
-            "sms.provider = 'console' prints codes to the terminal: it is for --dev only "
-            "(set unsafe.allow_console_sender = true for benchmarks)"
-        )
     if settings.redis.url is None:
         raise ConfigError(
             "redis.url is not set: production needs a real Redis "
@@ -310,6 +305,11 @@ def validate_settings(settings: Settings) -> None:
         raise ConfigError(
             f"host = {settings.host!r} is not loopback and api_tokens is empty: anyone could "
             "call the API; configure api_tokens or set unsafe.allow_unauthenticated_bind = true"
+        )
+    if settings.sms.provider == "console" and not unsafe.allow_console_sender:
+        raise ConfigError(
+            "sms.provider = 'console' prints codes to the terminal: it is for --dev only "
+            "(set unsafe.allow_console_sender = true for benchmarks)"
         )
 
 

@@ -170,3 +170,8 @@ def test_config_check_reports_a_bad_file(
     assert "configuration error" in err
     assert "code" in err
     assert "bogus" in err
+
+
+def test_missing_store_is_reported_before_the_console_sender(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"redis\.url"):
+        load_settings(write(tmp_path, ""), environ={})
