@@ -69,13 +69,25 @@ def stop_process(process: subprocess.Popen[Any] | None, timeout_s: float = 10.0)
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a running process (all its threads) has used."""
+    """User + system CPU seconds a running process (all its threads) and its running children
+    (``serve --workers N`` starts worker processes) have used."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return own + sum(process_cpu_s(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
 
 
 class RedisProcess:
@@ -173,6 +185,7 @@ class ServiceConfig:
     parallelism: int
     log_level: str
     max_concurrent: int | None = None
+    workers: int = 1
     # Newer otpservice refuses the console sender outside --dev unless acknowledged.
     acknowledge_console: bool = False
 
@@ -184,6 +197,7 @@ class ServiceConfig:
         unsafe = "\n[unsafe]\nallow_console_sender = true\n" if self.acknowledge_console else ""
         return f"""\
 log_level = "{self.log_level}"
+workers = {self.workers}
 
 [redis]
 url = "{self.redis_url}"

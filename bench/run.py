@@ -89,6 +89,7 @@ class Options:
     quiet_wait_s: float
     log_level: str
     max_concurrent: int | None
+    workers: int
     redis_profile: str
     profiles: tuple[Profile, ...]
     keep_workdir: bool
@@ -110,6 +111,12 @@ class Options:
             "--max-concurrent",
             type=int,
             help="the service's hashing.max_concurrent (default: unset, one per core)",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="the service's worker processes (serve --workers; default 1)",
         )
         parser.add_argument(
             "--profiles",
@@ -157,6 +164,7 @@ class Options:
             quiet_wait_s=args.quiet_wait if args.quiet_wait is not None else (10 if quick else 60),
             log_level=args.log_level,
             max_concurrent=args.max_concurrent,
+            workers=args.workers,
             redis_profile=args.redis_profile,
             profiles=tuple(by_name[n] for n in names),
             keep_workdir=args.keep_workdir,
@@ -203,6 +211,7 @@ class ProfileBench:
             parallelism=self.profile.parallelism,
             log_level=options.log_level,
             max_concurrent=options.max_concurrent,
+            workers=options.workers,
             acknowledge_console=self.otpservice.acknowledge_console,
         )
         service = Service(self.workdir, name, config, self.otpservice.source)
@@ -478,6 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'quick' if options.quick else 'full'} run, {CORES} cores, wrk runs of "
         f"{options.duration_s} s, log_level={options.log_level}, hashing.max_concurrent="
         f"{options.max_concurrent if options.max_concurrent is not None else 'default'}, "
+        f"workers={options.workers}, "
         f"took {time.monotonic() - started:.0f} s\n"
         f"otpservice {otp.version} from {otp.module_path}"
     )
