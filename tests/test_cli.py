@@ -116,39 +116,26 @@ def test_dev_mode_walkthrough(dev_service: ServiceProcess) -> None:
     assert "Finished server process" in "".join(dev_service.stderr_lines)
 
 
-def test_without_dev_and_config_it_refuses_and_points_at_dev() -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # No config and no --dev: production refuses, and says how to try it out.
+        ([], "--dev"),
+        (["--dev", "--workers", "2"], "workers"),
+        (["--dev", "--host", "0.0.0.0"], "loopback"),
+    ],
+)
+def test_serve_refuses_unsafe_or_incomplete_set_ups(args: list[str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "otpservice", "serve"],
+        [sys.executable, "-m", "otpservice", "serve", *args],
         capture_output=True,
         text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("OTP_")},
         timeout=30,
     )
     assert result.returncode == 2
-    assert "--dev" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def test_dev_mode_runs_one_process_only() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "otpservice", "serve", "--dev", "--workers", "2"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "workers" in result.stderr
-
-
-def test_dev_mode_refuses_a_public_address() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "otpservice", "serve", "--dev", "--host", "0.0.0.0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "loopback" in result.stderr
 
 
 TOKEN = "integration-token-0123456789abcdef0123"
