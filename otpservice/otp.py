@@ -18,6 +18,7 @@ from otpservice.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidInput,
+    NumberLocked,
     OtpError,
     SenderUnavailable,
     Unavailable,
@@ -139,7 +140,18 @@ class OtpService:
                 await self._hasher.waste_time()
                 raise
             matched = await self._hasher.check_code(challenge_id, code, reservation.code_hash)
-        approved = await self._challenges.record_verdict(keys, client, reservation, matched=matched)
+        try:
+            approved = await self._challenges.record_verdict(
+                keys, client, reservation, matched=matched
+            )
+        except NumberLocked as exc:
+            # An audit line: the number is locked (often by this very failure).
+            log.warning("challenge %s failed; number locked for %s s", challenge_id,
+                        exc.retry_after_seconds)  # fmt: skip
+            raise
+        except OtpError as exc:
+            log.info("challenge %s failed: %s", challenge_id, exc.code)
+            raise
         log.info("challenge approved: %s", challenge_id)
         return approved
 
