@@ -103,7 +103,7 @@ class RedisSettings(Base, frozen=True):
     # None means the embedded in-memory store, which only --dev allows.
     url: str | None = None
     cluster: bool = False
-    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "otp"
+    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}\Z")] = "otp"
     socket_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     # Connections per Redis node; more concurrent commands wait for a free one.
@@ -115,8 +115,8 @@ class RedisSettings(Base, frozen=True):
 class ApiToken(Base, frozen=True):
     """One API client: its name, the SHA-256 of its bearer token, and its scopes."""
 
-    client: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    client: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}\Z")]
+    token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
     scopes: list[Literal["otp", "admin"]] = msgspec.field(default_factory=lambda: ["otp"])
 
 

@@ -15,6 +15,10 @@ class Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Base of the wire Structs: unknown fields are refused, not ignored."""
 
 
+# msgspec checks patterns with re.search, where "$" also matches before a final newline;
+# "(?![\s\S])" is the end of the text in both Python and ECMAScript (OpenAPI) regexes.
+END_OF_TEXT = r"(?![\s\S])"
+
 ChallengeId = Annotated[
     str,
     Meta(
@@ -39,7 +43,7 @@ class ChallengeCreate(Wire, frozen=True, kw_only=True):
     purpose: Annotated[
         str,
         Meta(
-            pattern=r"^[a-z0-9_.-]{1,32}$",
+            pattern=r"^[a-z0-9_.-]{1,32}" + END_OF_TEXT,
             description="What the code is for, such as 'login'.",
         ),
     ] = "login"
@@ -47,7 +51,7 @@ class ChallengeCreate(Wire, frozen=True, kw_only=True):
         Annotated[
             str,
             Meta(
-                pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+                pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*" + END_OF_TEXT,
                 description="BCP 47 language of the message, such as 'en' or 'pt-BR'.",
             ),
         ]

@@ -169,6 +169,8 @@ async def test_configured_code_length_is_used(make_api: ApiFactory, phone: Phone
         ({"phone": "+1415555"}, "invalid_phone"),
         ({"phone": "+14155550123", "client_ip": "not-an-ip"}, "invalid_client_ip"),
         ({"phone": "+14155550123", "purpose": "Log In!"}, "invalid_request"),
+        ({"phone": "+14155550123", "purpose": "login\n"}, "invalid_request"),
+        ({"phone": "+14155550123", "locale": "en\n"}, "invalid_request"),
         ({"phone": "+14155550123", "unknown": 1}, "invalid_request"),
         ({"phone": 14155550123}, "invalid_request"),
         ({}, "invalid_request"),
