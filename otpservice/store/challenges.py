@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from redis.asyncio.cluster import RedisCluster
+
 from otpservice.errors import (
     ChallengeExpired,
     ChallengeNotFound,
@@ -12,6 +14,7 @@ from otpservice.errors import (
     IncorrectCode,
     NumberLocked,
     RateLimited,
+    StoreUnavailable,
     TooManyAttempts,
 )
 from otpservice.models import (
@@ -34,6 +37,9 @@ _MS = 1000
 # A reservation whose verdict has not come after this long (a crash, a lost reply) counts as a
 # failure. Longer than any verification can take: the hashing queue and Redis timeouts included.
 RESERVATION_LIFETIME_MS = 30 * _MS
+# How many hash tags to try to find a readiness key for each Cluster primary (plenty: slots are
+# spread evenly, so a few dozen tags reach every primary of even a large cluster).
+READINESS_SHARD_SEARCH = 10_000
 
 
 def seconds_from_ms(milliseconds: int) -> int:
@@ -70,6 +76,7 @@ class ChallengeStore:
     """Creates, spends, settles, cancels and reads challenges, one atomic script each."""
 
     def __init__(self, client: StoreClient, keys: KeySpace, settings: Settings) -> None:
+        self._client = client
         self._keys = keys
         self._scripts = Scripts(client, embedded=settings.redis.url is None)
         self._code = settings.code
@@ -240,7 +247,24 @@ class ChallengeStore:
         self._prepared = True
 
     async def check_ready(self) -> None:
-        """Run a writing script; raises ``StoreUnavailable`` when the store cannot serve."""
+        """Run a writing script on every primary; ``StoreUnavailable`` when one cannot serve."""
         if not self._prepared:
             await self.prepare()
-        await run_script(self._scripts.check_ready, [self._keys.readiness()], [])
+        for key in self._readiness_keys():
+            await run_script(self._scripts.check_ready, [key], [])
+
+    def _readiness_keys(self) -> list[str]:
+        """One readiness key per primary: on a Cluster, a key in a slot each primary owns."""
+        if not isinstance(self._client, RedisCluster):
+            return [self._keys.readiness()]
+        keys: dict[str, str] = {}
+        primaries = {node.name for node in self._client.get_primaries()}
+        for shard in range(READINESS_SHARD_SEARCH):
+            key = self._keys.readiness(shard)
+            node = self._client.get_node_from_key(key)
+            if node is None:
+                raise StoreUnavailable("a Redis Cluster slot has no node")
+            keys.setdefault(node.name, key)
+            if primaries <= keys.keys():
+                break
+        return list(keys.values())

@@ -16,7 +16,7 @@ Per number (tag ``T``)::
 Elsewhere::
 
     P:idem:{H}     string  an idempotency record; H = SHA-256 of client and key, its own slot
-    P:ready        string  written by the readiness script
+    P:ready:{N}    string  written by the readiness script, one N per Cluster primary
 
 Checks that would span slots (per client, country, global: a later issue) each run their own
 atomic step per slot and give back what a later refusal did not use.
@@ -87,9 +87,9 @@ class KeySpace:
         digest = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
         return f"{self._prefix}:idem:{{{digest[:32]}}}"
 
-    def readiness(self) -> str:
-        """The key the readiness script writes."""
-        return f"{self._prefix}:ready"
+    def readiness(self, shard: int = 0) -> str:
+        """A key the readiness script writes; ``shard`` varies its hash tag to reach every node."""
+        return f"{self._prefix}:ready:{{{shard}}}"
 
     def _challenge_keys(self, tag: str, random_part: str) -> ChallengeKeys:
         base = f"{self._prefix}:{{{tag}}}"

@@ -129,3 +129,21 @@ async def test_scripts_reload_after_flush_on_every_node(store_api: StoreApi, pho
         "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
     )
     assert ok.status_code == 200, ok.text
+
+
+async def test_readiness_fails_when_any_primary_refuses_writes(store_api: StoreApi) -> None:
+    api, client, _ = store_api
+    assert (await api.get("/readyz")).status_code == 200
+    if isinstance(client, RedisCluster):
+        # The last primary: not the one that owns the first readiness key's slot.
+        node = sorted(client.get_primaries(), key=lambda n: n.name)[-1]
+        config = {"target_nodes": node}
+    else:
+        config = {}
+    await client.execute_command("CONFIG", "SET", "maxmemory-policy", "noeviction", **config)
+    await client.execute_command("CONFIG", "SET", "maxmemory", "1", **config)
+    try:
+        assert_problem(await api.get("/readyz"), 503, "store_unavailable")
+    finally:
+        await client.execute_command("CONFIG", "SET", "maxmemory", "0", **config)
+    assert (await api.get("/readyz")).status_code == 200
