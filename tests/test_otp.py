@@ -511,3 +511,18 @@ async def test_every_route_but_health_needs_a_token(
     # Challenge routes and the OpenAPI document, at least.
     assert checked >= 6
     assert phone.messages() == []
+
+
+async def test_a_right_code_submitted_before_expiry_counts_even_if_checked_after(
+    redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings], phone: Phone
+) -> None:
+    settings = make_settings(redis_server.url, code={"ttl_seconds": 1})
+    hasher = HeldHasher(settings.hashing, Pepper(PEPPER))
+    async with running(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher)) as api:
+        challenge_id, code = await issue_code(api, phone)
+        checking = asyncio.create_task(verify(api, challenge_id, code))
+        await asyncio.sleep(1.1)  # the challenge expires while its code is being checked
+        hasher.release.set()
+        assert (await checking).status_code == 200
+        # Approved once, it stays used.
+        assert_problem(await verify(api, challenge_id, code), 410, "challenge_used")

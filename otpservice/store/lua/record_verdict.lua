@@ -37,6 +37,10 @@ if not matched then
   return {'incorrect', left, math.max(locked_until - now, 0)}
 end
 
+if status == 'expired' and settling == 1 then
+  -- The code was submitted (and reserved) before the challenge expired: it counts.
+  status = 'pending'
+end
 if status == 'approved' then
   local approval = redis.call('HMGET', challenge_key, 'an', 'at')
   if approval[1] == reservation then
