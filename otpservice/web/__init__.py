@@ -6,7 +6,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from otpservice.otp import OtpService
-from otpservice.web.challenges import CHALLENGE_DEPENDENCIES, CHALLENGE_ROUTES
+from otpservice.web.challenges import CHALLENGE_ROUTES
 from otpservice.web.health import HEALTH_ROUTES
 
 ROUTES = [*CHALLENGE_ROUTES, *HEALTH_ROUTES]
@@ -18,6 +18,6 @@ def provide_otp(state: State) -> OtpService:
     return service
 
 
-DEPENDENCIES = {**CHALLENGE_DEPENDENCIES, "otp": Provide(provide_otp, sync_to_thread=False)}
+DEPENDENCIES = {"otp": Provide(provide_otp, sync_to_thread=False)}
 
 __all__ = ["DEPENDENCIES", "ROUTES"]

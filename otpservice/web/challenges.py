@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from otpservice.models import ChallengeRequest, ChallengeView, ceil_seconds
@@ -28,10 +28,14 @@ def _time(milliseconds: int) -> datetime:
     return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
 
 
-def api_client(request: Request[Any, Any, Any]) -> ApiClient:
-    """The caller the guard authenticated."""
+def caller(request: Request[Any, Any, Any]) -> str:
+    """The name of the client the guard authenticated.
+
+    Read from the request rather than injected: a second Litestar dependency would make it
+    resolve dependencies in a task group, about 0.2 ms of CPU per request.
+    """
     client: ApiClient = request.state.api_client
-    return client
+    return client.name
 
 
 def _state(view: ChallengeView) -> ChallengeState:
@@ -57,7 +61,7 @@ def _state(view: ChallengeView) -> ChallengeState:
 async def create_challenge(
     data: JSONBody[ChallengeCreate],
     otp: NamedDependency[OtpService],
-    client: NamedDependency[ApiClient],
+    request: Request[Any, Any, Any],
     idempotency_key: Annotated[
         str | None,
         HeaderParameter(
@@ -73,7 +77,7 @@ async def create_challenge(
         ChallengeRequest(
             phone=data.phone, purpose=data.purpose, locale=data.locale, client_ip=data.client_ip
         ),
-        client=client.name,
+        client=caller(request),
         idempotency_key=idempotency_key,
     )
     body = ChallengeCreated(
@@ -98,10 +102,10 @@ async def create_challenge(
 async def verify_code(
     data: JSONBody[VerifyRequest],
     otp: NamedDependency[OtpService],
-    client: NamedDependency[ApiClient],
+    request: Request[Any, Any, Any],
 ) -> VerifyApproved:
     """Approve the challenge if the code is right; any other outcome is a problem."""
-    approved = await otp.verify_challenge(data.challenge_id, data.code, client=client.name)
+    approved = await otp.verify_challenge(data.challenge_id, data.code, client=caller(request))
     return VerifyApproved(
         challenge_id=approved.challenge_id, approved_at=_time(approved.approved_at_ms)
     )
@@ -116,10 +120,10 @@ async def verify_code(
 async def read_challenge(
     challenge_id: FromPath[str],
     otp: NamedDependency[OtpService],
-    client: NamedDependency[ApiClient],
+    request: Request[Any, Any, Any],
 ) -> ChallengeState:
     """Status, attempts left, expiry and the masked number of a challenge."""
-    return _state(await otp.get_challenge(challenge_id, client=client.name))
+    return _state(await otp.get_challenge(challenge_id, client=caller(request)))
 
 
 @delete(
@@ -132,11 +136,10 @@ async def read_challenge(
 async def cancel_challenge(
     challenge_id: FromPath[str],
     otp: NamedDependency[OtpService],
-    client: NamedDependency[ApiClient],
+    request: Request[Any, Any, Any],
 ) -> ChallengeState:
     """Cancel a pending challenge: its code stops working at once."""
-    return _state(await otp.cancel_challenge(challenge_id, client=client.name))
+    return _state(await otp.cancel_challenge(challenge_id, client=caller(request)))
 
 
 CHALLENGE_ROUTES = [create_challenge, verify_code, read_challenge, cancel_challenge]
-CHALLENGE_DEPENDENCIES = {"client": Provide(api_client, sync_to_thread=False)}
