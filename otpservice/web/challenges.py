@@ -11,7 +11,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from otpservice.models import ChallengeRequest, ChallengeView, ceil_seconds
 from otpservice.otp import OtpService
-from otpservice.web.guards import ApiClient, require_json
+from otpservice.web.guards import ApiClient
 from otpservice.web.problems import problem_responses
 from otpservice.web.schemas import (
     ChallengeCreate,
@@ -22,6 +22,7 @@ from otpservice.web.schemas import (
 )
 
 _OTP = {"scope": "otp"}
+_OTP_JSON = {"scope": "otp", "json_body": True}
 
 
 def _time(milliseconds: int) -> datetime:
@@ -52,8 +53,7 @@ def _state(view: ChallengeView) -> ChallengeState:
 
 @post(
     "/challenge",
-    guards=[require_json],
-    opt=_OTP,
+    opt=_OTP_JSON,
     status_code=201,
     summary="Send a one-time code",
     responses=problem_responses(400, 401, 403, 409, 415, 422, 429, 503),
@@ -93,8 +93,7 @@ async def create_challenge(
 
 @post(
     "/verify",
-    guards=[require_json],
-    opt=_OTP,
+    opt=_OTP_JSON,
     status_code=200,
     summary="Check a code",
     responses=problem_responses(400, 401, 403, 404, 410, 415, 429, 503),

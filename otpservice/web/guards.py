@@ -2,7 +2,9 @@
 
 ``authorize`` is installed on the whole app, so a new route is protected by default: it needs a
 token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
-``opt={"public": True}`` (health probes only).
+``opt={"public": True}`` (health probes only). A handler with ``opt={"json_body": True}`` also
+gets its media type checked. One guard does both because Litestar copies the handler for each
+guard it calls, on every request.
 """
 
 from __future__ import annotations
@@ -65,10 +67,10 @@ class Authenticator:
 async def authorize(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """App-wide guard: authenticate the caller and require the handler's scope.
+    """App-wide guard: authenticate the caller, require the handler's scope, check the body type.
 
     Raises:
-        Unauthorized, Forbidden.
+        Unauthorized, Forbidden; a 415 when a JSON route gets another media type.
     """
     if handler.opt.get("public"):
         return
@@ -78,12 +80,9 @@ async def authorize(
     if scope not in client.scopes:
         raise Forbidden(f"this token lacks the {scope!r} scope")
     connection.state.api_client = client
-
-
-async def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A guard: bodies must be sent as ``application/json``."""
-    media_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise ClientException(
-            "send the body as application/json", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
-        )
+    if handler.opt.get("json_body"):
+        media_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise ClientException(
+                "send the body as application/json", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
+            )
