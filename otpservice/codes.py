@@ -80,7 +80,7 @@ class CodeHasher:
     ) -> None:
         """``threads`` defaults to the settings' cap (a process serving alone)."""
         threads = threads or settings.concurrency
-        self._params = f"{settings.memory_kib},{settings.time_cost},{settings.parallelism}"
+        self._params = (settings.memory_kib, settings.time_cost, settings.parallelism)
         self._limits = (
             max(settings.memory_kib, MAX_MEMORY_KIB),
             max(settings.time_cost, MAX_TIME_COST),
@@ -116,22 +116,23 @@ class CodeHasher:
         """The keyed hash to store for the code of ``challenge_id``."""
         salt = secrets.token_bytes(SALT_BYTES)
         digest = await self._argon2(self._current.mac(challenge_id, code), salt, self._params)
-        return CodeHash(pepper_id=self._current.id, params=self._params, digest=salt + digest)
+        return CodeHash(
+            pepper_id=self._current.id,
+            params=",".join(str(p) for p in self._params),
+            digest=salt + digest,
+        )
 
     async def check_code(self, challenge_id: str, code: str, stored: CodeHash) -> bool:
         """True when ``code`` matches ``stored``; compared in constant time."""
         pepper = self._peppers.get(stored.pepper_id)
-        if (
-            pepper is None
-            or len(stored.digest) != SALT_BYTES + DIGEST_BYTES
-            or not self._acceptable(stored.params)
-        ):
+        params = self._stored_params(stored.params)
+        if pepper is None or params is None or len(stored.digest) != SALT_BYTES + DIGEST_BYTES:
             # A rotated-out pepper (or a damaged record): the code cannot be checked. Spend the
             # same time as a check.
             await self.waste_time()
             return False
         salt, expected = stored.digest[:SALT_BYTES], stored.digest[SALT_BYTES:]
-        actual = await self._argon2(pepper.mac(challenge_id, code), salt, stored.params)
+        actual = await self._argon2(pepper.mac(challenge_id, code), salt, params)
         return hmac.compare_digest(actual, expected)
 
     async def waste_time(self) -> None:
@@ -142,17 +143,19 @@ class CodeHasher:
         """Stop the hashing threads."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _acceptable(self, params: str) -> bool:
+    def _stored_params(self, params: str) -> tuple[int, int, int] | None:
+        """Parameters read back from the store, or None when malformed or beyond the bounds."""
         try:
-            values = [int(p) for p in params.split(",")]
+            memory_kib, time_cost, parallelism = (int(p) for p in params.split(","))
         except ValueError:
-            return False
-        return len(values) == 3 and all(
-            1 <= value <= limit for value, limit in zip(values, self._limits, strict=True)
-        )
+            return None
+        values = (memory_kib, time_cost, parallelism)
+        if all(1 <= value <= limit for value, limit in zip(values, self._limits, strict=True)):
+            return values
+        return None
 
-    async def _argon2(self, secret: bytes, salt: bytes, params: str) -> bytes:
-        memory_kib, time_cost, parallelism = (int(p) for p in params.split(","))
+    async def _argon2(self, secret: bytes, salt: bytes, params: tuple[int, int, int]) -> bytes:
+        memory_kib, time_cost, parallelism = params
         self.evaluations += 1
         return await asyncio.get_running_loop().run_in_executor(
             self._executor,
