@@ -87,6 +87,9 @@ def _serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "server_header": False,
+        # The login app calls over loopback; nothing here reads the client address, so
+        # X-Forwarded-* headers are neither trusted nor parsed.
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 20,
     }
     if settings.workers == 1:

@@ -17,8 +17,8 @@ from otpservice.logs import configure_logging
 from otpservice.otp import OtpService
 from otpservice.settings import load_settings
 from otpservice.sms import build_sender
-from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, connect
-from otpservice.web import DEPENDENCIES, ROUTES
+from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
+from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.problems import EXCEPTION_HANDLERS
 
@@ -53,6 +53,7 @@ def build_service(
     if not pepper or not index_key:
         raise ConfigError("secrets.pepper and secrets.index_key are required")
     keys = KeySpace(settings.redis.key_prefix, index_key)
+    commands = StoreCommands(client, settings.redis)
     if hasher is None:
         previous = settings.secrets.previous_pepper
         hasher = CodeHasher(
@@ -64,8 +65,8 @@ def build_service(
     return OtpService(
         settings,
         keys=keys,
-        challenges=ChallengeStore(client, keys, settings),
-        idempotency=IdempotencyStore(client, keys),
+        challenges=ChallengeStore(commands, keys, settings),
+        idempotency=IdempotencyStore(commands, keys),
         hasher=hasher,
         sender=sms or build_sender(settings.sms),
     )
@@ -105,8 +106,7 @@ def create_app(
 
     return Litestar(
         route_handlers=ROUTES,
-        guards=[authorize],
-        dependencies=DEPENDENCIES,
+        before_request=authorize,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State({"authenticator": Authenticator(settings.api_tokens), "otp": service}),
         lifespan=[lifespan],

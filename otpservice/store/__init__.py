@@ -6,6 +6,7 @@ from otpservice.store.challenges import ChallengeStore
 from otpservice.store.client import StoreClient, connect
 from otpservice.store.idempotency import IdempotencyStore
 from otpservice.store.keys import ChallengeKeys, KeySpace
+from otpservice.store.scripts import StoreCommands
 
 __all__ = [
     "ChallengeKeys",
@@ -13,5 +14,6 @@ __all__ = [
     "IdempotencyStore",
     "KeySpace",
     "StoreClient",
+    "StoreCommands",
     "connect",
 ]

@@ -26,12 +26,12 @@ from otpservice.models import (
     Reservation,
     ceil_seconds,
 )
-from otpservice.store.scripts import Scripts, run_script
+from otpservice.store.scripts import Scripts
 
 if TYPE_CHECKING:
     from otpservice.settings import Settings
-    from otpservice.store.client import StoreClient
     from otpservice.store.keys import ChallengeKeys, KeySpace
+    from otpservice.store.scripts import StoreCommands
 
 _MS = 1000
 # A reservation whose verdict has not come after this long (a crash, a lost reply) counts as a
@@ -45,6 +45,11 @@ READINESS_SHARD_SEARCH = 10_000
 def seconds_from_ms(milliseconds: int) -> int:
     """A Retry-After in whole seconds: rounded up, and at least one."""
     return max(1, ceil_seconds(milliseconds))
+
+
+def _encoded(*values: str | int) -> list[bytes]:
+    """Script arguments fixed by config, encoded once instead of on every call."""
+    return [str(value).encode() for value in values]
 
 
 def _text(value: bytes | str | int) -> str:
@@ -72,20 +77,32 @@ def _raise_for_status(status: str) -> NoReturn:
     raise AssertionError(f"unexpected script reply {status!r}")
 
 
+# The issue script's challenge arguments when it only checks whether a send would be allowed.
+_CHECK_ONLY_ARGS: list[str | bytes] = [*[b""] * 7, *[b"0"] * 3]
+
+
 class ChallengeStore:
     """Creates, spends, settles, cancels and reads challenges, one atomic script each."""
 
-    def __init__(self, client: StoreClient, keys: KeySpace, settings: Settings) -> None:
-        self._client = client
+    def __init__(self, commands: StoreCommands, keys: KeySpace, settings: Settings) -> None:
+        self._commands = commands
+        self._run = commands.run_script
         self._keys = keys
-        self._scripts = Scripts(client, embedded=settings.redis.url is None)
-        self._code = settings.code
-        self._limits = settings.send_limits
-        lockout = settings.lockout
-        self._lockout_args = [
+        self._scripts = Scripts(commands)
+        code, limits, lockout = settings.code, settings.send_limits, settings.lockout
+        self._max_attempts = code.max_attempts
+        self._code_args = _encoded(
+            code.max_attempts, code.ttl_seconds * _MS, code.tombstone_seconds * _MS
+        )
+        self._min_interval_arg = _encoded(limits.min_interval_seconds * _MS)
+        self._window_args = _encoded(
+            3600 * _MS, limits.per_hour, "number_per_hour",
+            86400 * _MS, limits.per_day, "number_per_day",
+        )  # fmt: skip
+        self._lockout_args = _encoded(
             lockout.max_failures, lockout.base_seconds * _MS,
             lockout.max_seconds * _MS, lockout.memory_seconds * _MS,
-        ]  # fmt: skip
+        )  # fmt: skip
         self._prepared = False
 
     async def check_send(self, keys: ChallengeKeys) -> None:
@@ -94,7 +111,7 @@ class ChallengeStore:
         Raises:
             RateLimited, NumberLocked.
         """
-        await self._issue_script(keys, ["", "", "", "", "", "", "", 0, 0, 0], mode="check")
+        await self._issue_script(keys, _CHECK_ONLY_ARGS, mode="check")
 
     async def issue(
         self,
@@ -115,8 +132,7 @@ class ChallengeStore:
             keys,
             [
                 keys.random_part, code_hash.digest, code_hash.pepper_id, code_hash.params,
-                client, masked_phone, purpose, self._code.max_attempts,
-                self._code.ttl_seconds * _MS, self._code.tombstone_seconds * _MS,
+                client, masked_phone, purpose, *self._code_args,
             ],
             mode="issue",
         )  # fmt: skip
@@ -124,23 +140,18 @@ class ChallengeStore:
             challenge_id=keys.challenge_id,
             created_at_ms=int(reply[1]),
             expires_at_ms=int(reply[2]),
-            attempts_left=self._code.max_attempts,
+            attempts_left=self._max_attempts,
             resend_after_ms=int(reply[3]),
         )
 
     async def _issue_script(
-        self, keys: ChallengeKeys, challenge_args: list[str | int | bytes], *, mode: str
+        self, keys: ChallengeKeys, challenge_args: list[str | bytes], *, mode: str
     ) -> list[Any]:
-        limits = self._limits
-        reply = await run_script(
+        reply = await self._run(
             self._scripts.issue_challenge,
             [keys.sends, keys.active, keys.guard, keys.challenge],
-            [
-                *challenge_args, limits.min_interval_seconds * _MS, mode,
-                3600 * _MS, limits.per_hour, "number_per_hour",
-                86400 * _MS, limits.per_day, "number_per_day",
-            ],
-        )  # fmt: skip
+            [*challenge_args, *self._min_interval_arg, mode, *self._window_args],
+        )
         status = _text(reply[0])
         if status == "rate_limited":
             raise RateLimited(_text(reply[1]), seconds_from_ms(int(reply[2])))
@@ -155,7 +166,7 @@ class ChallengeStore:
             ChallengeNotFound, ChallengeGone, TooManyAttempts, NumberLocked.
         """
         reservation_id = secrets.token_urlsafe(12)
-        reply = await run_script(
+        reply = await self._run(
             self._scripts.spend_attempt,
             [keys.challenge, keys.active, keys.guard, keys.inflight],
             [keys.random_part, client, reservation_id, *self._lockout_args,
@@ -184,7 +195,7 @@ class ChallengeStore:
             NumberLocked: the number is locked now.
             ChallengeNotFound, ChallengeGone: the challenge ended meanwhile.
         """
-        reply = await run_script(
+        reply = await self._run(
             self._scripts.record_verdict,
             [keys.challenge, keys.active, keys.guard, keys.inflight],
             [keys.random_part, client, reservation.reservation_id, "1" if matched else "0",
@@ -208,7 +219,7 @@ class ChallengeStore:
         Raises:
             ChallengeNotFound, ChallengeGone: it is unknown, approved or expired.
         """
-        reply = await run_script(
+        reply = await self._run(
             self._scripts.cancel_challenge,
             [keys.challenge, keys.active],
             [keys.random_part, client],
@@ -223,7 +234,7 @@ class ChallengeStore:
         Raises:
             ChallengeNotFound: unknown, forgotten, or another client's.
         """
-        reply = await run_script(
+        reply = await self._run(
             self._scripts.read_challenge,
             [keys.challenge, keys.active],
             [keys.random_part, client],
@@ -251,17 +262,18 @@ class ChallengeStore:
         if not self._prepared:
             await self.prepare()
         for key in self._readiness_keys():
-            await run_script(self._scripts.check_ready, [key], [])
+            await self._run(self._scripts.check_ready, [key], [])
 
     def _readiness_keys(self) -> list[str]:
         """One readiness key per primary: on a Cluster, a key in a slot each primary owns."""
-        if not isinstance(self._client, RedisCluster):
+        client = self._commands.client
+        if not isinstance(client, RedisCluster):
             return [self._keys.readiness()]
         keys: dict[str, str] = {}
-        primaries = {node.name for node in self._client.get_primaries()}
+        primaries = {node.name for node in client.get_primaries()}
         for shard in range(READINESS_SHARD_SEARCH):
             key = self._keys.readiness(shard)
-            node = self._client.get_node_from_key(key)
+            node = client.get_node_from_key(key)
             if node is None:
                 raise StoreUnavailable("a Redis Cluster slot has no node")
             keys.setdefault(node.name, key)

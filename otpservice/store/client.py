@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -29,8 +29,8 @@ def connect(settings: Settings) -> StoreClient:
 
         client: Redis = fakeredis.FakeAsyncRedis()
         return client
+    # No socket_timeout: StoreCommands puts one deadline on each command (see scripts.py).
     options: dict[str, Any] = {
-        "socket_timeout": settings.redis.socket_timeout_seconds,
         "socket_connect_timeout": settings.redis.connect_timeout_seconds,
         # One quick retry on a dropped connection (a Redis restart leaves stale pooled sockets).
         # Never on a timeout: the command may have run, and the scripts spend attempts and send
@@ -50,12 +50,9 @@ def connect(settings: Settings) -> StoreClient:
         return RedisCluster.from_url(
             settings.redis.url, max_connections=settings.redis.max_connections, **options
         )
-    # A blocking pool: a burst beyond max_connections waits (up to the socket timeout) for a
-    # free connection instead of failing with "too many connections".
-    pool = BlockingConnectionPool.from_url(
-        settings.redis.url,
-        max_connections=settings.redis.max_connections,
-        timeout=settings.redis.socket_timeout_seconds,
-        **options,
+    # StoreCommands lets at most max_connections commands run at once (the rest wait their
+    # turn), so the pool never runs out; its cap is a backstop.
+    pool = ConnectionPool.from_url(
+        settings.redis.url, max_connections=settings.redis.max_connections, **options
     )
     return Redis.from_pool(pool)  # the client owns the pool and closes it

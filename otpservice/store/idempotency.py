@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from otpservice.models import IdempotencyRecord
-from otpservice.store.scripts import store_errors
 
 if TYPE_CHECKING:
-    from otpservice.store.client import StoreClient
     from otpservice.store.keys import KeySpace
+    from otpservice.store.scripts import StoreCommands
 
 RECORD_TTL_SECONDS = 24 * 3600
 # A claim whose request died (process killed, store lost) frees the key after this long.
@@ -24,27 +23,27 @@ _decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
 class IdempotencyStore:
     """Claims a key for one request, then keeps that request's result for replays."""
 
-    def __init__(self, client: StoreClient, keys: KeySpace) -> None:
-        self._client = client
+    def __init__(self, commands: StoreCommands, keys: KeySpace) -> None:
+        self._commands = commands
         self._keys = keys
 
     async def claim(self, client: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
         """Claim ``key`` for a request; return the existing record if someone holds it."""
         name = self._keys.idempotency(client, key)
         pending = _encoder.encode(IdempotencyRecord(fingerprint=fingerprint))
-        with store_errors():
-            # SET NX then GET: the record may expire in between, so try again until one wins.
-            while True:
-                if await self._client.set(name, pending, nx=True, ex=PENDING_TTL_SECONDS):
+        # SET NX then GET: the record may expire in between, so try again until one wins.
+        while True:
+            async with self._commands.command() as redis:
+                if await redis.set(name, pending, nx=True, ex=PENDING_TTL_SECONDS):
                     return None
-                raw = await self._client.get(name)
-                if raw is not None:
-                    return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
+                raw = await redis.get(name)
+            if raw is not None:
+                return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
 
     async def complete(self, client: str, key: str, record: IdempotencyRecord) -> None:
         """Store the finished request's result for replays, for 24 hours."""
-        with store_errors():
-            await self._client.set(
+        async with self._commands.command() as redis:
+            await redis.set(
                 self._keys.idempotency(client, key),
                 _encoder.encode(record),
                 ex=RECORD_TTL_SECONDS,
@@ -52,5 +51,5 @@ class IdempotencyStore:
 
     async def release(self, client: str, key: str) -> None:
         """Forget a claim whose request failed, so a retry runs again."""
-        with store_errors():
-            await self._client.delete(self._keys.idempotency(client, key))
+        async with self._commands.command() as redis:
+            await redis.delete(self._keys.idempotency(client, key))

@@ -1,4 +1,11 @@
-"""The Lua scripts, loaded from ``lua/*.lua`` and registered once per client.
+"""How commands reach the store, and the Lua scripts, loaded from ``lua/*.lua``.
+
+Every command goes through ``StoreCommands``: one deadline per command, a cap on commands in
+flight, and Redis trouble turned into ``StoreUnavailable``. The deadline is ours
+(``asyncio.timeout``) rather than redis-py's ``socket_timeout``, which wraps every socket write in
+a new task, and its blocking pool's, which adds a second timer. A command cut off by the deadline
+disconnects its connection (redis-py drops a connection whose reply was not read), so no stale
+reply is ever read.
 
 redis-py's registered scripts call EVALSHA and reload on NOSCRIPT, so a ``SCRIPT FLUSH`` or a
 Redis restart is survived. The challenge scripts get the shared ``_prelude.lua`` in front of
@@ -7,6 +14,7 @@ them, so their status rules are written once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -30,10 +38,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from otpservice.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
     from redis.commands.core import AsyncScript
 
+    from otpservice.settings import RedisSettings
     from otpservice.store.client import StoreClient
 
 # Replies that mean "cannot serve now", not "bug": a wrong password or missing permission (an
@@ -62,7 +71,7 @@ def store_errors() -> Iterator[None]:
     """Turn Redis being down, slow or refusing writes into ``StoreUnavailable``."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
         raise StoreUnavailable("the store cannot be reached; retry shortly") from exc
     except _TRANSIENT_ERRORS as exc:
         raise StoreUnavailable("the store cannot take the request now; retry shortly") from exc
@@ -75,11 +84,47 @@ def store_errors() -> Iterator[None]:
         raise StoreUnavailable("the store cannot serve now; retry shortly") from exc
 
 
+class StoreCommands:
+    """The store client, and the one way commands reach it.
+
+    Each command gets the configured deadline (``redis.socket_timeout_seconds``) and one of
+    ``redis.max_connections`` slots; a command past its deadline is ``StoreUnavailable``, like
+    Redis being down, and is never retried (it may have run).
+    """
+
+    def __init__(self, client: StoreClient, settings: RedisSettings) -> None:
+        self.client = client
+        self.embedded = settings.url is None
+        self._timeout_s = settings.socket_timeout_seconds
+        # Waiting for a slot counts against the deadline, so a burst waits instead of failing.
+        self._slots = asyncio.Semaphore(settings.max_connections)
+
+    @contextlib.asynccontextmanager
+    async def command(self) -> AsyncIterator[StoreClient]:
+        """Run the commands of the ``async with`` block under one deadline and one slot."""
+        with store_errors():
+            async with asyncio.timeout(self._timeout_s), self._slots:
+                yield self.client
+
+    async def run_script(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> list[Any]:
+        """Run ``script`` and return its reply as a list, Redis failures as ``StoreUnavailable``.
+
+        Written out rather than through ``command()``: this is every request's hot path.
+        """
+        with store_errors():
+            async with asyncio.timeout(self._timeout_s), self._slots:
+                reply = await script(keys=keys, args=args)
+        return reply if isinstance(reply, list) else [reply]
+
+
 class Scripts:
     """Every Lua script, registered on one client."""
 
-    def __init__(self, client: StoreClient, *, embedded: bool = False) -> None:
-        self._client = client
+    def __init__(self, commands: StoreCommands) -> None:
+        self._commands = commands
+        client, embedded = commands.client, commands.embedded
         prelude = _source("_prelude.lua")
 
         def register(name: str, *, shared: bool = True, writes: bool = True) -> AsyncScript:
@@ -111,13 +156,6 @@ class Scripts:
         client can fail (AttributeError inside a connection) when its very first commands arrive
         concurrently; a client that has already reached every node does not.
         """
-        with store_errors():
-            for script in self._all:
-                await self._client.script_load(script.script)
-
-
-async def run_script(script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
-    """Run ``script`` and return its reply as a list, Redis failures as ``StoreUnavailable``."""
-    with store_errors():
-        reply = await script(keys=list(keys), args=list(args))
-    return list(reply) if isinstance(reply, list) else [reply]
+        for script in self._all:
+            async with self._commands.command() as client:
+                await client.script_load(script.script)

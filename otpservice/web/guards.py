@@ -1,10 +1,11 @@
-"""Guards: who may call (bearer tokens with scopes, or the trusted pod), and body media types.
+"""Who may call (bearer tokens with scopes, or the trusted pod), and body media types.
 
-``authorize`` is installed on the whole app, so a new route is protected by default: it needs a
-token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
+``authorize`` runs before every handler of the app, so a new route is protected by default: it
+needs a token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
 ``opt={"public": True}`` (health probes only). A handler with ``opt={"json_body": True}`` also
-gets its media type checked. One guard does both because Litestar copies the handler for each
-guard it calls, on every request.
+gets its media type checked. It is the app's ``before_request`` hook rather than a Litestar
+guard: Litestar copies the handler object for every guard call, on every request, which cost
+more than the check itself. It still runs before the body is read or any handler code runs.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from otpservice.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
-    from litestar.connection import ASGIConnection
-    from litestar.handlers.base import BaseRouteHandler
+    from litestar import Request
 
     from otpservice.settings import ApiToken
 
@@ -64,24 +64,24 @@ class Authenticator:
         return client
 
 
-async def authorize(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    """App-wide guard: authenticate the caller, require the handler's scope, check the body type.
+async def authorize(request: Request[Any, Any, Any]) -> None:
+    """Before every handler: authenticate the caller, require the handler's scope, check the body.
 
     Raises:
         Unauthorized, Forbidden; a 415 when a JSON route gets another media type.
     """
-    if handler.opt.get("public"):
+    opt = request.route_handler.opt
+    if opt.get("public"):
         return
-    scope = handler.opt.get("scope", "admin")
-    authenticator: Authenticator = connection.app.state.authenticator
-    client = authenticator.authenticate(connection.headers.get("authorization"))
+    scope = opt.get("scope", "admin")
+    authenticator: Authenticator = request.app.state.authenticator
+    headers = request.headers
+    client = authenticator.authenticate(headers.get("authorization"))
     if scope not in client.scopes:
         raise Forbidden(f"this token lacks the {scope!r} scope")
-    connection.state.api_client = client
-    if handler.opt.get("json_body"):
-        media_type = connection.headers.get("content-type", "").split(";")[0].strip().lower()
+    request.state.api_client = client
+    if opt.get("json_body"):
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise ClientException(
                 "send the body as application/json", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from litestar import get
-from litestar.di import NamedDependency
+from typing import Any
 
-from otpservice.otp import OtpService
+from litestar import Request, get
+
+from otpservice.web.context import otp_service
 from otpservice.web.problems import problem_responses
 from otpservice.web.schemas import Health
 
@@ -17,9 +18,9 @@ async def healthz() -> Health:
 
 
 @get("/readyz", summary="Readiness", opt={"public": True}, responses=problem_responses(503))
-async def readyz(otp: NamedDependency[OtpService]) -> Health:
+async def readyz(request: Request[Any, Any, Any]) -> Health:
     """The store answers a writing script; 503 ``store_unavailable`` otherwise."""
-    await otp.check_ready()
+    await otp_service(request).check_ready()
     return Health()
 
 

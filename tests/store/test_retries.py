@@ -12,7 +12,7 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.errors import IncorrectCode, NumberLocked
 from otpservice.models import CodeHash
 from otpservice.settings import Settings
-from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace
+from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace, StoreCommands
 from otpservice.store import challenges as challenges_module
 from tests.conftest import INDEX_KEY, PEPPER
 from tests.servers.redis import RedisServer
@@ -29,7 +29,9 @@ async def store(
         send_limits={"min_interval_seconds": 30},
         lockout={"max_failures": 2, "base_seconds": 60},
     )
-    challenge_store = ChallengeStore(redis, KeySpace("otp", INDEX_KEY), settings)
+    challenge_store = ChallengeStore(
+        StoreCommands(redis, settings.redis), KeySpace("otp", INDEX_KEY), settings
+    )
     hasher = CodeHasher(settings.hashing, Pepper(PEPPER))
     code_hash = await hasher.hash_code("x.y", "123456")
     hasher.close()
