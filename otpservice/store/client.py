@@ -29,8 +29,10 @@ def connect(settings: Settings) -> StoreClient:
 
         client: Redis = fakeredis.FakeAsyncRedis()
         return client
-    # No socket_timeout: StoreCommands puts one deadline on each command (see scripts.py).
     options: dict[str, Any] = {
+        # None, not redis-py's default of 5 s: StoreCommands puts one deadline on each command
+        # (see scripts.py), and a socket timeout would add a task to every write.
+        "socket_timeout": None,
         "socket_connect_timeout": settings.redis.connect_timeout_seconds,
         # One quick retry on a dropped connection (a Redis restart leaves stale pooled sockets).
         # Never on a timeout: the command may have run, and the scripts spend attempts and send
