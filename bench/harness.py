@@ -188,6 +188,8 @@ class ServiceConfig:
     workers: int = 1
     # Newer otpservice refuses the console sender outside --dev unless acknowledged.
     acknowledge_console: bool = False
+    # Newer otpservice lists providers (``[[sms.providers]]``) instead of ``sms.provider``.
+    provider_list: bool = False
 
     def toml(self) -> str:
         """The config file: generous send limits, console SMS, fresh secrets."""
@@ -195,6 +197,11 @@ class ServiceConfig:
             f"max_concurrent = {self.max_concurrent}\n" if self.max_concurrent is not None else ""
         )
         unsafe = "\n[unsafe]\nallow_console_sender = true\n" if self.acknowledge_console else ""
+        console = (
+            '[[sms.providers]]\ntype = "console"'
+            if self.provider_list
+            else '[sms]\nprovider = "console"'
+        )
         return f"""\
 log_level = "{self.log_level}"
 workers = {self.workers}
@@ -219,8 +226,7 @@ per_day = 100000000
 [code]
 ttl_seconds = 600
 
-[sms]
-provider = "console"
+{console}
 {unsafe}"""
 
 
@@ -232,6 +238,7 @@ class Otpservice:
     module_path: str
     version: str
     acknowledge_console: bool  # has ``unsafe.allow_console_sender``
+    provider_list: bool  # has ``sms.providers``
 
     @classmethod
     def probe(cls, source: Path) -> Otpservice:
@@ -239,15 +246,17 @@ class Otpservice:
         code = (
             "import json, otpservice, otpservice.settings as s; print(json.dumps(["
             "otpservice.__file__, getattr(otpservice, '__version__', '?'), "
-            "'allow_console_sender' in s.UnsafeOverrides.__struct_fields__]))"
+            "'allow_console_sender' in s.UnsafeOverrides.__struct_fields__, "
+            "'providers' in s.SmsSettings.__struct_fields__]))"
         )
         completed = subprocess.run(
             [sys.executable, "-c", code], cwd=source, capture_output=True, text=True, check=False
         )
         if completed.returncode != 0:
             raise SystemExit(f"cannot import otpservice from {source}:\n{completed.stderr}")
-        path, version, acknowledge = json.loads(completed.stdout.strip().splitlines()[-1])
-        return cls(source, str(Path(path).parent), version, bool(acknowledge))
+        last_line = completed.stdout.strip().splitlines()[-1]
+        path, version, acknowledge, providers = json.loads(last_line)
+        return cls(source, str(Path(path).parent), version, bool(acknowledge), bool(providers))
 
 
 class Service:

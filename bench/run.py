@@ -213,6 +213,7 @@ class ProfileBench:
             max_concurrent=options.max_concurrent,
             workers=options.workers,
             acknowledge_console=self.otpservice.acknowledge_console,
+            provider_list=self.otpservice.provider_list,
         )
         service = Service(self.workdir, name, config, self.otpservice.source)
         try:

@@ -16,7 +16,7 @@ from otpservice.errors import ConfigError
 from otpservice.logs import configure_logging
 from otpservice.otp import OtpService
 from otpservice.settings import load_settings
-from otpservice.sms import build_sender
+from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
@@ -44,8 +44,8 @@ OPENAPI_CONFIG = OpenAPIConfig(
 def build_service(
     settings: Settings,
     client: StoreClient,
+    sms: SmsSender,
     *,
-    sms: SmsSender | None = None,
     hasher: CodeHasher | None = None,
 ) -> OtpService:
     """Wire the use cases to a store client, a sender and a hasher."""
@@ -68,7 +68,7 @@ def build_service(
         challenges=ChallengeStore(commands, keys, settings),
         idempotency=IdempotencyStore(commands, keys),
         hasher=hasher,
-        sender=sms or build_sender(settings.sms),
+        sender=sms,
     )
 
 
@@ -89,10 +89,13 @@ def create_app(
     sms: SmsSender | None = None,
     hasher: CodeHasher | None = None,
 ) -> Litestar:
-    """Build the service. A ``redis`` client passed in stays the caller's to close."""
+    """Build the service. A ``redis`` client or ``sms`` sender passed in stays the caller's."""
     owns_redis = redis is None
     client = connect(settings) if redis is None else redis
-    service = build_service(settings, client, sms=sms, hasher=hasher)
+    providers: ProviderChain | None = None
+    if sms is None:
+        sms = providers = build_sender(settings)
+    service = build_service(settings, client, sms, hasher=hasher)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -101,6 +104,10 @@ def create_app(
             yield
         finally:
             service.close()
+            if providers is not None:
+                await (
+                    providers.aclose()
+                )  # only the chain built here; a passed-in sender is not ours
             if owns_redis:
                 await client.aclose()
 
@@ -108,7 +115,13 @@ def create_app(
         route_handlers=ROUTES,
         before_request=authorize,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        state=State({"authenticator": Authenticator(settings.api_tokens), "otp": service}),
+        state=State(
+            {
+                "authenticator": Authenticator(settings.api_tokens),
+                "otp": service,
+                "providers": providers,
+            }
+        ),
         lifespan=[lifespan],
         openapi_config=OPENAPI_CONFIG,
         # Logging is set up by logs.py; Litestar's default config would replace the root

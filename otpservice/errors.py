@@ -163,6 +163,20 @@ class Forbidden(OtpError):
     title = "Forbidden"
 
 
+class RecipientOptedOut(OtpError):
+    """The recipient unsubscribed (replied STOP); nothing is sent to them."""
+
+    code = "recipient_opted_out"
+    title = "Recipient opted out"
+
+
+class PhoneUndeliverable(OtpError):
+    """The SMS provider refused the number for good (invalid, unreachable, not SMS-capable)."""
+
+    code = "phone_undeliverable"
+    title = "Phone cannot receive SMS"
+
+
 class Unavailable(OtpError):
     """A dependency cannot serve now; retry after ``retry_after_seconds``."""
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -20,12 +22,15 @@ from otpservice.errors import (
     InvalidInput,
     NumberLocked,
     OtpError,
+    PhoneUndeliverable,
+    RecipientOptedOut,
     SenderUnavailable,
     Unavailable,
 )
 from otpservice.models import ChallengeStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
-from otpservice.sms import OutboundSms
+from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
+from otpservice.sms.templates import MessageTemplates
 
 if TYPE_CHECKING:
     from otpservice.codes import CodeHasher
@@ -62,6 +67,7 @@ class OtpService:
         self._idempotency = idempotency
         self._hasher = hasher
         self._sender = sender
+        self._templates = MessageTemplates(settings)
 
     async def issue_challenge(
         self, request: ChallengeRequest, *, client: str, idempotency_key: str | None = None
@@ -205,22 +211,26 @@ class OtpService:
             masked_phone=phone.masked(),
             purpose=request.purpose,
         )
-        body = settings.sms.template.format(
-            code=code,
-            app_name=settings.sms.app_name,
-            ttl_minutes=max(1, settings.code.ttl_seconds // 60),
+        message = OutboundSms(
+            to=phone.e164,
+            body=self._templates.render(request.locale, code),
+            challenge_id=keys.challenge_id,
+            send_id=str(uuid.uuid4()),
+            first_attempt_at=time.time(),
         )
         try:
-            await self._sender.send(
-                OutboundSms(to=phone.e164, body=body, challenge_id=keys.challenge_id)
-            )
+            receipt = await self._sender.send(message)
+        except OutcomeUnknown as exc:
+            # The provider may have taken it: the code may arrive, so it must keep working.
+            log.warning("challenge %s: the SMS may or may not have gone out (%s)",
+                        keys.challenge_id, exc)  # fmt: skip
+            return issued
         except BaseException as exc:
             # The code never reached the phone: make sure it cannot be used either.
             await self._challenges.cancel(keys, client)
-            if isinstance(exc, Exception) and not isinstance(exc, OtpError):
-                raise SenderUnavailable("the SMS could not be handed to the sender") from exc
-            raise
-        log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
+            raise _send_error(exc) from exc
+        log.info("challenge issued: %s to %s via %s", keys.challenge_id, phone.masked(),
+                 receipt.provider)  # fmt: skip
         return issued
 
     async def _replay(self, issued: IssuedChallenge, client: str) -> IssuedChallenge:
@@ -238,8 +248,25 @@ class OtpService:
         return keys
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _send_error(exc: BaseException) -> BaseException:
+    """What the caller is told when no provider took the message."""
+    if isinstance(exc, Rejected):
+        log.warning("SMS refused by %s: %s", exc.provider, exc.reason)
+        if exc.reason == "opted_out":
+            return RecipientOptedOut(
+                "the recipient unsubscribed from these messages; they can reply START to the "
+                "sender number to receive them again"
+            )
+        return PhoneUndeliverable("the SMS provider cannot deliver to this number")
+    if isinstance(exc, NotAccepted):
+        log.warning("SMS not taken by any provider: %s", exc)
+        error = SenderUnavailable("no SMS provider could take the message; retry shortly")
+        if exc.retry_after_seconds:
+            error.retry_after_seconds = max(1, math.ceil(exc.retry_after_seconds))
+        return error
+    if isinstance(exc, Exception) and not isinstance(exc, OtpError):
+        return SenderUnavailable("the SMS could not be handed to the sender")
+    return exc
 
 
 def _check_ip(text: str) -> None:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import secrets
-import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -120,12 +119,95 @@ class ApiToken(Base, frozen=True):
     scopes: list[Literal["otp", "admin"]] = msgspec.field(default_factory=lambda: ["otp"])
 
 
+ProviderName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]{1,32}\Z")]
+E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}\Z")]
+HttpsUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+\Z")]
+
+
+class ProviderBase(Base, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every provider has. Secrets are redacted from ``repr``."""
+
+    # Names the provider in logs, metrics and the challenge's delivery state.
+    name: ProviderName = ""
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.label!r}, <secrets redacted>)"
+
+    __str__ = __repr__
+
+    @property
+    def label(self) -> str:
+        """The configured name, or the provider type."""
+        return self.name or self.kind
+
+    @property
+    def kind(self) -> str:
+        """The provider type: its ``type`` in the config."""
+        return str(type(self).__struct_config__.tag)
+
+
+class ConsoleProvider(ProviderBase, frozen=True, kw_only=True, tag="console"):
+    """Prints messages, codes included: development, tests and benchmarks only."""
+
+
+class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
+    """Azure Communication Services SMS, signed with the resource's access key."""
+
+    # "endpoint=https://<resource>.communication.azure.com/;accesskey=<base64 key>"
+    connection_string: str = ""
+    from_number: str
+    api_version: str = "2021-03-07"
+
+
+class TwilioProvider(ProviderBase, frozen=True, kw_only=True, tag="twilio"):
+    """Twilio Programmable Messaging (the Messages API)."""
+
+    account_sid: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}\Z")]
+    auth_token: str = ""
+    # One of the two: a sender number, or a Messaging Service that picks one.
+    from_number: str | None = None
+    messaging_service_sid: Annotated[str, msgspec.Meta(pattern=r"^MG[0-9a-fA-F]{32}\Z")] | None = (
+        None
+    )
+    api_base_url: HttpsUrl = "https://api.twilio.com"
+
+
+class GenericProvider(ProviderBase, frozen=True, kw_only=True, tag="generic"):
+    """Any gateway: a JSON POST signed the Standard Webhooks way."""
+
+    url: HttpsUrl
+    # The Standard Webhooks secret, "whsec_" + base64.
+    secret: str = ""
+    # True when the gateway drops a repeated webhook-id: then a send that timed out is retried.
+    deduplicates: bool = False
+
+
+Provider = ConsoleProvider | AcsProvider | TwilioProvider | GenericProvider
+# The secret field of each provider type, also accepted as ``<field>_file``.
+PROVIDER_SECRETS = {"acs": "connection_string", "twilio": "auth_token", "generic": "secret"}
+
+DEFAULT_TEMPLATE = "{code} is your {app_name} code. It expires in {ttl_minutes} min."
+
+
 class SmsSettings(Base, frozen=True):
     """How messages are sent and what they say."""
 
-    provider: Literal["console"] = "console"
+    # Tried in order: after one certainly failed a message, the next is tried.
+    providers: list[Provider] = msgspec.field(default_factory=lambda: [ConsoleProvider()])
     app_name: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] = "otpservice"
-    template: str = "{code} is your {app_name} code. It expires in {ttl_minutes} min."
+    # Message text per language tag ("en", "pt-BR"); "pt-BR" falls back to "pt", then default.
+    templates: dict[str, str] = msgspec.field(default_factory=lambda: {"en": DEFAULT_TEMPLATE})
+    default_locale: str = "en"
+    # A code message longer than one SMS segment costs double and may arrive split.
+    allow_multipart: bool = False
+    # Autofill: the 11-character hash of an Android app using the SMS Retriever API, and the
+    # origin's domain for the WebOTP API (adds the line "@domain #code").
+    android_app_hash: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{11}\Z")] | None = None
+    webotp_domain: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.-]{1,253}\Z")] | None = None
+    # Consecutive certain failures that open a provider's circuit, and for how long.
+    breaker_failures: PositiveInt = 5
+    breaker_seconds: PositiveInt = 30
 
 
 class UnsafeOverrides(Base, frozen=True):
@@ -177,6 +259,8 @@ class Settings(Base, frozen=True):
     hashing: HashingSettings = HashingSettings()
     redis: RedisSettings = RedisSettings()
     sms: SmsSettings = SmsSettings()
+    # Where providers reach this service (delivery-report callbacks, and the URL Twilio signs).
+    public_base_url: HttpsUrl | None = None
     api_tokens: list[ApiToken] = msgspec.field(default_factory=list)
     unsafe: UnsafeOverrides = UnsafeOverrides()
     secrets: Secrets = Secrets()
@@ -265,7 +349,7 @@ def validate_settings(settings: Settings) -> None:
         raise ConfigError("hashing.memory_kib must be at least 8 * hashing.parallelism")
     if settings.lockout.base_seconds > settings.lockout.max_seconds:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
-    _check_template(settings.sms.template)
+    _check_sms(settings)
     if settings.dev_mode:
         if settings.workers > 1:
             raise ConfigError("workers: development mode runs one process (its store is in it)")
@@ -306,31 +390,44 @@ def validate_settings(settings: Settings) -> None:
             f"host = {settings.host!r} is not loopback and api_tokens is empty: anyone could "
             "call the API; configure api_tokens or set unsafe.allow_unauthenticated_bind = true"
         )
-    if settings.sms.provider == "console" and not unsafe.allow_console_sender:
-        raise ConfigError(
-            "sms.provider = 'console' prints codes to the terminal: it is for --dev only "
-            "(set unsafe.allow_console_sender = true for benchmarks)"
-        )
+    for index, provider in enumerate(settings.sms.providers):
+        if isinstance(provider, ConsoleProvider) and not unsafe.allow_console_sender:
+            raise ConfigError(
+                f"sms.providers[{index}]: the console provider prints codes to the terminal: "
+                "it is for --dev only (set unsafe.allow_console_sender = true for benchmarks)"
+            )
 
 
-TEMPLATE_FIELDS = frozenset({"code", "app_name", "ttl_minutes"})
+def _check_sms(settings: Settings) -> None:
+    sms = settings.sms
+    if not sms.providers:
+        raise ConfigError("sms.providers is empty: name at least one provider")
+    names = [provider.label for provider in sms.providers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"sms.providers: two providers are named {name!r}; set name")
+    for index, provider in enumerate(sms.providers):
+        where = f"sms.providers[{index}]"
+        field = PROVIDER_SECRETS.get(provider.kind)
+        if field and not getattr(provider, field):
+            raise ConfigError(f"{where}.{field} is not set (give it as {where}.{field}_file)")
+        if isinstance(provider, AcsProvider):
+            # Imported here: the provider modules use these settings types.
+            from otpservice.sms.acs import parse_connection_string
 
+            try:
+                parse_connection_string(provider.connection_string)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.connection_string: {exc}") from None
+        if isinstance(provider, TwilioProvider) and (
+            (provider.from_number is None) == (provider.messaging_service_sid is None)
+        ):
+            raise ConfigError(f"{where}: set exactly one of from_number and messaging_service_sid")
+    if sms.default_locale not in sms.templates:
+        raise ConfigError(f"sms.default_locale {sms.default_locale!r} has no sms.templates entry")
+    from otpservice.sms.templates import MessageTemplates
 
-def _check_template(template: str) -> None:
-    try:
-        fields = {
-            name for _, name, spec, _ in string.Formatter().parse(template) if name is not None
-        }
-    except ValueError as exc:
-        raise ConfigError(f"sms.template is malformed: {exc}") from exc
-    unknown = fields - TEMPLATE_FIELDS
-    if unknown:
-        raise ConfigError(
-            f"sms.template has unknown placeholders {sorted(unknown)}; "
-            f"use {', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))}"
-        )
-    if "code" not in fields:
-        raise ConfigError("sms.template must contain {code}")
+    MessageTemplates(settings)  # renders every template once: placeholders and length
 
 
 def _fill_dev_defaults(settings: Settings) -> Settings:
@@ -384,20 +481,31 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 def _read_secret_files(raw: dict[str, Any]) -> None:
     section = raw.get("secrets")
-    if section is None:
-        return
-    if not isinstance(section, dict):
-        raise ConfigError("invalid setting secrets: Expected `object`")
-    for name in SECRET_NAMES:
+    if section is not None:
+        if not isinstance(section, dict):
+            raise ConfigError("invalid setting secrets: Expected `object`")
+        _read_files(section, SECRET_NAMES, "secrets")
+    providers = raw.get("sms", {}).get("providers") if isinstance(raw.get("sms"), dict) else None
+    if isinstance(providers, list):
+        for index, provider in enumerate(providers):
+            if isinstance(provider, dict):
+                field = PROVIDER_SECRETS.get(str(provider.get("type")))
+                if field:
+                    _read_files(provider, (field,), f"sms.providers[{index}]")
+
+
+def _read_files(section: dict[str, Any], names: tuple[str, ...], where: str) -> None:
+    """Replace each ``<name>_file`` in ``section`` by the content of the file it names."""
+    for name in names:
         file_key = f"{name}_file"
         if file_key not in section:
             continue
         file_path = section.pop(file_key)
         if name in section:
-            raise ConfigError(f"secrets.{name} and secrets.{file_key} are both set; give one")
+            raise ConfigError(f"{where}.{name} and {where}.{file_key} are both set; give one")
         try:
             section[name] = Path(str(file_path)).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(
-                f"secrets.{file_key}: cannot read {file_path}: {exc.strerror}"
+                f"{where}.{file_key}: cannot read {file_path}: {exc.strerror}"
             ) from exc

@@ -119,6 +119,8 @@ async def running(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
             yield client
     finally:
         service.close()
+        if app.state.providers is not None:
+            await app.state.providers.aclose()
 
 
 @pytest.fixture

@@ -26,6 +26,21 @@ allow_console_sender = true  # the only sender until real providers land
 """
 
 
+ACS = """
+[[sms.providers]]
+type = "acs"
+connection_string = "endpoint=https://acs.example/;accesskey=a2V5"
+from_number = "+18005550100"
+"""
+TWILIO = f"""
+[[sms.providers]]
+type = "twilio"
+account_sid = "AC{"0" * 32}"
+auth_token = "token"
+from_number = "+15005550006"
+"""
+
+
 def write(tmp_path: Path, text: str, name: str = "otp.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -80,9 +95,34 @@ def test_secrets_from_files_never_printed(tmp_path: Path) -> None:
         (GOOD.replace(SECRET, "short"), {}, "secrets.pepper"),
         ('[redis]\nurl = "redis://x"\n[secrets]\nindex_key = "' + SECRET + '"\n', {}, "--dev"),
         ("", {}, "--dev"),
-        (GOOD + '\n[sms]\ntemplate = "Code {code} for {user}"\n', {}, "sms.template"),
-        (GOOD + '\n[sms]\ntemplate = "Code {code.__class__}"\n', {}, "sms.template"),
-        (GOOD + '\n[sms]\ntemplate = "No code here"\n', {}, "sms.template"),
+        (GOOD + '\n[sms.templates]\nen = "Code {code} for {user}"\n', {}, "sms.templates.en"),
+        (
+            GOOD + '\n[sms]\ntemplate = "{code}"\n',
+            {},
+            "sms: Object contains unknown field `template`",
+        ),
+        (
+            GOOD + ACS.replace('from_number = "+18005550100"', ""),
+            {},
+            "sms.providers[0]: Object missing required field `from_number`",
+        ),
+        (
+            GOOD + ACS.replace("accesskey=a2V5", "key=a2V5"),
+            {},
+            "sms.providers[0].connection_string",
+        ),
+        (
+            GOOD + ACS.replace("connection_string =", "#"),
+            {},
+            "sms.providers[0].connection_string_file",
+        ),
+        (GOOD + ACS.replace('type = "acs"', 'type = "carrier-pigeon"'), {}, "sms.providers[0]"),
+        (
+            GOOD + TWILIO + 'messaging_service_sid = "MG' + "a" * 32 + '"\n',
+            {},
+            "sms.providers[0]: set exactly one of from_number and messaging_service_sid",
+        ),
+        (GOOD + TWILIO.replace("AC", "XX"), {}, "sms.providers[0].account_sid"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_key(
@@ -136,8 +176,38 @@ def test_development_mode_cannot_be_switched_on_by_file_or_environment(
 
 def test_console_sender_is_refused_outside_development_mode(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("allow_console_sender = true", ""))
-    with pytest.raises(ConfigError, match=r"sms\.provider"):
+    with pytest.raises(ConfigError, match=r"sms\.providers\[0\]: the console provider"):
         load_settings(path, environ={})
+
+
+def test_provider_secrets_come_from_files_and_are_never_printed(tmp_path: Path) -> None:
+    (tmp_path / "acs").write_text("endpoint=https://acs.example/;accesskey=c2VjcmV0LWtleQ==\n")
+    (tmp_path / "twilio").write_text("twilio-auth-token-from-a-file")
+    text = (
+        GOOD
+        + ACS.replace(
+            'connection_string = "endpoint=https://acs.example/;accesskey=a2V5"',
+            f'connection_string_file = "{tmp_path / "acs"}"',
+        )
+        + TWILIO.replace('auth_token = "token"', f'auth_token_file = "{tmp_path / "twilio"}"')
+    )
+    settings = load_settings(write(tmp_path, text), environ={})
+    acs, twilio = settings.sms.providers
+    assert acs.connection_string.endswith("accesskey=c2VjcmV0LWtleQ==")  # type: ignore[union-attr]
+    assert twilio.auth_token == "twilio-auth-token-from-a-file"  # type: ignore[union-attr]
+    shown = repr(settings) + str(settings.sms)
+    assert "c2VjcmV0LWtleQ" not in shown
+    assert "twilio-auth-token" not in shown
+
+
+def test_two_providers_of_one_type_need_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="two providers are named 'acs'"):
+        load_settings(write(tmp_path, GOOD + ACS + ACS), environ={})
+    named = GOOD + ACS + ACS.replace('type = "acs"', 'type = "acs"\nname = "acs-backup"')
+    assert [p.label for p in load_settings(write(tmp_path, named), environ={}).sms.providers] == [
+        "acs",
+        "acs-backup",
+    ]
 
 
 def test_development_mode_needs_nothing_and_stays_on_loopback() -> None:

@@ -1,41 +1,90 @@
-"""Sending SMS: the one seam with several implementations (console now; real providers later)."""
+"""Sending SMS: providers behind one small interface, chained for failover.
+
+``build_sender`` turns ``sms.providers`` into a ``ProviderChain``. Each provider module knows
+its wire format; ``outcomes`` says what a failure means for a retry; ``templates`` writes the
+message text.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-import msgspec
+import httpx
 
+from otpservice.settings import AcsProvider, ConsoleProvider, GenericProvider, TwilioProvider
+from otpservice.sms.acs import AcsSender
+from otpservice.sms.chain import ProviderChain
 from otpservice.sms.console import ConsoleSender
+from otpservice.sms.generic import GenericSender
+from otpservice.sms.outcomes import (
+    NotAccepted,
+    OutboundSms,
+    OutcomeUnknown,
+    Rejected,
+    SendFailure,
+    SendReceipt,
+)
+from otpservice.sms.twilio import TwilioSender
 
 if TYPE_CHECKING:
-    from otpservice.settings import SmsSettings
-
-
-class OutboundSms(msgspec.Struct, frozen=True, kw_only=True):
-    """One message to send. ``body`` holds the code: it is never logged or repr'd."""
-
-    to: str
-    body: str
-    challenge_id: str
-
-    def __repr__(self) -> str:
-        return f"OutboundSms(challenge_id={self.challenge_id!r}, body=<redacted>)"
+    from otpservice.settings import Settings
 
 
 class SmsSender(Protocol):
-    """Hands a message to an SMS provider."""
+    """Hands a message to an SMS provider (one, or the chain of them)."""
 
-    async def send(self, message: OutboundSms) -> None:
-        """Send ``message``; raise ``SenderUnavailable`` when it could not be handed over."""
+    async def send(self, message: OutboundSms) -> SendReceipt:
+        """Send ``message``.
+
+        Raises:
+            Rejected, NotAccepted, OutcomeUnknown: see ``otpservice.sms.outcomes``.
+        """
         ...
 
 
-def build_sender(settings: SmsSettings) -> SmsSender:
-    """The sender the settings name."""
-    if settings.provider == "console":
-        return ConsoleSender()
-    raise AssertionError(f"unknown provider {settings.provider!r}")  # pragma: no cover
+class SmsProvider(SmsSender, Protocol):
+    """One provider."""
+
+    # The provider's name in logs and delivery states.
+    name: str
+    # True when the provider drops a repeat of the same send id, so a timeout may be retried.
+    deduplicates: bool
 
 
-__all__ = ["ConsoleSender", "OutboundSms", "SmsSender", "build_sender"]
+def build_sender(settings: Settings) -> ProviderChain:
+    """The configured providers, in order, sharing one pooled HTTP client."""
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    )
+    senders: list[SmsProvider] = []
+    for provider in settings.sms.providers:
+        if isinstance(provider, ConsoleProvider):
+            senders.append(ConsoleSender(name=provider.label))
+        elif isinstance(provider, AcsProvider):
+            senders.append(AcsSender(provider, client))
+        elif isinstance(provider, TwilioProvider):
+            senders.append(TwilioSender(provider, client, settings.public_base_url))
+        elif isinstance(provider, GenericProvider):
+            senders.append(GenericSender(provider, client))
+    return ProviderChain(
+        senders,
+        breaker_failures=settings.sms.breaker_failures,
+        breaker_seconds=settings.sms.breaker_seconds,
+        client=client,
+    )
+
+
+__all__ = [
+    "ConsoleSender",
+    "NotAccepted",
+    "OutboundSms",
+    "OutcomeUnknown",
+    "ProviderChain",
+    "Rejected",
+    "SendFailure",
+    "SendReceipt",
+    "SmsProvider",
+    "SmsSender",
+    "build_sender",
+]
