@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -190,6 +191,8 @@ class ServiceConfig:
     acknowledge_console: bool = False
     # Newer otpservice lists providers (``[[sms.providers]]``) instead of ``sms.provider``.
     provider_list: bool = False
+    # Newer otpservice seals its outbox and needs ``secrets.outbox_key``.
+    outbox_key: bool = False
 
     def toml(self) -> str:
         """The config file: generous send limits, console SMS, fresh secrets."""
@@ -202,6 +205,11 @@ class ServiceConfig:
             if self.provider_list
             else '[sms]\nprovider = "console"'
         )
+        outbox_key = (
+            f'outbox_key = "{base64.b64encode(secrets.token_bytes(32)).decode()}"\n'
+            if self.outbox_key
+            else ""
+        )
         return f"""\
 log_level = "{self.log_level}"
 workers = {self.workers}
@@ -212,7 +220,7 @@ url = "{self.redis_url}"
 [secrets]
 pepper = "{secrets.token_urlsafe(32)}"
 index_key = "{secrets.token_urlsafe(32)}"
-
+{outbox_key}
 [hashing]
 memory_kib = {self.memory_kib}
 time_cost = {self.time_cost}
@@ -239,6 +247,7 @@ class Otpservice:
     version: str
     acknowledge_console: bool  # has ``unsafe.allow_console_sender``
     provider_list: bool  # has ``sms.providers``
+    outbox_key: bool  # needs ``secrets.outbox_key``
 
     @classmethod
     def probe(cls, source: Path) -> Otpservice:
@@ -247,7 +256,8 @@ class Otpservice:
             "import json, otpservice, otpservice.settings as s; print(json.dumps(["
             "otpservice.__file__, getattr(otpservice, '__version__', '?'), "
             "'allow_console_sender' in s.UnsafeOverrides.__struct_fields__, "
-            "'providers' in s.SmsSettings.__struct_fields__]))"
+            "'providers' in s.SmsSettings.__struct_fields__, "
+            "'outbox_key' in s.Secrets.__struct_fields__]))"
         )
         completed = subprocess.run(
             [sys.executable, "-c", code], cwd=source, capture_output=True, text=True, check=False
@@ -255,8 +265,11 @@ class Otpservice:
         if completed.returncode != 0:
             raise SystemExit(f"cannot import otpservice from {source}:\n{completed.stderr}")
         last_line = completed.stdout.strip().splitlines()[-1]
-        path, version, acknowledge, providers = json.loads(last_line)
-        return cls(source, str(Path(path).parent), version, bool(acknowledge), bool(providers))
+        path, version, acknowledge, providers, outbox_key = json.loads(last_line)
+        return cls(
+            source, str(Path(path).parent), version,
+            bool(acknowledge), bool(providers), bool(outbox_key),
+        )  # fmt: skip
 
 
 class Service:

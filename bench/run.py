@@ -214,6 +214,7 @@ class ProfileBench:
             workers=options.workers,
             acknowledge_console=self.otpservice.acknowledge_console,
             provider_list=self.otpservice.provider_list,
+            outbox_key=self.otpservice.outbox_key,
         )
         service = Service(self.workdir, name, config, self.otpservice.source)
         try:

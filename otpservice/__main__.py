@@ -1,10 +1,13 @@
-"""Command line: ``otpservice serve``, ``otpservice config check FILE``, ``otpservice openapi``."""
+"""Command line: ``otpservice serve``, ``worker``, ``config check FILE``, ``openapi``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from otpservice.settings import Settings
+
+log = logging.getLogger("otpservice")
 
 DEV_BANNER = """\
 ================================================================================
@@ -108,6 +113,36 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from otpservice.logs import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log_level)
+    asyncio.run(_deliver(settings))
+    return 0
+
+
+async def _deliver(settings: Settings) -> None:
+    """Run delivery workers until SIGTERM or SIGINT; sends in flight finish first."""
+    from otpservice.app import Runtime
+    from otpservice.store import connect
+
+    client = connect(settings)
+    runtime = Runtime(settings, client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runtime.start(deliver=True)
+    log.info("delivery worker %s started", runtime.worker.consumer)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+        await client.aclose()
+        log.info("delivery worker stopped")
+
+
 def _config_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(f"{args.file}: valid\n")
@@ -136,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--workers", type=int, help="processes serving the API (default 1)")
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="only deliver queued SMS (for a separate deployment of workers)"
+    )
+    worker.add_argument("--config", help="TOML config file (default: $OTP_CONFIG)")
+    worker.set_defaults(run=_worker)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)

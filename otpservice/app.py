@@ -1,7 +1,9 @@
-"""create_app: the one composition root. Builds every collaborator from the settings."""
+"""The composition root: ``Runtime`` builds every collaborator from the settings; ``create_app``
+puts the HTTP API in front of it."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -12,12 +14,15 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from otpservice import __version__
 from otpservice.codes import CodeHasher, Pepper
+from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError
 from otpservice.logs import configure_logging
 from otpservice.otp import OtpService
+from otpservice.sealing import MessageSealer, decode_key
 from otpservice.settings import load_settings
 from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
+from otpservice.store.outbox import OutboxStore
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.problems import EXCEPTION_HANDLERS
@@ -26,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from otpservice.settings import Settings
-    from otpservice.sms import SmsSender
+    from otpservice.sms import SmsProvider
     from otpservice.store import StoreClient
 
 MAX_BODY_BYTES = 16 * 1024
@@ -41,35 +46,82 @@ OPENAPI_CONFIG = OpenAPIConfig(
 )
 
 
-def build_service(
-    settings: Settings,
-    client: StoreClient,
-    sms: SmsSender,
-    *,
-    hasher: CodeHasher | None = None,
-) -> OtpService:
-    """Wire the use cases to a store client, a sender and a hasher."""
-    pepper, index_key = settings.secrets.pepper, settings.secrets.index_key
-    if not pepper or not index_key:
-        raise ConfigError("secrets.pepper and secrets.index_key are required")
-    keys = KeySpace(settings.redis.key_prefix, index_key)
-    commands = StoreCommands(client, settings.redis)
-    if hasher is None:
-        previous = settings.secrets.previous_pepper
-        hasher = CodeHasher(
-            settings.hashing,
-            Pepper(pepper),
-            Pepper(previous) if previous else None,
-            threads=settings.hashing_threads,
+class Runtime:
+    """What runs in one process: the use cases, and the delivery worker beside them.
+
+    ``start`` and ``stop`` are the app's lifespan (and the ``worker`` command's whole life).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: StoreClient,
+        *,
+        sms: SmsProvider | None = None,
+        hasher: CodeHasher | None = None,
+    ) -> None:
+        """``sms`` replaces the configured providers (tests, benchmarks); it stays the caller's."""
+        secrets = settings.secrets
+        if not secrets.pepper or not secrets.index_key or not secrets.outbox_key:
+            raise ConfigError(
+                "secrets.pepper, secrets.index_key and secrets.outbox_key are required"
+            )
+        self.settings = settings
+        keys = KeySpace(settings.redis.key_prefix, secrets.index_key)
+        commands = StoreCommands(client, settings.redis)
+        if hasher is None:
+            previous = secrets.previous_pepper
+            hasher = CodeHasher(
+                settings.hashing,
+                Pepper(secrets.pepper),
+                Pepper(previous) if previous else None,
+                threads=settings.hashing_threads,
+            )
+        previous_key = secrets.previous_outbox_key
+        sealer = MessageSealer(
+            decode_key(secrets.outbox_key, "secrets.outbox_key"),
+            decode_key(previous_key, "secrets.previous_outbox_key") if previous_key else None,
         )
-    return OtpService(
-        settings,
-        keys=keys,
-        challenges=ChallengeStore(commands, keys, settings),
-        idempotency=IdempotencyStore(commands, keys),
-        hasher=hasher,
-        sender=sms,
-    )
+        challenges = ChallengeStore(commands, keys, settings)
+        outbox = OutboxStore(commands, keys)
+        self._owns_providers = sms is None
+        self.providers = build_sender(settings) if sms is None else ProviderChain(
+            [sms], breaker_failures=settings.sms.breaker_failures,
+            breaker_seconds=settings.sms.breaker_seconds,
+        )  # fmt: skip
+        self.service = OtpService(
+            settings,
+            keys=keys,
+            challenges=challenges,
+            idempotency=IdempotencyStore(commands, keys),
+            hasher=hasher,
+            outbox=outbox,
+            sealer=sealer,
+        )
+        self.outbox = outbox
+        self.worker = DeliveryWorker(
+            settings, outbox=outbox, challenges=challenges, keys=keys,
+            providers=self.providers, sealer=sealer,
+        )  # fmt: skip
+        self._stop = asyncio.Event()
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def start(self, *, deliver: bool | None = None) -> None:
+        """Connect to the store, then start delivering (``outbox.workers_in_process``)."""
+        await self.service.start()
+        if self.settings.outbox.workers_in_process if deliver is None else deliver:
+            self._stop.clear()
+            self._worker_task = asyncio.create_task(self.worker.run(self._stop))
+
+    async def stop(self) -> None:
+        """Stop delivering (sends in flight finish), release threads and connections."""
+        self._stop.set()
+        if self._worker_task is not None:
+            await self._worker_task
+            self._worker_task = None
+        self.service.close()
+        if self._owns_providers:
+            await self.providers.aclose()
 
 
 def create_app_from_environment() -> Litestar:
@@ -86,28 +138,21 @@ def create_app(
     settings: Settings,
     *,
     redis: StoreClient | None = None,
-    sms: SmsSender | None = None,
+    sms: SmsProvider | None = None,
     hasher: CodeHasher | None = None,
 ) -> Litestar:
     """Build the service. A ``redis`` client or ``sms`` sender passed in stays the caller's."""
     owns_redis = redis is None
     client = connect(settings) if redis is None else redis
-    providers: ProviderChain | None = None
-    if sms is None:
-        sms = providers = build_sender(settings)
-    service = build_service(settings, client, sms, hasher=hasher)
+    runtime = Runtime(settings, client, sms=sms, hasher=hasher)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        await service.start()
+        await runtime.start()
         try:
             yield
         finally:
-            service.close()
-            if providers is not None:
-                await (
-                    providers.aclose()
-                )  # only the chain built here; a passed-in sender is not ours
+            await runtime.stop()
             if owns_redis:
                 await client.aclose()
 
@@ -118,8 +163,8 @@ def create_app(
         state=State(
             {
                 "authenticator": Authenticator(settings.api_tokens),
-                "otp": service,
-                "providers": providers,
+                "otp": runtime.service,
+                "runtime": runtime,
             }
         ),
         lifespan=[lifespan],

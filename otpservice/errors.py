@@ -19,8 +19,7 @@
     ├── Forbidden                 the token lacks the scope
     └── Unavailable               retry later (503)
         ├── StoreUnavailable      Redis down, slow or refusing writes
-        ├── HashingBusy           the hashing queue is full
-        └── SenderUnavailable     the SMS sender failed
+        └── HashingBusy           the hashing queue is full
 
     ConfigError                   start-up: a setting is invalid (names the key)
 
@@ -163,20 +162,6 @@ class Forbidden(OtpError):
     title = "Forbidden"
 
 
-class RecipientOptedOut(OtpError):
-    """The recipient unsubscribed (replied STOP); nothing is sent to them."""
-
-    code = "recipient_opted_out"
-    title = "Recipient opted out"
-
-
-class PhoneUndeliverable(OtpError):
-    """The SMS provider refused the number for good (invalid, unreachable, not SMS-capable)."""
-
-    code = "phone_undeliverable"
-    title = "Phone cannot receive SMS"
-
-
 class Unavailable(OtpError):
     """A dependency cannot serve now; retry after ``retry_after_seconds``."""
 
@@ -199,14 +184,6 @@ class HashingBusy(Unavailable):
     code = "hashing_busy"
     title = "Too busy"
     retry_after_seconds = 1
-
-
-class SenderUnavailable(Unavailable):
-    """The SMS sender could not take the message."""
-
-    code = "sender_unavailable"
-    title = "SMS sender unavailable"
-    retry_after_seconds = 5
 
 
 class ConfigError(Exception):

@@ -46,6 +46,30 @@ class IssuedChallenge(Model, frozen=True):
     status: ChallengeStatus = ChallengeStatus.PENDING
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where the challenge's SMS stands; it only moves forward (see record_delivery.lua)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    UNKNOWN = "unknown"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+
+
+class Delivery(Model, frozen=True):
+    """The delivery state of a challenge's SMS."""
+
+    status: DeliveryStatus = DeliveryStatus.QUEUED
+    provider: str | None = None
+    message_id: str | None = None
+    detail: str | None = None
+    updated_at_ms: int | None = None
+    sent_at_ms: int | None = None
+
+
 class ChallengeView(Model, frozen=True):
     """What may be shown of a challenge: never its code or hash, only a masked number."""
 
@@ -56,6 +80,16 @@ class ChallengeView(Model, frozen=True):
     expires_at_ms: int
     masked_phone: str
     purpose: str
+    delivery: Delivery = Delivery()
+
+
+class DeliveryUpdate(Model, frozen=True):
+    """What ``record_delivery`` answered: whether it wrote, and the state it found."""
+
+    outcome: str  # "ok", "stale", "ended" or "missing"
+    previous: DeliveryStatus = DeliveryStatus.QUEUED
+    provider: str = ""
+    send_id: str = ""
 
 
 class CodeHash(Model, frozen=True):

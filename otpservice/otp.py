@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from otpservice.codes import generate_code, is_well_formed_code
+from otpservice.delivery import seal_message
 from otpservice.errors import (
     ChallengeNotFound,
     IdempotencyKeyInUse,
@@ -22,14 +22,11 @@ from otpservice.errors import (
     InvalidInput,
     NumberLocked,
     OtpError,
-    PhoneUndeliverable,
-    RecipientOptedOut,
-    SenderUnavailable,
     Unavailable,
 )
 from otpservice.models import ChallengeStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
-from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
+from otpservice.sms import OutboundSms
 from otpservice.sms.templates import MessageTemplates
 
 if TYPE_CHECKING:
@@ -41,9 +38,10 @@ if TYPE_CHECKING:
         IssuedChallenge,
     )
     from otpservice.phone import PhoneNumber
+    from otpservice.sealing import MessageSealer
     from otpservice.settings import Settings
-    from otpservice.sms import SmsSender
     from otpservice.store import ChallengeKeys, ChallengeStore, IdempotencyStore, KeySpace
+    from otpservice.store.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +57,22 @@ class OtpService:
         challenges: ChallengeStore,
         idempotency: IdempotencyStore,
         hasher: CodeHasher,
-        sender: SmsSender,
+        outbox: OutboxStore,
+        sealer: MessageSealer,
     ) -> None:
         self._settings = settings
         self._keys = keys
         self._challenges = challenges
         self._idempotency = idempotency
         self._hasher = hasher
-        self._sender = sender
+        self._outbox = outbox
+        self._sealer = sealer
         self._templates = MessageTemplates(settings)
 
     async def issue_challenge(
         self, request: ChallengeRequest, *, client: str, idempotency_key: str | None = None
     ) -> tuple[IssuedChallenge, bool]:
-        """Create a challenge and send its code; return it and whether it is a replay.
+        """Create a challenge and queue its code for sending; return it and whether it is a replay.
 
         With an ``idempotency_key``, a retried request returns the first challenge (with its
         current status) instead of sending a second SMS.
@@ -219,18 +219,12 @@ class OtpService:
             first_attempt_at=time.time(),
         )
         try:
-            receipt = await self._sender.send(message)
-        except OutcomeUnknown as exc:
-            # The provider may have taken it: the code may arrive, so it must keep working.
-            log.warning("challenge %s: the SMS may or may not have gone out (%s)",
-                        keys.challenge_id, exc)  # fmt: skip
-            return issued
-        except BaseException as exc:
-            # The code never reached the phone: make sure it cannot be used either.
+            await self._outbox.add(seal_message(self._sealer, message, issued.expires_at_ms))
+        except BaseException:
+            # The code will never be sent: make sure it cannot be used either.
             await self._challenges.cancel(keys, client)
-            raise _send_error(exc) from exc
-        log.info("challenge issued: %s to %s via %s", keys.challenge_id, phone.masked(),
-                 receipt.provider)  # fmt: skip
+            raise
+        log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
         return issued
 
     async def _replay(self, issued: IssuedChallenge, client: str) -> IssuedChallenge:
@@ -246,27 +240,6 @@ class OtpService:
         if keys is None:
             raise ChallengeNotFound("no such challenge")
         return keys
-
-
-def _send_error(exc: BaseException) -> BaseException:
-    """What the caller is told when no provider took the message."""
-    if isinstance(exc, Rejected):
-        log.warning("SMS refused by %s: %s", exc.provider, exc.reason)
-        if exc.reason == "opted_out":
-            return RecipientOptedOut(
-                "the recipient unsubscribed from these messages; they can reply START to the "
-                "sender number to receive them again"
-            )
-        return PhoneUndeliverable("the SMS provider cannot deliver to this number")
-    if isinstance(exc, NotAccepted):
-        log.warning("SMS not taken by any provider: %s", exc)
-        error = SenderUnavailable("no SMS provider could take the message; retry shortly")
-        if exc.retry_after_seconds:
-            error.retry_after_seconds = max(1, math.ceil(exc.retry_after_seconds))
-        return error
-    if isinstance(exc, Exception) and not isinstance(exc, OtpError):
-        return SenderUnavailable("the SMS could not be handed to the sender")
-    return exc
 
 
 def _check_ip(text: str) -> None:

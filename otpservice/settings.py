@@ -22,7 +22,9 @@ import msgspec
 from otpservice.errors import ConfigError
 
 ENV_PREFIX = "OTP_"
-SECRET_NAMES = ("pepper", "previous_pepper", "index_key", "redis_password")
+SECRET_NAMES = (
+    "pepper", "previous_pepper", "index_key", "redis_password", "outbox_key", "previous_outbox_key",
+)  # fmt: skip
 
 # Limits a reviewer holds us to (security checklist); beyond them only with an explicit override.
 SAFE_MAX_TTL_SECONDS = 600
@@ -210,6 +212,22 @@ class SmsSettings(Base, frozen=True):
     breaker_seconds: PositiveInt = 30
 
 
+class OutboxSettings(Base, frozen=True):
+    """The durable queue between /challenge and the providers, and its delivery workers."""
+
+    # Run delivery workers inside `otpservice serve` (else only `otpservice worker` sends).
+    workers_in_process: bool = True
+    # Messages being sent at once by one process.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 16
+    # A message a worker took and has not finished for this long is taken over by another
+    # (the first one died). Must be well inside the code's lifetime; 0: a tenth of
+    # code.ttl_seconds, between 1 and 30 seconds.
+    claim_idle_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # Retries when no provider took a message: exponential backoff with full jitter.
+    retry_base_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    retry_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
 class UnsafeOverrides(Base, frozen=True):
     """Explicit acknowledgements for settings outside the safe range."""
 
@@ -229,6 +247,9 @@ class Secrets(Base, frozen=True):
     # Keys the per-number hash tag; separate from the pepper so rotating it keeps counters.
     index_key: str | None = None
     redis_password: str | None = None
+    # Seals messages in the outbox (AES-256-GCM): 32 random bytes, base64.
+    outbox_key: str | None = None
+    previous_outbox_key: str | None = None
 
     def __repr__(self) -> str:
         present = [name for name in SECRET_NAMES if getattr(self, name)]
@@ -239,6 +260,11 @@ class Secrets(Base, frozen=True):
 
 class Settings(Base, frozen=True):
     """The whole configuration of one otpservice process."""
+
+    @property
+    def claim_idle_seconds(self) -> int:
+        """How long a taken outbox message may sit unfinished before another worker takes it."""
+        return self.outbox.claim_idle_seconds or min(30, max(1, self.code.ttl_seconds // 10))
 
     @property
     def hashing_threads(self) -> int:
@@ -259,6 +285,7 @@ class Settings(Base, frozen=True):
     hashing: HashingSettings = HashingSettings()
     redis: RedisSettings = RedisSettings()
     sms: SmsSettings = SmsSettings()
+    outbox: OutboxSettings = OutboxSettings()
     # Where providers reach this service (delivery-report callbacks, and the URL Twilio signs).
     public_base_url: HttpsUrl | None = None
     api_tokens: list[ApiToken] = msgspec.field(default_factory=list)
@@ -350,6 +377,7 @@ def validate_settings(settings: Settings) -> None:
     if settings.lockout.base_seconds > settings.lockout.max_seconds:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
     _check_sms(settings)
+    _check_outbox(settings)
     if settings.dev_mode:
         if settings.workers > 1:
             raise ConfigError("workers: development mode runs one process (its store is in it)")
@@ -370,7 +398,7 @@ def validate_settings(settings: Settings) -> None:
             raise ConfigError("redis.tls_ca_file needs a rediss:// redis.url")
         if not Path(settings.redis.tls_ca_file).is_file():
             raise ConfigError(f"redis.tls_ca_file: no such file {settings.redis.tls_ca_file}")
-    for name in ("pepper", "index_key"):
+    for name in ("pepper", "index_key", "outbox_key"):
         value = getattr(settings.secrets, name)
         if not value:
             raise ConfigError(
@@ -430,10 +458,26 @@ def _check_sms(settings: Settings) -> None:
     MessageTemplates(settings)  # renders every template once: placeholders and length
 
 
+def _check_outbox(settings: Settings) -> None:
+    outbox = settings.outbox
+    if outbox.claim_idle_seconds * 3 > settings.code.ttl_seconds:  # 0 (automatic) passes
+        raise ConfigError(
+            f"outbox.claim_idle_seconds = {outbox.claim_idle_seconds} is too long for "
+            f"code.ttl_seconds = {settings.code.ttl_seconds}: a message taken over that late "
+            "could arrive after its code expired; keep it under a third of the TTL"
+        )
+    from otpservice.sealing import decode_key
+
+    for name in ("outbox_key", "previous_outbox_key"):
+        value = getattr(settings.secrets, name)
+        if value:
+            decode_key(value, f"secrets.{name}")
+
+
 def _fill_dev_defaults(settings: Settings) -> Settings:
     filled = {
         name: getattr(settings.secrets, name) or secrets.token_urlsafe(32)
-        for name in ("pepper", "index_key")
+        for name in ("pepper", "index_key", "outbox_key")
     }
     return msgspec.structs.replace(
         settings, secrets=msgspec.structs.replace(settings.secrets, **filled)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -15,13 +17,16 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from otpservice.app import create_app
+from otpservice.errors import StoreUnavailable
 from otpservice.settings import Settings, load_settings
 from otpservice.sms import ConsoleSender
 from otpservice.store import connect
+from otpservice.store.outbox import OutboxStore
 from tests.servers.redis import RedisClusterServers, RedisServer
 
 ApiFactory = Callable[..., Any]
 PEPPER = "test-pepper-0123456789abcdef"
+OUTBOX_KEY = "b3V0Ym94LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE="  # 32 bytes, base64
 INDEX_KEY = "test-index-key-0123456789abcdef"
 # Light argon2 so the suite runs fast; tests about the default profile ask for it.
 LIGHT_HASHING = {"memory_kib": 1024, "time_cost": 1}
@@ -65,7 +70,7 @@ def make_settings() -> Callable[..., Settings]:
     def build(redis_url: str = "redis://127.0.0.1:1/0", **overrides: Any) -> Settings:
         raw: dict[str, Any] = {
             "redis": {"url": redis_url},
-            "secrets": {"pepper": PEPPER, "index_key": INDEX_KEY},
+            "secrets": {"pepper": PEPPER, "index_key": INDEX_KEY, "outbox_key": OUTBOX_KEY},
             "hashing": dict(LIGHT_HASHING),
             # The tests read codes from the console sender, as a developer would.
             "unsafe": {"allow_console_sender": True},
@@ -88,13 +93,37 @@ class Phone:
     def __init__(self) -> None:
         self.stream = io.StringIO()
         self.sender = ConsoleSender(self.stream)
+        self._outboxes: list[OutboxStore] = []
+
+    def watch(self, app: Litestar) -> Litestar:
+        """Let ``sent()`` wait for this app's outbox to empty."""
+        self._outboxes.append(app.state.runtime.outbox)
+        return app
+
+    async def sent(self, within_s: float = 5.0) -> list[tuple[str, str, str]]:
+        """The messages sent, once every watched outbox is empty (all delivered or settled)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                backlogs = [await outbox.backlog() for outbox in self._outboxes]
+            except StoreUnavailable:
+                return self.messages()  # Redis is down: nothing more can go out
+            if all(b == (0, 0) for b in backlogs) or time.monotonic() > deadline:
+                return self.messages()
+            await asyncio.sleep(0.005)
 
     def messages(self) -> list[tuple[str, str, str]]:
         """(number, challenge id, code) of every message sent, in order."""
         return self._LINE.findall(self.stream.getvalue())
 
-    def code_for(self, challenge_id: str) -> str:
-        codes = [code for _, cid, code in self.messages() if cid == challenge_id]
+    async def code_for(self, challenge_id: str, within_s: float = 5.0) -> str:
+        """The code sent for ``challenge_id``, once the delivery worker has sent it."""
+        deadline = time.monotonic() + within_s
+        while True:
+            codes = [code for _, cid, code in self.messages() if cid == challenge_id]
+            if codes or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.005)
         assert len(codes) == 1, f"expected one message for {challenge_id}, got {len(codes)}"
         return codes[0]
 
@@ -111,16 +140,14 @@ async def running(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     What the app's lifespan does (start, close) is done here directly: its task group cannot be
     entered in one fixture task and left in another.
     """
-    service = app.state.otp
-    await service.start()
+    runtime = app.state.runtime
+    await runtime.start()
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as client:
             yield client
     finally:
-        service.close()
-        if app.state.providers is not None:
-            await app.state.providers.aclose()
+        await runtime.stop()
 
 
 @pytest.fixture
@@ -146,7 +173,7 @@ async def make_api(
 
         async def start(**overrides: Any) -> httpx.AsyncClient:
             settings = make_settings(redis_server.url, **overrides)
-            app = create_app(settings, redis=redis, sms=phone.sender)
+            app = phone.watch(create_app(settings, redis=redis, sms=phone.sender))
             return await stack.enter_async_context(running(app))
 
         yield start

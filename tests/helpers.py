@@ -23,7 +23,7 @@ async def issue(api: Client, phone_number: str = PHONE, **extra: Any) -> dict[st
 async def issue_code(api: Client, phone: Phone, phone_number: str = PHONE) -> tuple[str, str]:
     """Issue a challenge and return its id with the code the phone received."""
     challenge_id: str = (await issue(api, phone_number))["challenge_id"]
-    return challenge_id, phone.code_for(challenge_id)
+    return challenge_id, await phone.code_for(challenge_id)
 
 
 def wrong(code: str) -> str:

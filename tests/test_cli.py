@@ -18,7 +18,7 @@ from typing import IO
 import httpx
 import pytest
 
-from tests.conftest import INDEX_KEY, PEPPER
+from tests.conftest import INDEX_KEY, OUTBOX_KEY, PEPPER
 from tests.servers.redis import RedisServer, free_port
 
 
@@ -63,7 +63,12 @@ class ServiceProcess:
     def next_code(self, challenge_id: str) -> str:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            line = self.stdout.get(timeout=5)
+            try:
+                line = self.stdout.get(timeout=5)
+            except queue.Empty:
+                raise AssertionError(
+                    "no SMS printed: " + "".join(self.stderr_lines[-30:])
+                ) from None
             match = re.search(rf"challenge={re.escape(challenge_id)} (\d+) is your", line)
             if match:
                 return match.group(1)
@@ -146,6 +151,7 @@ def write_config(tmp_path: Path, redis_server: RedisServer) -> Path:
     token = TOKEN
     (tmp_path / "pepper").write_text(PEPPER)
     (tmp_path / "index-key").write_text(INDEX_KEY)
+    (tmp_path / "outbox-key").write_text(OUTBOX_KEY)
     config = tmp_path / "otp.toml"
     config.write_text(
         f"""
@@ -156,6 +162,7 @@ key_prefix = "cli-test"
 [secrets]
 pepper_file = "{tmp_path / "pepper"}"
 index_key_file = "{tmp_path / "index-key"}"
+outbox_key_file = "{tmp_path / "outbox-key"}"
 [hashing]
 memory_kib = 1024
 time_cost = 1
@@ -201,6 +208,7 @@ def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(
     assert code not in logs
     assert "4155550199" not in logs
     assert PEPPER not in logs
+    assert OUTBOX_KEY not in logs
     assert token not in logs
 
 

@@ -43,7 +43,7 @@ async def start_app(make_settings: Callable[..., Settings], phone: Phone) -> Asy
             settings = make_settings(url, **overrides)
             client = connect(settings)
             stack.push_async_callback(client.aclose)
-            app = create_app(settings, redis=client, sms=phone.sender, hasher=hasher)
+            app = phone.watch(create_app(settings, redis=client, sms=phone.sender, hasher=hasher))
             return await stack.enter_async_context(running(app))
 
         yield start
@@ -68,7 +68,7 @@ async def test_redis_down_is_503_with_retry_after_and_sends_nothing(
     ):
         assert_problem(response, 503, "store_unavailable")
         assert int(response.headers["retry-after"]) >= 1
-    assert phone.messages() == []
+    assert (await phone.sent()) == []
 
 
 async def test_redis_dying_mid_verify_never_approves(
@@ -89,7 +89,7 @@ async def test_redis_dying_mid_verify_never_approves(
     )
     challenge_id = (await issue(api))["challenge_id"]
     response = await api.post(
-        "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
+        "/verify", json={"challenge_id": challenge_id, "code": await phone.code_for(challenge_id)}
     )
     assert_problem(response, 503, "store_unavailable")
 
@@ -99,14 +99,13 @@ async def test_service_recovers_by_itself_after_a_redis_restart(
 ) -> None:
     api = await start_app(private_redis.url)
     challenge_id = (await issue(api))["challenge_id"]
+    code = await phone.code_for(challenge_id)
     assert (await api.get("/readyz")).status_code == 200
     private_redis.stop()
     assert_problem(await api.get("/readyz"), 503, "store_unavailable")
     private_redis.start()  # same port; AOF brings the challenge back, scripts are gone
     assert (await api.get("/readyz")).status_code == 200
-    response = await api.post(
-        "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
-    )
+    response = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
     assert response.status_code == 200, response.text
 
 
@@ -118,7 +117,7 @@ async def test_scripts_survive_script_flush(
     admin = Redis.from_url(private_redis.url)
     await admin.script_flush()
     response = await api.post(
-        "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
+        "/verify", json={"challenge_id": challenge_id, "code": await phone.code_for(challenge_id)}
     )
     assert response.status_code == 200, response.text
     await admin.script_flush()
@@ -149,7 +148,7 @@ async def test_slow_redis_is_503_and_never_counts_twice(
     response = await api.post("/challenge", json={"phone": "+14155550124"})
     assert_problem(response, 503, "store_unavailable")
     await asyncio.sleep(0.9)
-    assert len(phone.messages()) == 1
+    assert len(await phone.sent()) == 1
     # The refused request counted nothing: no 429 for the minimum interval now.
     assert (await api.post("/challenge", json={"phone": "+14155550124"})).status_code == 201
     await admin.aclose()
@@ -165,9 +164,9 @@ async def test_full_redis_refusing_writes_is_503_and_sends_nothing(
     await admin.config_set("maxmemory", "1")
     response = await api.post("/challenge", json={"phone": "+14155550124"})
     assert_problem(response, 503, "store_unavailable")
-    assert len(phone.messages()) == 1
+    assert len(await phone.sent()) == 1
     response = await api.post(
-        "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
+        "/verify", json={"challenge_id": challenge_id, "code": await phone.code_for(challenge_id)}
     )
     assert_problem(response, 503, "store_unavailable")
     assert_problem(await api.get("/readyz"), 503, "store_unavailable")

@@ -30,7 +30,7 @@ async def test_app_keeps_the_masking_formatter(
     configure_logging("info")
     settings = make_settings()
     client = connect(settings)
-    create_app(settings, redis=client).state.otp.close()
+    await create_app(settings, redis=client).state.runtime.stop()
     await client.aclose()
     handlers = logging.getLogger().handlers
     assert handlers

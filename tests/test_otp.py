@@ -33,7 +33,7 @@ async def counted(
         async def start(**overrides: Any) -> tuple[httpx.AsyncClient, CodeHasher]:
             settings = make_settings(redis_server.url, **overrides)
             hasher = CodeHasher(settings.hashing, Pepper(PEPPER))
-            app = create_app(settings, redis=redis, sms=phone.sender, hasher=hasher)
+            app = phone.watch(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher))
             return await stack.enter_async_context(running(app)), hasher
 
         yield start
@@ -138,7 +138,7 @@ async def test_redis_never_holds_a_code_or_a_number_in_clear(
         "/challenge", json={"phone": PHONE}, headers={"Idempotency-Key": "dump-check"}
     )
     challenge_id = response.json()["challenge_id"]
-    code = phone.code_for(challenge_id)
+    code = await phone.code_for(challenge_id)
     await verify(api, challenge_id, wrong(code))
     dump = b""
     async for key in redis.scan_iter():
@@ -188,7 +188,7 @@ async def test_another_clients_challenge_is_not_found(make_api: ApiFactory, phon
     beta = {"Authorization": f"Bearer {tokens['beta']}"}
     response = await api.post("/challenge", json={"phone": PHONE}, headers=alpha)
     challenge_id = response.json()["challenge_id"]
-    code = phone.code_for(challenge_id)
+    code = await phone.code_for(challenge_id)
     for attempt in (
         api.get(f"/challenge/{challenge_id}", headers=beta),
         api.delete(f"/challenge/{challenge_id}", headers=beta),
@@ -232,7 +232,7 @@ async def test_tokens_are_required_and_scoped(make_api: ApiFactory, phone: Phone
         403,
         "forbidden",
     )
-    assert phone.messages() == []
+    assert (await phone.sent()) == []
     ok = await api.post(
         "/challenge", json={"phone": PHONE}, headers={"Authorization": f"Bearer {tokens['login']}"}
     )
@@ -256,13 +256,13 @@ async def test_idempotency_key_replays_the_same_challenge(
     assert first.status_code == second.status_code == 201
     assert first.json() == second.json()
     assert second.headers["idempotent-replayed"] == "true"
-    assert len(phone.messages()) == 1
+    assert len(await phone.sent()) == 1
     # The record is kept for 24 hours.
     [record] = [key async for key in redis.scan_iter("otp:idem:*")]
     assert 86400 - 5 <= await redis.ttl(record) <= 86400
     other = await api.post("/challenge", json={"phone": "+14155550124"}, headers=headers)
     assert_problem(other, 422, "idempotency_key_reused")
-    assert len(phone.messages()) == 1
+    assert len(await phone.sent()) == 1
 
 
 async def test_concurrent_retries_with_one_idempotency_key_send_one_sms(
@@ -272,7 +272,7 @@ async def test_concurrent_retries_with_one_idempotency_key_send_one_sms(
     responses = await asyncio.gather(
         *(api.post("/challenge", json={"phone": PHONE}, headers=headers) for _ in range(10))
     )
-    assert len(phone.messages()) == 1
+    assert len(await phone.sent()) == 1
     created = {r.json()["challenge_id"] for r in responses if r.status_code == 201}
     assert len(created) == 1
     assert {r.json()["code"] for r in responses if r.status_code != 201} <= {
@@ -302,7 +302,7 @@ async def test_idempotency_keys_are_scoped_per_client(make_api: ApiFactory, phon
     )
     assert a.status_code == b.status_code == 201
     assert a.json()["challenge_id"] != b.json()["challenge_id"]
-    assert len(phone.messages()) == 2
+    assert len(await phone.sent()) == 2
 
 
 async def test_a_refused_idempotent_request_can_be_retried(
@@ -365,18 +365,18 @@ async def test_idempotent_replay_shows_the_challenge_as_it_is_now(
     headers = {"Idempotency-Key": "replay-after-use"}
     first = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
     challenge_id = first.json()["challenge_id"]
-    assert (await verify(api, challenge_id, phone.code_for(challenge_id))).status_code == 200
+    assert (await verify(api, challenge_id, await phone.code_for(challenge_id))).status_code == 200
     replay = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
     assert replay.status_code == 201
     assert replay.json()["challenge_id"] == challenge_id
     assert replay.json()["status"] == "approved"
-    assert len(phone.messages()) == 1
+    assert len(await phone.sent()) == 1
 
 
 async def test_empty_idempotency_key_is_refused(api: httpx.AsyncClient, phone: Phone) -> None:
     response = await api.post("/challenge", json={"phone": PHONE}, headers={"Idempotency-Key": ""})
     assert_problem(response, 400, "invalid_request")
-    assert phone.messages() == []
+    assert (await phone.sent()) == []
 
 
 async def test_hashing_flood_gets_503_with_retry_after(
@@ -411,10 +411,10 @@ async def test_pepper_rotation_keeps_live_codes(
             "index_key": INDEX_KEY,
         },
     )
-    async with running(create_app(old, redis=redis, sms=phone.sender)) as before:
+    async with running(phone.watch(create_app(old, redis=redis, sms=phone.sender))) as before:
         challenge_id = (await issue(before))["challenge_id"]
-    async with running(create_app(rotated, redis=redis, sms=phone.sender)) as after:
-        response = await verify(after, challenge_id, phone.code_for(challenge_id))
+    async with running(phone.watch(create_app(rotated, redis=redis, sms=phone.sender))) as after:
+        response = await verify(after, challenge_id, await phone.code_for(challenge_id))
     assert response.status_code == 200
 
 
@@ -442,7 +442,9 @@ async def held(
         lockout={"max_failures": 10, "base_seconds": 60},
     )
     hasher = HeldHasher(settings.hashing, Pepper(PEPPER))
-    async with running(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher)) as api:
+    async with running(
+        phone.watch(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher))
+    ) as api:
         yield api, hasher
 
 
@@ -495,7 +497,7 @@ async def test_every_route_but_health_needs_a_token(
 ) -> None:
     tokens = {"login": "login-token-0123456789abcdef012345678"}
     settings = make_settings(redis_server.url, api_tokens=_tokens(tokens, {"login": ["otp"]}))
-    app = create_app(settings, redis=redis, sms=phone.sender)
+    app = phone.watch(create_app(settings, redis=redis, sms=phone.sender))
     public = {"/healthz", "/readyz"}
     checked = 0
     async with running(app) as api:
@@ -510,7 +512,7 @@ async def test_every_route_but_health_needs_a_token(
                     checked += 1
     # Challenge routes and the OpenAPI document, at least.
     assert checked >= 6
-    assert phone.messages() == []
+    assert (await phone.sent()) == []
 
 
 async def test_a_right_code_submitted_before_expiry_counts_even_if_checked_after(
@@ -518,7 +520,9 @@ async def test_a_right_code_submitted_before_expiry_counts_even_if_checked_after
 ) -> None:
     settings = make_settings(redis_server.url, code={"ttl_seconds": 1})
     hasher = HeldHasher(settings.hashing, Pepper(PEPPER))
-    async with running(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher)) as api:
+    async with running(
+        phone.watch(create_app(settings, redis=redis, sms=phone.sender, hasher=hasher))
+    ) as api:
         challenge_id, code = await issue_code(api, phone)
         checking = asyncio.create_task(verify(api, challenge_id, code))
         await asyncio.sleep(1.1)  # the challenge expires while its code is being checked

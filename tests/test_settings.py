@@ -10,6 +10,7 @@ from otpservice.errors import ConfigError
 from otpservice.settings import load_settings
 
 SECRET = "s" * 32
+OUTBOX_KEY = "b3V0Ym94LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE="
 GOOD = f"""
 [redis]
 url = "rediss://:pw@redis.example:6380/0"
@@ -17,6 +18,7 @@ url = "rediss://:pw@redis.example:6380/0"
 [secrets]
 pepper = "{SECRET}"
 index_key = "{SECRET}i"
+outbox_key = "{OUTBOX_KEY}"
 
 [code]
 ttl_seconds = 120

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from otpservice.sms.outcomes import NotAccepted, OutcomeUnknown, Rejected
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import httpx
 
@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from otpservice.sms.outcomes import OutboundSms, SendReceipt
 
 log = logging.getLogger(__name__)
+
+
+class AttemptCancelled(Exception):
+    """The message must not be sent any more (its challenge ended)."""
 
 
 class CircuitBreaker:
@@ -86,17 +90,37 @@ class ProviderChain:
             CircuitBreaker(breaker_failures, breaker_seconds, clock) for _ in self.senders
         ]
 
-    async def send(self, message: OutboundSms) -> SendReceipt:
+    def provider(self, name: str) -> SmsProvider | None:
+        """The provider called ``name``, if configured."""
+        return next((sender for sender in self.senders if sender.name == name), None)
+
+    async def send(
+        self,
+        message: OutboundSms,
+        *,
+        before_attempt: Callable[[str], Awaitable[bool]] | None = None,
+        only: str | None = None,
+    ) -> SendReceipt:
         """Send ``message``; ``SendFailure`` when no provider took it.
+
+        ``before_attempt(provider name)`` runs before each provider is asked (to record that
+        an attempt started); when it returns False nothing is sent and ``AttemptCancelled`` is
+        raised. ``only`` limits the chain to one provider (a repeat that must go where the first
+        attempt went).
 
         Raises:
             Rejected, OutcomeUnknown: from the provider that answered so.
             NotAccepted: every provider failed or has its circuit open.
+            AttemptCancelled: ``before_attempt`` said no.
         """
         last: NotAccepted | None = None
         for sender, breaker in zip(self.senders, self._breakers, strict=True):
+            if only is not None and sender.name != only:
+                continue
             if not breaker.allows():
                 continue
+            if before_attempt is not None and not await before_attempt(sender.name):
+                raise AttemptCancelled(message.challenge_id)
             try:
                 receipt = await sender.send(message)
             except NotAccepted as exc:

@@ -22,11 +22,13 @@ from otpservice.models import (
     ChallengeStatus,
     ChallengeView,
     CodeHash,
+    Delivery,
+    DeliveryStatus,
+    DeliveryUpdate,
     IssuedChallenge,
     Reservation,
     ceil_seconds,
 )
-from otpservice.store.scripts import Scripts
 
 if TYPE_CHECKING:
     from otpservice.settings import Settings
@@ -88,7 +90,7 @@ class ChallengeStore:
         self._commands = commands
         self._run = commands.run_script
         self._keys = keys
-        self._scripts = Scripts(commands)
+        self._scripts = commands.scripts
         code, limits, lockout = settings.code, settings.send_limits, settings.lockout
         self._max_attempts = code.max_attempts
         self._code_args = _encoded(
@@ -242,6 +244,7 @@ class ChallengeStore:
         status = _text(reply[0])
         if status == "missing":
             _raise_for_status(status)
+        state, provider, message_id, detail, updated, sent = (_text(v) for v in reply[6:12])
         return ChallengeView(
             challenge_id=keys.challenge_id,
             status=ChallengeStatus(status),
@@ -250,6 +253,58 @@ class ChallengeStore:
             expires_at_ms=int(reply[3]),
             masked_phone=_text(reply[4]),
             purpose=_text(reply[5]),
+            delivery=Delivery(
+                status=DeliveryStatus(state or "queued"),
+                provider=provider or None,
+                message_id=message_id or None,
+                detail=detail or None,
+                updated_at_ms=int(updated) if updated else None,
+                sent_at_ms=int(sent) if sent else None,
+            ),
+        )
+
+    async def record_delivery(
+        self,
+        keys: ChallengeKeys,
+        state: DeliveryStatus,
+        *,
+        send_id: str,
+        provider: str = "",
+        message_id: str = "",
+        detail: str = "",
+    ) -> DeliveryUpdate:
+        """Move the challenge's delivery state forward; earlier states never replace later ones.
+
+        ``SENDING`` is refused (outcome "ended") once the challenge can no longer be used.
+        """
+        reply = await self._run(
+            self._scripts.record_delivery,
+            [keys.challenge, keys.active],
+            # Kept short: a hash value over 64 bytes would make Redis store the hash unpacked.
+            [keys.random_part, state.value, send_id, provider, message_id[:64], detail[:60]],
+        )
+        outcome = _text(reply[0])
+        if outcome == "missing":
+            return DeliveryUpdate(outcome=outcome)
+        return DeliveryUpdate(
+            outcome=outcome,
+            previous=DeliveryStatus(_text(reply[1])),
+            provider=_text(reply[2]),
+            send_id=_text(reply[3]),
+        )
+
+    async def read_delivery(self, keys: ChallengeKeys) -> DeliveryUpdate:
+        """The recorded delivery state, provider and send id (outcome "missing" if none)."""
+        async with self._commands.command() as redis:
+            fields = await redis.hmget(keys.challenge, ["st", "ds", "dp", "dsid"])
+        exists, state, provider, send_id = (_text(v) if v is not None else "" for v in fields)
+        if not exists:
+            return DeliveryUpdate(outcome="missing")
+        return DeliveryUpdate(
+            outcome="ok",
+            previous=DeliveryStatus(state or "queued"),
+            provider=provider,
+            send_id=send_id,
         )
 
     async def prepare(self) -> None:

@@ -17,6 +17,8 @@ Elsewhere::
 
     P:idem:{H}     string  an idempotency record; H = SHA-256 of client and key, its own slot
     P:ready:{N}    string  written by the readiness script, one N per Cluster primary
+    P:{outbox}:stream   stream  messages waiting to be sent (consumer group "senders")
+    P:{outbox}:delayed  zset    messages waiting for a retry, by due ms
 
 Checks that would span slots (per client, country, global: a later issue) each run their own
 atomic step per slot and give back what a later refusal did not use.
@@ -86,6 +88,10 @@ class KeySpace:
         """The record of an Idempotency-Key, scoped to the client."""
         digest = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
         return f"{self._prefix}:idem:{{{digest[:32]}}}"
+
+    def outbox(self) -> tuple[str, str]:
+        """The outbox stream and its delayed-retry set: one slot, so one script holds both."""
+        return f"{self._prefix}:{{outbox}}:stream", f"{self._prefix}:{{outbox}}:delayed"
 
     def readiness(self, shard: int = 0) -> str:
         """A key the readiness script writes; ``shard`` varies its hash tag to reach every node."""

@@ -59,7 +59,8 @@ _TRANSIENT_ERRORS = (
     NoPermissionError,
     TryAgainError,
 )
-_TRANSIENT_PREFIXES = ("BUSY", "MISCONF", "NOREPLICAS", "NOPERM", "OOM")
+# Error codes (a reply's first word; "BUSYGROUP" is not "BUSY").
+_TRANSIENT_CODES = frozenset({"BUSY", "MISCONF", "NOREPLICAS", "NOPERM", "OOM"})
 
 
 def _source(name: str) -> str:
@@ -76,7 +77,7 @@ def store_errors() -> Iterator[None]:
     except _TRANSIENT_ERRORS as exc:
         raise StoreUnavailable("the store cannot take the request now; retry shortly") from exc
     except ResponseError as exc:
-        if str(exc).startswith(_TRANSIENT_PREFIXES):
+        if str(exc).split(" ", 1)[0] in _TRANSIENT_CODES:
             raise StoreUnavailable("the store cannot take the request now; retry shortly") from exc
         raise
     except (RedisError, RedisClusterException) as exc:
@@ -98,6 +99,7 @@ class StoreCommands:
         self._timeout_s = settings.socket_timeout_seconds
         # Waiting for a slot counts against the deadline, so a burst waits instead of failing.
         self._slots = asyncio.Semaphore(settings.max_connections)
+        self.scripts = Scripts(self)
 
     @contextlib.asynccontextmanager
     async def command(self) -> AsyncIterator[StoreClient]:
@@ -143,10 +145,15 @@ class Scripts:
         self.record_verdict = register("record_verdict")
         self.cancel_challenge = register("cancel_challenge")
         self.read_challenge = register("read_challenge", writes=False)
+        self.record_delivery = register("record_delivery")
         self.check_ready = register("check_ready", shared=False)
+        self.outbox_finish = register("outbox_finish", shared=False)
+        self.outbox_retry = register("outbox_retry", shared=False)
+        self.outbox_release = register("outbox_release", shared=False)
         self._all = [
             self.issue_challenge, self.spend_attempt, self.record_verdict,
-            self.cancel_challenge, self.read_challenge, self.check_ready,
+            self.cancel_challenge, self.read_challenge, self.record_delivery, self.check_ready,
+            self.outbox_finish, self.outbox_retry, self.outbox_release,
         ]  # fmt: skip
 
     async def preload(self) -> None:

@@ -15,6 +15,7 @@ from otpservice.web.schemas import (
     ChallengeCreate,
     ChallengeCreated,
     ChallengeState,
+    DeliveryState,
     VerifyApproved,
     VerifyRequest,
 )
@@ -28,6 +29,7 @@ def _time(milliseconds: int) -> datetime:
 
 
 def _state(view: ChallengeView) -> ChallengeState:
+    delivery = view.delivery
     return ChallengeState(
         challenge_id=view.challenge_id,
         status=view.status,
@@ -36,6 +38,14 @@ def _state(view: ChallengeView) -> ChallengeState:
         expires_at=_time(view.expires_at_ms),
         phone=view.masked_phone,
         purpose=view.purpose,
+        delivery=DeliveryState(
+            status=delivery.status,
+            provider=delivery.provider,
+            message_id=delivery.message_id,
+            detail=delivery.detail,
+            updated_at=_time(delivery.updated_at_ms) if delivery.updated_at_ms else None,
+            sent_at=_time(delivery.sent_at_ms) if delivery.sent_at_ms else None,
+        ),
     )
 
 

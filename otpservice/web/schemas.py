@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from otpservice.models import ChallengeStatus
+from otpservice.models import ChallengeStatus, DeliveryStatus
 
 
 class Wire(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -93,6 +93,19 @@ class VerifyApproved(Wire, frozen=True, kw_only=True):
     approved_at: datetime
 
 
+class DeliveryState(Wire, frozen=True, kw_only=True):
+    """Where the challenge's SMS stands. It only moves forward: queued, then sending or
+    retrying, then sent or unknown (a provider may have taken it), then delivered, undelivered
+    or failed."""
+
+    status: DeliveryStatus
+    provider: str | None = None
+    message_id: Annotated[str | None, Meta(description="The provider's id of the message.")] = None
+    detail: Annotated[str | None, Meta(description="Why it failed, or is being retried.")] = None
+    updated_at: datetime | None = None
+    sent_at: datetime | None = None
+
+
 class ChallengeState(Wire, frozen=True, kw_only=True):
     """Where a challenge stands."""
 
@@ -103,6 +116,7 @@ class ChallengeState(Wire, frozen=True, kw_only=True):
     expires_at: datetime
     phone: Annotated[str, Meta(description="The recipient, masked.", examples=["+1********23"])]
     purpose: str
+    delivery: DeliveryState
 
 
 class Health(Wire, frozen=True, kw_only=True):

@@ -2,111 +2,28 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
-from typing import Any
+import asyncio
 
-import httpx
 import pytest
-from redis.asyncio import Redis
 
-from otpservice.app import create_app
-from otpservice.settings import Settings
-from tests.conftest import running
-from tests.helpers import PHONE, assert_problem
-from tests.servers.providers import (
-    GATEWAY_SECRET,
-    TWILIO_SID,
-    TWILIO_TOKEN,
-    FakeAcs,
-    FakeGateway,
-    FakeProvider,
-    FakeTwilio,
-    Planned,
+from tests.helpers import PHONE
+from tests.servers.providers import FakeAcs, FakeGateway, FakeTwilio, Planned
+from tests.servers.redis import free_port
+from tests.sms.conftest import (
+    ACS_FROM,
+    FAST_RETRIES,
+    TIMEOUT,
+    TWILIO_FROM,
+    StartApi,
+    acs_entry,
+    code_in,
+    delivered_to,
+    delivery,
+    gateway_entry,
+    issue,
+    twilio_entry,
+    verify,
 )
-from tests.servers.redis import RedisServer, free_port
-
-ACS_FROM = "+18005550100"
-TWILIO_FROM = "+15005550006"
-TIMEOUT = 0.5
-
-StartApi = Callable[..., Awaitable[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def acs() -> Iterator[FakeAcs]:
-    server = FakeAcs()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def twilio() -> Iterator[FakeTwilio]:
-    server = FakeTwilio()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    server = FakeGateway()
-    yield server
-    server.close()
-
-
-def acs_entry(server: FakeAcs, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "acs", "connection_string": server.connection_string, "from_number": ACS_FROM,
-        "timeout_seconds": TIMEOUT, **extra,
-    }  # fmt: skip
-
-
-def twilio_entry(server: FakeTwilio | str, **extra: Any) -> dict[str, Any]:
-    url = server if isinstance(server, str) else server.url
-    return {
-        "type": "twilio", "account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN,
-        "from_number": TWILIO_FROM, "api_base_url": url, "timeout_seconds": TIMEOUT, **extra,
-    }  # fmt: skip
-
-
-def gateway_entry(server: FakeGateway, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "generic", "url": f"{server.url}/send", "secret": GATEWAY_SECRET,
-        "timeout_seconds": TIMEOUT, **extra,
-    }  # fmt: skip
-
-
-@pytest.fixture
-async def start_api(
-    redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings]
-) -> AsyncIterator[StartApi]:
-    """Apps whose SMS go through the providers given (as config entries)."""
-    async with AsyncExitStack() as stack:
-
-        async def start(
-            *providers: dict[str, Any], sms: dict[str, Any] | None = None, **overrides: Any
-        ) -> httpx.AsyncClient:
-            settings = make_settings(
-                redis_server.url,
-                sms={**(sms or {}), "providers": list(providers)},
-                public_base_url="https://otp.example.com",
-                **overrides,
-            )
-            app = create_app(settings, redis=redis)
-            return await stack.enter_async_context(running(app))
-
-        yield start
-
-
-def code_in(server: FakeProvider) -> str:
-    match = re.search(r"\b(\d{6})\b", server.delivered[-1].body)
-    assert match, server.delivered[-1].body
-    return match.group(1)
-
-
-async def verify(api: httpx.AsyncClient, challenge_id: str, code: str) -> httpx.Response:
-    return await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
 
 
 @pytest.mark.parametrize("provider", ["acs", "twilio", "generic"])
@@ -121,11 +38,14 @@ async def test_a_code_sent_through_each_provider_arrives_signed_and_verifies(
                "generic": (gateway_entry(gateway), gateway)}  # fmt: skip
     entry, server = entries[provider]
     api = await start_api(entry)
-    response = await api.post("/challenge", json={"phone": PHONE})
-    assert response.status_code == 201, response.text
-    challenge_id = response.json()["challenge_id"]
+    challenge_id = await issue(api)
+    state = await delivery(api, challenge_id)
     assert server.refused == []  # the signature / credentials checked out
     assert [m.to for m in server.delivered] == [PHONE]
+    assert state["status"] == "sent"
+    assert state["provider"] == provider
+    assert state["message_id"]
+    assert state["sent_at"] is not None
     assert (await verify(api, challenge_id, code_in(server))).status_code == 200
 
 
@@ -134,10 +54,9 @@ async def test_each_provider_gets_what_its_api_needs(
 ) -> None:
     challenge_ids = []
     for n, entry in enumerate((acs_entry(acs), twilio_entry(twilio), gateway_entry(gateway))):
-        api = await start_api(entry)
-        response = await api.post("/challenge", json={"phone": f"+1415555010{n}"})
-        assert response.status_code == 201, response.text
-        challenge_ids.append(response.json()["challenge_id"])
+        api = await start_api(entry, redis={"key_prefix": f"app{n}"})  # separate outboxes
+        challenge_ids.append(await issue(api, f"+1415555010{n}"))
+        await delivery(api, challenge_ids[-1])
     acs_body = acs.delivered[0].fields
     assert acs_body["from"] == ACS_FROM
     assert acs_body["smsSendOptions"]["tag"] == challenge_ids[0]
@@ -155,37 +74,32 @@ async def test_twilio_can_send_through_a_messaging_service(
 ) -> None:
     service_sid = "MG" + "a" * 32
     api = await start_api(twilio_entry(twilio, from_number=None, messaging_service_sid=service_sid))
-    assert (await api.post("/challenge", json={"phone": PHONE})).status_code == 201
+    await delivery(api, await issue(api))
     assert twilio.delivered[0].fields["MessagingServiceSid"] == service_sid
     assert "From" not in twilio.delivered[0].fields
 
 
-async def test_a_failed_recipient_inside_an_acs_202_is_undeliverable_and_cancels_the_code(
-    start_api: StartApi, acs: FakeAcs, redis: Redis
+async def test_a_failed_recipient_inside_an_acs_202_fails_the_delivery(
+    start_api: StartApi, acs: FakeAcs
 ) -> None:
     acs.plan = [Planned("refuse", error_code=400)]
     api = await start_api(acs_entry(acs))
-    response = await api.post("/challenge", json={"phone": PHONE})
-    assert_problem(response, 422, "phone_undeliverable")
+    state = await delivery(api, await issue(api))
+    assert state["status"] == "failed"
+    assert state["provider"] == "acs"
     assert acs.delivered == []
 
 
 @pytest.mark.parametrize(
-    ("error_code", "status", "problem"),
-    [(21610, 403, "recipient_opted_out"), (21211, 422, "phone_undeliverable")],
+    ("error_code", "detail"), [(21610, "opted_out"), (21211, "invalid_number")]
 )
 async def test_twilio_number_errors_are_final_and_not_failed_over(
-    start_api: StartApi,
-    twilio: FakeTwilio,
-    acs: FakeAcs,
-    error_code: int,
-    status: int,
-    problem: str,
+    start_api: StartApi, twilio: FakeTwilio, acs: FakeAcs, error_code: int, detail: str
 ) -> None:
     twilio.plan = [Planned("refuse", error_code=error_code)]
     api = await start_api(twilio_entry(twilio), acs_entry(acs))
-    body = assert_problem(await api.post("/challenge", json={"phone": PHONE}), status, problem)
-    assert PHONE not in body["detail"]
+    state = await delivery(api, await issue(api))
+    assert (state["status"], state["provider"], state["detail"]) == ("failed", "twilio", detail)
     assert acs.received == []  # another provider would not help
 
 
@@ -201,34 +115,56 @@ async def test_a_provider_that_certainly_failed_is_followed_by_the_next(
     else:
         twilio.plan = [Planned(failure)]
     api = await start_api(first, acs_entry(acs))
-    response = await api.post("/challenge", json={"phone": PHONE})
-    assert response.status_code == 201, response.text
+    challenge_id = await issue(api)
+    assert await delivered_to(acs) == [PHONE]
     assert twilio.delivered == []
-    assert [m.to for m in acs.delivered] == [PHONE]
-    assert (await verify(api, response.json()["challenge_id"], code_in(acs))).status_code == 200
+    assert (await delivery(api, challenge_id))["provider"] == "acs"
+    assert (await verify(api, challenge_id, code_in(acs))).status_code == 200
 
 
-async def test_when_no_provider_takes_it_the_answer_is_503_with_the_providers_retry_after(
+async def test_when_no_provider_takes_it_the_message_is_retried_after_the_providers_retry_after(
     start_api: StartApi, twilio: FakeTwilio
 ) -> None:
-    twilio.plan = [Planned("busy", retry_after="7")]
-    api = await start_api(twilio_entry(twilio))
-    response = await api.post("/challenge", json={"phone": PHONE})
-    assert_problem(response, 503, "sender_unavailable")
-    assert response.headers["retry-after"] == "7"
+    twilio.plan = [Planned("busy", retry_after="1")]
+    api = await start_api(twilio_entry(twilio), outbox=FAST_RETRIES)
+    challenge_id = await issue(api)
+    await asyncio.sleep(0.3)
+    assert (await api.get(f"/challenge/{challenge_id}")).json()["delivery"]["status"] == "retrying"
+    assert await delivered_to(twilio) == [PHONE]
+    assert len(twilio.received) == 2
+    assert (await delivery(api, challenge_id))["status"] == "sent"
 
 
-async def test_a_twilio_timeout_keeps_the_code_and_never_sends_it_again(
+async def test_a_twilio_timeout_is_unknown_and_never_sent_again(
     start_api: StartApi, twilio: FakeTwilio, acs: FakeAcs
 ) -> None:
     # Twilio took the message but answered too late: the code is on its way.
     twilio.plan = [Planned("late", delay=TIMEOUT * 3)]
     api = await start_api(twilio_entry(twilio), acs_entry(acs))
-    response = await api.post("/challenge", json={"phone": PHONE})
-    assert response.status_code == 201, response.text
+    challenge_id = await issue(api)
+    state = await delivery(api, challenge_id)
+    assert (state["status"], state["provider"]) == ("unknown", "twilio")
     assert acs.received == []  # no second provider, no second code
     assert len(twilio.received) == 1
-    assert (await verify(api, response.json()["challenge_id"], code_in(twilio))).status_code == 200
+    assert (await verify(api, challenge_id, code_in(twilio))).status_code == 200
+
+
+async def test_an_acs_timeout_is_retried_and_acs_drops_the_repeat(
+    start_api: StartApi, acs: FakeAcs
+) -> None:
+    acs.plan = [Planned("late", delay=TIMEOUT * 3)]
+    api = await start_api(acs_entry(acs), outbox=FAST_RETRIES)
+    challenge_id = await issue(api)
+    for _ in range(500):
+        if len(acs.received) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    state = await delivery(api, challenge_id)
+    assert state["status"] == "sent"
+    assert len(acs.received) == 2  # the repeat reached ACS ...
+    assert len(acs.delivered) == 1  # ... and was dropped there: one SMS
+    first, repeat = acs.received
+    assert first.fields["smsRecipients"] == repeat.fields["smsRecipients"]
 
 
 async def test_the_circuit_opens_after_repeated_failures_and_skips_the_provider(
@@ -240,7 +176,6 @@ async def test_the_circuit_opens_after_repeated_failures_and_skips_the_provider(
         sms={"breaker_failures": 2, "breaker_seconds": 60},
     )  # fmt: skip
     for n in range(4):
-        response = await api.post("/challenge", json={"phone": f"+1415555{n:04d}"})
-        assert response.status_code == 201, response.text
+        await delivery(api, await issue(api, f"+1415555{n:04d}"))
     assert len(twilio.received) == 2  # then its circuit was open
     assert len(acs.delivered) == 4

@@ -71,7 +71,7 @@ async def test_challenges_on_many_slots_issue_verify_and_read(
     # The tags spread the numbers over the cluster's slots.
     assert len({cid.split(".")[0] for cid in ids}) == len(NUMBERS)
     for challenge_id in ids[:10]:
-        code = phone.code_for(challenge_id)
+        code = await phone.code_for(challenge_id)
         bad = await api.post("/verify", json={"challenge_id": challenge_id, "code": wrong(code)})
         assert_problem(bad, 400, "incorrect_code")
         ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
@@ -86,15 +86,13 @@ async def test_challenges_on_many_slots_issue_verify_and_read(
 async def test_exactly_once_and_budget_under_concurrency(store_api: StoreApi, phone: Phone) -> None:
     api = store_api.api
     right = await _issue(api, NUMBERS[0])
+    code = await phone.code_for(right)
     responses = await asyncio.gather(
-        *(
-            api.post("/verify", json={"challenge_id": right, "code": phone.code_for(right)})
-            for _ in range(20)
-        )
+        *(api.post("/verify", json={"challenge_id": right, "code": code}) for _ in range(20))
     )
     assert Counter(r.status_code for r in responses)[200] == 1
     guessed = await _issue(api, NUMBERS[1])
-    code = phone.code_for(guessed)
+    code = await phone.code_for(guessed)
     hashed_before = store_api.hasher.evaluations
     responses = await asyncio.gather(
         *(
@@ -126,7 +124,7 @@ async def test_scripts_reload_after_flush_on_every_node(store_api: StoreApi, pho
     else:
         await client.script_flush()
     ok = await api.post(
-        "/verify", json={"challenge_id": challenge_id, "code": phone.code_for(challenge_id)}
+        "/verify", json={"challenge_id": challenge_id, "code": await phone.code_for(challenge_id)}
     )
     assert ok.status_code == 200, ok.text
 

@@ -35,6 +35,13 @@ def test_store_trouble_is_unavailable(error: Exception) -> None:
         raise error
 
 
-def test_a_script_bug_is_not_hidden_as_unavailable() -> None:
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "ERR Error running script: attempt to compare nil with number",
+        "BUSYGROUP Consumer Group name already exists",  # an answer, not a busy server
+    ],
+)
+def test_other_error_replies_are_not_hidden_as_unavailable(reply: str) -> None:
     with pytest.raises(ResponseError), store_errors():
-        raise ResponseError("ERR Error running script: attempt to compare nil with number")
+        raise ResponseError(reply)

@@ -23,7 +23,7 @@ async def test_issue_then_verify_walkthrough(api: Client, phone: Phone) -> None:
     expires = datetime.fromisoformat(created["expires_at"])
     assert 295 <= (expires - datetime.now(expires.tzinfo)).total_seconds() <= 301
 
-    [(number, challenge_id, code)] = phone.messages()
+    [(number, challenge_id, code)] = await phone.sent()
     assert (number, challenge_id) == (PHONE, created["challenge_id"])
     assert len(code) == 6
 
@@ -121,15 +121,16 @@ async def test_cancel_stops_the_code(api: Client, phone: Phone) -> None:
 async def test_new_challenge_replaces_the_pending_one(make_api: ApiFactory, phone: Phone) -> None:
     api = await make_api(send_limits={"min_interval_seconds": 0})
     first = (await issue(api))["challenge_id"]
+    first_code = await phone.code_for(first)  # it reached the phone before the new one
     second = (await issue(api))["challenge_id"]
     assert (await api.get(f"/challenge/{first}")).json()["status"] == "cancelled"
     assert_problem(
-        await api.post("/verify", json={"challenge_id": first, "code": phone.code_for(first)}),
+        await api.post("/verify", json={"challenge_id": first, "code": first_code}),
         410,
         "challenge_expired",
     )
     response = await api.post(
-        "/verify", json={"challenge_id": second, "code": phone.code_for(second)}
+        "/verify", json={"challenge_id": second, "code": await phone.code_for(second)}
     )
     assert response.status_code == 200
 
@@ -181,7 +182,7 @@ async def test_bad_challenge_requests_are_400_problems(
     api: Client, phone: Phone, body: Any, code: str
 ) -> None:
     assert_problem(await api.post("/challenge", json=body), 400, code)
-    assert phone.messages() == []
+    assert (await phone.sent()) == []
 
 
 @pytest.mark.parametrize(
@@ -237,7 +238,7 @@ async def test_send_throttle_is_429_with_rule_and_exact_retry_after(
     body = assert_problem(await api.post("/challenge", json={"phone": PHONE}), 429, "rate_limited")
     assert body["rule"] == "number_per_hour"
     assert 3600 - 10 <= body["retry_after"] <= 3600
-    assert len(phone.messages()) == 3
+    assert len(await phone.sent()) == 3
 
 
 async def test_daily_window_names_its_rule(make_api: ApiFactory) -> None:
@@ -273,4 +274,4 @@ async def test_oversized_body_is_413(api: Client, phone: Phone) -> None:
         "/challenge", content=body, headers={"content-type": "application/json"}
     )
     assert_problem(response, 413, "request_too_large")
-    assert phone.messages() == []
+    assert (await phone.sent()) == []

@@ -1,0 +1,285 @@
+"""Delivery: workers that take messages from the outbox and hand them to the providers.
+
+Plain async Python over the stores and the provider chain. The rules that keep a phone from
+ever getting a code twice:
+
+- Before each provider is asked, the challenge records "sending" with that provider and the
+  message's send id. A worker that takes over a message someone else was sending (the other
+  worker died) sends it again only to that same provider, and only if the provider drops
+  repeats (ACS); otherwise the message is "unknown" and is not sent again.
+- A failure that certainly sent nothing (``NotAccepted``) is retried with exponential backoff
+  and full jitter, never after the code has expired; a refusal (``Rejected``) stops at once; a
+  perhaps-sent message (``OutcomeUnknown``) is never repeated.
+- A message for a challenge that was cancelled, replaced or has expired is not sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from otpservice.errors import Unavailable
+from otpservice.models import DeliveryStatus
+from otpservice.sealing import SealError
+from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
+from otpservice.sms.chain import AttemptCancelled
+from otpservice.store.outbox import OutboxEntry
+
+if TYPE_CHECKING:
+    from otpservice.sealing import MessageSealer
+    from otpservice.settings import Settings
+    from otpservice.sms import ProviderChain
+    from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace
+    from otpservice.store.outbox import OutboxItem, OutboxStore
+
+log = logging.getLogger(__name__)
+
+# States after which a taken-over message is only acknowledged.
+_SETTLED = {
+    DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.DELIVERED,
+    DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED,
+}  # fmt: skip
+# How long a worker waits on an empty outbox before looking at retries and stale messages.
+READ_BLOCK_MS = 500
+
+
+class SealedMessage(msgspec.Struct, frozen=True):
+    """What is sealed in an outbox entry."""
+
+    to: str
+    body: str
+
+
+def consumer_name() -> str:
+    """A name for this process's worker in the consumer group: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def seal_message(sealer: MessageSealer, message: OutboundSms, deadline_ms: int) -> OutboxEntry:
+    """The outbox entry of ``message``: recipient and text sealed, bound to the send id."""
+    key_id, sealed = sealer.seal(
+        msgspec.msgpack.encode(SealedMessage(message.to, message.body)),
+        _binding(message.send_id, message.challenge_id),
+    )
+    return OutboxEntry(
+        send_id=message.send_id,
+        challenge_id=message.challenge_id,
+        key_id=key_id,
+        sealed=sealed,
+        first_attempt_at=message.first_attempt_at,
+        deadline_ms=deadline_ms,
+    )
+
+
+class DeliveryWorker:
+    """Sends outbox messages; several at once in one process (``outbox.concurrency``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        outbox: OutboxStore,
+        challenges: ChallengeStore,
+        keys: KeySpace,
+        providers: ProviderChain,
+        sealer: MessageSealer,
+        consumer: str | None = None,
+    ) -> None:
+        self._settings = settings.outbox
+        self._claim_idle_ms = settings.claim_idle_seconds * 1000
+        self._outbox = outbox
+        self._challenges = challenges
+        self._keys = keys
+        self._providers = providers
+        self._sealer = sealer
+        self.consumer = consumer or consumer_name()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.outbox.concurrency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; then let in-flight sends finish."""
+        while not stop.is_set():
+            try:
+                await self.run_once(block_ms=READ_BLOCK_MS)
+            except Unavailable as exc:
+                log.warning("outbox: the store is unavailable (%s); retrying shortly",
+                            exc.__cause__ or exc)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        await self.drain()
+
+    async def run_once(self, block_ms: int | None = None) -> int:
+        """One pass: release due retries, take over stale messages, read new ones, and start
+        sending each. Returns how many messages were started."""
+        await self._outbox.release_due(limit=100)
+        free = self._settings.concurrency - len(self._in_flight)
+        if free <= 0:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return 0
+        items = await self._outbox.reclaim(self.consumer, self._claim_idle_ms, free)
+        if len(items) < free:
+            items += await self._outbox.read(
+                self.consumer, free - len(items), None if items else block_ms
+            )
+        for item in items:
+            task = asyncio.create_task(self._deliver(item))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(items)
+
+    async def drain(self) -> None:
+        """Wait for the sends in flight."""
+        while self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        async with self._slots:
+            try:
+                await self._deliver_one(item)
+            except Unavailable:
+                # Left pending: taken over after claim_idle_seconds, by this or another worker.
+                log.warning("outbox: store unavailable while delivering %s", item.stream_id)
+            except Exception:
+                log.exception("outbox: delivering %s failed unexpectedly", item.stream_id)
+
+    async def _deliver_one(self, item: OutboxItem) -> None:
+        entry = item.entry
+        keys = self._keys.for_challenge(entry.challenge_id) if entry else None
+        if entry is None or keys is None:
+            log.error("outbox: unreadable entry %s dropped", item.stream_id)
+            await self._outbox.finish(item)
+            return
+        if time.time() * 1000 >= entry.deadline_ms:
+            await self._settle(item, keys, DeliveryStatus.FAILED, detail="expired before sending")
+            return
+        only: str | None = entry.provider or None
+        if item.reclaimed:
+            decision = await self._on_takeover(item, entry, keys)
+            if decision is False:
+                return
+            only = decision if isinstance(decision, str) else None
+        try:
+            opened = msgspec.msgpack.decode(
+                self._sealer.open(
+                    entry.key_id, entry.sealed, _binding(entry.send_id, entry.challenge_id)
+                ),
+                type=SealedMessage,
+            )
+        except (SealError, msgspec.DecodeError) as exc:
+            log.error(
+                "outbox: message for challenge %s cannot be opened: %s", entry.challenge_id, exc
+            )
+            await self._settle(item, keys, DeliveryStatus.FAILED, detail="cannot be opened")
+            return
+        message = OutboundSms(
+            to=opened.to, body=opened.body, challenge_id=entry.challenge_id,
+            send_id=entry.send_id, first_attempt_at=entry.first_attempt_at,
+        )  # fmt: skip
+
+        async def before_attempt(provider: str) -> bool:
+            update = await self._challenges.record_delivery(
+                keys, DeliveryStatus.SENDING, send_id=entry.send_id, provider=provider
+            )
+            return update.outcome == "ok"
+
+        try:
+            receipt = await self._providers.send(message, before_attempt=before_attempt, only=only)
+        except AttemptCancelled:
+            log.info("outbox: challenge %s ended before its SMS went out", entry.challenge_id)
+            await self._outbox.finish(item)
+        except Rejected as exc:
+            log.warning("outbox: %s refused the SMS for challenge %s: %s",
+                        exc.provider, entry.challenge_id, exc.reason)  # fmt: skip
+            await self._settle(item, keys, DeliveryStatus.FAILED, provider=exc.provider,
+                               detail=exc.reason)  # fmt: skip
+        except OutcomeUnknown as exc:
+            provider = self._providers.provider(exc.provider)
+            if provider is not None and provider.deduplicates:
+                # The provider drops a repeat of this send id: asking it again is safe.
+                await self._retry(item, msgspec.structs.replace(entry, provider=exc.provider),
+                                  keys, exc)  # fmt: skip
+                return
+            log.warning("outbox: the SMS for challenge %s may or may not have gone out via %s",
+                        entry.challenge_id, exc.provider)  # fmt: skip
+            await self._settle(item, keys, DeliveryStatus.UNKNOWN, provider=exc.provider,
+                               detail=exc.reason)  # fmt: skip
+        except NotAccepted as exc:
+            await self._retry(item, entry, keys, exc)
+        else:
+            await self._settle(item, keys, DeliveryStatus.SENT, provider=receipt.provider,
+                               message_id=receipt.message_id or "")  # fmt: skip
+            log.info("outbox: SMS for challenge %s sent via %s", entry.challenge_id,
+                     receipt.provider)  # fmt: skip
+
+    async def _on_takeover(
+        self, item: OutboxItem, entry: OutboxEntry, keys: ChallengeKeys
+    ) -> bool | str:
+        """Another worker had this message and went quiet. False: settled here, stop.
+        True: send normally. A provider name: repeat the send there only."""
+        state = await self._challenges.read_delivery(keys)
+        if state.outcome == "missing" or state.previous in _SETTLED:
+            await self._outbox.finish(item)  # the other worker got that far
+            return False
+        if state.previous != DeliveryStatus.SENDING or state.send_id != entry.send_id:
+            return True
+        provider = self._providers.provider(state.provider)
+        if provider is not None and provider.deduplicates:
+            return provider.name
+        await self._settle(item, keys, DeliveryStatus.UNKNOWN, provider=state.provider,
+                           detail="worker stopped mid-send")  # fmt: skip
+        return False
+
+    async def _retry(
+        self,
+        item: OutboxItem,
+        entry: OutboxEntry,
+        keys: ChallengeKeys,
+        exc: NotAccepted | OutcomeUnknown,
+    ) -> None:
+        settings = self._settings
+        backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**entry.attempt)
+        retry_after = exc.retry_after_seconds if isinstance(exc, NotAccepted) else None
+        delay = max(random.uniform(0, backoff), retry_after or 0.0)  # noqa: S311
+        due_ms = int((time.time() + delay) * 1000)
+        if due_ms >= entry.deadline_ms:
+            await self._settle(item, keys, DeliveryStatus.FAILED, provider=exc.provider,
+                               detail=f"no provider took it: {exc.reason}")  # fmt: skip
+            return
+        await self._challenges.record_delivery(
+            keys, DeliveryStatus.RETRYING, send_id=entry.send_id, detail=exc.reason
+        )
+        await self._outbox.retry_later(
+            item, msgspec.structs.replace(entry, attempt=entry.attempt + 1), due_ms
+        )
+        log.info("outbox: SMS for challenge %s not taken (%s); retry in %.1f s",
+                 entry.challenge_id, exc.reason, delay)  # fmt: skip
+
+    async def _settle(
+        self,
+        item: OutboxItem,
+        keys: ChallengeKeys,
+        state: DeliveryStatus,
+        *,
+        provider: str = "",
+        message_id: str = "",
+        detail: str = "",
+    ) -> None:
+        """Record the final outcome on the challenge, then forget the message."""
+        assert item.entry is not None
+        await self._challenges.record_delivery(
+            keys, state, send_id=item.entry.send_id, provider=provider,
+            message_id=message_id, detail=detail,
+        )  # fmt: skip
+        await self._outbox.finish(item)
+
+
+def _binding(send_id: str, challenge_id: str) -> bytes:
+    return f"{send_id}\0{challenge_id}".encode()

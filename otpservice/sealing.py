@@ -1,0 +1,73 @@
+"""Sealing outbox messages: AES-256-GCM under a key from a file, with a key id for rotation.
+
+The outbox holds codes on their way to a phone; Redis only ever sees them sealed. The additional
+data binds a sealed message to its send id and challenge, so one cannot be moved to another
+entry. Two keys can be active (current and previous) while a key is rotated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from otpservice.errors import ConfigError
+
+NONCE_BYTES = 12
+
+
+class SealError(Exception):
+    """A sealed message cannot be opened: unknown key id, or tampered with."""
+
+
+def decode_key(text: str, name: str) -> bytes:
+    """A 256-bit key from base64 (standard or URL-safe alphabet).
+
+    Raises:
+        ConfigError: naming ``name`` when it is not 32 bytes of base64.
+    """
+    padded = text.strip() + "=" * (-len(text.strip()) % 4)
+    try:
+        key = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{name} must be 32 random bytes in base64 (openssl rand -base64 32)")
+    return key
+
+
+class MessageSealer:
+    """Seals with the current key; opens with the current or the previous one."""
+
+    def __init__(self, current: bytes, previous: bytes | None = None) -> None:
+        self._current_id = _key_id(current)
+        self._keys = {_key_id(k): AESGCM(k) for k in (current, previous) if k is not None}
+
+    def seal(self, plaintext: bytes, bound_to: bytes) -> tuple[str, bytes]:
+        """The key id and nonce + ciphertext of ``plaintext``, bound to ``bound_to``."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._keys[self._current_id].encrypt(nonce, plaintext, bound_to)
+        return self._current_id, nonce + sealed
+
+    def open(self, key_id: str, sealed: bytes, bound_to: bytes) -> bytes:
+        """The plaintext sealed under ``key_id``.
+
+        Raises:
+            SealError: the key is unknown (rotated out) or the message was altered or moved.
+        """
+        aead = self._keys.get(key_id)
+        if aead is None:
+            raise SealError(f"no outbox key with id {key_id}")
+        try:
+            return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], bound_to)
+        except InvalidTag:
+            raise SealError("the sealed message does not open: altered or moved") from None
+
+
+def _key_id(key: bytes) -> str:
+    return hmac.new(key, b"otpservice outbox key id", hashlib.sha256).hexdigest()[:8]

@@ -1,0 +1,54 @@
+-- record_delivery.lua: move a challenge's delivery state forward, never back, so reports that
+-- arrive late, twice or out of order change nothing they should not.
+-- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
+-- KEYS[2] active     string: random part of the number's current challenge
+-- ARGV[1] random part of the challenge id
+-- ARGV[2] new state: queued 0, sending 1, retrying 1, sent 2, unknown 2,
+--         delivered 3, undelivered 3, failed 3 (rank); a lower rank never replaces a higher
+--         one, and a rank-3 state is final
+-- ARGV[3] send id of the message    ARGV[4] provider ("" keeps the recorded one)
+-- ARGV[5] provider message id ("" keeps)    ARGV[6] detail ("" clears)
+-- Delivery fields: ds state, dsid send id, dp provider, dm message id, de detail,
+-- du updated ms, dsa sent ms.
+-- "sending" is written only while the challenge can still be used (pending, current, not
+-- expired): a message for a replaced or cancelled challenge is not sent.
+-- Returns {"ok"|"stale"|"ended", previous state, previous provider, previous send id}
+--       | {"missing"}
+local challenge_key, active_key = KEYS[1], KEYS[2]
+local random_part, state, send_id = ARGV[1], ARGV[2], ARGV[3]
+local provider, message_id, detail = ARGV[4], ARGV[5], ARGV[6]
+local RANK = {queued = 0, sending = 1, retrying = 1, sent = 2, unknown = 2,
+              delivered = 3, undelivered = 3, failed = 3}
+
+local f = redis.call('HMGET', challenge_key, 'st', 'ex', 'ds', 'dp', 'dsid')
+if not f[1] then
+  return {'missing'}
+end
+local current = f[3] or 'queued'
+local answer = {current, f[4] or '', f[5] or ''}
+local now = now_ms()
+if state == 'sending' then
+  local live = f[1] == 'p' and now < tonumber(f[2])
+    and redis.call('GET', active_key) == random_part
+  if not live then
+    return {'ended', answer[1], answer[2], answer[3]}
+  end
+end
+if state == current and RANK[state] == 3 then
+  return {'ok', answer[1], answer[2], answer[3]}  -- a duplicate report
+end
+if RANK[state] < RANK[current] or RANK[current] == 3 then
+  return {'stale', answer[1], answer[2], answer[3]}
+end
+redis.call('HSET', challenge_key, 'ds', state, 'dsid', send_id, 'du', now)
+if provider ~= '' then redis.call('HSET', challenge_key, 'dp', provider) end
+if message_id ~= '' then redis.call('HSET', challenge_key, 'dm', message_id) end
+if detail ~= '' then
+  redis.call('HSET', challenge_key, 'de', detail)
+else
+  redis.call('HDEL', challenge_key, 'de')
+end
+if state == 'sent' and not redis.call('HGET', challenge_key, 'dsa') then
+  redis.call('HSET', challenge_key, 'dsa', now)
+end
+return {'ok', answer[1], answer[2], answer[3]}

@@ -1,0 +1,151 @@
+"""Fixtures and helpers for the provider and delivery tests: fake providers, and apps whose
+SMS go through them."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from redis.asyncio import Redis
+
+from otpservice.app import create_app
+from otpservice.settings import Settings
+from tests.conftest import running
+from tests.helpers import PHONE
+from tests.servers.providers import (
+    GATEWAY_SECRET,
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    FakeAcs,
+    FakeGateway,
+    FakeProvider,
+    FakeTwilio,
+)
+from tests.servers.redis import RedisServer
+
+ACS_FROM = "+18005550100"
+TWILIO_FROM = "+15005550006"
+TIMEOUT = 0.5
+FAST_RETRIES = {"retry_base_seconds": 0.05, "retry_max_seconds": 0.1}
+
+StartApi = Callable[..., Awaitable[httpx.AsyncClient]]
+StartApp = Callable[..., Awaitable[tuple[httpx.AsyncClient, Litestar]]]
+FINAL = {"sent", "unknown", "delivered", "undelivered", "failed"}
+
+
+@pytest.fixture
+def acs() -> Iterator[FakeAcs]:
+    server = FakeAcs()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    server = FakeTwilio()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeGateway]:
+    server = FakeGateway()
+    yield server
+    server.close()
+
+
+def acs_entry(server: FakeAcs, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "acs", "connection_string": server.connection_string, "from_number": ACS_FROM,
+        "timeout_seconds": TIMEOUT, **extra,
+    }  # fmt: skip
+
+
+def twilio_entry(server: FakeTwilio | str, **extra: Any) -> dict[str, Any]:
+    url = server if isinstance(server, str) else server.url
+    return {
+        "type": "twilio", "account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN,
+        "from_number": TWILIO_FROM, "api_base_url": url, "timeout_seconds": TIMEOUT, **extra,
+    }  # fmt: skip
+
+
+def gateway_entry(server: FakeGateway, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "generic", "url": f"{server.url}/send", "secret": GATEWAY_SECRET,
+        "timeout_seconds": TIMEOUT, **extra,
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def start_app(
+    redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings]
+) -> AsyncIterator[StartApp]:
+    """Apps whose SMS go through the providers given (as config entries), and their clients."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            *providers: dict[str, Any], sms: dict[str, Any] | None = None, **overrides: Any
+        ) -> tuple[httpx.AsyncClient, Litestar]:
+            settings = make_settings(
+                redis_server.url,
+                sms={**(sms or {}), "providers": list(providers)},
+                public_base_url="https://otp.example.com",
+                **overrides,
+            )
+            app = create_app(settings, redis=redis)
+            return await stack.enter_async_context(running(app)), app
+
+        yield start
+
+
+@pytest.fixture
+def start_api(start_app: StartApp) -> StartApi:
+    """Like ``start_app``, the client only."""
+
+    async def start(*providers: dict[str, Any], **overrides: Any) -> httpx.AsyncClient:
+        api, _ = await start_app(*providers, **overrides)
+        return api
+
+    return start
+
+
+async def delivered_to(server: FakeProvider, count: int = 1) -> list[str]:
+    """The numbers the provider delivered to, once it has ``count`` (5 s at most)."""
+    for _ in range(1000):
+        if len(server.delivered) >= count:
+            break
+        await asyncio.sleep(0.005)
+    return [m.to for m in server.delivered]
+
+
+async def delivery(api: httpx.AsyncClient, challenge_id: str) -> dict[str, Any]:
+    """The challenge's delivery state once it is final (or after 5 s)."""
+    for _ in range(500):
+        state: dict[str, Any] = (await api.get(f"/challenge/{challenge_id}")).json()["delivery"]
+        if state["status"] in FINAL:
+            return state
+        await asyncio.sleep(0.01)
+    return state
+
+
+def code_in(server: FakeProvider) -> str:
+    match = re.search(r"\b(\d{6})\b", server.delivered[-1].body)
+    assert match, server.delivered[-1].body
+    return match.group(1)
+
+
+async def verify(api: httpx.AsyncClient, challenge_id: str, code: str) -> httpx.Response:
+    return await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+
+
+async def issue(api: httpx.AsyncClient, phone: str = PHONE) -> str:
+    response = await api.post("/challenge", json={"phone": phone})
+    assert response.status_code == 201, response.text
+    challenge_id: str = response.json()["challenge_id"]
+    return challenge_id
