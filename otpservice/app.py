@@ -99,6 +99,7 @@ class Runtime:
             sealer=sealer,
         )
         self.outbox = outbox
+        self.challenges = challenges
         self.worker = DeliveryWorker(
             settings, outbox=outbox, challenges=challenges, keys=keys,
             providers=self.providers, sealer=sealer,

@@ -23,12 +23,13 @@ from tests.servers.redis import RedisServer, free_port
 
 
 class ServiceProcess:
-    """``otpservice serve`` in a subprocess, its output collected line by line."""
+    """``otpservice serve`` (or ``worker``) in a subprocess, its output collected by line."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, command: str = "serve") -> None:
         self.port = free_port()
+        port = ["--port", str(self.port)] if command == "serve" else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "otpservice", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "otpservice", command, *port, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -44,7 +45,8 @@ class ServiceProcess:
         for pump in self._pumps:
             pump.start()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_until_up()
+        if command == "serve":
+            self._wait_until_up()
 
     def _wait_until_up(self) -> None:
         deadline = time.monotonic() + 20
@@ -146,7 +148,7 @@ def test_serve_refuses_unsafe_or_incomplete_set_ups(args: list[str], message: st
 TOKEN = "integration-token-0123456789abcdef0123"
 
 
-def write_config(tmp_path: Path, redis_server: RedisServer) -> Path:
+def write_config(tmp_path: Path, redis_server: RedisServer, extra: str = "") -> Path:
     """A production config: real Redis, secrets from files, a token, console SMS allowed."""
     token = TOKEN
     (tmp_path / "pepper").write_text(PEPPER)
@@ -172,7 +174,7 @@ allow_console_sender = true
 client = "login-app"
 token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"
 scopes = ["otp"]
-"""
+{extra}"""
     )
     return config
 
@@ -236,3 +238,31 @@ def test_several_workers_share_the_state_in_redis(
                 )
     finally:
         service.stop()
+
+
+def test_a_separate_worker_process_delivers_what_the_api_queued(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = str(write_config(tmp_path, redis_server, "[outbox]\nworkers_in_process = false\n"))
+    service = ServiceProcess("--config", config)
+    worker: ServiceProcess | None = None
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        created = httpx.post(
+            f"{service.url}/challenge", json={"phone": "+14155550177"}, headers=auth
+        )
+        assert created.status_code == 201, created.text
+        challenge_id = created.json()["challenge_id"]
+        time.sleep(0.5)
+        assert service.stdout.empty()  # the API only queued it
+        worker = ServiceProcess("--config", config, command="worker")
+        code = worker.next_code(challenge_id)
+        body = {"challenge_id": challenge_id, "code": code}
+        assert httpx.post(f"{service.url}/verify", json=body, headers=auth).status_code == 200
+        state = httpx.get(f"{service.url}/challenge/{challenge_id}", headers=auth).json()
+        assert state["delivery"]["status"] == "sent"
+    finally:
+        service.stop()
+        if worker is not None:
+            worker.stop()  # SIGTERM: a clean exit
+    assert "delivery worker stopped" in "".join(worker.stderr_lines)

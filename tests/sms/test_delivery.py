@@ -1,0 +1,192 @@
+"""The outbox and its workers: sealing, takeover after a crash, Redis restarts, ended challenges.
+
+Workers are driven by hand here (``outbox.workers_in_process = false``, then ``run_once``), so
+each step happens exactly when the test says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from otpservice.app import Runtime
+from otpservice.delivery import DeliveryWorker
+from otpservice.models import ChallengeRequest, DeliveryStatus
+from otpservice.settings import Settings
+from otpservice.store import connect
+from tests.helpers import PHONE
+from tests.servers.providers import FakeAcs, FakeTwilio
+from tests.servers.redis import RedisServer
+from tests.sms.conftest import (
+    StartApp,
+    acs_entry,
+    code_in,
+    delivery,
+    issue,
+    twilio_entry,
+    verify,
+)
+
+MANUAL = {"workers_in_process": False, "claim_idle_seconds": 1}
+
+
+async def deliver(runtime: Runtime, worker: DeliveryWorker | None = None) -> int:
+    """One pass of a worker, waiting for the sends it started."""
+    worker = worker or runtime.worker
+    started = await worker.run_once()
+    await worker.drain()
+    return started
+
+
+async def test_the_outbox_holds_neither_code_nor_number_and_forgets_what_is_done(
+    start_app: StartApp, acs: FakeAcs, redis: Redis
+) -> None:
+    api, app = await start_app(acs_entry(acs), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    [(_, fields)] = await redis.xrange("otp:{outbox}:stream")
+    stored = repr(fields)
+    assert (await delivery(api, challenge_id))["status"] == "queued"
+    assert await deliver(runtime) == 1
+    code = code_in(acs)
+    for secret in (code, PHONE, PHONE[2:], "is your"):
+        assert secret not in stored
+    assert await runtime.outbox.backlog() == (0, 0)  # finished entries are deleted
+    assert await redis.xlen("otp:{outbox}:stream") == 0
+    assert (await verify(api, challenge_id, code)).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["replaced", "cancelled"])
+async def test_a_message_whose_challenge_ended_before_it_went_out_is_not_sent(
+    start_app: StartApp, acs: FakeAcs, how: str
+) -> None:
+    api, app = await start_app(
+        acs_entry(acs), outbox=MANUAL, send_limits={"min_interval_seconds": 0}
+    )
+    first = await issue(api)
+    if how == "replaced":
+        second = await issue(api)
+    else:
+        await api.delete(f"/challenge/{first}")
+    await deliver(app.state.runtime)
+    if how == "replaced":
+        assert [m.fields["smsSendOptions"]["tag"] for m in acs.delivered] == [second]
+    else:
+        assert acs.delivered == []
+    assert (await delivery(api, first))["status"] == "queued"  # never sent
+    assert await app.state.runtime.outbox.backlog() == (0, 0)
+
+
+async def test_a_message_past_its_codes_expiry_is_failed_not_sent(
+    start_app: StartApp, acs: FakeAcs
+) -> None:
+    api, app = await start_app(acs_entry(acs), outbox=MANUAL, code={"ttl_seconds": 3})
+    challenge_id = await issue(api)
+    await asyncio.sleep(3.1)
+    await deliver(app.state.runtime)
+    assert acs.received == []
+    state = await delivery(api, challenge_id)  # the expired challenge's tombstone says so
+    assert (state["status"], state["detail"]) == ("failed", "expired before sending")
+    assert await app.state.runtime.outbox.backlog() == (0, 0)
+
+
+def second_worker(runtime: Runtime, name: str) -> DeliveryWorker:
+    """Another worker on the same outbox (as in another process)."""
+    return DeliveryWorker(
+        runtime.settings, outbox=runtime.outbox, challenges=runtime.challenges,
+        keys=runtime.service._keys, providers=runtime.providers,
+        sealer=runtime.service._sealer, consumer=name,
+    )  # fmt: skip
+
+
+async def test_a_message_taken_by_a_worker_that_died_before_sending_is_sent_by_another(
+    start_app: StartApp, twilio: FakeTwilio
+) -> None:
+    api, app = await start_app(twilio_entry(twilio), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    taken = await runtime.outbox.read("worker-that-died", 10, None)
+    assert len(taken) == 1
+    survivor = second_worker(runtime, "survivor")
+    assert await deliver(runtime, survivor) == 0  # not idle long enough yet
+    await asyncio.sleep(1.1)
+    assert await deliver(runtime, survivor) == 1
+    assert [m.to for m in twilio.delivered] == [PHONE]
+    assert (await delivery(api, challenge_id))["status"] == "sent"
+
+
+@pytest.mark.parametrize(("provider", "resent"), [("twilio", False), ("acs", True)])
+async def test_a_message_a_dead_worker_was_sending_is_repeated_only_where_repeats_are_dropped(
+    start_app: StartApp, twilio: FakeTwilio, acs: FakeAcs, provider: str, resent: bool
+) -> None:
+    # Twilio first, ACS second: the survivor must not fail over to the other provider either.
+    entries = [twilio_entry(twilio), acs_entry(acs)]
+    if provider == "acs":
+        entries.reverse()
+    api, app = await start_app(*entries, outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    [item] = await runtime.outbox.read("worker-that-died", 10, None)
+    # The dead worker had recorded its attempt, and may or may not have reached the provider.
+    keys = runtime.service._keys.for_challenge(challenge_id)
+    assert keys is not None
+    assert item.entry is not None
+    await runtime.challenges.record_delivery(
+        keys, DeliveryStatus.SENDING, send_id=item.entry.send_id, provider=provider
+    )
+    await asyncio.sleep(1.1)
+    await deliver(runtime, second_worker(runtime, "survivor"))
+    state = await delivery(api, challenge_id)
+    others = acs if provider == "twilio" else twilio
+    assert others.received == []
+    if resent:
+        assert (state["status"], state["provider"]) == ("sent", "acs")
+        assert len(acs.delivered) == 1
+    else:
+        assert (state["status"], state["provider"]) == ("unknown", "twilio")
+        assert twilio.received == []
+    assert await runtime.outbox.backlog() == (0, 0)
+
+
+@pytest.fixture
+def aof_redis() -> Iterator[RedisServer]:
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "always")
+    yield server
+    server.close()
+
+
+async def test_nothing_accepted_is_lost_when_redis_restarts(
+    aof_redis: RedisServer, acs: FakeAcs, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(
+        aof_redis.url, sms={"providers": [acs_entry(acs)]}, outbox={"workers_in_process": False}
+    )
+    client = connect(settings)
+    runtime = Runtime(settings, client)
+    await runtime.start()
+    try:
+        ids = []
+        for n in range(3):
+            issued, _ = await runtime.service.issue_challenge(
+                ChallengeRequest(phone=f"+1415555{7000 + n}"), client="default"
+            )
+            ids.append(issued.challenge_id)
+        aof_redis.restart()
+        # The first command after the restart may meet a dead pooled connection: retried once.
+        for _ in range(50):
+            try:
+                await deliver(runtime)
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while len(acs.delivered) < 3 and time.monotonic() < deadline:
+            await deliver(runtime)
+        assert sorted(m.fields["smsSendOptions"]["tag"] for m in acs.delivered) == sorted(ids)
+    finally:
+        await runtime.stop()
+        await client.aclose()
