@@ -26,6 +26,7 @@ from otpservice.store.outbox import OutboxStore
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.problems import EXCEPTION_HANDLERS
+from otpservice.web.webhooks import WebhookAuth
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -166,6 +167,7 @@ def create_app(
                 "authenticator": Authenticator(settings.api_tokens),
                 "otp": runtime.service,
                 "runtime": runtime,
+                "webhook_auth": WebhookAuth(settings),
             }
         ),
         lifespan=[lifespan],

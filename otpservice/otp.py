@@ -24,7 +24,7 @@ from otpservice.errors import (
     OtpError,
     Unavailable,
 )
-from otpservice.models import ChallengeStatus, IdempotencyRecord
+from otpservice.models import ChallengeStatus, DeliveryStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
 from otpservice.sms import OutboundSms
 from otpservice.sms.templates import MessageTemplates
@@ -160,6 +160,31 @@ class OtpService:
             raise
         log.info("challenge approved: %s", challenge_id)
         return approved
+
+    async def record_report(
+        self,
+        challenge_id: str,
+        status: DeliveryStatus,
+        *,
+        provider: str,
+        message_id: str = "",
+        detail: str = "",
+    ) -> bool:
+        """Record a provider's delivery report; False when the challenge is unknown or gone.
+
+        Reports may come late, twice or out of order: the state only moves forward.
+        """
+        keys = self._keys.for_challenge(challenge_id)
+        if keys is None:
+            return False
+        update = await self._challenges.record_delivery(
+            keys, status, send_id="", provider=provider, message_id=message_id, detail=detail
+        )
+        if update.outcome == "missing":
+            return False
+        log.info("delivery report for challenge %s: %s (%s)", challenge_id, status.value,
+                 update.outcome)  # fmt: skip
+        return True
 
     async def get_challenge(self, challenge_id: str, *, client: str) -> ChallengeView:
         """The challenge's status.

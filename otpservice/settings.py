@@ -24,6 +24,7 @@ from otpservice.errors import ConfigError
 ENV_PREFIX = "OTP_"
 SECRET_NAMES = (
     "pepper", "previous_pepper", "index_key", "redis_password", "outbox_key", "previous_outbox_key",
+    "acs_webhook_secret",
 )  # fmt: skip
 
 # Limits a reviewer holds us to (security checklist); beyond them only with an explicit override.
@@ -250,6 +251,8 @@ class Secrets(Base, frozen=True):
     # Seals messages in the outbox (AES-256-GCM): 32 random bytes, base64.
     outbox_key: str | None = None
     previous_outbox_key: str | None = None
+    # What Event Grid must send (header X-Webhook-Secret, or ?secret=) to POST /webhooks/acs.
+    acs_webhook_secret: str | None = None
 
     def __repr__(self) -> str:
         present = [name for name in SECRET_NAMES if getattr(self, name)]

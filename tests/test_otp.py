@@ -499,6 +499,12 @@ async def test_every_route_but_health_needs_a_token(
     settings = make_settings(redis_server.url, api_tokens=_tokens(tokens, {"login": ["otp"]}))
     app = phone.watch(create_app(settings, redis=redis, sms=phone.sender))
     public = {"/healthz", "/readyz"}
+    # Provider webhooks carry their own credentials: a shared secret (401 without it), a
+    # Twilio signature (403 without it). Event Grid's OPTIONS handshake grants nothing.
+    webhooks = {
+        "/webhooks/acs": (401, "unauthorized"),
+        "/webhooks/twilio/status": (403, "forbidden"),
+    }
     checked = 0
     async with running(app) as api:
         for route in app.routes:
@@ -507,6 +513,10 @@ async def test_every_route_but_health_needs_a_token(
                 response = await api.request(method, path, json={})
                 if route.path in public and method in ("GET", "HEAD"):
                     assert response.status_code != 401, (method, path)
+                elif route.path in webhooks and method == "POST":
+                    assert_problem(response, *webhooks[route.path])
+                elif route.path == "/webhooks/acs" and method == "OPTIONS":
+                    assert response.status_code == 200
                 else:
                     assert_problem(response, 401, "unauthorized")
                     checked += 1

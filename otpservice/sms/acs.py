@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from otpservice.models import DeliveryStatus
 from otpservice.sms.http import post
 from otpservice.sms.outcomes import NotAccepted, Rejected, SendReceipt
 
@@ -148,3 +149,75 @@ class AcsSender:
         if status == 429 or status >= 500:
             raise NotAccepted(self.name, "busy", f"recipient HTTP {status}: {detail}")
         raise Rejected(self.name, "refused", f"recipient HTTP {status}: {detail}")
+
+
+# --------------------------------------------------------------------------- Event Grid
+
+DELIVERY_REPORT = "Microsoft.Communication.SMSDeliveryReportReceived"
+SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
+
+# ACS report statuses ("Delivered" and "Failed" are documented) as delivery states.
+REPORTED_STATUS = {"delivered": DeliveryStatus.DELIVERED, "failed": DeliveryStatus.FAILED}
+
+
+class EventGridEvent(msgspec.Struct, frozen=True):
+    """One event, from either delivery schema: Event Grid (``eventType``) or CloudEvents
+    (``type``). ``data`` keys are lower-cased: ACS sends them in either case."""
+
+    type: str
+    id: str
+    data: dict[str, object]
+
+
+class DeliveryReport(msgspec.Struct, frozen=True):
+    """What an ACS delivery report says about one of our messages."""
+
+    challenge_id: str
+    status: DeliveryStatus
+    message_id: str
+    detail: str
+
+
+def parse_events(body: bytes) -> list[EventGridEvent]:
+    """The events of an Event Grid delivery: a JSON array or one object, either schema.
+
+    Raises:
+        ValueError: the body is not events.
+    """
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError("the body is not JSON") from exc
+    items = raw if isinstance(raw, list) else [raw]
+    events = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise ValueError("an event is not an object")
+        kind = item.get("eventType") or item.get("type")
+        data = item.get("data") or {}
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            raise ValueError("an event has no type or data")
+        events.append(
+            EventGridEvent(
+                type=kind,
+                id=str(item.get("id", "")),
+                data={str(k).lower(): v for k, v in data.items()},
+            )
+        )
+    return events
+
+
+def delivery_report(event: EventGridEvent) -> DeliveryReport | None:
+    """The report in a ``SMSDeliveryReportReceived`` event, or None (not ours, or no news)."""
+    if event.type != DELIVERY_REPORT:
+        return None
+    status = REPORTED_STATUS.get(str(event.data.get("deliverystatus", "")).lower())
+    tag = event.data.get("tag")
+    if status is None or not isinstance(tag, str) or not tag:
+        return None
+    return DeliveryReport(
+        challenge_id=tag,
+        status=status,
+        message_id=str(event.data.get("messageid", "")),
+        detail=str(event.data.get("deliverystatusdetails", "")),
+    )

@@ -6,12 +6,16 @@ Twilio has no idempotency key for a send, so a request that timed out is never r
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import msgspec
 
+from otpservice.models import DeliveryStatus
 from otpservice.sms.http import post
 from otpservice.sms.outcomes import NotAccepted, Rejected, SendReceipt
 
@@ -31,6 +35,47 @@ PERMANENT_ERRORS = {
     21614: "not_mobile",
     21635: "not_mobile",
 }
+
+
+STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+
+# Twilio's message statuses that move a delivery state (queued, sending, accepted... do not).
+REPORTED_STATUS = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "undelivered": DeliveryStatus.UNDELIVERED,
+    "failed": DeliveryStatus.FAILED,
+}
+
+
+def signature(url: str, params: list[tuple[str, str]], auth_token: str) -> str:
+    """``X-Twilio-Signature`` of a request: HMAC-SHA1 of the URL and the sorted parameters."""
+    signed = url
+    for name in sorted({name for name, _ in params}):
+        for value in sorted({v for n, v in params if n == name}):
+            signed += name + value
+    digest = hmac.new(auth_token.encode(), signed.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signature_is_valid(
+    url: str, params: list[tuple[str, str]], received: str, auth_token: str
+) -> bool:
+    """True when ``received`` signs the request; tried with and without the default port, as
+    Twilio's own validator does."""
+    return any(
+        hmac.compare_digest(signature(variant, params, auth_token), received)
+        for variant in _port_variants(url)
+    )
+
+
+def _port_variants(url: str) -> list[str]:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    default = 443 if parts.scheme == "https" else 80
+    without = urlunsplit(parts._replace(netloc=host))
+    with_port = urlunsplit(parts._replace(netloc=f"{host}:{parts.port or default}"))
+    return [without, with_port]
 
 
 class _Error(msgspec.Struct):
@@ -58,17 +103,20 @@ class TwilioSender:
             self._sender = {"MessagingServiceSid": settings.messaging_service_sid}
         else:
             self._sender = {"From": settings.from_number or ""}
-        self._callback = (
-            {"StatusCallback": f"{public_base_url.rstrip('/')}/webhooks/twilio/status"}
-            if public_base_url
-            else {}
+        self._callback_url = (
+            f"{public_base_url.rstrip('/')}{STATUS_CALLBACK_PATH}" if public_base_url else None
         )
         self._client = client
         self._timeout = settings.timeout_seconds
 
     async def send(self, message: OutboundSms) -> SendReceipt:
         """Send one message; ``SendFailure`` when Twilio did not take it."""
-        form = {"To": message.to, "Body": message.body, **self._sender, **self._callback}
+        form = {"To": message.to, "Body": message.body, **self._sender}
+        if self._callback_url:
+            # The challenge id rides in the URL, which Twilio signs with the rest.
+            form["StatusCallback"] = (
+                f"{self._callback_url}?{urlencode({'challenge_id': message.challenge_id})}"
+            )
         response = await post(
             self._client, self.name, self._url,
             content=urlencode(form).encode(),

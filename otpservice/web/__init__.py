@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from otpservice.web.challenges import CHALLENGE_ROUTES
 from otpservice.web.health import HEALTH_ROUTES
+from otpservice.web.webhooks import WEBHOOK_ROUTES
 
-ROUTES = [*CHALLENGE_ROUTES, *HEALTH_ROUTES]
+ROUTES = [*CHALLENGE_ROUTES, *HEALTH_ROUTES, *WEBHOOK_ROUTES]
 
 __all__ = ["ROUTES"]

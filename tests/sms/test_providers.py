@@ -62,7 +62,9 @@ async def test_each_provider_gets_what_its_api_needs(
     assert acs_body["smsSendOptions"]["tag"] == challenge_ids[0]
     form = twilio.delivered[0].fields
     assert form["From"] == TWILIO_FROM
-    assert form["StatusCallback"] == "https://otp.example.com/webhooks/twilio/status"
+    assert form["StatusCallback"] == (
+        f"https://otp.example.com/webhooks/twilio/status?challenge_id={challenge_ids[1]}"
+    )
     sent = gateway.delivered[0]
     assert sent.fields["type"] == "sms.send"
     assert sent.fields["challenge_id"] == challenge_ids[2]

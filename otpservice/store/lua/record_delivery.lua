@@ -6,7 +6,8 @@
 -- ARGV[2] new state: queued 0, sending 1, retrying 1, sent 2, unknown 2,
 --         delivered 3, undelivered 3, failed 3 (rank); a lower rank never replaces a higher
 --         one, and a rank-3 state is final
--- ARGV[3] send id of the message    ARGV[4] provider ("" keeps the recorded one)
+-- ARGV[3] send id of the message ("" keeps: a provider's report does not know it)
+-- ARGV[4] provider ("" keeps the recorded one)
 -- ARGV[5] provider message id ("" keeps)    ARGV[6] detail ("" clears)
 -- Delivery fields: ds state, dsid send id, dp provider, dm message id, de detail,
 -- du updated ms, dsa sent ms.
@@ -40,7 +41,8 @@ end
 if RANK[state] < RANK[current] or RANK[current] == 3 then
   return {'stale', answer[1], answer[2], answer[3]}
 end
-redis.call('HSET', challenge_key, 'ds', state, 'dsid', send_id, 'du', now)
+redis.call('HSET', challenge_key, 'ds', state, 'du', now)
+if send_id ~= '' then redis.call('HSET', challenge_key, 'dsid', send_id) end
 if provider ~= '' then redis.call('HSET', challenge_key, 'dp', provider) end
 if message_id ~= '' then redis.call('HSET', challenge_key, 'dm', message_id) end
 if detail ~= '' then
