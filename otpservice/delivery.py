@@ -101,6 +101,11 @@ class DeliveryWorker:
         self._providers = providers
         self._sealer = sealer
         self.consumer = consumer or consumer_name()
+        self._rates = {
+            p.label: (p.messages_per_second, p.burst)
+            for p in settings.sms.providers
+            if p.messages_per_second is not None
+        }
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.outbox.concurrency)
 
@@ -185,6 +190,7 @@ class DeliveryWorker:
         )  # fmt: skip
 
         async def before_attempt(provider: str) -> bool:
+            await self._wait_for_send_slot(provider, entry.deadline_ms)
             update = await self._challenges.record_delivery(
                 keys, DeliveryStatus.SENDING, send_id=entry.send_id, provider=provider
             )
@@ -218,6 +224,20 @@ class DeliveryWorker:
                                message_id=receipt.message_id or "")  # fmt: skip
             log.info("outbox: SMS for challenge %s sent via %s", entry.challenge_id,
                      receipt.provider)  # fmt: skip
+
+    async def _wait_for_send_slot(self, provider: str, deadline_ms: int) -> None:
+        """Wait until the provider's sender may send one more message (fleet-wide limit).
+
+        Raises:
+            NotAccepted: the wait would outlast the code; the message is retried or failed.
+        """
+        limit = self._rates.get(provider)
+        if limit is None:
+            return
+        while wait := await self._outbox.take_send_slot(provider, *limit):
+            if (time.time() + wait) * 1000 >= deadline_ms:
+                raise NotAccepted(provider, "rate_limited", "the sender's rate limit")
+            await asyncio.sleep(wait)
 
     async def _on_takeover(
         self, item: OutboxItem, entry: OutboxEntry, keys: ChallengeKeys

@@ -133,6 +133,10 @@ class ProviderBase(Base, frozen=True, kw_only=True, tag_field="type"):
     # Names the provider in logs, metrics and the challenge's delivery state.
     name: ProviderName = ""
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
+    # What the sender (number, messaging service) may send, for the whole fleet of workers:
+    # messages per second and how many may go back to back. None: no limit of ours.
+    messages_per_second: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    burst: PositiveInt = 1
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.label!r}, <secrets redacted>)"

@@ -19,6 +19,7 @@ Elsewhere::
     P:ready:{N}    string  written by the readiness script, one N per Cluster primary
     P:{outbox}:stream   stream  messages waiting to be sent (consumer group "senders")
     P:{outbox}:delayed  zset    messages waiting for a retry, by due ms
+    P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
 
 Checks that would span slots (per client, country, global: a later issue) each run their own
 atomic step per slot and give back what a later refusal did not use.
@@ -92,6 +93,10 @@ class KeySpace:
     def outbox(self) -> tuple[str, str]:
         """The outbox stream and its delayed-retry set: one slot, so one script holds both."""
         return f"{self._prefix}:{{outbox}}:stream", f"{self._prefix}:{{outbox}}:delayed"
+
+    def send_rate(self, provider: str) -> str:
+        """The shared rate limit of one provider's sender."""
+        return f"{self._prefix}:rate:{{{provider}}}"
 
     def readiness(self, shard: int = 0) -> str:
         """A key the readiness script writes; ``shard`` varies its hash tag to reach every node."""

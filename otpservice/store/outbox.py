@@ -54,6 +54,7 @@ class OutboxStore:
     def __init__(self, commands: StoreCommands, keys: KeySpace) -> None:
         self._commands = commands
         self._scripts = commands.scripts
+        self._keys = keys
         self._stream, self._delayed = keys.outbox()
         self._group_ready = False
 
@@ -111,6 +112,18 @@ class OutboxStore:
             self._scripts.outbox_release, [self._stream, self._delayed], [limit]
         )
         return int(reply[0])
+
+    async def take_send_slot(self, provider: str, per_second: float, burst: int) -> float:
+        """Take one of ``provider``'s send slots: 0, or the seconds to wait before asking again.
+
+        One limit for the whole fleet: every worker of every process asks the same key.
+        """
+        reply = await self._commands.run_script(
+            self._scripts.take_send_slot,
+            [self._keys.send_rate(provider)],
+            [f"{1000 / per_second:.3f}", burst],
+        )
+        return int(reply[0]) / 1000
 
     async def backlog(self) -> tuple[int, int]:
         """Messages in the stream (pending ones included) and waiting for a retry."""

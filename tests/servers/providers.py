@@ -51,6 +51,7 @@ class Received:
     body: str
     fields: dict[str, Any]
     headers: dict[str, str]
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

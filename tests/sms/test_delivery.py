@@ -7,6 +7,7 @@ each step happens exactly when the test says.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
@@ -190,3 +191,20 @@ async def test_nothing_accepted_is_lost_when_redis_restarts(
     finally:
         await runtime.stop()
         await client.aclose()
+
+
+async def test_the_senders_rate_limit_holds_across_workers(
+    start_app: StartApp, twilio: FakeTwilio
+) -> None:
+    api, app = await start_app(twilio_entry(twilio, messages_per_second=4), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    for n in range(8):
+        await issue(api, f"+1415555{8000 + n}")
+    # Two workers (as in two processes) share the limit through Redis.
+    first, second = runtime.worker, second_worker(runtime, "second")
+    while len(twilio.delivered) < 8:
+        await asyncio.gather(deliver(runtime, first), deliver(runtime, second))
+    times = sorted(m.at for m in twilio.delivered)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.2  # 4 a second: 250 ms apart, less the network's jitter
+    assert times[-1] - times[0] >= 7 * 0.24
