@@ -117,8 +117,13 @@ class DeliveryWorker:
             except Unavailable as exc:
                 log.warning("outbox: the store is unavailable (%s); retrying shortly",
                             exc.__cause__ or exc)  # fmt: skip
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+            except Exception:
+                # Whatever it was, a worker that stops delivering is worse: log and go on.
+                log.exception("outbox: a delivery pass failed; retrying shortly")
+            else:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
         await self.drain()
 
     async def run_once(self, block_ms: int | None = None) -> int:

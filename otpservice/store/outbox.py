@@ -72,9 +72,10 @@ class OutboxStore:
                     GROUP, consumer, {self._stream: ">"}, count=count, block=block_ms
                 )
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                 raise
-            # Redis lost the group (a restart without persistence): make it again.
+            # The stream or its group is gone (a restart without persistence, a flush, a
+            # failover to an empty replica): make them again.
             self._group_ready = False
             return []
         # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.

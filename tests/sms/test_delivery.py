@@ -23,6 +23,7 @@ from tests.helpers import PHONE
 from tests.servers.providers import FakeAcs, FakeTwilio
 from tests.servers.redis import RedisServer
 from tests.sms.conftest import (
+    StartApi,
     StartApp,
     acs_entry,
     code_in,
@@ -208,3 +209,16 @@ async def test_the_senders_rate_limit_holds_across_workers(
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert min(gaps) >= 0.2  # 4 a second: 250 ms apart, less the network's jitter
     assert times[-1] - times[0] >= 7 * 0.24
+
+
+async def test_a_worker_survives_its_stream_vanishing_and_keeps_delivering(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
+    api = await start_api(acs_entry(acs))  # workers run in the app, as in production
+    await delivery(api, await issue(api, "+14155557100"))
+    # A flush or a failover to an empty replica, while the worker waits on the stream.
+    await redis.delete("otp:{outbox}:stream")
+    await asyncio.sleep(0.2)
+    state = await delivery(api, await issue(api, "+14155557101"))
+    assert state["status"] == "sent"
+    assert len(acs.delivered) == 2
