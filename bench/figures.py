@@ -220,6 +220,7 @@ def key_kind(key: str) -> str:
     if ":c:" in key:
         return "challenge hash"
     for suffix, kind in (
+        (":stream", "outbox stream"),
         (":active", "active pointer"),
         (":sends", "sends zset"),
         (":guard", "guard hash"),

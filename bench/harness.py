@@ -193,6 +193,9 @@ class ServiceConfig:
     provider_list: bool = False
     # Newer otpservice seals its outbox and needs ``secrets.outbox_key``.
     outbox_key: bool = False
+    # Replaces the console provider section; appended as is.
+    sms_toml: str | None = None
+    extra_toml: str = ""
 
     def toml(self) -> str:
         """The config file: generous send limits, console SMS, fresh secrets."""
@@ -200,7 +203,7 @@ class ServiceConfig:
             f"max_concurrent = {self.max_concurrent}\n" if self.max_concurrent is not None else ""
         )
         unsafe = "\n[unsafe]\nallow_console_sender = true\n" if self.acknowledge_console else ""
-        console = (
+        console = self.sms_toml or (
             '[[sms.providers]]\ntype = "console"'
             if self.provider_list
             else '[sms]\nprovider = "console"'
@@ -235,7 +238,8 @@ per_day = 100000000
 ttl_seconds = 600
 
 {console}
-{unsafe}"""
+{unsafe}
+{self.extra_toml}"""
 
 
 @dataclass(frozen=True)
