@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import httpx
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
@@ -16,13 +17,15 @@ from otpservice import __version__
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError
+from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.logs import configure_logging
 from otpservice.otp import OtpService
 from otpservice.sealing import MessageSealer, decode_key
 from otpservice.settings import load_settings
 from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
-from otpservice.store.outbox import OutboxStore
+from otpservice.store.outbox import OutboxEntry, QueueStore
+from otpservice.store.rates import SendRates
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.problems import EXCEPTION_HANDLERS
@@ -31,6 +34,7 @@ from otpservice.web.webhooks import WebhookAuth
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from otpservice.queue_worker import QueueWorker
     from otpservice.settings import Settings
     from otpservice.sms import SmsProvider
     from otpservice.store import StoreClient
@@ -84,7 +88,10 @@ class Runtime:
             decode_key(previous_key, "secrets.previous_outbox_key") if previous_key else None,
         )
         challenges = ChallengeStore(commands, keys, settings)
-        outbox = OutboxStore(commands, keys)
+        outbox = QueueStore(commands, keys, "outbox", OutboxEntry)
+        callback = settings.events.callback_url
+        event_queue = QueueStore(commands, keys, "events", AppEvent) if callback else None
+        events = AppEvents(event_queue)
         self._owns_providers = sms is None
         self.providers = build_sender(settings) if sms is None else ProviderChain(
             [sms], breaker_failures=settings.sms.breaker_failures,
@@ -98,30 +105,51 @@ class Runtime:
             hasher=hasher,
             outbox=outbox,
             sealer=sealer,
+            events=events,
         )
         self.outbox = outbox
         self.challenges = challenges
-        self.worker = DeliveryWorker(
-            settings, outbox=outbox, challenges=challenges, keys=keys,
-            providers=self.providers, sealer=sealer,
+        self.keys = keys
+        self._sealer, self._events, self._rates = sealer, events, SendRates(commands, keys)
+        self.worker = self.delivery_worker()
+        self._http = httpx.AsyncClient(follow_redirects=False)
+        self.relay = (
+            EventRelay(
+                event_queue, callback_url=callback, secret=secrets.events_secret or "",
+                client=self._http, claim_idle_ms=settings.claim_idle_seconds * 1000,
+            )
+            if event_queue is not None and callback
+            else None
         )  # fmt: skip
         self._stop = asyncio.Event()
-        self._worker_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def delivery_worker(self, consumer: str | None = None) -> DeliveryWorker:
+        """A delivery worker on this runtime's outbox (``consumer``: its name in the group)."""
+        return DeliveryWorker(
+            self.settings, outbox=self.outbox, challenges=self.challenges, rates=self._rates,
+            keys=self.keys, providers=self.providers, sealer=self._sealer, events=self._events,
+            consumer=consumer,
+        )  # fmt: skip
 
     async def start(self, *, deliver: bool | None = None) -> None:
-        """Connect to the store, then start delivering (``outbox.workers_in_process``)."""
+        """Connect to the store, then start the workers (``outbox.workers_in_process``)."""
         await self.service.start()
         if self.settings.outbox.workers_in_process if deliver is None else deliver:
             self._stop.clear()
-            self._worker_task = asyncio.create_task(self.worker.run(self._stop))
+            workers: list[QueueWorker[Any]] = [self.worker]
+            if self.relay is not None:
+                workers.append(self.relay)
+            self._tasks = [asyncio.create_task(w.run(self._stop)) for w in workers]
 
     async def stop(self) -> None:
-        """Stop delivering (sends in flight finish), release threads and connections."""
+        """Stop the workers (work in hand finishes), release threads and connections."""
         self._stop.set()
-        if self._worker_task is not None:
-            await self._worker_task
-            self._worker_task = None
+        for task in self._tasks:
+            await task
+        self._tasks = []
         self.service.close()
+        await self._http.aclose()
         if self._owns_providers:
             await self.providers.aclose()
 

@@ -16,29 +16,30 @@ ever getting a code twice:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import random
-import socket
 import time
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from otpservice.errors import Unavailable
 from otpservice.models import DeliveryStatus
+from otpservice.queue_worker import QueueWorker
 from otpservice.sealing import SealError
 from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
 from otpservice.sms.chain import AttemptCancelled
 from otpservice.store.outbox import OutboxEntry
 
 if TYPE_CHECKING:
+    from otpservice.events import AppEvents
     from otpservice.sealing import MessageSealer
     from otpservice.settings import Settings
     from otpservice.sms import ProviderChain
     from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace
-    from otpservice.store.outbox import OutboxItem, OutboxStore
+    from otpservice.store.outbox import QueueItem, QueueStore
+    from otpservice.store.rates import SendRates
+
+    OutboxItem = QueueItem[OutboxEntry]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ _SETTLED = {
     DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.DELIVERED,
     DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED,
 }  # fmt: skip
-# How long a worker waits on an empty outbox before looking at retries and stale messages.
-READ_BLOCK_MS = 500
 
 
 class SealedMessage(msgspec.Struct, frozen=True):
@@ -56,11 +55,6 @@ class SealedMessage(msgspec.Struct, frozen=True):
 
     to: str
     body: str
-
-
-def consumer_name() -> str:
-    """A name for this process's worker in the consumer group: host, pid and a random part."""
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def seal_message(sealer: MessageSealer, message: OutboundSms, deadline_ms: int) -> OutboxEntry:
@@ -79,86 +73,47 @@ def seal_message(sealer: MessageSealer, message: OutboundSms, deadline_ms: int) 
     )
 
 
-class DeliveryWorker:
+class DeliveryWorker(QueueWorker[OutboxEntry]):
     """Sends outbox messages; several at once in one process (``outbox.concurrency``)."""
+
+    queue_name = "outbox"
 
     def __init__(
         self,
         settings: Settings,
         *,
-        outbox: OutboxStore,
+        outbox: QueueStore[OutboxEntry],
         challenges: ChallengeStore,
+        rates: SendRates,
         keys: KeySpace,
         providers: ProviderChain,
         sealer: MessageSealer,
+        events: AppEvents,
         consumer: str | None = None,
     ) -> None:
+        super().__init__(
+            outbox,
+            concurrency=settings.outbox.concurrency,
+            claim_idle_ms=settings.claim_idle_seconds * 1000,
+            consumer=consumer,
+        )
         self._settings = settings.outbox
-        self._claim_idle_ms = settings.claim_idle_seconds * 1000
         self._outbox = outbox
         self._challenges = challenges
+        self._send_rates = rates
         self._keys = keys
         self._providers = providers
         self._sealer = sealer
-        self.consumer = consumer or consumer_name()
+        self._events = events
         self._rates = {
             p.label: (p.messages_per_second, p.burst)
             for p in settings.sms.providers
             if p.messages_per_second is not None
         }
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(settings.outbox.concurrency)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; then let in-flight sends finish."""
-        while not stop.is_set():
-            try:
-                await self.run_once(block_ms=READ_BLOCK_MS)
-            except Unavailable as exc:
-                log.warning("outbox: the store is unavailable (%s); retrying shortly",
-                            exc.__cause__ or exc)  # fmt: skip
-            except Exception:
-                # Whatever it was, a worker that stops delivering is worse: log and go on.
-                log.exception("outbox: a delivery pass failed; retrying shortly")
-            else:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        await self.drain()
-
-    async def run_once(self, block_ms: int | None = None) -> int:
-        """One pass: release due retries, take over stale messages, read new ones, and start
-        sending each. Returns how many messages were started."""
-        await self._outbox.release_due(limit=100)
-        free = self._settings.concurrency - len(self._in_flight)
-        if free <= 0:
-            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-            return 0
-        items = await self._outbox.reclaim(self.consumer, self._claim_idle_ms, free)
-        if len(items) < free:
-            items += await self._outbox.read(
-                self.consumer, free - len(items), None if items else block_ms
-            )
-        for item in items:
-            task = asyncio.create_task(self._deliver(item))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-        return len(items)
-
-    async def drain(self) -> None:
-        """Wait for the sends in flight."""
-        while self._in_flight:
-            await asyncio.wait(list(self._in_flight))
-
-    async def _deliver(self, item: OutboxItem) -> None:
-        async with self._slots:
-            try:
-                await self._deliver_one(item)
-            except Unavailable:
-                # Left pending: taken over after claim_idle_seconds, by this or another worker.
-                log.warning("outbox: store unavailable while delivering %s", item.stream_id)
-            except Exception:
-                log.exception("outbox: delivering %s failed unexpectedly", item.stream_id)
+    async def handle(self, item: OutboxItem) -> None:
+        """Send one message (see the module docstring for the rules)."""
+        await self._deliver_one(item)
 
     async def _deliver_one(self, item: OutboxItem) -> None:
         entry = item.entry
@@ -239,7 +194,7 @@ class DeliveryWorker:
         limit = self._rates.get(provider)
         if limit is None:
             return
-        while wait := await self._outbox.take_send_slot(provider, *limit):
+        while wait := await self._send_rates.take(provider, *limit):
             if (time.time() + wait) * 1000 >= deadline_ms:
                 raise NotAccepted(provider, "rate_limited", "the sender's rate limit")
             await asyncio.sleep(wait)
@@ -297,12 +252,16 @@ class DeliveryWorker:
         message_id: str = "",
         detail: str = "",
     ) -> None:
-        """Record the final outcome on the challenge, then forget the message."""
+        """Record the final outcome on the challenge, tell the app, then forget the message."""
         assert item.entry is not None
-        await self._challenges.record_delivery(
+        update = await self._challenges.record_delivery(
             keys, state, send_id=item.entry.send_id, provider=provider,
             message_id=message_id, detail=detail,
         )  # fmt: skip
+        if update.outcome == "ok":
+            await self._events.delivery_ended(
+                item.entry.challenge_id, state, provider=provider, detail=detail
+            )
         await self._outbox.finish(item)
 
 

@@ -31,6 +31,7 @@ from otpservice.sms.templates import MessageTemplates
 
 if TYPE_CHECKING:
     from otpservice.codes import CodeHasher
+    from otpservice.events import AppEvents
     from otpservice.models import (
         ApprovedChallenge,
         ChallengeRequest,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from otpservice.sealing import MessageSealer
     from otpservice.settings import Settings
     from otpservice.store import ChallengeKeys, ChallengeStore, IdempotencyStore, KeySpace
-    from otpservice.store.outbox import OutboxStore
+    from otpservice.store.outbox import OutboxEntry, QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class OtpService:
         challenges: ChallengeStore,
         idempotency: IdempotencyStore,
         hasher: CodeHasher,
-        outbox: OutboxStore,
+        outbox: QueueStore[OutboxEntry],
         sealer: MessageSealer,
+        events: AppEvents,
     ) -> None:
         self._settings = settings
         self._keys = keys
@@ -67,6 +69,7 @@ class OtpService:
         self._hasher = hasher
         self._outbox = outbox
         self._sealer = sealer
+        self._events = events
         self._templates = MessageTemplates(settings)
 
     async def issue_challenge(
@@ -184,6 +187,11 @@ class OtpService:
             return False
         log.info("delivery report for challenge %s: %s (%s)", challenge_id, status.value,
                  update.outcome)  # fmt: skip
+        if update.outcome == "ok":
+            # "ok" again for a repeated report: the event goes again with the same id.
+            await self._events.delivery_ended(
+                challenge_id, status, provider=provider or update.provider, detail=detail
+            )
         return True
 
     async def get_challenge(self, challenge_id: str, *, client: str) -> ChallengeView:

@@ -24,7 +24,7 @@ from otpservice.errors import ConfigError
 ENV_PREFIX = "OTP_"
 SECRET_NAMES = (
     "pepper", "previous_pepper", "index_key", "redis_password", "outbox_key", "previous_outbox_key",
-    "acs_webhook_secret",
+    "acs_webhook_secret", "events_secret",
 )  # fmt: skip
 
 # Limits a reviewer holds us to (security checklist); beyond them only with an explicit override.
@@ -233,6 +233,13 @@ class OutboxSettings(Base, frozen=True):
     retry_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
+class EventSettings(Base, frozen=True):
+    """Where the login app hears about its challenges (challenge.delivered, challenge.failed)."""
+
+    # None: no events are sent.
+    callback_url: HttpsUrl | None = None
+
+
 class UnsafeOverrides(Base, frozen=True):
     """Explicit acknowledgements for settings outside the safe range."""
 
@@ -257,6 +264,8 @@ class Secrets(Base, frozen=True):
     previous_outbox_key: str | None = None
     # What Event Grid must send (header X-Webhook-Secret, or ?secret=) to POST /webhooks/acs.
     acs_webhook_secret: str | None = None
+    # Signs the events POSTed to events.callback_url (Standard Webhooks: "whsec_" + base64).
+    events_secret: str | None = None
 
     def __repr__(self) -> str:
         present = [name for name in SECRET_NAMES if getattr(self, name)]
@@ -293,6 +302,7 @@ class Settings(Base, frozen=True):
     redis: RedisSettings = RedisSettings()
     sms: SmsSettings = SmsSettings()
     outbox: OutboxSettings = OutboxSettings()
+    events: EventSettings = EventSettings()
     # Where providers reach this service (delivery-report callbacks, and the URL Twilio signs).
     public_base_url: HttpsUrl | None = None
     api_tokens: list[ApiToken] = msgspec.field(default_factory=list)
@@ -385,6 +395,7 @@ def validate_settings(settings: Settings) -> None:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
     _check_sms(settings)
     _check_outbox(settings)
+    _check_events(settings)
     if settings.dev_mode:
         if settings.workers > 1:
             raise ConfigError("workers: development mode runs one process (its store is in it)")
@@ -463,6 +474,25 @@ def _check_sms(settings: Settings) -> None:
     from otpservice.sms.templates import MessageTemplates
 
     MessageTemplates(settings)  # renders every template once: placeholders and length
+
+
+def _check_events(settings: Settings) -> None:
+    if settings.events.callback_url is None:
+        return
+    secret = settings.secrets.events_secret
+    if not secret:
+        raise ConfigError(
+            "events.callback_url is set but secrets.events_secret is not (give "
+            "secrets.events_secret_file: 'whsec_' + base64 of 24+ random bytes)"
+        )
+    from standardwebhooks.webhooks import Webhook
+
+    try:
+        Webhook(secret)
+    except Exception as exc:
+        raise ConfigError(
+            f"secrets.events_secret is not a Standard Webhooks secret: {exc}"
+        ) from None
 
 
 def _check_outbox(settings: Settings) -> None:

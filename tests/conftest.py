@@ -21,7 +21,7 @@ from otpservice.errors import StoreUnavailable
 from otpservice.settings import Settings, load_settings
 from otpservice.sms import ConsoleSender
 from otpservice.store import connect
-from otpservice.store.outbox import OutboxStore
+from otpservice.store.outbox import OutboxEntry, QueueStore
 from tests.servers.redis import RedisClusterServers, RedisServer
 
 ApiFactory = Callable[..., Any]
@@ -93,7 +93,7 @@ class Phone:
     def __init__(self) -> None:
         self.stream = io.StringIO()
         self.sender = ConsoleSender(self.stream)
-        self._outboxes: list[OutboxStore] = []
+        self._outboxes: list[QueueStore[OutboxEntry]] = []
 
     def watch(self, app: Litestar) -> Litestar:
         """Let ``sent()`` wait for this app's outbox to empty."""

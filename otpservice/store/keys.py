@@ -17,8 +17,9 @@ Elsewhere::
 
     P:idem:{H}     string  an idempotency record; H = SHA-256 of client and key, its own slot
     P:ready:{N}    string  written by the readiness script, one N per Cluster primary
-    P:{outbox}:stream   stream  messages waiting to be sent (consumer group "senders")
-    P:{outbox}:delayed  zset    messages waiting for a retry, by due ms
+    P:{Q}:stream   stream  queue Q's entries (consumer group "workers"); Q is "outbox" (SMS
+                           to send) or "events" (events for the app's callback URL)
+    P:{Q}:delayed  zset    queue Q's entries waiting for a retry, by due ms
     P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
 
 Checks that would span slots (per client, country, global: a later issue) each run their own
@@ -90,9 +91,9 @@ class KeySpace:
         digest = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
         return f"{self._prefix}:idem:{{{digest[:32]}}}"
 
-    def outbox(self) -> tuple[str, str]:
-        """The outbox stream and its delayed-retry set: one slot, so one script holds both."""
-        return f"{self._prefix}:{{outbox}}:stream", f"{self._prefix}:{{outbox}}:delayed"
+    def queue(self, name: str) -> tuple[str, str]:
+        """A queue's stream and its delayed-retry set: one slot, so one script holds both."""
+        return f"{self._prefix}:{{{name}}}:stream", f"{self._prefix}:{{{name}}}:delayed"
 
     def send_rate(self, provider: str) -> str:
         """The shared rate limit of one provider's sender."""

@@ -280,3 +280,19 @@ class FakeGateway(FakeProvider):
         assert data["id"] == headers["webhook-id"]
         received = Received(data["to"], data["body"], data, headers)
         return self.answer(self.next_answer(), received, (200, json.dumps({"id": "gw-1"}).encode()))
+
+
+EVENTS_SECRET = "whsec_" + base64.b64encode(b"app-events-test-secret-0123456789").decode()
+
+
+class FakeApp(FakeProvider):
+    """The login app's callback endpoint: checks the Standard Webhooks signature of events."""
+
+    def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> Answer:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            data = Webhook(EVENTS_SECRET).verify(body, headers)
+        except WebhookVerificationError as exc:
+            return self.refuse(str(exc))
+        received = Received(data["data"]["challenge_id"], data["type"], data, headers)
+        return self.answer(self.next_answer(), received, (204, b""))

@@ -98,11 +98,7 @@ async def test_a_message_past_its_codes_expiry_is_failed_not_sent(
 
 def second_worker(runtime: Runtime, name: str) -> DeliveryWorker:
     """Another worker on the same outbox (as in another process)."""
-    return DeliveryWorker(
-        runtime.settings, outbox=runtime.outbox, challenges=runtime.challenges,
-        keys=runtime.service._keys, providers=runtime.providers,
-        sealer=runtime.service._sealer, consumer=name,
-    )  # fmt: skip
+    return runtime.delivery_worker(consumer=name)
 
 
 async def test_a_message_taken_by_a_worker_that_died_before_sending_is_sent_by_another(

@@ -1,0 +1,155 @@
+"""Events for the login app: ``challenge.delivered`` and ``challenge.failed``, POSTed to its
+callback URL the Standard Webhooks way, with retries.
+
+An event is queued (a durable queue like the outbox) when a challenge's SMS reaches a final
+state, and relayed by ``EventRelay`` workers. Its ``webhook-id`` is stable (challenge id and
+event type), so a repeat (a report that came twice, a relay retried after a timeout) can be
+dropped by the app: delivery is at least once. Nothing is queued when no callback URL is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import httpx
+import msgspec
+from standardwebhooks.webhooks import Webhook
+
+from otpservice.models import DeliveryStatus
+from otpservice.queue_worker import QueueWorker
+
+if TYPE_CHECKING:
+    from otpservice.store.outbox import QueueItem, QueueStore
+
+log = logging.getLogger(__name__)
+
+# How long an event is retried before it is given up (the app was down all that time).
+EVENT_LIFETIME_MS = 24 * 3600 * 1000
+RETRY_BASE_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+_EVENT_TYPES = {
+    DeliveryStatus.DELIVERED: "challenge.delivered",
+    DeliveryStatus.UNDELIVERED: "challenge.failed",
+    DeliveryStatus.FAILED: "challenge.failed",
+}
+
+
+class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One event waiting for the app."""
+
+    id: str
+    type: str
+    occurred_at_ms: int
+    challenge_id: str
+    status: str
+    provider: str | None = None
+    detail: str | None = None
+    attempt: int = 0
+    deadline_ms: int
+
+
+class EventData(msgspec.Struct, frozen=True):
+    """The ``data`` of an event as the app receives it."""
+
+    challenge_id: str
+    status: str
+    provider: str | None
+    detail: str | None
+
+
+class EventPayload(msgspec.Struct, frozen=True):
+    """What the app receives: the Standard Webhooks payload shape."""
+
+    type: str
+    timestamp: datetime
+    data: EventData
+
+
+class AppEvents:
+    """Queues events for the app; does nothing when no callback URL is configured."""
+
+    def __init__(self, queue: QueueStore[AppEvent] | None) -> None:
+        self._queue = queue
+
+    async def delivery_ended(
+        self, challenge_id: str, status: DeliveryStatus, *, provider: str, detail: str
+    ) -> None:
+        """Queue ``challenge.delivered`` or ``challenge.failed`` (other states: nothing)."""
+        kind = _EVENT_TYPES.get(status)
+        if self._queue is None or kind is None:
+            return
+        now = int(time.time() * 1000)
+        await self._queue.add(
+            AppEvent(
+                id=f"{challenge_id}.{kind}", type=kind, occurred_at_ms=now,
+                challenge_id=challenge_id, status=status.value,
+                provider=provider or None, detail=detail or None,
+                deadline_ms=now + EVENT_LIFETIME_MS,
+            )
+        )  # fmt: skip
+
+
+class EventRelay(QueueWorker[AppEvent]):
+    """POSTs queued events to the app's callback URL, signed; retries until it answers 2xx."""
+
+    queue_name = "events"
+
+    def __init__(
+        self,
+        queue: QueueStore[AppEvent],
+        *,
+        callback_url: str,
+        secret: str,
+        client: httpx.AsyncClient,
+        claim_idle_ms: int,
+        consumer: str | None = None,
+    ) -> None:
+        super().__init__(queue, concurrency=8, claim_idle_ms=claim_idle_ms, consumer=consumer)
+        self._url = callback_url
+        self._webhook = Webhook(secret)
+        self._client = client
+
+    async def handle(self, item: QueueItem[AppEvent]) -> None:
+        """Relay one event; on failure, schedule a retry (or give up after a day)."""
+        event = item.entry
+        if event is None:
+            await self._queue.finish(item)
+            return
+        body = msgspec.json.encode(
+            EventPayload(
+                type=event.type,
+                timestamp=datetime.fromtimestamp(event.occurred_at_ms / 1000, tz=UTC),
+                data=EventData(event.challenge_id, event.status, event.provider, event.detail),
+            )
+        )
+        now = datetime.now(UTC)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": event.id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._webhook.sign(event.id, now, body.decode()),
+        }
+        try:
+            response = await self._client.post(self._url, content=body, headers=headers, timeout=10)
+            accepted = response.is_success
+            why = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            accepted, why = False, type(exc).__name__
+        if accepted:
+            await self._queue.finish(item)
+            return
+        backoff = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**event.attempt)
+        due_ms = int((time.time() + random.uniform(backoff / 2, backoff)) * 1000)  # noqa: S311
+        if due_ms >= event.deadline_ms:
+            log.warning("events: %s for challenge %s given up after a day (%s)",
+                        event.type, event.challenge_id, why)  # fmt: skip
+            await self._queue.finish(item)
+            return
+        log.info("events: the app did not take %s (%s); retrying", event.id, why)
+        await self._queue.retry_later(
+            item, msgspec.structs.replace(event, attempt=event.attempt + 1), due_ms
+        )

@@ -1,0 +1,103 @@
+"""QueueWorker: the loop shared by the workers of a durable queue (SMS delivery, app events).
+
+Each pass releases retries that are due, takes over entries another worker left idle too long
+(it died), reads new ones, and handles each in its own task, at most ``concurrency`` at once. A
+failed pass is logged and retried: a worker that stops is worse than one that complains.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import msgspec
+
+from otpservice.errors import Unavailable
+
+if TYPE_CHECKING:
+    from otpservice.store.outbox import QueueItem, QueueStore
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=msgspec.Struct)
+
+# How long a worker waits on an empty queue before looking at retries and stale entries.
+READ_BLOCK_MS = 500
+
+
+def consumer_name() -> str:
+    """A name for this process's worker in a consumer group: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+class QueueWorker(abc.ABC, Generic[E]):
+    """Reads a queue and hands each entry to ``handle``, several at once."""
+
+    # Names the queue in logs.
+    queue_name = "queue"
+
+    def __init__(
+        self, queue: QueueStore[E], *, concurrency: int, claim_idle_ms: int, consumer: str | None
+    ) -> None:
+        self._queue = queue
+        self._concurrency = concurrency
+        self._claim_idle_ms = claim_idle_ms
+        self.consumer = consumer or consumer_name()
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @abc.abstractmethod
+    async def handle(self, item: QueueItem[E]) -> None:
+        """Handle one entry; finish it or schedule a retry. ``Unavailable`` leaves it pending."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; then let the entries in hand finish."""
+        while not stop.is_set():
+            try:
+                await self.run_once(block_ms=READ_BLOCK_MS)
+            except Unavailable as exc:
+                log.warning("%s: the store is unavailable (%s); retrying shortly",
+                            self.queue_name, exc.__cause__ or exc)  # fmt: skip
+            except Exception:
+                log.exception("%s: a pass failed; retrying shortly", self.queue_name)
+            else:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        await self.drain()
+
+    async def run_once(self, block_ms: int | None = None) -> int:
+        """One pass; returns how many entries were started."""
+        await self._queue.release_due(limit=100)
+        free = self._concurrency - len(self._in_flight)
+        if free <= 0:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return 0
+        items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, free)
+        if len(items) < free:
+            items += await self._queue.read(
+                self.consumer, free - len(items), None if items else block_ms
+            )
+        for item in items:
+            task = asyncio.create_task(self._handle(item))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        return len(items)
+
+    async def drain(self) -> None:
+        """Wait for the entries in hand."""
+        while self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+
+    async def _handle(self, item: QueueItem[E]) -> None:
+        try:
+            await self.handle(item)
+        except Unavailable:
+            # Left pending: taken over after the claim idle time, by this or another worker.
+            log.warning("%s: store unavailable while handling %s", self.queue_name, item.stream_id)
+        except Exception:
+            log.exception("%s: handling %s failed unexpectedly", self.queue_name, item.stream_id)

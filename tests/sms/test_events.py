@@ -1,0 +1,95 @@
+"""Events for the login app: challenge.delivered / challenge.failed, signed, retried."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from otpservice import events as events_module
+from tests.servers.providers import EVENTS_SECRET, FakeAcs, FakeApp, FakeTwilio, Planned
+from tests.sms.conftest import StartApi, acs_entry, delivery, issue, twilio_entry
+from tests.sms.test_reports import HEADERS, SECRET, acs_report
+
+
+@pytest.fixture
+def app_endpoint() -> Iterator[FakeApp]:
+    server = FakeApp()
+    yield server
+    server.close()
+
+
+def with_events(app_endpoint: FakeApp) -> dict[str, object]:
+    return {
+        "events": {"callback_url": f"{app_endpoint.url}/otp-events"},
+        "secrets": {"events_secret": EVENTS_SECRET, "acs_webhook_secret": SECRET},
+    }
+
+
+async def received(server: FakeApp, count: int = 1) -> list[str]:
+    for _ in range(500):
+        if len(server.delivered) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return [m.body for m in server.delivered]
+
+
+async def test_a_delivery_report_becomes_a_signed_challenge_delivered_event(
+    start_api: StartApi, acs: FakeAcs, app_endpoint: FakeApp
+) -> None:
+    api = await start_api(acs_entry(acs), **with_events(app_endpoint))
+    challenge_id = await issue(api)
+    await delivery(api, challenge_id)
+    report = [acs_report(challenge_id, "Delivered")]
+    for _ in range(2):  # Event Grid delivers at least once
+        assert (await api.post("/webhooks/acs", json=report, headers=HEADERS)).status_code == 200
+    assert await received(app_endpoint, 2) == ["challenge.delivered"] * 2
+    first, repeat = app_endpoint.delivered
+    assert app_endpoint.refused == []  # the signature checked out
+    # The same webhook-id both times: the app can drop the repeat.
+    assert first.headers["webhook-id"] == repeat.headers["webhook-id"]
+    assert first.fields["data"] == {
+        "challenge_id": challenge_id, "status": "delivered", "provider": "acs",
+        "detail": "No error.",
+    }  # fmt: skip
+    assert "timestamp" in first.fields
+
+
+async def test_a_refused_number_becomes_challenge_failed(
+    start_api: StartApi, twilio: FakeTwilio, app_endpoint: FakeApp
+) -> None:
+    twilio.plan = [Planned("refuse", error_code=21211)]
+    api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
+    challenge_id = await issue(api)
+    assert await received(app_endpoint) == ["challenge.failed"]
+    data = app_endpoint.delivered[0].fields["data"]
+    assert (data["challenge_id"], data["status"], data["detail"]) == (
+        challenge_id, "failed", "invalid_number",
+    )  # fmt: skip
+
+
+async def test_events_are_retried_until_the_app_takes_them(
+    start_api: StartApi,
+    twilio: FakeTwilio,
+    app_endpoint: FakeApp,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events_module, "RETRY_BASE_SECONDS", 0.05)
+    app_endpoint.plan = [Planned("error"), Planned("busy")]
+    twilio.plan = [Planned("refuse", error_code=21610)]
+    api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
+    await issue(api)
+    assert await received(app_endpoint) == ["challenge.failed"]
+    assert len(app_endpoint.received) == 3  # 500, 429, then taken
+
+
+async def test_without_a_callback_url_no_event_is_queued(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    twilio.plan = [Planned("refuse", error_code=21211)]
+    api = await start_api(twilio_entry(twilio))
+    challenge_id = await issue(api)
+    assert (await delivery(api, challenge_id))["status"] == "failed"
+    assert not await redis.exists("otp:{events}:stream")
