@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import INDEX_KEY, OUTBOX_KEY, PEPPER
+from tests.servers.providers import GATEWAY_SECRET, FakeGateway, Planned
 from tests.servers.redis import RedisServer, free_port
 
 
@@ -81,6 +82,15 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(timeout=25) in (0, -signal.SIGTERM)
+        self._close_streams()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self._close_streams()
+
+    def _close_streams(self) -> None:
         for pump in self._pumps:
             pump.join(timeout=5)
         for stream in (self.process.stdout, self.process.stderr):
@@ -266,3 +276,59 @@ def test_a_separate_worker_process_delivers_what_the_api_queued(
         if worker is not None:
             worker.stop()  # SIGTERM: a clean exit
     assert "delivery worker stopped" in "".join(worker.stderr_lines)
+
+
+def test_killing_a_worker_mid_send_loses_nothing_and_sends_nothing_twice(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = FakeGateway()
+    gateway.plan = [Planned("late", delay=3.0)] * 3  # three sends still waiting at the kill
+    providers = f"""
+[outbox]
+workers_in_process = false
+claim_idle_seconds = 1
+[[sms.providers]]
+type = "generic"
+url = "{gateway.url}/send"
+secret = "{GATEWAY_SECRET}"
+deduplicates = true
+timeout_seconds = 10
+"""
+    config = str(write_config(tmp_path, redis_server, providers))
+    service = ServiceProcess("--config", config)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    workers: list[ServiceProcess] = []
+    try:
+        ids = []
+        for n in range(5):
+            created = httpx.post(
+                f"{service.url}/challenge", json={"phone": f"+1415555{6100 + n}"}, headers=auth
+            )
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["challenge_id"])
+        workers.append(ServiceProcess("--config", config, command="worker"))
+        deadline = time.monotonic() + 10
+        while len(gateway.received) < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers[0].kill()  # three sends in the air
+        workers.append(ServiceProcess("--config", config, command="worker"))
+        states: dict[str, str] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = {
+                cid: httpx.get(f"{service.url}/challenge/{cid}", headers=auth).json()["delivery"][
+                    "status"
+                ]
+                for cid in ids
+            }
+            if set(states.values()) == {"sent"}:
+                break
+            time.sleep(0.1)
+        assert set(states.values()) == {"sent"}, states
+        # Every code reached its phone once: the repeats after the takeover were dropped.
+        assert sorted(m.fields["challenge_id"] for m in gateway.delivered) == sorted(ids)
+        assert len(gateway.received) == 8  # 5 first sends + 3 repeats to the same gateway
+    finally:
+        service.stop()
+        workers[-1].stop()
+        gateway.close()

@@ -269,7 +269,12 @@ GATEWAY_SECRET = "whsec_" + base64.b64encode(b"gateway-test-secret-0123456789ab"
 
 
 class FakeGateway(FakeProvider):
-    """Any JSON endpoint that checks Standard Webhooks signatures."""
+    """Any JSON endpoint that checks Standard Webhooks signatures, and drops a repeated
+    ``webhook-id`` (a gateway configured with ``deduplicates = true``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.seen: set[str] = set()
 
     def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> Answer:
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -279,7 +284,14 @@ class FakeGateway(FakeProvider):
             return self.refuse(str(exc))
         assert data["id"] == headers["webhook-id"]
         received = Received(data["to"], data["body"], data, headers)
-        return self.answer(self.next_answer(), received, (200, json.dumps({"id": "gw-1"}).encode()))
+        accepted = (200, json.dumps({"id": "gw-" + data["id"][:8]}).encode())
+        with self._lock:
+            repeat = data["id"] in self.seen
+            self.seen.add(data["id"])
+        if repeat:
+            self.record(received, delivered=False)
+            return 200, {"Content-Type": "application/json"}, accepted[1]
+        return self.answer(self.next_answer(), received, accepted)
 
 
 EVENTS_SECRET = "whsec_" + base64.b64encode(b"app-events-test-secret-0123456789").decode()
