@@ -78,6 +78,8 @@ async def test_challenges_on_many_slots_issue_verify_and_read(
         assert ok.status_code == 200, ok.text
         state = (await api.get(f"/challenge/{challenge_id}")).json()
         assert state["status"] == "approved"
+        # Sent by a delivery worker through the outbox, which has a slot of its own.
+        assert state["delivery"]["status"] == "sent"
     cancelled = await api.delete(f"/challenge/{ids[-1]}")
     assert cancelled.json()["status"] == "cancelled"
     assert (await api.get("/readyz")).status_code == 200
