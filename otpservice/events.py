@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
-from standardwebhooks.webhooks import Webhook
 
 from otpservice.models import DeliveryStatus
 from otpservice.queue_worker import QueueWorker
+from otpservice.webhook_signing import WebhookSigner
 
 if TYPE_CHECKING:
     from otpservice.store.outbox import QueueItem, QueueStore
@@ -110,7 +110,7 @@ class EventRelay(QueueWorker[AppEvent]):
     ) -> None:
         super().__init__(queue, concurrency=8, claim_idle_ms=claim_idle_ms, consumer=consumer)
         self._url = callback_url
-        self._webhook = Webhook(secret)
+        self._signer = WebhookSigner(secret)
         self._client = client
 
     async def handle(self, item: QueueItem[AppEvent]) -> None:
@@ -126,13 +126,7 @@ class EventRelay(QueueWorker[AppEvent]):
                 data=EventData(event.challenge_id, event.status, event.provider, event.detail),
             )
         )
-        now = datetime.now(UTC)
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": event.id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self._webhook.sign(event.id, now, body.decode()),
-        }
+        headers = self._signer.headers(event.id, body)
         try:
             response = await self._client.post(self._url, content=body, headers=headers, timeout=10)
             accepted = response.is_success

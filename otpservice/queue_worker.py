@@ -49,6 +49,7 @@ class QueueWorker(abc.ABC, Generic[E]):
         self._claim_idle_ms = claim_idle_ms
         self.consumer = consumer or consumer_name()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._handling: set[str] = set()  # stream ids of the entries in hand
 
     @abc.abstractmethod
     async def handle(self, item: QueueItem[E]) -> None:
@@ -78,11 +79,14 @@ class QueueWorker(abc.ABC, Generic[E]):
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             return 0
         items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, free)
+        # An entry this worker is still handling (a slow send) looks idle to XAUTOCLAIM too.
+        items = [item for item in items if item.stream_id not in self._handling]
         if len(items) < free:
             items += await self._queue.read(
                 self.consumer, free - len(items), None if items else block_ms
             )
         for item in items:
+            self._handling.add(item.stream_id)
             task = asyncio.create_task(self._handle(item))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -101,3 +105,5 @@ class QueueWorker(abc.ABC, Generic[E]):
             log.warning("%s: store unavailable while handling %s", self.queue_name, item.stream_id)
         except Exception:
             log.exception("%s: handling %s failed unexpectedly", self.queue_name, item.stream_id)
+        finally:
+            self._handling.discard(item.stream_id)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -38,3 +41,10 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert body["status"] == status
     assert "Traceback" not in response.text
     return body
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 5.0) -> None:
+    """Poll ``condition`` until it holds or the time is up (the caller asserts after)."""
+    deadline = time.monotonic() + within_s
+    while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)

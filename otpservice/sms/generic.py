@@ -6,14 +6,13 @@ repeated ids (``deduplicates = true``) makes a retry after a timeout safe.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
-from standardwebhooks.webhooks import Webhook
 
 from otpservice.sms.http import post
 from otpservice.sms.outcomes import SendReceipt
+from otpservice.webhook_signing import WebhookSigner
 
 if TYPE_CHECKING:
     import httpx
@@ -43,7 +42,7 @@ class GenericSender:
         self.name = settings.label
         self.deduplicates = settings.deduplicates
         self._url = settings.url
-        self._webhook = Webhook(settings.secret)
+        self._signer = WebhookSigner(settings.secret)
         self._client = client
         self._timeout = settings.timeout_seconds
 
@@ -55,13 +54,7 @@ class GenericSender:
                 challenge_id=message.challenge_id,
             )
         )  # fmt: skip
-        now = datetime.now(UTC)
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": message.send_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self._webhook.sign(message.send_id, now, body.decode()),
-        }
+        headers = self._signer.headers(message.send_id, body)
         response = await post(
             self._client, self.name, self._url,
             content=body, headers=headers, time_limit=self._timeout,

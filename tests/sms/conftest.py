@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from otpservice.app import create_app
 from otpservice.settings import Settings
 from tests.conftest import running
-from tests.helpers import PHONE
+from tests.helpers import PHONE, wait_until
 from tests.servers.providers import (
     GATEWAY_SECRET,
     TWILIO_SID,
@@ -117,10 +117,7 @@ def start_api(start_app: StartApp) -> StartApi:
 
 async def delivered_to(server: FakeProvider, count: int = 1) -> list[str]:
     """The numbers the provider delivered to, once it has ``count`` (5 s at most)."""
-    for _ in range(1000):
-        if len(server.delivered) >= count:
-            break
-        await asyncio.sleep(0.005)
+    await wait_until(lambda: len(server.delivered) >= count)
     return [m.to for m in server.delivered]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
 
 from otpservice import events as events_module
+from tests.helpers import wait_until
 from tests.servers.providers import EVENTS_SECRET, FakeAcs, FakeApp, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, acs_entry, delivery, issue, twilio_entry
 from tests.sms.test_reports import HEADERS, SECRET, acs_report
@@ -29,10 +29,8 @@ def with_events(app_endpoint: FakeApp) -> dict[str, object]:
 
 
 async def received(server: FakeApp, count: int = 1) -> list[str]:
-    for _ in range(500):
-        if len(server.delivered) >= count:
-            break
-        await asyncio.sleep(0.01)
+    """The event types the app received, once it has ``count`` (5 s at most)."""
+    await wait_until(lambda: len(server.delivered) >= count)
     return [m.body for m in server.delivered]
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.helpers import PHONE
+from tests.helpers import PHONE, wait_until
 from tests.servers.providers import FakeAcs, FakeGateway, FakeTwilio, Planned
 from tests.servers.redis import free_port
 from tests.sms.conftest import (
@@ -157,10 +157,7 @@ async def test_an_acs_timeout_is_retried_and_acs_drops_the_repeat(
     acs.plan = [Planned("late", delay=TIMEOUT * 3)]
     api = await start_api(acs_entry(acs), outbox=FAST_RETRIES)
     challenge_id = await issue(api)
-    for _ in range(500):
-        if len(acs.received) >= 2:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: len(acs.received) >= 2)
     state = await delivery(api, challenge_id)
     assert state["status"] == "sent"
     assert len(acs.received) == 2  # the repeat reached ACS ...
