@@ -122,15 +122,20 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             log.error("outbox: unreadable entry %s dropped", item.stream_id)
             await self._outbox.finish(item)
             return
-        if time.time() * 1000 >= entry.deadline_ms:
-            await self._settle(item, keys, DeliveryStatus.FAILED, detail="expired before sending")
-            return
+        # Where a repeat must go, if anywhere: set after a timeout at a provider that drops
+        # repeats, or found by a takeover. Never dropped, even when the code has expired.
         only: str | None = entry.provider or None
         if item.reclaimed:
             decision = await self._on_takeover(item, entry, keys)
             if decision is False:
                 return
-            only = decision if isinstance(decision, str) else None
+            only = decision if isinstance(decision, str) else only
+        if time.time() * 1000 >= entry.deadline_ms:
+            # Perhaps sent already (a repeat was due): unknown, not failed.
+            state = DeliveryStatus.UNKNOWN if only else DeliveryStatus.FAILED
+            await self._settle(item, keys, state, provider=only or "",
+                               detail="expired before sending")  # fmt: skip
+            return
         try:
             opened = msgspec.msgpack.decode(
                 self._sealer.open(
@@ -178,7 +183,8 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             await self._settle(item, keys, DeliveryStatus.UNKNOWN, provider=exc.provider,
                                detail=exc.reason)  # fmt: skip
         except NotAccepted as exc:
-            await self._retry(item, entry, keys, exc)
+            # A repeat restricted to one provider stays restricted.
+            await self._retry(item, msgspec.structs.replace(entry, provider=only or ""), keys, exc)
         else:
             await self._settle(item, keys, DeliveryStatus.SENT, provider=receipt.provider,
                                message_id=receipt.message_id or "")  # fmt: skip
@@ -206,7 +212,12 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         True: send normally. A provider name: repeat the send there only."""
         state = await self._challenges.read_delivery(keys)
         if state.outcome == "missing" or state.previous in _SETTLED:
-            await self._outbox.finish(item)  # the other worker got that far
+            # The other worker got that far; it may have died before telling the app (the
+            # event has a stable id, so telling it twice is harmless).
+            await self._events.delivery_ended(
+                entry.challenge_id, state.previous, provider=state.provider, detail=""
+            )
+            await self._outbox.finish(item)
             return False
         if state.previous != DeliveryStatus.SENDING or state.send_id != entry.send_id:
             return True
@@ -230,15 +241,20 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         delay = max(random.uniform(0, backoff), retry_after or 0.0)  # noqa: S311
         due_ms = int((time.time() + delay) * 1000)
         if due_ms >= entry.deadline_ms:
-            await self._settle(item, keys, DeliveryStatus.FAILED, provider=exc.provider,
+            # No time left. Perhaps sent (a timeout, or a restricted repeat): unknown.
+            perhaps = isinstance(exc, OutcomeUnknown) or bool(entry.provider)
+            state = DeliveryStatus.UNKNOWN if perhaps else DeliveryStatus.FAILED
+            await self._settle(item, keys, state, provider=exc.provider,
                                detail=f"no provider took it: {exc.reason}")  # fmt: skip
             return
         await self._challenges.record_delivery(
             keys, DeliveryStatus.RETRYING, send_id=entry.send_id, detail=exc.reason
         )
-        await self._outbox.retry_later(
-            item, msgspec.structs.replace(entry, attempt=entry.attempt + 1), due_ms
-        )
+        if not await self._outbox.retry_later(
+            self.consumer, item, msgspec.structs.replace(entry, attempt=entry.attempt + 1), due_ms
+        ):
+            log.warning("outbox: %s was taken over meanwhile; its new owner decides", entry.send_id)
+            return
         log.info("outbox: SMS for challenge %s not taken (%s); retry in %.1f s",
                  entry.challenge_id, exc.reason, delay)  # fmt: skip
 

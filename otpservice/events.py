@@ -145,5 +145,5 @@ class EventRelay(QueueWorker[AppEvent]):
             return
         log.info("events: the app did not take %s (%s); retrying", event.id, why)
         await self._queue.retry_later(
-            item, msgspec.structs.replace(event, attempt=event.attempt + 1), due_ms
+            self.consumer, item, msgspec.structs.replace(event, attempt=event.attempt + 1), due_ms
         )

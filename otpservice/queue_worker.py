@@ -98,6 +98,7 @@ class QueueWorker(abc.ABC, Generic[E]):
             await asyncio.wait(list(self._in_flight))
 
     async def _handle(self, item: QueueItem[E]) -> None:
+        heartbeat = asyncio.create_task(self._keep_claimed(item))
         try:
             await self.handle(item)
         except Unavailable:
@@ -106,4 +107,14 @@ class QueueWorker(abc.ABC, Generic[E]):
         except Exception:
             log.exception("%s: handling %s failed unexpectedly", self.queue_name, item.stream_id)
         finally:
+            heartbeat.cancel()
             self._handling.discard(item.stream_id)
+
+    async def _keep_claimed(self, item: QueueItem[E]) -> None:
+        """While an entry is in hand (a slow send, a rate-limit wait), keep it from looking
+        idle, so no other worker takes it over and handles it a second time."""
+        with contextlib.suppress(Unavailable):
+            while True:
+                await asyncio.sleep(self._claim_idle_ms / 3000)
+                if not await self._queue.touch(self.consumer, item):
+                    return

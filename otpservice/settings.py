@@ -16,6 +16,7 @@ import secrets
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -249,6 +250,8 @@ class UnsafeOverrides(Base, frozen=True):
     allow_unauthenticated_bind: bool = False
     # The console sender prints codes; outside --dev only for benchmarks and tests.
     allow_console_sender: bool = False
+    # Provider and callback URLs over plain http to a non-loopback host.
+    allow_plain_http: bool = False
 
 
 class Secrets(Base, frozen=True):
@@ -423,7 +426,7 @@ def validate_settings(settings: Settings) -> None:
                 f"secrets.{name} is not set (give secrets.{name}_file); "
                 "use `otpservice serve --dev` for development"
             )
-    for name in ("pepper", "previous_pepper", "index_key"):
+    for name in ("pepper", "previous_pepper", "index_key", "acs_webhook_secret"):
         value = getattr(settings.secrets, name)
         if value and len(value.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(f"secrets.{name} is too short: use at least {MIN_SECRET_BYTES} bytes")
@@ -436,6 +439,8 @@ def validate_settings(settings: Settings) -> None:
             f"host = {settings.host!r} is not loopback and api_tokens is empty: anyone could "
             "call the API; configure api_tokens or set unsafe.allow_unauthenticated_bind = true"
         )
+    if not unsafe.allow_plain_http:
+        _require_https(settings)
     for index, provider in enumerate(settings.sms.providers):
         if isinstance(provider, ConsoleProvider) and not unsafe.allow_console_sender:
             raise ConfigError(
@@ -465,6 +470,10 @@ def _check_sms(settings: Settings) -> None:
                 parse_connection_string(provider.connection_string)
             except ValueError as exc:
                 raise ConfigError(f"{where}.connection_string: {exc}") from None
+        if isinstance(provider, GenericProvider) and provider.secret:
+            from otpservice.webhook_signing import check_secret
+
+            check_secret(provider.secret, f"{where}.secret")
         if isinstance(provider, TwilioProvider) and (
             (provider.from_number is None) == (provider.messaging_service_sid is None)
         ):
@@ -474,6 +483,29 @@ def _check_sms(settings: Settings) -> None:
     from otpservice.sms.templates import MessageTemplates
 
     MessageTemplates(settings)  # renders every template once: placeholders and length
+
+
+def _require_https(settings: Settings) -> None:
+    """Codes, numbers and provider credentials travel only over TLS (loopback excepted)."""
+    urls: list[tuple[str, str]] = []
+    for index, provider in enumerate(settings.sms.providers):
+        where = f"sms.providers[{index}]"
+        if isinstance(provider, GenericProvider):
+            urls.append((f"{where}.url", provider.url))
+        elif isinstance(provider, TwilioProvider):
+            urls.append((f"{where}.api_base_url", provider.api_base_url))
+        elif isinstance(provider, AcsProvider):
+            endpoint = provider.connection_string.lower().partition("endpoint=")[2].split(";")[0]
+            urls.append((f"{where}.connection_string", endpoint.strip()))
+    if settings.events.callback_url:
+        urls.append(("events.callback_url", settings.events.callback_url))
+    for where, url in urls:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise ConfigError(
+                f"{where} is plain http: codes and credentials would cross the network in "
+                "clear; use https (or set unsafe.allow_plain_http = true for a trusted network)"
+            )
 
 
 def _check_events(settings: Settings) -> None:

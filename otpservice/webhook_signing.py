@@ -7,9 +7,34 @@ repeats.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
+
+from otpservice.errors import ConfigError
+
+# Standard Webhooks asks for secrets of 24 to 64 random bytes.
+MIN_SECRET_BYTES = 24
+
+
+def check_secret(secret: str, where: str) -> None:
+    """Refuse a secret that is not ``whsec_`` + base64 of at least 24 bytes.
+
+    Raises:
+        ConfigError: naming ``where``.
+    """
+    text = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{where} must be 'whsec_' + base64 of at least {MIN_SECRET_BYTES} random bytes "
+            "(echo whsec_$(openssl rand -base64 32))"
+        )
 
 
 class WebhookSigner:

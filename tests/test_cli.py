@@ -327,7 +327,9 @@ timeout_seconds = 10
         assert set(states.values()) == {"sent"}, states
         # Every code reached its phone once: the repeats after the takeover were dropped.
         assert sorted(m.fields["challenge_id"] for m in gateway.delivered) == sorted(ids)
-        assert len(gateway.received) == 8  # 5 first sends + 3 repeats to the same gateway
+        # 5 first sends, then a repeat for each the killed worker had not recorded as done:
+        # the 3 slow ones, and the quick ones if the kill came before their answers.
+        assert 8 <= len(gateway.received) <= 10
     finally:
         service.stop()
         workers[-1].stop()

@@ -247,3 +247,43 @@ def test_config_check_reports_a_bad_file(
 def test_missing_store_is_reported_before_the_console_sender(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"redis\.url"):
         load_settings(write(tmp_path, ""), environ={})
+
+
+GATEWAY = """
+[[sms.providers]]
+type = "generic"
+url = "http://sms-gateway.example/send"
+secret = "whsec_Z2F0ZXdheS10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5YWI="
+"""
+
+
+def test_codes_and_credentials_never_go_over_plain_http_off_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sms\.providers\[0\]\.url is plain http"):
+        load_settings(write(tmp_path, GOOD + GATEWAY), environ={})
+    local = GATEWAY.replace("sms-gateway.example", "127.0.0.1:9000")
+    assert load_settings(write(tmp_path, GOOD + local), environ={})
+    acknowledged = GOOD.replace("[unsafe]", "[unsafe]\nallow_plain_http = true") + GATEWAY
+    assert load_settings(write(tmp_path, acknowledged), environ={})
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (
+            GATEWAY.replace("http://", "https://").replace("Z2F0ZXdheS10ZXN0", ""),
+            "sms.providers[0].secret",
+        ),
+        ('\n[events]\ncallback_url = "https://app.example/otp"\n', "secrets.events_secret"),
+    ],
+)
+def test_weak_or_missing_webhook_secrets_are_refused(
+    tmp_path: Path, extra: str, named: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(write(tmp_path, GOOD + extra), environ={})
+
+
+def test_a_short_event_grid_secret_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace('index_key = "', 'acs_webhook_secret = "short"\nindex_key = "')
+    with pytest.raises(ConfigError, match=r"secrets\.acs_webhook_secret is too short"):
+        load_settings(write(tmp_path, text), environ={})

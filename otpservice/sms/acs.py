@@ -21,7 +21,7 @@ import msgspec
 
 from otpservice.models import DeliveryStatus
 from otpservice.sms.http import post
-from otpservice.sms.outcomes import NotAccepted, Rejected, SendReceipt
+from otpservice.sms.outcomes import NotAccepted, OutcomeUnknown, Rejected, SendReceipt
 
 if TYPE_CHECKING:
     import httpx
@@ -142,7 +142,8 @@ class AcsSender:
         try:
             result = msgspec.json.decode(response.content, type=_SendResponse).value[0]
         except (msgspec.DecodeError, IndexError) as exc:
-            raise NotAccepted(self.name, "bad_answer", "unreadable send response") from exc
+            # A 2xx: ACS may well have taken it. It drops repeats, so asking again is safe.
+            raise OutcomeUnknown(self.name, "bad_answer", "unreadable send response") from exc
         if result.successful:
             return SendReceipt(provider=self.name, message_id=result.message_id)
         status, detail = result.http_status_code, result.error_message or ""

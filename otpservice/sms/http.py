@@ -14,6 +14,9 @@ import httpx
 
 from otpservice.sms.outcomes import NotAccepted, OutcomeUnknown, Rejected, SendFailure
 
+# A provider's Retry-After is believed up to this (a code lives minutes, not days).
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -42,8 +45,8 @@ async def post(
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         # Nothing reached the provider.
         raise NotAccepted(provider, "unreachable", type(exc).__name__) from exc
-    except httpx.TransportError as exc:
-        # Sent, perhaps whole: a read timeout or a dropped connection after the request.
+    except httpx.HTTPError as exc:
+        # Sent, perhaps whole: a read timeout, a dropped connection, an undecodable answer.
         raise OutcomeUnknown(provider, "no_answer", type(exc).__name__) from exc
     status = response.status_code
     if status < 300:
@@ -60,13 +63,13 @@ async def post(
 
 def retry_after(response: httpx.Response) -> float | None:
     """The ``Retry-After`` header in seconds (delta or HTTP date), or None."""
-    value = response.headers.get("retry-after")
+    value = (response.headers.get("retry-after") or "").strip()
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    if value.isascii() and value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER_SECONDS)

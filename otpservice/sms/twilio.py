@@ -63,6 +63,8 @@ def signature_is_valid(
 ) -> bool:
     """True when ``received`` signs the request; tried with and without the default port, as
     Twilio's own validator does."""
+    if not received.isascii():
+        return False  # compare_digest takes only ASCII text
     return any(
         hmac.compare_digest(signature(variant, params, auth_token), received)
         for variant in _port_variants(url)

@@ -65,6 +65,7 @@ class QueueStore(Generic[E]):
         self._stream, self._delayed = keys.queue(name)
         self._decoder = msgspec.msgpack.Decoder(entry_type)
         self._group_ready = False
+        self._claim_cursor = "0-0"
 
     async def add(self, entry: E) -> None:
         """Queue an entry; when this returns, it will be handled even if this process dies."""
@@ -94,10 +95,20 @@ class QueueStore(Generic[E]):
     async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[QueueItem[E]]:
         """Entries another worker took but has not finished for ``idle_ms``: now ``consumer``'s."""
         await self._ensure_group()
-        async with self._commands.command() as redis:
-            reply = await redis.xautoclaim(
-                self._stream, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=count
-            )
+        try:
+            async with self._commands.command() as redis:
+                reply = await redis.xautoclaim(
+                    self._stream, GROUP, consumer,
+                    min_idle_time=idle_ms, start_id=self._claim_cursor, count=count,
+                )  # fmt: skip
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            self._group_ready = False  # the stream or group is gone: made again next time
+            return []
+        # Redis scans a bounded part of the pending list per call: go on from where it stopped.
+        cursor = reply[0]
+        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         claimed: list[Any] = reply[1]
         return [self._item(sid, fields, reclaimed=True) for sid, fields in claimed if fields]
 
@@ -107,13 +118,22 @@ class QueueStore(Generic[E]):
             self._scripts.outbox_finish, [self._stream], [GROUP, item.stream_id]
         )
 
-    async def retry_later(self, item: QueueItem[E], entry: E, due_ms: int) -> None:
-        """Set the entry aside until ``due_ms`` (Unix ms), as ``entry``."""
-        await self._commands.run_script(
+    async def retry_later(self, consumer: str, item: QueueItem[E], entry: E, due_ms: int) -> bool:
+        """Set the entry aside until ``due_ms`` (Unix ms), as ``entry``; False when it is no
+        longer ``consumer``'s (another worker took it over: that one decides)."""
+        reply = await self._commands.run_script(
             self._scripts.outbox_retry,
             [self._stream, self._delayed],
-            [GROUP, item.stream_id, due_ms, _encoder.encode(entry)],
+            [GROUP, item.stream_id, due_ms, _encoder.encode(entry), consumer],
         )
+        return bool(int(reply[0]))
+
+    async def touch(self, consumer: str, item: QueueItem[E]) -> bool:
+        """Keep an entry ``consumer`` is still handling from looking idle; False if not its."""
+        reply = await self._commands.run_script(
+            self._scripts.outbox_touch, [self._stream], [GROUP, consumer, item.stream_id]
+        )
+        return bool(int(reply[0]))
 
     async def release_due(self, limit: int) -> int:
         """Move entries whose retry is due back to the stream; how many moved."""

@@ -49,7 +49,7 @@ class WebhookAuth:
         sent = request.headers.get("x-webhook-secret") or request.query_params.get("secret")
         if not self.acs_secret or not sent:
             raise Unauthorized("send the webhook secret in the X-Webhook-Secret header")
-        if not hmac.compare_digest(sent.encode(), self.acs_secret.encode()):
+        if not hmac.compare_digest(sent.encode("utf-8", "replace"), self.acs_secret.encode()):
             raise Unauthorized("the webhook secret is not valid")
 
     def check_twilio(

@@ -214,15 +214,23 @@ async def test_a_worker_survives_its_stream_vanishing_and_keeps_delivering(
     assert len(acs.delivered) == 2
 
 
-async def test_a_worker_does_not_take_over_its_own_slow_send(
-    start_api: StartApi, gateway: FakeGateway
+async def test_a_slow_send_is_taken_over_by_no_worker_while_its_worker_lives(
+    start_app: StartApp, gateway: FakeGateway
 ) -> None:
-    # The gateway answers after 2.5 s; after 1 s the message already looks idle to XAUTOCLAIM.
+    # The gateway answers after 2.5 s; a claim idle time of 1 s would make the message look
+    # abandoned, but its worker keeps it claimed.
     gateway.plan = [Planned("late", delay=2.5)]
-    api = await start_api(
-        gateway_entry(gateway, timeout_seconds=5, deduplicates=True),
-        outbox={"claim_idle_seconds": 1},
+    api, app = await start_app(
+        gateway_entry(gateway, timeout_seconds=5, deduplicates=True), outbox=MANUAL
     )
-    state = await delivery(api, await issue(api))
-    assert state["status"] == "sent"
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    sending = asyncio.create_task(deliver(runtime))  # the first worker, slow
+    other = second_worker(runtime, "other")
+    for _ in range(12):  # another worker looks for abandoned messages, and again
+        await asyncio.sleep(0.25)
+        await deliver(runtime, other)
+        assert await runtime.worker.run_once() == 0  # nor does the first one take it twice
+    await sending
+    assert (await delivery(api, challenge_id))["status"] == "sent"
     assert len(gateway.received) == 1

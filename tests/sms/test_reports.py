@@ -109,7 +109,9 @@ async def test_an_undelivered_callback_records_the_error_code(
     assert (state["status"], state["detail"]) == ("undelivered", "error 30003")
 
 
-@pytest.mark.parametrize("forgery", ["wrong_token", "no_signature", "other_challenge"])
+@pytest.mark.parametrize(
+    "forgery", ["wrong_token", "no_signature", "other_challenge", "non_ascii_signature"]
+)
 async def test_a_forged_twilio_callback_is_403_and_changes_nothing(
     start_api: StartApi, twilio: FakeTwilio, forgery: str
 ) -> None:
@@ -119,6 +121,16 @@ async def test_a_forged_twilio_callback_is_403_and_changes_nothing(
     callback = twilio.delivered[0].fields["StatusCallback"]
     if forgery == "wrong_token":
         response = await twilio_callback(api, callback, "failed", token="not-the-token")
+    elif forgery == "non_ascii_signature":
+        path = urlsplit(callback)
+        response = await api.post(
+            f"{path.path}?{path.query}",
+            content=urlencode({"AccountSid": TWILIO_SID, "MessageStatus": "failed"}),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": "é".encode("latin-1"),
+            },
+        )
     elif forgery == "no_signature":
         path = urlsplit(callback)
         response = await api.post(

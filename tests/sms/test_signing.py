@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from otpservice.sms.acs import parse_connection_string, sign_request
+from otpservice.sms.http import retry_after
 
 SDK_DATE = "Wed, 13 Apr 2022 18:09:12 GMT"
 SDK_HOST = "https://contoso.communicationservices.azure.com"
@@ -58,3 +60,12 @@ def test_connection_string_keys_are_case_insensitive_and_keep_key_padding() -> N
 def test_a_connection_string_without_endpoint_or_key_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="endpoint=https://"):
         parse_connection_string(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("7", 7.0), ("²", None), ("99999999", 3600.0), ("soon", None), ("", None)],
+)
+def test_retry_after_is_read_safely(value: str, seconds: float | None) -> None:
+    response = httpx.Response(429, headers=[(b"Retry-After", value.encode("latin-1"))])
+    assert retry_after(response) == seconds

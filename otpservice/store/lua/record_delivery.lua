@@ -3,9 +3,10 @@
 -- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
 -- KEYS[2] active     string: random part of the number's current challenge
 -- ARGV[1] random part of the challenge id
--- ARGV[2] new state: queued 0, sending 1, retrying 1, sent 2, unknown 2,
+-- ARGV[2] new state: queued 0, sending 1, retrying 1, unknown 2, sent 2.5,
 --         delivered 3, undelivered 3, failed 3 (rank); a lower rank never replaces a higher
---         one, and a rank-3 state is final
+--         one (a report of "sent" settles an "unknown", never the other way), and a rank-3
+--         state is final
 -- ARGV[3] send id of the message ("" keeps: a provider's report does not know it)
 -- ARGV[4] provider ("" keeps the recorded one)
 -- ARGV[5] provider message id ("" keeps)    ARGV[6] detail ("" clears)
@@ -18,7 +19,7 @@
 local challenge_key, active_key = KEYS[1], KEYS[2]
 local random_part, state, send_id = ARGV[1], ARGV[2], ARGV[3]
 local provider, message_id, detail = ARGV[4], ARGV[5], ARGV[6]
-local RANK = {queued = 0, sending = 1, retrying = 1, sent = 2, unknown = 2,
+local RANK = {queued = 0, sending = 1, retrying = 1, unknown = 2, sent = 2.5,
               delivered = 3, undelivered = 3, failed = 3}
 
 local f = redis.call('HMGET', challenge_key, 'st', 'ex', 'ds', 'dp', 'dsid')
