@@ -19,11 +19,13 @@ from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError
 from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.logs import configure_logging
+from otpservice.optouts import OptOuts
 from otpservice.otp import OtpService
 from otpservice.sealing import MessageSealer, decode_key
 from otpservice.settings import load_settings
 from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
+from otpservice.store.optouts import OptOutStore
 from otpservice.store.outbox import OutboxEntry, QueueStore
 from otpservice.store.rates import SendRates
 from otpservice.web import ROUTES
@@ -110,6 +112,7 @@ class Runtime:
         self.outbox = outbox
         self.challenges = challenges
         self.keys = keys
+        self.optouts = OptOuts(OptOutStore(commands, keys))
         self._sealer, self._events, self._rates = sealer, events, SendRates(commands, keys)
         self.worker = self.delivery_worker()
         self._http = httpx.AsyncClient(follow_redirects=False)
@@ -129,7 +132,7 @@ class Runtime:
         return DeliveryWorker(
             self.settings, outbox=self.outbox, challenges=self.challenges, rates=self._rates,
             keys=self.keys, providers=self.providers, sealer=self._sealer, events=self._events,
-            consumer=consumer,
+            optouts=self.optouts, consumer=consumer,
         )  # fmt: skip
 
     async def start(self, *, deliver: bool | None = None) -> None:

@@ -32,6 +32,7 @@ from otpservice.store.outbox import OutboxEntry
 
 if TYPE_CHECKING:
     from otpservice.events import AppEvents
+    from otpservice.optouts import OptOuts
     from otpservice.sealing import MessageSealer
     from otpservice.settings import Settings
     from otpservice.sms import ProviderChain
@@ -48,6 +49,10 @@ _SETTLED = {
     DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.DELIVERED,
     DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED,
 }  # fmt: skip
+
+
+class _KnownOptOut(Rejected):
+    """The number is opted out in our records: not sent, nothing new to record."""
 
 
 class SealedMessage(msgspec.Struct, frozen=True):
@@ -89,6 +94,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         providers: ProviderChain,
         sealer: MessageSealer,
         events: AppEvents,
+        optouts: OptOuts,
         consumer: str | None = None,
     ) -> None:
         super().__init__(
@@ -105,6 +111,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         self._providers = providers
         self._sealer = sealer
         self._events = events
+        self._optouts = optouts
         self._rates = {
             p.label: (p.messages_per_second, p.burst)
             for p in settings.sms.providers
@@ -159,6 +166,9 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             update = await self._challenges.record_delivery(
                 keys, DeliveryStatus.SENDING, send_id=entry.send_id, provider=provider
             )
+            if update.outcome == "opted_out":
+                # A STOP (or an operator) got in between accepting and sending.
+                raise _KnownOptOut(provider, "opted_out", "the recipient opted out")
             return update.outcome == "ok"
 
         try:
@@ -169,6 +179,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         except Rejected as exc:
             log.warning("outbox: %s refused the SMS for challenge %s: %s",
                         exc.provider, entry.challenge_id, exc.reason)  # fmt: skip
+            if exc.reason == "opted_out" and not isinstance(exc, _KnownOptOut):
+                # The provider knows of an opt-out we did not (Twilio 21610): remember it.
+                await self._optouts.opt_out(message.to, source="provider_error",
+                                            sender=exc.provider, detail=exc.detail)  # fmt: skip
             await self._settle(item, keys, DeliveryStatus.FAILED, provider=exc.provider,
                                detail=exc.reason)  # fmt: skip
         except OutcomeUnknown as exc:

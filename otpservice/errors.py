@@ -17,6 +17,7 @@
     │   └── IdempotencyKeyInUse   same key, first request still running
     ├── Unauthorized              no valid bearer token
     ├── Forbidden                 the token lacks the scope
+    ├── RecipientOptedOut         the number opted out: nothing is sent to it
     └── Unavailable               retry later (503)
         ├── StoreUnavailable      Redis down, slow or refusing writes
         └── HashingBusy           the hashing queue is full
@@ -160,6 +161,20 @@ class Forbidden(OtpError):
 
     code = "forbidden"
     title = "Forbidden"
+
+
+class RecipientOptedOut(OtpError):
+    """The number's owner opted out (replied STOP, or an operator did it): nothing is sent."""
+
+    code = "recipient_opted_out"
+    title = "Recipient opted out"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            detail
+            or "the recipient opted out of these messages; they can reply START to the number "
+            "that texted them to receive codes again"
+        )
 
 
 class Unavailable(OtpError):

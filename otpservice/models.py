@@ -119,3 +119,13 @@ class IdempotencyRecord(Model, frozen=True):
 
     fingerprint: str
     result: IssuedChallenge | None = None
+
+
+class OptOut(Model, frozen=True):
+    """A number that must get no message, since when and why."""
+
+    phone: str
+    since_ms: int
+    source: str  # "keyword", "admin" or "provider_error"
+    sender: str  # which of our senders it came through, if known
+    detail: str

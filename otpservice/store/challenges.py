@@ -14,6 +14,7 @@ from otpservice.errors import (
     IncorrectCode,
     NumberLocked,
     RateLimited,
+    RecipientOptedOut,
     StoreUnavailable,
     TooManyAttempts,
 )
@@ -151,10 +152,12 @@ class ChallengeStore:
     ) -> list[Any]:
         reply = await self._run(
             self._scripts.issue_challenge,
-            [keys.sends, keys.active, keys.guard, keys.challenge],
+            [keys.sends, keys.active, keys.guard, keys.challenge, keys.optout],
             [*challenge_args, *self._min_interval_arg, mode, *self._window_args],
         )
         status = _text(reply[0])
+        if status == "opted_out":
+            raise RecipientOptedOut()
         if status == "rate_limited":
             raise RateLimited(_text(reply[1]), seconds_from_ms(int(reply[2])))
         if status == "locked":
@@ -279,7 +282,7 @@ class ChallengeStore:
         """
         reply = await self._run(
             self._scripts.record_delivery,
-            [keys.challenge, keys.active],
+            [keys.challenge, keys.active, keys.optout],
             # Kept short: a hash value over 64 bytes would make Redis store the hash unpacked.
             [keys.random_part, state.value, send_id, provider, message_id[:64], detail[:60]],
         )

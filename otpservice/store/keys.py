@@ -12,6 +12,7 @@ Per number (tag ``T``)::
     P:{T}:sends    zset    send times (ms) for the rolling send windows, member R
     P:{T}:guard    hash    settled failures, lock-until and lockout level of the number
     P:{T}:inflight zset    the number's verification attempts awaiting a verdict
+    P:{T}:optout   hash    the number's opt-out (no expiry: the law wants it kept)
 
 Elsewhere::
 
@@ -56,6 +57,7 @@ class ChallengeKeys:
     sends: str
     guard: str
     inflight: str
+    optout: str
 
 
 class KeySpace:
@@ -69,6 +71,10 @@ class KeySpace:
         """The hash tag of a number: HMAC-SHA256 under the index key, shortened."""
         digest = hmac.new(self._index_key, e164.encode(), hashlib.sha256).digest()
         return _b64(digest[:TAG_BYTES])
+
+    def optout(self, e164: str) -> str:
+        """The opt-out record of a number (in the number's slot, beside its challenges)."""
+        return f"{self._prefix}:{{{self.number_tag(e164)}}}:optout"
 
     def fingerprint(self, data: bytes) -> str:
         """A keyed digest of request data, safe to store: it cannot be reversed by guessing."""
@@ -113,4 +119,5 @@ class KeySpace:
             sends=f"{base}:sends",
             guard=f"{base}:guard",
             inflight=f"{base}:inflight",
+            optout=f"{base}:optout",
         )

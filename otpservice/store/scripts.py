@@ -152,11 +152,12 @@ class Scripts:
         self.outbox_release = register("outbox_release", shared=False)
         self.outbox_touch = register("outbox_touch", shared=False)
         self.take_send_slot = register("take_send_slot", shared=False)
+        self.opt_out = register("opt_out", shared=False)
         self._all = [
             self.issue_challenge, self.spend_attempt, self.record_verdict,
             self.cancel_challenge, self.read_challenge, self.record_delivery, self.check_ready,
             self.outbox_finish, self.outbox_retry, self.outbox_release, self.outbox_touch,
-            self.take_send_slot,
+            self.take_send_slot, self.opt_out,
         ]  # fmt: skip
 
     async def preload(self) -> None:

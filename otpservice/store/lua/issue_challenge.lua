@@ -7,6 +7,7 @@
 -- KEYS[2] active     string: random part of the number's current challenge
 -- KEYS[3] guard      hash: f failures, u locked-until ms, l lockout level
 -- KEYS[4] challenge  hash of the new challenge
+-- KEYS[5] optout     hash: the number's opt-out (see opt_out.lua); while it exists nothing is sent
 -- ARGV[1] random part of the new challenge id
 -- ARGV[2] keyed argon2id digest of the code (salt and hash, raw bytes)
 -- ARGV[3] pepper id        ARGV[4] argon2 parameters ("memory_kib,time_cost,parallelism")
@@ -17,7 +18,9 @@
 -- ARGV[13..] triples of rolling windows: window ms, limit, rule name
 -- Returns {"ok", now ms, expires ms, resend-after ms} ("check": {"ok"})
 --       | {"rate_limited", rule name, retry-after ms} | {"locked", retry-after ms}
+--       | {"opted_out"}
 local sends_key, active_key, guard_key, challenge_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local optout_key = KEYS[5]
 local random_part, code_hash, pepper_id, hash_params = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local client, masked_phone, purpose = ARGV[5], ARGV[6], ARGV[7]
 local attempts = tonumber(ARGV[8])
@@ -60,6 +63,10 @@ if not check_only then
     local _, resend_after = longest_wait()
     return {'ok', tonumber(earlier[1]), tonumber(earlier[2]), resend_after}
   end
+end
+
+if redis.call('EXISTS', optout_key) == 1 then
+  return {'opted_out'}
 end
 
 local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')

@@ -2,6 +2,7 @@
 -- arrive late, twice or out of order change nothing they should not.
 -- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
 -- KEYS[2] active     string: random part of the number's current challenge
+-- KEYS[3] optout     hash: the number's opt-out (see opt_out.lua)
 -- ARGV[1] random part of the challenge id
 -- ARGV[2] new state: queued 0, sending 1, retrying 1, unknown 2, sent 2.5,
 --         delivered 3, undelivered 3, failed 3 (rank); a lower rank never replaces a higher
@@ -13,8 +14,9 @@
 -- Delivery fields: ds state, dsid send id, dp provider, dm message id, de detail,
 -- du updated ms, dsa sent ms.
 -- "sending" is written only while the challenge can still be used (pending, current, not
--- expired): a message for a replaced or cancelled challenge is not sent.
--- Returns {"ok"|"stale"|"ended", previous state, previous provider, previous send id}
+-- expired), and its number has not opted out: such a message is not sent.
+-- Returns {"ok"|"stale"|"ended"|"opted_out", previous state, previous provider, previous
+-- send id}
 --       | {"missing"}
 local challenge_key, active_key = KEYS[1], KEYS[2]
 local random_part, state, send_id = ARGV[1], ARGV[2], ARGV[3]
@@ -34,6 +36,9 @@ if state == 'sending' then
     and redis.call('GET', active_key) == random_part
   if not live then
     return {'ended', answer[1], answer[2], answer[3]}
+  end
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    return {'opted_out', answer[1], answer[2], answer[3]}
   end
 end
 if state == current and RANK[state] == 3 then

@@ -1,0 +1,57 @@
+"""Opt-outs: the numbers whose owners asked for no more messages, and the operator's controls.
+
+Enforced in two places, both atomic in Redis: the issuing script refuses a new challenge for an
+opted-out number (``403 recipient_opted_out``), and the outbox refuses to start sending to one
+(a STOP that lands between accepting and sending still stops the message).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from otpservice.phone import parse_phone
+
+if TYPE_CHECKING:
+    from otpservice.models import OptOut
+    from otpservice.store.optouts import OptOutStore
+
+log = logging.getLogger(__name__)
+
+
+class OptOuts:
+    """Records and removes opt-outs; every change is logged with its source."""
+
+    def __init__(self, store: OptOutStore) -> None:
+        self._store = store
+
+    async def opt_out(
+        self, phone: str, *, source: str, sender: str = "", detail: str = ""
+    ) -> OptOut | None:
+        """Opt ``phone`` out (kept if it already was) and return its record.
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        number = parse_phone(phone)
+        if await self._store.add(number.e164, source=source, sender=sender, detail=detail):
+            log.info("opt-out recorded for %s (source %s)", number.masked(), source)
+        return await self._store.get(number.e164)
+
+    async def opt_in(self, phone: str, *, source: str) -> None:
+        """Remove ``phone``'s opt-out, if any.
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        number = parse_phone(phone)
+        if await self._store.remove(number.e164):
+            log.info("opt-out removed for %s (source %s)", number.masked(), source)
+
+    async def get(self, phone: str) -> OptOut | None:
+        """``phone``'s opt-out, or None.
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        return await self._store.get(parse_phone(phone).e164)

@@ -1,0 +1,71 @@
+"""Operator routes for opt-outs (the ``admin`` scope): read, add, remove one number's."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Request, delete, get, put
+from litestar.params import FromPath
+
+from otpservice.web.problems import problem_responses
+
+if TYPE_CHECKING:
+    from otpservice.models import OptOut
+    from otpservice.optouts import OptOuts
+
+
+class OptOutState(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether a number is opted out, since when and why."""
+
+    phone: str
+    opted_out: bool
+    since: datetime | None = None
+    source: Annotated[str | None, msgspec.Meta(description="keyword, admin or provider_error")] = (
+        None
+    )
+    detail: str | None = None
+
+
+def _optouts(request: Request[Any, Any, Any]) -> OptOuts:
+    optouts: OptOuts = request.app.state.runtime.optouts
+    return optouts
+
+
+def _state(phone: str, record: OptOut | None) -> OptOutState:
+    if record is None:
+        return OptOutState(phone=phone, opted_out=False)
+    return OptOutState(
+        phone=record.phone,
+        opted_out=True,
+        since=datetime.fromtimestamp(record.since_ms / 1000, tz=UTC),
+        source=record.source,
+        detail=record.detail or None,
+    )
+
+
+@get("/opt-outs/{phone:str}", summary="Read a number's opt-out",
+     responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
+    """Whether ``phone`` (E.164) is opted out."""
+    return _state(phone, await _optouts(request).get(phone))
+
+
+@put("/opt-outs/{phone:str}", summary="Opt a number out",
+     responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
+    """Opt ``phone`` out (source ``admin``); an existing opt-out is kept as it was."""
+    return _state(phone, await _optouts(request).opt_out(phone, source="admin"))
+
+
+@delete("/opt-outs/{phone:str}", status_code=200, summary="Opt a number back in",
+        responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+async def remove_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
+    """Remove ``phone``'s opt-out."""
+    optouts = _optouts(request)
+    await optouts.opt_in(phone, source="admin")
+    return _state(phone, None)
+
+
+OPT_OUT_ROUTES = [read_opt_out, add_opt_out, remove_opt_out]

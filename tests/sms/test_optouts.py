@@ -1,0 +1,93 @@
+"""Opt-outs enforced: no challenge, no send, and the operator's routes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from otpservice.app import Runtime
+from tests.helpers import PHONE, assert_problem
+from tests.servers.providers import FakeAcs, FakeTwilio, Planned
+from tests.sms.conftest import StartApi, StartApp, acs_entry, delivery, issue, twilio_entry
+from tests.sms.test_delivery import MANUAL, deliver
+
+ADMIN = "admin-token-0123456789abcdef0123456789"
+LOGIN = "login-token-0123456789abcdef01234567890"
+
+
+def tokens(hash_of: Callable[[str], str]) -> list[dict[str, Any]]:
+    return [
+        {"client": "ops", "token_sha256": hash_of(ADMIN), "scopes": ["admin"]},
+        {"client": "login", "token_sha256": hash_of(LOGIN), "scopes": ["otp"]},
+    ]
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_an_opted_out_number_gets_no_challenge_until_it_opts_back_in(
+    start_api: StartApi, acs: FakeAcs
+) -> None:
+    api = await start_api(acs_entry(acs), api_tokens=tokens(sha256))
+    put = await api.put(f"/opt-outs/{PHONE}", headers=as_(ADMIN))
+    assert put.status_code == 200, put.text
+    assert put.json()["opted_out"] is True
+    assert put.json()["source"] == "admin"
+    refused = await api.post("/challenge", json={"phone": PHONE}, headers=as_(LOGIN))
+    body = assert_problem(refused, 403, "recipient_opted_out")
+    assert "START" in body["detail"]
+    assert acs.received == []
+    removed = await api.delete(f"/opt-outs/{PHONE}", headers=as_(ADMIN))
+    assert removed.json()["opted_out"] is False
+    assert (await api.get(f"/opt-outs/{PHONE}", headers=as_(ADMIN))).json()["opted_out"] is False
+    created = await api.post("/challenge", json={"phone": PHONE}, headers=as_(LOGIN))
+    assert created.status_code == 201
+
+
+async def test_opt_out_routes_need_the_admin_scope(start_api: StartApi, acs: FakeAcs) -> None:
+    api = await start_api(acs_entry(acs), api_tokens=tokens(sha256))
+    assert_problem(await api.put(f"/opt-outs/{PHONE}", headers=as_(LOGIN)), 403, "forbidden")
+    assert_problem(await api.get(f"/opt-outs/{PHONE}"), 401, "unauthorized")
+    assert_problem(await api.get("/opt-outs/12345", headers=as_(ADMIN)), 400, "invalid_phone")
+
+
+async def test_an_opt_out_between_accepting_and_sending_stops_the_message(
+    start_app: StartApp, acs: FakeAcs
+) -> None:
+    api, app = await start_app(acs_entry(acs), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    assert (await api.put(f"/opt-outs/{PHONE}")).status_code == 200
+    await deliver(runtime)
+    assert acs.received == []
+    state = await delivery(api, challenge_id)
+    assert (state["status"], state["detail"]) == ("failed", "opted_out")
+
+
+async def test_a_providers_unsubscribed_error_is_remembered_as_an_opt_out(
+    start_api: StartApi, twilio: FakeTwilio
+) -> None:
+    twilio.plan = [Planned("refuse", error_code=21610)]
+    api = await start_api(twilio_entry(twilio))
+    await delivery(api, await issue(api))
+    record = (await api.get(f"/opt-outs/{PHONE}")).json()
+    assert (record["opted_out"], record["source"]) == (True, "provider_error")
+    assert_problem(await api.post("/challenge", json={"phone": PHONE}), 403, "recipient_opted_out")
+    assert len(twilio.received) == 1  # the second request never reached a provider
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_opt_out_routes_validate_the_number(
+    start_api: StartApi, acs: FakeAcs, method: str
+) -> None:
+    api = await start_api(acs_entry(acs))
+    response = await api.request(method, "/opt-outs/not-a-number")
+    assert_problem(response, 400, "invalid_phone")
