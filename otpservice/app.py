@@ -112,7 +112,7 @@ class Runtime:
         self.outbox = outbox
         self.challenges = challenges
         self.keys = keys
-        self.optouts = OptOuts(OptOutStore(commands, keys))
+        self.optouts = OptOuts(OptOutStore(commands, keys), settings.sms.extra_opt_out_words)
         self._sealer, self._events, self._rates = sealer, events, SendRates(commands, keys)
         self.worker = self.delivery_worker()
         self._http = httpx.AsyncClient(follow_redirects=False)

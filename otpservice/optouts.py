@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from otpservice.keywords import Keyword, match_keyword
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
@@ -22,8 +23,11 @@ log = logging.getLogger(__name__)
 class OptOuts:
     """Records and removes opt-outs; every change is logged with its source."""
 
-    def __init__(self, store: OptOutStore) -> None:
+    def __init__(self, store: OptOutStore, extra_opt_out_words: list[str] | None = None) -> None:
         self._store = store
+        self._extra_words = frozenset(
+            " ".join(w.split()).upper() for w in extra_opt_out_words or []
+        )
 
     async def opt_out(
         self, phone: str, *, source: str, sender: str = "", detail: str = ""
@@ -47,6 +51,20 @@ class OptOuts:
         number = parse_phone(phone)
         if await self._store.remove(number.e164):
             log.info("opt-out removed for %s (source %s)", number.masked(), source)
+
+    async def reply_received(self, sender: str, recipient: str, body: str) -> Keyword | None:
+        """A person replied ``body`` from ``sender`` to our number ``recipient``: act on a
+        keyword (opt out, opt back in). Returns the keyword, if it was one.
+
+        Raises:
+            InvalidInput: ``invalid_phone`` for a sender that is no valid number.
+        """
+        keyword = match_keyword(body, self._extra_words)
+        if keyword is Keyword.OPT_OUT:
+            await self.opt_out(sender, source="keyword", sender=recipient, detail=body.strip())
+        elif keyword is Keyword.OPT_IN:
+            await self.opt_in(sender, source="keyword")
+        return keyword
 
     async def get(self, phone: str) -> OptOut | None:
         """``phone``'s opt-out, or None.

@@ -213,6 +213,11 @@ class SmsSettings(Base, frozen=True):
     # origin's domain for the WebOTP API (adds the line "@domain #code").
     android_app_hash: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{11}\Z")] | None = None
     webotp_domain: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.-]{1,253}\Z")] | None = None
+    # Words that opt out besides STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT
+    # and "OPT OUT" (matched like them: the whole reply, any case).
+    extra_opt_out_words: list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]] = (
+        msgspec.field(default_factory=list)
+    )
     # Consecutive certain failures that open a provider's circuit, and for how long.
     breaker_failures: PositiveInt = 5
     breaker_seconds: PositiveInt = 30

@@ -506,6 +506,7 @@ async def test_every_route_but_health_needs_a_token(
     webhooks = {
         "/webhooks/acs": (401, "unauthorized"),
         "/webhooks/twilio/status": (403, "forbidden"),
+        "/webhooks/twilio/inbound": (403, "forbidden"),
     }
     checked = 0
     async with running(app) as api:

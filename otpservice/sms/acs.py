@@ -155,6 +155,7 @@ class AcsSender:
 # --------------------------------------------------------------------------- Event Grid
 
 DELIVERY_REPORT = "Microsoft.Communication.SMSDeliveryReportReceived"
+SMS_RECEIVED = "Microsoft.Communication.SMSReceived"
 SUBSCRIPTION_VALIDATION = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 # ACS report statuses ("Delivered" and "Failed" are documented) as delivery states.
@@ -221,4 +222,26 @@ def delivery_report(event: EventGridEvent) -> DeliveryReport | None:
         status=status,
         message_id=str(event.data.get("messageid", "")),
         detail=str(event.data.get("deliverystatusdetails", "")),
+    )
+
+
+class InboundSms(msgspec.Struct, frozen=True):
+    """A message a person sent to one of our numbers."""
+
+    sender: str  # E.164 ("+" added: ACS examples leave it out)
+    recipient: str
+    body: str
+    message_id: str
+
+
+def inbound_sms(event: EventGridEvent) -> InboundSms | None:
+    """The message in an ``SMSReceived`` event, or None."""
+    if event.type != SMS_RECEIVED:
+        return None
+    sender, recipient = str(event.data.get("from", "")), str(event.data.get("to", ""))
+    return InboundSms(
+        sender=sender if sender.startswith("+") else f"+{sender}",
+        recipient=recipient if recipient.startswith("+") or not recipient else f"+{recipient}",
+        body=str(event.data.get("message", "")),
+        message_id=str(event.data.get("messageid", "")),
     )

@@ -38,6 +38,9 @@ PERMANENT_ERRORS = {
 
 
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
+INBOUND_PATH = "/webhooks/twilio/inbound"
+# The answer Twilio expects from an inbound-message webhook: TwiML that does nothing.
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 # Twilio's message statuses that move a delivery state (queued, sending, accepted... do not).
 REPORTED_STATUS = {

@@ -83,7 +83,7 @@ def webhook_auth(request: Request[Any, Any, Any]) -> WebhookAuth:
     "/webhooks/acs",
     opt=_PUBLIC,
     status_code=200,
-    summary="ACS events (Event Grid): delivery reports",
+    summary="ACS events (Event Grid): delivery reports and inbound SMS",
     responses=problem_responses(400, 401, 503),
 )
 async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
@@ -98,6 +98,10 @@ async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
     for event in events:
         if event.type == acs.SUBSCRIPTION_VALIDATION:
             return Response({"validationResponse": str(event.data.get("validationcode", ""))})
+        inbound = acs.inbound_sms(event)
+        if inbound is not None:
+            await _reply_received(request, inbound.sender, inbound.recipient, inbound.body)
+            continue
         report = acs.delivery_report(event)
         if report is not None:
             await otp.record_report(
@@ -140,6 +144,39 @@ async def twilio_status(request: Request[Any, Any, Any]) -> None:
     )  # fmt: skip
 
 
+@post(
+    twilio.INBOUND_PATH,
+    opt=_PUBLIC,
+    status_code=200,
+    media_type="text/xml",
+    summary="Twilio inbound messages (STOP, START, ...)",
+    responses=problem_responses(403, 503),
+)
+async def twilio_inbound(request: Request[Any, Any, Any]) -> str:
+    """A message a person sent to one of our Twilio numbers; answered with empty TwiML."""
+    form = parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True)
+    webhook_auth(request).check_twilio(request, form)
+    fields = dict(form)
+    await _reply_received(
+        request, fields.get("From", ""), fields.get("To", ""), fields.get("Body", "")
+    )
+    return twilio.EMPTY_TWIML
+
+
+async def _reply_received(
+    request: Request[Any, Any, Any], sender: str, recipient: str, body: str
+) -> None:
+    """Act on a reply's keyword. A sender that is no valid number (a short code) is skipped:
+    answering the provider with an error would only make it retry."""
+    optouts = request.app.state.runtime.optouts
+    try:
+        keyword = await optouts.reply_received(sender, recipient, body)
+    except InvalidInput:
+        log.info("inbound SMS from a sender that is no E.164 number: ignored")
+        return
+    log.info("inbound SMS%s", f": keyword {keyword.value}" if keyword else "")
+
+
 # The OPTIONS handler first: registered after the POST one, it would clash with the OPTIONS
 # handler Litestar adds to every path that has none.
-WEBHOOK_ROUTES = [acs_handshake, acs_events, twilio_status]
+WEBHOOK_ROUTES = [acs_handshake, acs_events, twilio_status, twilio_inbound]
