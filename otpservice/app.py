@@ -112,8 +112,11 @@ class Runtime:
         self.outbox = outbox
         self.challenges = challenges
         self.keys = keys
-        self.optouts = OptOuts(OptOutStore(commands, keys), settings.sms.extra_opt_out_words)
-        self._sealer, self._events, self._rates = sealer, events, SendRates(commands, keys)
+        self.events = events
+        self.optouts = OptOuts(
+            OptOutStore(commands, keys), events, settings.sms.extra_opt_out_words
+        )
+        self._sealer, self._rates = sealer, SendRates(commands, keys)
         self.worker = self.delivery_worker()
         self._http = httpx.AsyncClient(follow_redirects=False)
         self.relay = (
@@ -131,7 +134,7 @@ class Runtime:
         """A delivery worker on this runtime's outbox (``consumer``: its name in the group)."""
         return DeliveryWorker(
             self.settings, outbox=self.outbox, challenges=self.challenges, rates=self._rates,
-            keys=self.keys, providers=self.providers, sealer=self._sealer, events=self._events,
+            keys=self.keys, providers=self.providers, sealer=self._sealer, events=self.events,
             optouts=self.optouts, consumer=consumer,
         )  # fmt: skip
 

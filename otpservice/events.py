@@ -1,10 +1,13 @@
-"""Events for the login app: ``challenge.delivered`` and ``challenge.failed``, POSTed to its
-callback URL the Standard Webhooks way, with retries.
+"""Events for the login app, POSTed to its callback URL the Standard Webhooks way, with retries:
 
-An event is queued (a durable queue like the outbox) when a challenge's SMS reaches a final
-state, and relayed by ``EventRelay`` workers. Its ``webhook-id`` is stable (challenge id and
-event type), so a repeat (a report that came twice, a relay retried after a timeout) can be
-dropped by the app: delivery is at least once. Nothing is queued when no callback URL is set.
+- ``challenge.delivered`` / ``challenge.failed``: a challenge's SMS reached a final state;
+- ``inbound.message``: a person replied to one of our numbers (keyword or not);
+- ``optout.changed``: a number opted out or back in.
+
+An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers. Its
+``webhook-id`` is stable (what happened, to what), so a repeat (a report that came twice, a relay
+retried after a timeout) can be dropped by the app: delivery is at least once. Nothing is
+queued when no callback URL is set.
 """
 
 from __future__ import annotations
@@ -38,27 +41,18 @@ _EVENT_TYPES = {
 }
 
 
+EventData = dict[str, str | bool | None]
+
+
 class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
     """One event waiting for the app."""
 
     id: str
     type: str
     occurred_at_ms: int
-    challenge_id: str
-    status: str
-    provider: str | None = None
-    detail: str | None = None
+    data: EventData
     attempt: int = 0
     deadline_ms: int
-
-
-class EventData(msgspec.Struct, frozen=True):
-    """The ``data`` of an event as the app receives it."""
-
-    challenge_id: str
-    status: str
-    provider: str | None
-    detail: str | None
 
 
 class EventPayload(msgspec.Struct, frozen=True):
@@ -80,16 +74,36 @@ class AppEvents:
     ) -> None:
         """Queue ``challenge.delivered`` or ``challenge.failed`` (other states: nothing)."""
         kind = _EVENT_TYPES.get(status)
-        if self._queue is None or kind is None:
+        if kind is None:
+            return
+        data: EventData = {
+            "challenge_id": challenge_id, "status": status.value,
+            "provider": provider or None, "detail": detail or None,
+        }  # fmt: skip
+        await self._emit(f"{challenge_id}.{kind}", kind, data)
+
+    async def inbound_message(
+        self, message_id: str, *, sender: str, recipient: str, body: str, keyword: str | None
+    ) -> None:
+        """Queue ``inbound.message``: a reply from ``sender`` to our number ``recipient``."""
+        data: EventData = {
+            "message_id": message_id, "from": sender, "to": recipient, "body": body,
+            "keyword": keyword,
+        }  # fmt: skip
+        await self._emit(f"inbound.{message_id}", "inbound.message", data)
+
+    async def optout_changed(self, phone: str, *, opted_out: bool, source: str, at_ms: int) -> None:
+        """Queue ``optout.changed`` for ``phone``."""
+        data: EventData = {"phone": phone, "opted_out": opted_out, "source": source}
+        await self._emit(f"optout.{phone}.{at_ms}", "optout.changed", data)
+
+    async def _emit(self, event_id: str, kind: str, data: EventData) -> None:
+        if self._queue is None:
             return
         now = int(time.time() * 1000)
         await self._queue.add(
-            AppEvent(
-                id=f"{challenge_id}.{kind}", type=kind, occurred_at_ms=now,
-                challenge_id=challenge_id, status=status.value,
-                provider=provider or None, detail=detail or None,
-                deadline_ms=now + EVENT_LIFETIME_MS,
-            )
+            AppEvent(id=event_id, type=kind, occurred_at_ms=now, data=data,
+                     deadline_ms=now + EVENT_LIFETIME_MS)
         )  # fmt: skip
 
 
@@ -123,7 +137,7 @@ class EventRelay(QueueWorker[AppEvent]):
             EventPayload(
                 type=event.type,
                 timestamp=datetime.fromtimestamp(event.occurred_at_ms / 1000, tz=UTC),
-                data=EventData(event.challenge_id, event.status, event.provider, event.detail),
+                data=event.data,
             )
         )
         headers = self._signer.headers(event.id, body)
@@ -139,8 +153,7 @@ class EventRelay(QueueWorker[AppEvent]):
         backoff = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**event.attempt)
         due_ms = int((time.time() + random.uniform(backoff / 2, backoff)) * 1000)  # noqa: S311
         if due_ms >= event.deadline_ms:
-            log.warning("events: %s for challenge %s given up after a day (%s)",
-                        event.type, event.challenge_id, why)  # fmt: skip
+            log.warning("events: %s given up after a day (%s)", event.id, why)
             await self._queue.finish(item)
             return
         log.info("events: the app did not take %s (%s); retrying", event.id, why)

@@ -8,12 +8,14 @@ opted-out number (``403 recipient_opted_out``), and the outbox refuses to start 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from otpservice.keywords import Keyword, match_keyword
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
+    from otpservice.events import AppEvents
     from otpservice.models import OptOut
     from otpservice.store.optouts import OptOutStore
 
@@ -23,8 +25,11 @@ log = logging.getLogger(__name__)
 class OptOuts:
     """Records and removes opt-outs; every change is logged with its source."""
 
-    def __init__(self, store: OptOutStore, extra_opt_out_words: list[str] | None = None) -> None:
+    def __init__(
+        self, store: OptOutStore, events: AppEvents, extra_opt_out_words: list[str] | None = None
+    ) -> None:
         self._store = store
+        self._events = events
         self._extra_words = frozenset(
             " ".join(w.split()).upper() for w in extra_opt_out_words or []
         )
@@ -38,9 +43,14 @@ class OptOuts:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        if await self._store.add(number.e164, source=source, sender=sender, detail=detail):
+        added = await self._store.add(number.e164, source=source, sender=sender, detail=detail)
+        record = await self._store.get(number.e164)
+        if added and record is not None:
             log.info("opt-out recorded for %s (source %s)", number.masked(), source)
-        return await self._store.get(number.e164)
+            await self._events.optout_changed(
+                number.e164, opted_out=True, source=source, at_ms=record.since_ms
+            )
+        return record
 
     async def opt_in(self, phone: str, *, source: str) -> None:
         """Remove ``phone``'s opt-out, if any.
@@ -51,6 +61,9 @@ class OptOuts:
         number = parse_phone(phone)
         if await self._store.remove(number.e164):
             log.info("opt-out removed for %s (source %s)", number.masked(), source)
+            await self._events.optout_changed(
+                number.e164, opted_out=False, source=source, at_ms=int(time.time() * 1000)
+            )
 
     async def reply_received(self, sender: str, recipient: str, body: str) -> Keyword | None:
         """A person replied ``body`` from ``sender`` to our number ``recipient``: act on a

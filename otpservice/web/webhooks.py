@@ -100,7 +100,9 @@ async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
             return Response({"validationResponse": str(event.data.get("validationcode", ""))})
         inbound = acs.inbound_sms(event)
         if inbound is not None:
-            await _reply_received(request, inbound.sender, inbound.recipient, inbound.body)
+            await _reply_received(
+                request, inbound.message_id, inbound.sender, inbound.recipient, inbound.body
+            )
             continue
         report = acs.delivery_report(event)
         if report is not None:
@@ -158,23 +160,29 @@ async def twilio_inbound(request: Request[Any, Any, Any]) -> str:
     webhook_auth(request).check_twilio(request, form)
     fields = dict(form)
     await _reply_received(
-        request, fields.get("From", ""), fields.get("To", ""), fields.get("Body", "")
-    )
+        request, fields.get("MessageSid", ""),
+        fields.get("From", ""), fields.get("To", ""), fields.get("Body", ""),
+    )  # fmt: skip
     return twilio.EMPTY_TWIML
 
 
 async def _reply_received(
-    request: Request[Any, Any, Any], sender: str, recipient: str, body: str
+    request: Request[Any, Any, Any], message_id: str, sender: str, recipient: str, body: str
 ) -> None:
-    """Act on a reply's keyword. A sender that is no valid number (a short code) is skipped:
-    answering the provider with an error would only make it retry."""
-    optouts = request.app.state.runtime.optouts
+    """Act on a reply's keyword, then relay the reply to the app. A sender that is no valid
+    number (a short code) is skipped: answering the provider with an error would only make it
+    retry."""
+    runtime = request.app.state.runtime
     try:
-        keyword = await optouts.reply_received(sender, recipient, body)
+        keyword = await runtime.optouts.reply_received(sender, recipient, body)
     except InvalidInput:
         log.info("inbound SMS from a sender that is no E.164 number: ignored")
         return
     log.info("inbound SMS%s", f": keyword {keyword.value}" if keyword else "")
+    await runtime.events.inbound_message(
+        message_id, sender=sender, recipient=recipient, body=body,
+        keyword=keyword.value if keyword else None,
+    )  # fmt: skip
 
 
 # The OPTIONS handler first: registered after the POST one, it would clash with the OPTIONS

@@ -8,9 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice import events as events_module
-from tests.helpers import wait_until
+from tests.helpers import PHONE, wait_until
 from tests.servers.providers import EVENTS_SECRET, FakeAcs, FakeApp, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, acs_entry, delivery, issue, twilio_entry
+from tests.sms.test_inbound import twilio_inbound
 from tests.sms.test_reports import HEADERS, SECRET, acs_report
 
 
@@ -76,11 +77,20 @@ async def test_events_are_retried_until_the_app_takes_them(
 ) -> None:
     monkeypatch.setattr(events_module, "RETRY_BASE_SECONDS", 0.05)
     app_endpoint.plan = [Planned("error"), Planned("busy")]
-    twilio.plan = [Planned("refuse", error_code=21610)]
+    twilio.plan = [Planned("refuse", error_code=21211)]
     api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
     await issue(api)
     assert await received(app_endpoint) == ["challenge.failed"]
     assert len(app_endpoint.received) == 3  # 500, 429, then taken
+
+
+async def test_an_unsubscribed_error_tells_the_app_twice(
+    start_api: StartApi, twilio: FakeTwilio, app_endpoint: FakeApp
+) -> None:
+    twilio.plan = [Planned("refuse", error_code=21610)]
+    api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
+    await issue(api)
+    assert sorted(await received(app_endpoint, 2)) == ["challenge.failed", "optout.changed"]
 
 
 async def test_without_a_callback_url_no_event_is_queued(
@@ -91,3 +101,21 @@ async def test_without_a_callback_url_no_event_is_queued(
     challenge_id = await issue(api)
     assert (await delivery(api, challenge_id))["status"] == "failed"
     assert not await redis.exists("otp:{events}:stream")
+
+
+async def test_replies_and_opt_out_changes_are_relayed_to_the_app(
+    start_api: StartApi, twilio: FakeTwilio, app_endpoint: FakeApp
+) -> None:
+    api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
+    for body in ("Thanks!", "STOP"):
+        assert (await twilio_inbound(api, body)).status_code == 200
+    kinds = await received(app_endpoint, 3)
+    assert sorted(kinds) == ["inbound.message", "inbound.message", "optout.changed"]
+    by_type: dict[str, list[dict[str, object]]] = {}
+    for message in app_endpoint.delivered:
+        by_type.setdefault(message.body, []).append(message.fields["data"])
+    assert {(m["body"], m["keyword"]) for m in by_type["inbound.message"]} == {
+        ("Thanks!", None), ("STOP", "opt_out"),
+    }  # fmt: skip
+    [change] = by_type["optout.changed"]
+    assert (change["phone"], change["opted_out"], change["source"]) == (PHONE, True, "keyword")
