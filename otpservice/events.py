@@ -2,7 +2,8 @@
 
 - ``challenge.delivered`` / ``challenge.failed``: a challenge's SMS reached a final state;
 - ``inbound.message``: a person replied to one of our numbers (keyword or not);
-- ``optout.changed``: a number opted out or back in.
+- ``optout.changed``: a number opted out or back in;
+- ``security.lockout``: a number was locked after too many wrong codes.
 
 An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers. Its
 ``webhook-id`` is stable (what happened, to what), so a repeat (a report that came twice, a relay
@@ -41,7 +42,7 @@ _EVENT_TYPES = {
 }
 
 
-EventData = dict[str, str | bool | None]
+EventData = dict[str, str | int | bool | None]
 
 
 class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +97,11 @@ class AppEvents:
         """Queue ``optout.changed`` for ``phone``."""
         data: EventData = {"phone": phone, "opted_out": opted_out, "source": source}
         await self._emit(f"optout.{phone}.{at_ms}", "optout.changed", data)
+
+    async def lockout(self, challenge_id: str, *, locked_for_seconds: int) -> None:
+        """Queue ``security.lockout``: the number of ``challenge_id`` was locked."""
+        data: EventData = {"challenge_id": challenge_id, "locked_for_seconds": locked_for_seconds}
+        await self._emit(f"lockout.{challenge_id}", "security.lockout", data)
 
     async def _emit(self, event_id: str, kind: str, data: EventData) -> None:
         if self._queue is None:

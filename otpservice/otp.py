@@ -154,9 +154,11 @@ class OtpService:
                 keys, client, reservation, matched=matched
             )
         except NumberLocked as exc:
-            # An audit line: the number is locked (often by this very failure).
+            # An audit line and an event: the number is locked (often by this very failure).
             log.warning("challenge %s failed; number locked for %s s", challenge_id,
                         exc.retry_after_seconds)  # fmt: skip
+            locked_for = exc.retry_after_seconds or 0
+            await self._events.lockout(challenge_id, locked_for_seconds=locked_for)
             raise
         except OtpError as exc:
             log.info("challenge %s failed: %s", challenge_id, exc.code)

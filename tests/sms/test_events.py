@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from otpservice import events as events_module
 from tests.helpers import PHONE, wait_until
 from tests.servers.providers import EVENTS_SECRET, FakeAcs, FakeApp, FakeTwilio, Planned
-from tests.sms.conftest import StartApi, acs_entry, delivery, issue, twilio_entry
+from tests.sms.conftest import StartApi, acs_entry, code_in, delivery, issue, twilio_entry
 from tests.sms.test_inbound import twilio_inbound
 from tests.sms.test_reports import HEADERS, SECRET, acs_report
 
@@ -119,3 +119,20 @@ async def test_replies_and_opt_out_changes_are_relayed_to_the_app(
     }  # fmt: skip
     [change] = by_type["optout.changed"]
     assert (change["phone"], change["opted_out"], change["source"]) == (PHONE, True, "keyword")
+
+
+async def test_a_lockout_tells_the_app(
+    start_api: StartApi, acs: FakeAcs, app_endpoint: FakeApp
+) -> None:
+    api = await start_api(
+        acs_entry(acs), lockout={"max_failures": 2, "base_seconds": 60}, **with_events(app_endpoint)
+    )
+    challenge_id = await issue(api)
+    await delivery(api, challenge_id)
+    code = code_in(acs)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    for _ in range(2):
+        await api.post("/verify", json={"challenge_id": challenge_id, "code": wrong})
+    assert "security.lockout" in await received(app_endpoint, 1)
+    [lockout] = [m.fields["data"] for m in app_endpoint.delivered if m.body == "security.lockout"]
+    assert lockout == {"challenge_id": challenge_id, "locked_for_seconds": 60}
