@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import UTC, datetime
+from datetime import datetime  # noqa: TC003 (msgspec reads the annotations at run time)
 from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
 
-from otpservice.models import DeliveryStatus
+from otpservice.models import DeliveryStatus, datetime_from_ms
 from otpservice.queue_worker import QueueWorker
 from otpservice.webhook_signing import WebhookSigner
 
@@ -142,7 +142,7 @@ class EventRelay(QueueWorker[AppEvent]):
         body = msgspec.json.encode(
             EventPayload(
                 type=event.type,
-                timestamp=datetime.fromtimestamp(event.occurred_at_ms / 1000, tz=UTC),
+                timestamp=datetime_from_ms(event.occurred_at_ms),
                 data=event.data,
             )
         )

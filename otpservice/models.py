@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime
 
 import msgspec
+
+
+def datetime_from_ms(milliseconds: int) -> datetime:
+    """Unix milliseconds (what Redis stores) as an aware UTC datetime."""
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
 
 
 def ceil_seconds(milliseconds: int) -> int:

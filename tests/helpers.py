@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -48,3 +49,15 @@ async def wait_until(condition: Callable[[], bool], within_s: float = 5.0) -> No
     deadline = time.monotonic() + within_s
     while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
+
+
+def api_tokens(tokens: dict[str, str], scopes: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """``api_tokens`` settings for these clients' tokens and scopes."""
+    return [
+        {
+            "client": name,
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "scopes": scopes[name],
+        }
+        for name, token in tokens.items()
+    ]

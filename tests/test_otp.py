@@ -19,7 +19,7 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.models import ChallengeRequest
 from otpservice.settings import Settings
 from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, running
-from tests.helpers import PHONE, assert_problem, issue, issue_code, wrong
+from tests.helpers import PHONE, api_tokens, assert_problem, issue, issue_code, wrong
 from tests.servers.redis import RedisServer
 
 
@@ -183,7 +183,7 @@ async def test_another_clients_challenge_is_not_found(make_api: ApiFactory, phon
         "alpha": "alpha-token-0123456789abcdef0123456789",
         "beta": "beta-token-0123456789abcdef01234567890",
     }
-    api = await make_api(api_tokens=_tokens(tokens, {"alpha": ["otp"], "beta": ["otp"]}))
+    api = await make_api(api_tokens=api_tokens(tokens, {"alpha": ["otp"], "beta": ["otp"]}))
     alpha = {"Authorization": f"Bearer {tokens['alpha']}"}
     beta = {"Authorization": f"Bearer {tokens['beta']}"}
     response = await api.post("/challenge", json={"phone": PHONE}, headers=alpha)
@@ -199,25 +199,12 @@ async def test_another_clients_challenge_is_not_found(make_api: ApiFactory, phon
     assert ok.status_code == 200
 
 
-def _tokens(tokens: dict[str, str], scopes: dict[str, list[str]]) -> list[dict[str, Any]]:
-    import hashlib
-
-    return [
-        {
-            "client": name,
-            "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
-            "scopes": scopes[name],
-        }
-        for name, token in tokens.items()
-    ]
-
-
 async def test_tokens_are_required_and_scoped(make_api: ApiFactory, phone: Phone) -> None:
     tokens = {
         "login": "login-token-0123456789abcdef012345678",
         "ops": "ops-token-0123456789abcdef0123456789",
     }
-    api = await make_api(api_tokens=_tokens(tokens, {"login": ["otp"], "ops": ["admin"]}))
+    api = await make_api(api_tokens=api_tokens(tokens, {"login": ["otp"], "ops": ["admin"]}))
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": tokens["login"]}):
         response = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
         assert_problem(response, 401, "unauthorized")
@@ -286,7 +273,7 @@ async def test_idempotency_keys_are_scoped_per_client(make_api: ApiFactory, phon
         "beta": "beta-token-0123456789abcdef01234567890",
     }
     api = await make_api(
-        api_tokens=_tokens(tokens, {"alpha": ["otp"], "beta": ["otp"]}),
+        api_tokens=api_tokens(tokens, {"alpha": ["otp"], "beta": ["otp"]}),
         send_limits={"min_interval_seconds": 0},
     )
     key = {"Idempotency-Key": "same-key"}
@@ -498,7 +485,7 @@ async def test_every_route_but_health_needs_a_token(
     redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings], phone: Phone
 ) -> None:
     tokens = {"login": "login-token-0123456789abcdef012345678"}
-    settings = make_settings(redis_server.url, api_tokens=_tokens(tokens, {"login": ["otp"]}))
+    settings = make_settings(redis_server.url, api_tokens=api_tokens(tokens, {"login": ["otp"]}))
     app = phone.watch(create_app(settings, redis=redis, sms=phone.sender))
     public = {"/healthz", "/readyz"}
     # Provider webhooks carry their own credentials: a shared secret (401 without it), a

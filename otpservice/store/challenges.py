@@ -30,6 +30,7 @@ from otpservice.models import (
     Reservation,
     ceil_seconds,
 )
+from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
     from otpservice.settings import Settings
@@ -53,10 +54,6 @@ def seconds_from_ms(milliseconds: int) -> int:
 def _encoded(*values: str | int) -> list[bytes]:
     """Script arguments fixed by config, encoded once instead of on every call."""
     return [str(value).encode() for value in values]
-
-
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 _GONE_DETAIL = {
@@ -155,11 +152,11 @@ class ChallengeStore:
             [keys.sends, keys.active, keys.guard, keys.challenge, keys.optout],
             [*challenge_args, *self._min_interval_arg, mode, *self._window_args],
         )
-        status = _text(reply[0])
+        status = reply_text(reply[0])
         if status == "opted_out":
             raise RecipientOptedOut()
         if status == "rate_limited":
-            raise RateLimited(_text(reply[1]), seconds_from_ms(int(reply[2])))
+            raise RateLimited(reply_text(reply[1]), seconds_from_ms(int(reply[2])))
         if status == "locked":
             raise NumberLocked(seconds_from_ms(int(reply[1])))
         return reply
@@ -177,7 +174,7 @@ class ChallengeStore:
             [keys.random_part, client, reservation_id, *self._lockout_args,
              RESERVATION_LIFETIME_MS],
         )  # fmt: skip
-        status = _text(reply[0])
+        status = reply_text(reply[0])
         if status == "locked":
             raise NumberLocked(seconds_from_ms(int(reply[1])))
         if status != "ok":
@@ -185,7 +182,7 @@ class ChallengeStore:
         return Reservation(
             reservation_id=reservation_id,
             code_hash=CodeHash(
-                pepper_id=_text(reply[2]), params=_text(reply[3]), digest=bytes(reply[1])
+                pepper_id=reply_text(reply[2]), params=reply_text(reply[3]), digest=bytes(reply[1])
             ),
         )
 
@@ -206,7 +203,7 @@ class ChallengeStore:
             [keys.random_part, client, reservation.reservation_id, "1" if matched else "0",
              *self._lockout_args],
         )  # fmt: skip
-        status = _text(reply[0])
+        status = reply_text(reply[0])
         if status == "approved":
             return ApprovedChallenge(challenge_id=keys.challenge_id, approved_at_ms=int(reply[1]))
         if status == "incorrect":
@@ -229,7 +226,7 @@ class ChallengeStore:
             [keys.challenge, keys.active],
             [keys.random_part, client],
         )
-        status = _text(reply[0])
+        status = reply_text(reply[0])
         if status != "cancelled":
             _raise_for_status(status)
 
@@ -244,18 +241,18 @@ class ChallengeStore:
             [keys.challenge, keys.active],
             [keys.random_part, client],
         )
-        status = _text(reply[0])
+        status = reply_text(reply[0])
         if status == "missing":
             _raise_for_status(status)
-        state, provider, message_id, detail, updated, sent = (_text(v) for v in reply[6:12])
+        state, provider, message_id, detail, updated, sent = (reply_text(v) for v in reply[6:12])
         return ChallengeView(
             challenge_id=keys.challenge_id,
             status=ChallengeStatus(status),
             attempts_left=int(reply[1]),
             created_at_ms=int(reply[2]),
             expires_at_ms=int(reply[3]),
-            masked_phone=_text(reply[4]),
-            purpose=_text(reply[5]),
+            masked_phone=reply_text(reply[4]),
+            purpose=reply_text(reply[5]),
             delivery=Delivery(
                 status=DeliveryStatus(state or "queued"),
                 provider=provider or None,
@@ -286,21 +283,21 @@ class ChallengeStore:
             # Kept short: a hash value over 64 bytes would make Redis store the hash unpacked.
             [keys.random_part, state.value, send_id, provider, message_id[:64], detail[:60]],
         )
-        outcome = _text(reply[0])
+        outcome = reply_text(reply[0])
         if outcome == "missing":
             return DeliveryUpdate(outcome=outcome)
         return DeliveryUpdate(
             outcome=outcome,
-            previous=DeliveryStatus(_text(reply[1])),
-            provider=_text(reply[2]),
-            send_id=_text(reply[3]),
+            previous=DeliveryStatus(reply_text(reply[1])),
+            provider=reply_text(reply[2]),
+            send_id=reply_text(reply[3]),
         )
 
     async def read_delivery(self, keys: ChallengeKeys) -> DeliveryUpdate:
         """The recorded delivery state, provider and send id (outcome "missing" if none)."""
         async with self._commands.command() as redis:
             fields = await redis.hmget(keys.challenge, ["st", "ds", "dp", "dsid"])
-        exists, state, provider, send_id = (_text(v) if v is not None else "" for v in fields)
+        exists, state, provider, send_id = (reply_text(v) if v is not None else "" for v in fields)
         if not exists:
             return DeliveryUpdate(outcome="missing")
         return DeliveryUpdate(

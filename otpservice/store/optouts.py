@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from otpservice.models import OptOut
+from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class OptOutStore:
@@ -44,5 +41,5 @@ class OptOutStore:
             fields = await redis.hmget(self._keys.optout(e164), ["e", "at", "src", "snd", "d"])
         if fields[0] is None:
             return None
-        phone, at, source, sender, detail = (_text(v) if v is not None else "" for v in fields)
+        phone, at, source, sender, detail = (reply_text(v) if v is not None else "" for v in fields)
         return OptOut(phone=phone, since_ms=int(at), source=source, sender=sender, detail=detail)

@@ -67,6 +67,11 @@ def _source(name: str) -> str:
     return resources.files("otpservice.store").joinpath("lua", name).read_text(encoding="utf-8")
 
 
+def reply_text(value: bytes | str | int) -> str:
+    """One value of a Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @contextlib.contextmanager
 def store_errors() -> Iterator[None]:
     """Turn Redis being down, slow or refusing writes into ``StoreUnavailable``."""

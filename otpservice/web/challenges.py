@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, delete, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody
 
-from otpservice.models import ChallengeRequest, ChallengeView, ceil_seconds
+from otpservice.models import ChallengeRequest, ChallengeView, ceil_seconds, datetime_from_ms
 from otpservice.web.context import caller, otp_service
 from otpservice.web.problems import problem_responses
 from otpservice.web.schemas import (
@@ -24,18 +23,14 @@ _OTP = {"scope": "otp"}
 _OTP_JSON = {"scope": "otp", "json_body": True}
 
 
-def _time(milliseconds: int) -> datetime:
-    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
-
-
 def _state(view: ChallengeView) -> ChallengeState:
     delivery = view.delivery
     return ChallengeState(
         challenge_id=view.challenge_id,
         status=view.status,
         attempts_left=view.attempts_left,
-        created_at=_time(view.created_at_ms),
-        expires_at=_time(view.expires_at_ms),
+        created_at=datetime_from_ms(view.created_at_ms),
+        expires_at=datetime_from_ms(view.expires_at_ms),
         phone=view.masked_phone,
         purpose=view.purpose,
         delivery=DeliveryState(
@@ -43,8 +38,8 @@ def _state(view: ChallengeView) -> ChallengeState:
             provider=delivery.provider,
             message_id=delivery.message_id,
             detail=delivery.detail,
-            updated_at=_time(delivery.updated_at_ms) if delivery.updated_at_ms else None,
-            sent_at=_time(delivery.sent_at_ms) if delivery.sent_at_ms else None,
+            updated_at=datetime_from_ms(delivery.updated_at_ms) if delivery.updated_at_ms else None,
+            sent_at=datetime_from_ms(delivery.sent_at_ms) if delivery.sent_at_ms else None,
         ),
     )
 
@@ -80,7 +75,7 @@ async def create_challenge(
     body = ChallengeCreated(
         challenge_id=issued.challenge_id,
         status=issued.status,
-        expires_at=_time(issued.expires_at_ms),
+        expires_at=datetime_from_ms(issued.expires_at_ms),
         attempts_left=issued.attempts_left,
         resend_after=ceil_seconds(issued.resend_after_ms),
     )
@@ -104,7 +99,7 @@ async def verify_code(
         data.challenge_id, data.code, client=caller(request)
     )
     return VerifyApproved(
-        challenge_id=approved.challenge_id, approved_at=_time(approved.approved_at_ms)
+        challenge_id=approved.challenge_id, approved_at=datetime_from_ms(approved.approved_at_ms)
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, delete, get, put
 from litestar.params import FromPath
 
+from otpservice.models import datetime_from_ms
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def _state(phone: str, record: OptOut | None) -> OptOutState:
     return OptOutState(
         phone=record.phone,
         opted_out=True,
-        since=datetime.fromtimestamp(record.since_ms / 1000, tz=UTC),
+        since=datetime_from_ms(record.since_ms),
         source=record.source,
         detail=record.detail or None,
     )

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from otpservice.app import Runtime
-from tests.helpers import PHONE, assert_problem
+from tests.helpers import PHONE, api_tokens, assert_problem
 from tests.servers.providers import FakeAcs, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, StartApp, acs_entry, delivery, issue, twilio_entry
 from tests.sms.test_delivery import MANUAL, deliver
@@ -18,15 +14,7 @@ ADMIN = "admin-token-0123456789abcdef0123456789"
 LOGIN = "login-token-0123456789abcdef01234567890"
 
 
-def tokens(hash_of: Callable[[str], str]) -> list[dict[str, Any]]:
-    return [
-        {"client": "ops", "token_sha256": hash_of(ADMIN), "scopes": ["admin"]},
-        {"client": "login", "token_sha256": hash_of(LOGIN), "scopes": ["otp"]},
-    ]
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+TOKENS = api_tokens({"ops": ADMIN, "login": LOGIN}, {"ops": ["admin"], "login": ["otp"]})
 
 
 def as_(token: str) -> dict[str, str]:
@@ -36,7 +24,7 @@ def as_(token: str) -> dict[str, str]:
 async def test_an_opted_out_number_gets_no_challenge_until_it_opts_back_in(
     start_api: StartApi, acs: FakeAcs
 ) -> None:
-    api = await start_api(acs_entry(acs), api_tokens=tokens(sha256))
+    api = await start_api(acs_entry(acs), api_tokens=TOKENS)
     put = await api.put(f"/opt-outs/{PHONE}", headers=as_(ADMIN))
     assert put.status_code == 200, put.text
     assert put.json()["opted_out"] is True
@@ -53,7 +41,7 @@ async def test_an_opted_out_number_gets_no_challenge_until_it_opts_back_in(
 
 
 async def test_opt_out_routes_need_the_admin_scope(start_api: StartApi, acs: FakeAcs) -> None:
-    api = await start_api(acs_entry(acs), api_tokens=tokens(sha256))
+    api = await start_api(acs_entry(acs), api_tokens=TOKENS)
     assert_problem(await api.put(f"/opt-outs/{PHONE}", headers=as_(LOGIN)), 403, "forbidden")
     assert_problem(await api.get(f"/opt-outs/{PHONE}"), 401, "unauthorized")
     assert_problem(await api.get("/opt-outs/12345", headers=as_(ADMIN)), 400, "invalid_phone")
