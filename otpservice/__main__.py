@@ -1,4 +1,5 @@
-"""Command line: ``otpservice serve``, ``worker``, ``config check FILE``, ``openapi``."""
+"""Command line: ``otpservice serve``, ``worker``, ``config check FILE``, ``opt-outs export`` /
+``import``, ``openapi``."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from otpservice.settings import load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import IO
 
+    from otpservice.optout_files import FileFormat
     from otpservice.settings import Settings
 
 log = logging.getLogger("otpservice")
@@ -143,6 +146,50 @@ async def _deliver(settings: Settings) -> None:
         log.info("delivery worker stopped")
 
 
+def _opt_outs(args: argparse.Namespace) -> int:
+    from otpservice.logs import configure_logging
+    from otpservice.optout_files import format_of
+
+    settings = load_settings(args.config)
+    configure_logging("warning")
+    file_format = format_of(args.file, args.format)
+    exporting = args.opt_outs_command == "export"
+    if args.file == "-":
+        return asyncio.run(
+            _transfer_opt_outs(settings, sys.stdout if exporting else sys.stdin, file_format, args)
+        )
+    mode = "w" if exporting else "r"
+    with Path(args.file).open(mode, encoding="utf-8", newline="") as stream:
+        return asyncio.run(_transfer_opt_outs(settings, stream, file_format, args))
+
+
+async def _transfer_opt_outs(
+    settings: Settings, stream: IO[str], file_format: FileFormat, args: argparse.Namespace
+) -> int:
+    """Export or import opt-outs through a runtime with no workers running."""
+    from otpservice.app import Runtime
+    from otpservice.optout_files import export_opt_outs, import_opt_outs
+    from otpservice.store import connect
+
+    client = connect(settings)
+    runtime = Runtime(settings, client)
+    try:
+        await runtime.start(deliver=False)
+        if args.opt_outs_command == "export":
+            count = await export_opt_outs(runtime.optouts, stream, file_format)
+            print(f"exported {count} opt-outs", file=sys.stderr)
+            return 0
+        result = await import_opt_outs(runtime.optouts, stream, file_format)
+        for error in result.errors:
+            print(f"otpservice: {args.file}: {error}", file=sys.stderr)
+        print(f"imported {result.added} opt-outs ({result.already} were opted out already, "
+              f"{len(result.errors)} rows skipped)", file=sys.stderr)  # fmt: skip
+        return 1 if result.errors else 0
+    finally:
+        await runtime.stop()
+        await client.aclose()
+
+
 def _config_check(args: argparse.Namespace) -> int:
     settings = load_settings(args.file)
     print(f"{args.file}: valid\n")
@@ -183,6 +230,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = config_commands.add_parser("check", help="validate a file, print the limits")
     check.add_argument("file")
     check.set_defaults(run=_config_check)
+
+    opt_outs = commands.add_parser("opt-outs", help="back up, restore or migrate opt-outs")
+    opt_outs_commands = opt_outs.add_subparsers(dest="opt_outs_command", required=True)
+    for name, what in (("export", "file to write"), ("import", "file to read")):
+        transfer = opt_outs_commands.add_parser(name, help=f"{name} opt-outs (CSV or JSON lines)")
+        transfer.add_argument(
+            "file", help=f"{what}; - for standard {'output' if name == 'export' else 'input'}"
+        )
+        transfer.add_argument("--config", help="TOML config file (default: $OTP_CONFIG)")
+        transfer.add_argument(
+            "--format", choices=["csv", "jsonl"],
+            help="default: csv for a .csv file name, else jsonl",
+        )  # fmt: skip
+        transfer.set_defaults(run=_opt_outs)
 
     openapi = commands.add_parser("openapi", help="write the OpenAPI spec")
     openapi.add_argument("--output", default="-", help="file to write (default: stdout)")

@@ -18,13 +18,20 @@ from otpservice.codes import CodeHasher, Pepper
 from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError
 from otpservice.events import AppEvent, AppEvents, EventRelay
+from otpservice.inbound import InboundMessages
 from otpservice.logs import configure_logging
 from otpservice.optouts import OptOuts
 from otpservice.otp import OtpService
+from otpservice.pacing import SendPacer
+from otpservice.privacy import PersonalData
+from otpservice.replies import KeywordReplies, ReplyEntry, ReplyWorker
 from otpservice.sealing import MessageSealer, decode_key
 from otpservice.settings import load_settings
 from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
+from otpservice.store.feed import EventFeed
+from otpservice.store.inbound import InboundStore
+from otpservice.store.numbers import NumberRecords
 from otpservice.store.optouts import OptOutStore
 from otpservice.store.outbox import OutboxEntry, QueueStore
 from otpservice.store.rates import SendRates
@@ -93,7 +100,8 @@ class Runtime:
         outbox = QueueStore(commands, keys, "outbox", OutboxEntry)
         callback = settings.events.callback_url
         event_queue = QueueStore(commands, keys, "events", AppEvent) if callback else None
-        events = AppEvents(event_queue)
+        self.feed = EventFeed(commands, keys, settings.privacy.retention_days * 86_400_000)
+        events = AppEvents(event_queue, self.feed if settings.events.stream else None)
         self._owns_providers = sms is None
         self.providers = build_sender(settings) if sms is None else ProviderChain(
             [sms], breaker_failures=settings.sms.breaker_failures,
@@ -113,11 +121,24 @@ class Runtime:
         self.challenges = challenges
         self.keys = keys
         self.events = events
-        self.optouts = OptOuts(
-            OptOutStore(commands, keys), events, settings.sms.extra_opt_out_words
+        optout_store = OptOutStore(commands, keys)
+        self.optouts = OptOuts(optout_store, events)
+        self._sealer, self._pacer = sealer, SendPacer(SendRates(commands, keys), settings)
+        inbound_store = InboundStore(commands, keys)
+        reply_queue = QueueStore(commands, keys, "replies", ReplyEntry)
+        self.inbound = InboundMessages(
+            settings, optouts=self.optouts, events=events, store=inbound_store,
+            replies=KeywordReplies(settings, queue=reply_queue, store=inbound_store,
+                                   sealer=sealer),
+        )  # fmt: skip
+        self.personal_data = PersonalData(
+            NumberRecords(commands, keys), self.feed, optout_store, keys
         )
-        self._sealer, self._rates = sealer, SendRates(commands, keys)
         self.worker = self.delivery_worker()
+        self.replier = ReplyWorker(
+            reply_queue, providers=self.providers, sealer=sealer, pacer=self._pacer,
+            settings=settings,
+        )  # fmt: skip
         self._http = httpx.AsyncClient(follow_redirects=False)
         self.relay = (
             EventRelay(
@@ -133,7 +154,7 @@ class Runtime:
     def delivery_worker(self, consumer: str | None = None) -> DeliveryWorker:
         """A delivery worker on this runtime's outbox (``consumer``: its name in the group)."""
         return DeliveryWorker(
-            self.settings, outbox=self.outbox, challenges=self.challenges, rates=self._rates,
+            self.settings, outbox=self.outbox, challenges=self.challenges, pacer=self._pacer,
             keys=self.keys, providers=self.providers, sealer=self._sealer, events=self.events,
             optouts=self.optouts, consumer=consumer,
         )  # fmt: skip
@@ -143,7 +164,7 @@ class Runtime:
         await self.service.start()
         if self.settings.outbox.workers_in_process if deliver is None else deliver:
             self._stop.clear()
-            workers: list[QueueWorker[Any]] = [self.worker]
+            workers: list[QueueWorker[Any]] = [self.worker, self.replier]
             if self.relay is not None:
                 workers.append(self.relay)
             self._tasks = [asyncio.create_task(w.run(self._stop)) for w in workers]

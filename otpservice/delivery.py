@@ -15,16 +15,14 @@ ever getting a code twice:
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from otpservice.models import DeliveryStatus
-from otpservice.queue_worker import QueueWorker
+from otpservice.queue_worker import QueueWorker, retry_delay
 from otpservice.sealing import SealError
 from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
 from otpservice.sms.chain import AttemptCancelled
@@ -33,12 +31,12 @@ from otpservice.store.outbox import OutboxEntry
 if TYPE_CHECKING:
     from otpservice.events import AppEvents
     from otpservice.optouts import OptOuts
+    from otpservice.pacing import SendPacer
     from otpservice.sealing import MessageSealer
     from otpservice.settings import Settings
     from otpservice.sms import ProviderChain
     from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace
     from otpservice.store.outbox import QueueItem, QueueStore
-    from otpservice.store.rates import SendRates
 
     OutboxItem = QueueItem[OutboxEntry]
 
@@ -55,18 +53,10 @@ class _KnownOptOut(Rejected):
     """The number is opted out in our records: not sent, nothing new to record."""
 
 
-class SealedMessage(msgspec.Struct, frozen=True):
-    """What is sealed in an outbox entry."""
-
-    to: str
-    body: str
-
-
 def seal_message(sealer: MessageSealer, message: OutboundSms, deadline_ms: int) -> OutboxEntry:
     """The outbox entry of ``message``: recipient and text sealed, bound to the send id."""
-    key_id, sealed = sealer.seal(
-        msgspec.msgpack.encode(SealedMessage(message.to, message.body)),
-        _binding(message.send_id, message.challenge_id),
+    key_id, sealed = sealer.seal_sms(
+        message.to, message.body, _binding(message.send_id, message.challenge_id)
     )
     return OutboxEntry(
         send_id=message.send_id,
@@ -89,7 +79,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         *,
         outbox: QueueStore[OutboxEntry],
         challenges: ChallengeStore,
-        rates: SendRates,
+        pacer: SendPacer,
         keys: KeySpace,
         providers: ProviderChain,
         sealer: MessageSealer,
@@ -106,17 +96,12 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         self._settings = settings.outbox
         self._outbox = outbox
         self._challenges = challenges
-        self._send_rates = rates
+        self._pacer = pacer
         self._keys = keys
         self._providers = providers
         self._sealer = sealer
         self._events = events
         self._optouts = optouts
-        self._rates = {
-            p.label: (p.messages_per_second, p.burst)
-            for p in settings.sms.providers
-            if p.messages_per_second is not None
-        }
 
     async def handle(self, item: OutboxItem) -> None:
         """Send one message (see the module docstring for the rules)."""
@@ -144,13 +129,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                                detail="expired before sending")  # fmt: skip
             return
         try:
-            opened = msgspec.msgpack.decode(
-                self._sealer.open(
-                    entry.key_id, entry.sealed, _binding(entry.send_id, entry.challenge_id)
-                ),
-                type=SealedMessage,
+            opened = self._sealer.open_sms(
+                entry.key_id, entry.sealed, _binding(entry.send_id, entry.challenge_id)
             )
-        except (SealError, msgspec.DecodeError) as exc:
+        except SealError as exc:
             log.error(
                 "outbox: message for challenge %s cannot be opened: %s", entry.challenge_id, exc
             )
@@ -162,7 +144,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         )  # fmt: skip
 
         async def before_attempt(provider: str) -> bool:
-            await self._wait_for_send_slot(provider, entry.deadline_ms)
+            await self._pacer.wait_for_slot(provider, entry.deadline_ms)
             update = await self._challenges.record_delivery(
                 keys, DeliveryStatus.SENDING, send_id=entry.send_id, provider=provider
             )
@@ -205,20 +187,6 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             log.info("outbox: SMS for challenge %s sent via %s", entry.challenge_id,
                      receipt.provider)  # fmt: skip
 
-    async def _wait_for_send_slot(self, provider: str, deadline_ms: int) -> None:
-        """Wait until the provider's sender may send one more message (fleet-wide limit).
-
-        Raises:
-            NotAccepted: the wait would outlast the code; the message is retried or failed.
-        """
-        limit = self._rates.get(provider)
-        if limit is None:
-            return
-        while wait := await self._send_rates.take(provider, *limit):
-            if (time.time() + wait) * 1000 >= deadline_ms:
-                raise NotAccepted(provider, "rate_limited", "the sender's rate limit")
-            await asyncio.sleep(wait)
-
     async def _on_takeover(
         self, item: OutboxItem, entry: OutboxEntry, keys: ChallengeKeys
     ) -> bool | str:
@@ -250,9 +218,9 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         exc: NotAccepted | OutcomeUnknown,
     ) -> None:
         settings = self._settings
-        backoff = min(settings.retry_max_seconds, settings.retry_base_seconds * 2**entry.attempt)
         retry_after = exc.retry_after_seconds if isinstance(exc, NotAccepted) else None
-        delay = max(random.uniform(0, backoff), retry_after or 0.0)  # noqa: S311
+        delay = retry_delay(entry.attempt, settings.retry_base_seconds,
+                            settings.retry_max_seconds, retry_after)  # fmt: skip
         due_ms = int((time.time() + delay) * 1000)
         if due_ms >= entry.deadline_ms:
             # No time left. Perhaps sent (a timeout, or a restricted repeat): unknown.

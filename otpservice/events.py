@@ -8,13 +8,13 @@
 An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers. Its
 ``webhook-id`` is stable (what happened, to what), so a repeat (a report that came twice, a relay
 retried after a timeout) can be dropped by the app: delivery is at least once. Nothing is
-queued when no callback URL is set.
+queued when no callback URL is set. Every event is also appended to the event stream
+(``EventFeed``) unless ``events.stream`` is off, for apps that prefer to pull.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from datetime import datetime  # noqa: TC003 (msgspec reads the annotations at run time)
 from typing import TYPE_CHECKING
@@ -23,10 +23,11 @@ import httpx
 import msgspec
 
 from otpservice.models import DeliveryStatus, datetime_from_ms
-from otpservice.queue_worker import QueueWorker
+from otpservice.queue_worker import QueueWorker, retry_delay
 from otpservice.webhook_signing import WebhookSigner
 
 if TYPE_CHECKING:
+    from otpservice.store.feed import EventFeed
     from otpservice.store.outbox import QueueItem, QueueStore
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,12 @@ class EventPayload(msgspec.Struct, frozen=True):
 
 
 class AppEvents:
-    """Queues events for the app; does nothing when no callback URL is configured."""
+    """Queues events for the app's callback URL and appends them to the event stream (each
+    when configured)."""
 
-    def __init__(self, queue: QueueStore[AppEvent] | None) -> None:
+    def __init__(self, queue: QueueStore[AppEvent] | None, feed: EventFeed | None) -> None:
         self._queue = queue
+        self._feed = feed
 
     async def delivery_ended(
         self, challenge_id: str, status: DeliveryStatus, *, provider: str, detail: str
@@ -104,13 +107,19 @@ class AppEvents:
         await self._emit(f"lockout.{challenge_id}", "security.lockout", data)
 
     async def _emit(self, event_id: str, kind: str, data: EventData) -> None:
-        if self._queue is None:
-            return
         now = int(time.time() * 1000)
-        await self._queue.add(
-            AppEvent(id=event_id, type=kind, occurred_at_ms=now, data=data,
-                     deadline_ms=now + EVENT_LIFETIME_MS)
-        )  # fmt: skip
+        if self._queue is not None:
+            await self._queue.add(
+                AppEvent(id=event_id, type=kind, occurred_at_ms=now, data=data,
+                         deadline_ms=now + EVENT_LIFETIME_MS)
+            )  # fmt: skip
+        if self._feed is not None:
+            fields = {
+                "id": event_id, "type": kind,
+                "timestamp": msgspec.json.encode(datetime_from_ms(now)).decode().strip('"'),
+                "data": msgspec.json.encode(data).decode(),
+            }  # fmt: skip
+            await self._feed.append(fields, now)
 
 
 class EventRelay(QueueWorker[AppEvent]):
@@ -156,8 +165,8 @@ class EventRelay(QueueWorker[AppEvent]):
         if accepted:
             await self._queue.finish(item)
             return
-        backoff = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**event.attempt)
-        due_ms = int((time.time() + random.uniform(backoff / 2, backoff)) * 1000)  # noqa: S311
+        delay = retry_delay(event.attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
+        due_ms = int((time.time() + delay) * 1000)
         if due_ms >= event.deadline_ms:
             log.warning("events: %s given up after a day (%s)", event.id, why)
             await self._queue.finish(item)

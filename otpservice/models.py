@@ -135,3 +135,12 @@ class OptOut(Model, frozen=True):
     source: str  # "keyword", "admin" or "provider_error"
     sender: str  # which of our senders it came through, if known
     detail: str
+
+
+class InboundSms(Model, frozen=True):
+    """A message a person sent to one of our numbers."""
+
+    sender: str  # E.164
+    recipient: str  # our number it came to
+    body: str
+    message_id: str  # the provider's id; a repeat of the same message has the same one

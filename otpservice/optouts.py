@@ -11,7 +11,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from otpservice.keywords import Keyword, match_keyword
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
@@ -25,25 +24,29 @@ log = logging.getLogger(__name__)
 class OptOuts:
     """Records and removes opt-outs; every change is logged with its source."""
 
-    def __init__(
-        self, store: OptOutStore, events: AppEvents, extra_opt_out_words: list[str] | None = None
-    ) -> None:
+    def __init__(self, store: OptOutStore, events: AppEvents) -> None:
         self._store = store
         self._events = events
-        self._extra_words = frozenset(
-            " ".join(w.split()).upper() for w in extra_opt_out_words or []
-        )
 
     async def opt_out(
-        self, phone: str, *, source: str, sender: str = "", detail: str = ""
+        self,
+        phone: str,
+        *,
+        source: str,
+        sender: str = "",
+        detail: str = "",
+        since_ms: int | None = None,
     ) -> OptOut | None:
-        """Opt ``phone`` out (kept if it already was) and return its record.
+        """Opt ``phone`` out (kept if it already was) and return its record. ``since_ms``: when
+        it happened, for an imported opt-out.
 
         Raises:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        added = await self._store.add(number.e164, source=source, sender=sender, detail=detail)
+        added = await self._store.add(
+            number.e164, source=source, sender=sender, detail=detail, since_ms=since_ms
+        )
         record = await self._store.get(number.e164)
         if added and record is not None:
             log.info("opt-out recorded for %s (source %s)", number.masked(), source)
@@ -65,20 +68,6 @@ class OptOuts:
                 number.e164, opted_out=False, source=source, at_ms=int(time.time() * 1000)
             )
 
-    async def reply_received(self, sender: str, recipient: str, body: str) -> Keyword | None:
-        """A person replied ``body`` from ``sender`` to our number ``recipient``: act on a
-        keyword (opt out, opt back in). Returns the keyword, if it was one.
-
-        Raises:
-            InvalidInput: ``invalid_phone`` for a sender that is no valid number.
-        """
-        keyword = match_keyword(body, self._extra_words)
-        if keyword is Keyword.OPT_OUT:
-            await self.opt_out(sender, source="keyword", sender=recipient, detail=body.strip())
-        elif keyword is Keyword.OPT_IN:
-            await self.opt_in(sender, source="keyword")
-        return keyword
-
     async def get(self, phone: str) -> OptOut | None:
         """``phone``'s opt-out, or None.
 
@@ -86,3 +75,8 @@ class OptOuts:
             InvalidInput: ``invalid_phone``.
         """
         return await self._store.get(parse_phone(phone).e164)
+
+    async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:
+        """Opt-outs in number order after the cursor ``after`` ("": the first page), and the
+        cursor of the next page (None: this was the last)."""
+        return await self._store.page(after, limit)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -28,6 +29,14 @@ E = TypeVar("E", bound=msgspec.Struct)
 
 # How long a worker waits on an empty queue before looking at retries and stale entries.
 READ_BLOCK_MS = 500
+
+
+def retry_delay(attempt: int, base: float, maximum: float, at_least: float | None = None) -> float:
+    """Seconds before retry number ``attempt + 1``: exponential backoff with full jitter (so
+    workers that failed together do not retry together), and never under ``at_least`` (a
+    provider's Retry-After)."""
+    backoff = min(maximum, base * 2**attempt)
+    return max(random.uniform(0, backoff), at_least or 0.0)  # noqa: S311
 
 
 def consumer_name() -> str:

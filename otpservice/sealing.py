@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 
+import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -41,6 +42,13 @@ def decode_key(text: str, name: str) -> bytes:
     return key
 
 
+class SealedSms(msgspec.Struct, frozen=True):
+    """What is sealed in a queued message: its recipient and text."""
+
+    to: str
+    body: str
+
+
 class MessageSealer:
     """Seals with the current key; opens with the current or the previous one."""
 
@@ -67,6 +75,21 @@ class MessageSealer:
             return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], bound_to)
         except InvalidTag:
             raise SealError("the sealed message does not open: altered or moved") from None
+
+    def seal_sms(self, to: str, body: str, bound_to: bytes) -> tuple[str, bytes]:
+        """``seal`` for a message: the key id and the sealed recipient and text."""
+        return self.seal(msgspec.msgpack.encode(SealedSms(to, body)), bound_to)
+
+    def open_sms(self, key_id: str, sealed: bytes, bound_to: bytes) -> SealedSms:
+        """The recipient and text ``seal_sms`` sealed.
+
+        Raises:
+            SealError: as ``open``, or the content is not a message.
+        """
+        try:
+            return msgspec.msgpack.decode(self.open(key_id, sealed, bound_to), type=SealedSms)
+        except msgspec.DecodeError as exc:
+            raise SealError(f"the sealed message is no SMS: {exc}") from None
 
 
 def _key_id(key: bytes) -> str:

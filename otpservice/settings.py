@@ -155,8 +155,15 @@ class ProviderBase(Base, frozen=True, kw_only=True, tag_field="type"):
         return str(type(self).__struct_config__.tag)
 
 
+# Who answers STOP, START and HELP sent to a sender: the provider (or the carrier), or this
+# service. A person must not get two answers (see the README's "Replies" section).
+KeywordReplies = Literal["provider", "service"]
+
+
 class ConsoleProvider(ProviderBase, frozen=True, kw_only=True, tag="console"):
     """Prints messages, codes included: development, tests and benchmarks only."""
+
+    keyword_replies: KeywordReplies = "service"
 
 
 class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
@@ -166,6 +173,8 @@ class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
     connection_string: str = ""
     from_number: str
     api_version: str = "2021-03-07"
+    # Toll-free numbers: the carrier answers; short codes: ACS does (program brief texts).
+    keyword_replies: KeywordReplies = "provider"
 
 
 class TwilioProvider(ProviderBase, frozen=True, kw_only=True, tag="twilio"):
@@ -179,6 +188,8 @@ class TwilioProvider(ProviderBase, frozen=True, kw_only=True, tag="twilio"):
         None
     )
     api_base_url: HttpsUrl = "https://api.twilio.com"
+    # Twilio answers on long codes and toll-free numbers; a short code needs "service".
+    keyword_replies: KeywordReplies = "provider"
 
 
 class GenericProvider(ProviderBase, frozen=True, kw_only=True, tag="generic"):
@@ -189,6 +200,7 @@ class GenericProvider(ProviderBase, frozen=True, kw_only=True, tag="generic"):
     secret: str = ""
     # True when the gateway drops a repeated webhook-id: then a send that timed out is retried.
     deduplicates: bool = False
+    keyword_replies: KeywordReplies = "service"
 
 
 Provider = ConsoleProvider | AcsProvider | TwilioProvider | GenericProvider
@@ -196,6 +208,25 @@ Provider = ConsoleProvider | AcsProvider | TwilioProvider | GenericProvider
 PROVIDER_SECRETS = {"acs": "connection_string", "twilio": "auth_token", "generic": "secret"}
 
 DEFAULT_TEMPLATE = "{code} is your {app_name} code. It expires in {ttl_minutes} min."
+
+
+ReplyText = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+
+
+class KeywordReplyTexts(Base, frozen=True):
+    """The service's answers to keywords; ``{app_name}`` is replaced by ``sms.app_name``."""
+
+    opt_out: ReplyText = (
+        "You have successfully been unsubscribed to messages from this number. "
+        "Reply START to resubscribe."
+    )
+    opt_in: ReplyText = (
+        "You have successfully been re-subscribed to messages from this number. "
+        "Reply STOP to unsubscribe."
+    )
+    help: ReplyText = (
+        "{app_name}: sign-in codes. Reply STOP to unsubscribe. Msg&data rates may apply."
+    )
 
 
 class SmsSettings(Base, frozen=True):
@@ -218,6 +249,8 @@ class SmsSettings(Base, frozen=True):
     extra_opt_out_words: list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]] = (
         msgspec.field(default_factory=list)
     )
+    # The answers to STOP, START and HELP where a sender's keyword_replies is "service".
+    replies: KeywordReplyTexts = KeywordReplyTexts()
     # Consecutive certain failures that open a provider's circuit, and for how long.
     breaker_failures: PositiveInt = 5
     breaker_seconds: PositiveInt = 30
@@ -242,8 +275,17 @@ class OutboxSettings(Base, frozen=True):
 class EventSettings(Base, frozen=True):
     """Where the login app hears about its challenges (challenge.delivered, challenge.failed)."""
 
-    # None: no events are sent.
+    # None: no events are POSTed.
     callback_url: HttpsUrl | None = None
+    # Also append every event to the Redis Stream P:{events}:feed, for apps that pull.
+    stream: bool = True
+
+
+class PrivacySettings(Base, frozen=True):
+    """How long personal data is kept (opt-outs are kept until the person opts back in)."""
+
+    # Replies (their bodies) and delivery outcomes in the event stream are trimmed after this.
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
 
 
 class UnsafeOverrides(Base, frozen=True):
@@ -311,6 +353,7 @@ class Settings(Base, frozen=True):
     sms: SmsSettings = SmsSettings()
     outbox: OutboxSettings = OutboxSettings()
     events: EventSettings = EventSettings()
+    privacy: PrivacySettings = PrivacySettings()
     # Where providers reach this service (delivery-report callbacks, and the URL Twilio signs).
     public_base_url: HttpsUrl | None = None
     api_tokens: list[ApiToken] = msgspec.field(default_factory=list)

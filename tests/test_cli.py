@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import re
@@ -334,3 +335,47 @@ timeout_seconds = 10
         service.stop()
         workers[-1].stop()
         gateway.close()
+
+
+def otpservice_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "otpservice", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    config = write_config(tmp_path, redis_server)
+    config.write_text(config.read_text().replace('"cli-test"', '"cli-opt-outs"'))
+    (tmp_path / "from-provider.csv").write_text(
+        "phone,opted_out_at,source,detail\n"
+        "+14155550101,2024-03-01T10:00:00Z,twilio,STOP\n"
+        "not-a-number,,,\n"
+        "+447911123456,,,\n"
+    )
+    (tmp_path / "backup.jsonl").write_text(
+        '{"phone": "+14155550101"}\n{"phone": "+33612345678", "source": "admin"}\n{oops\n'
+    )
+    imported = otpservice_command("opt-outs", "import", str(tmp_path / "from-provider.csv"),
+                                  "--config", str(config))  # fmt: skip
+    assert imported.returncode == 1  # a row was skipped, and said so
+    assert "line 3:" in imported.stderr
+    assert "imported 2 opt-outs" in imported.stderr
+    imported = otpservice_command("opt-outs", "import", str(tmp_path / "backup.jsonl"),
+                                  "--config", str(config))  # fmt: skip
+    assert "imported 1 opt-outs (1 were opted out already, 1 rows skipped)" in imported.stderr
+    assert "line 3: not JSON" in imported.stderr
+
+    exported = otpservice_command("opt-outs", "export", "-", "--config", str(config))
+    assert exported.returncode == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [(r["phone"], r["source"]) for r in rows] == [
+        ("+14155550101", "twilio"), ("+33612345678", "admin"), ("+447911123456", "import"),
+    ]  # fmt: skip
+    assert rows[0]["opted_out_at"] == "2024-03-01T10:00:00Z"  # the original time is kept
+    as_csv = otpservice_command("opt-outs", "export", str(tmp_path / "out.csv"),
+                                "--config", str(config))  # fmt: skip
+    assert as_csv.returncode == 0, as_csv.stderr
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert lines[0] == "phone,opted_out_at,source,sender,detail"
+    assert lines[1] == "+14155550101,2024-03-01T10:00:00+00:00,twilio,,STOP"

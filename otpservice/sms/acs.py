@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from otpservice.models import DeliveryStatus
+from otpservice.models import DeliveryStatus, InboundSms
 from otpservice.sms.http import post
 from otpservice.sms.outcomes import NotAccepted, OutcomeUnknown, Rejected, SendReceipt
 
@@ -36,9 +36,9 @@ class _Recipient(msgspec.Struct, rename="camel", omit_defaults=True):
     repeatability_first_sent: str
 
 
-class _Options(msgspec.Struct, rename="camel"):
+class _Options(msgspec.Struct, rename="camel", omit_defaults=True):
     enable_delivery_report: bool
-    tag: str
+    tag: str = ""
 
 
 class _SendRequest(msgspec.Struct, rename="camel"):
@@ -127,7 +127,10 @@ class AcsSender:
                     )
                 ],
                 message=message.body,
-                sms_send_options=_Options(enable_delivery_report=True, tag=message.challenge_id),
+                # A keyword answer (no challenge) needs no report.
+                sms_send_options=_Options(
+                    enable_delivery_report=bool(message.challenge_id), tag=message.challenge_id
+                ),
             )
         )
         headers = {
@@ -223,15 +226,6 @@ def delivery_report(event: EventGridEvent) -> DeliveryReport | None:
         message_id=str(event.data.get("messageid", "")),
         detail=str(event.data.get("deliverystatusdetails", "")),
     )
-
-
-class InboundSms(msgspec.Struct, frozen=True):
-    """A message a person sent to one of our numbers."""
-
-    sender: str  # E.164 ("+" added: ACS examples leave it out)
-    recipient: str
-    body: str
-    message_id: str
 
 
 def inbound_sms(event: EventGridEvent) -> InboundSms | None:

@@ -20,6 +20,7 @@ class OutboundSms(msgspec.Struct, frozen=True, kw_only=True):
 
     to: str
     body: str
+    # "" for a message that belongs to no challenge (an answer to STOP, START or HELP).
     challenge_id: str
     # A UUID, stable across every attempt at this message: the provider's idempotency key.
     send_id: str

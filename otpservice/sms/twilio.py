@@ -117,7 +117,7 @@ class TwilioSender:
     async def send(self, message: OutboundSms) -> SendReceipt:
         """Send one message; ``SendFailure`` when Twilio did not take it."""
         form = {"To": message.to, "Body": message.body, **self._sender}
-        if self._callback_url:
+        if self._callback_url and message.challenge_id:
             # The challenge id rides in the URL, which Twilio signs with the rest.
             form["StatusCallback"] = (
                 f"{self._callback_url}?{urlencode({'challenge_id': message.challenge_id})}"

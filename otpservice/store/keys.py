@@ -13,6 +13,8 @@ Per number (tag ``T``)::
     P:{T}:guard    hash    settled failures, lock-until and lockout level of the number
     P:{T}:inflight zset    the number's verification attempts awaiting a verdict
     P:{T}:optout   hash    the number's opt-out (no expiry: the law wants it kept)
+    P:{T}:in:M     string  a reply M (digest of its message id) already handled; 1 day
+    P:{T}:reply:K  string  the service answered keyword K (opt_out, opt_in, help); 5 minutes
 
 Elsewhere::
 
@@ -22,6 +24,11 @@ Elsewhere::
                            to send) or "events" (events for the app's callback URL)
     P:{Q}:delayed  zset    queue Q's entries waiting for a retry, by due ms
     P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
+    P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
+                           privacy.retention_days
+    P:{optouts}:index zset  every opted-out number (score 0, so pages go by number)
+
+Queue Q is also "replies": the service's answers to STOP, START and HELP.
 
 Checks that would span slots (per client, country, global: a later issue) each run their own
 atomic step per slot and give back what a later refusal did not use.
@@ -75,6 +82,27 @@ class KeySpace:
     def optout(self, e164: str) -> str:
         """The opt-out record of a number (in the number's slot, beside its challenges)."""
         return f"{self._prefix}:{{{self.number_tag(e164)}}}:optout"
+
+    def inbound_seen(self, e164: str, message_id: str) -> str:
+        """Marks a reply from ``e164`` as handled, so a provider's repeat changes nothing."""
+        digest = hashlib.sha256(message_id.encode()).hexdigest()[:24]
+        return f"{self._prefix}:{{{self.number_tag(e164)}}}:in:{digest}"
+
+    def reply_guard(self, e164: str, keyword: str) -> str:
+        """Set while the service's answer to ``keyword`` from ``e164`` may not go out again."""
+        return f"{self._prefix}:{{{self.number_tag(e164)}}}:reply:{keyword}"
+
+    def number_pattern(self, e164: str) -> str:
+        """A SCAN pattern for every key of the number (its slot's keys, the opt-out included)."""
+        return f"{self._prefix}:{{{self.number_tag(e164)}}}:*"
+
+    def optout_index(self) -> str:
+        """The index of opted-out numbers (its own slot; kept beside the per-number records)."""
+        return f"{self._prefix}:{{optouts}}:index"
+
+    def event_feed(self) -> str:
+        """The stream of events apps may read (XREAD), in the event queue's slot."""
+        return f"{self._prefix}:{{events}}:feed"
 
     def fingerprint(self, data: bytes) -> str:
         """A keyed digest of request data, safe to store: it cannot be reversed by guessing."""

@@ -1,7 +1,15 @@
-"""OptOutStore: the numbers that must get no message, kept without expiry."""
+"""OptOutStore: the numbers that must get no message, kept without expiry.
+
+Each opt-out is a hash in its number's slot (the issuing and delivery scripts read it there);
+an index in its own slot lists them for paging and export. The two cannot change in one
+atomic step on Redis Cluster, so the index is written before a record appears and cleaned
+after one goes: a crash in between leaves the index holding a number too many, which readers
+skip, never one too few.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from otpservice.models import OptOut
@@ -13,27 +21,49 @@ if TYPE_CHECKING:
 
 
 class OptOutStore:
-    """Records, removes and reads opt-outs (one hash per number, in the number's slot)."""
+    """Records, removes, reads and lists opt-outs."""
 
     def __init__(self, commands: StoreCommands, keys: KeySpace) -> None:
         self._commands = commands
         self._keys = keys
 
-    async def add(self, e164: str, *, source: str, sender: str = "", detail: str = "") -> bool:
-        """Opt the number out; False when it already was (the first record is kept)."""
+    async def add(
+        self,
+        e164: str,
+        *,
+        source: str,
+        sender: str = "",
+        detail: str = "",
+        since_ms: int | None = None,
+    ) -> bool:
+        """Opt the number out; False when it already was (the first record is kept).
+
+        ``since_ms``: when it happened, for an imported opt-out; default now.
+        """
+        async with self._commands.command() as redis:
+            await redis.zadd(self._keys.optout_index(), {e164: 0})
         reply = await self._commands.run_script(
             self._commands.scripts.opt_out,
             [self._keys.optout(e164)],
-            ["add", e164, source, sender, detail[:60]],
+            ["add", e164, source, sender, detail[:60], "" if since_ms is None else since_ms],
         )
         return bool(int(reply[0]))
 
     async def remove(self, e164: str) -> bool:
         """Opt the number back in; False when it was not opted out."""
         reply = await self._commands.run_script(
-            self._commands.scripts.opt_out, [self._keys.optout(e164)], ["remove", e164, "", "", ""]
+            self._commands.scripts.opt_out,
+            [self._keys.optout(e164)],
+            ["remove", e164, "", "", "", ""],
         )
+        await self.forget_unless_opted_out(e164)
         return bool(int(reply[0]))
+
+    async def forget_unless_opted_out(self, e164: str) -> None:
+        """Drop the number from the index if it has no opt-out record."""
+        if await self.get(e164) is None:
+            async with self._commands.command() as redis:
+                await redis.zrem(self._keys.optout_index(), e164)
 
     async def get(self, e164: str) -> OptOut | None:
         """The number's opt-out, or None."""
@@ -43,3 +73,17 @@ class OptOutStore:
             return None
         phone, at, source, sender, detail = (reply_text(v) if v is not None else "" for v in fields)
         return OptOut(phone=phone, since_ms=int(at), source=source, sender=sender, detail=detail)
+
+    async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:
+        """Up to ``limit`` opt-outs of numbers sorted after ``after`` ("" from the start), and
+        the cursor of the next page (None at the end)."""
+        async with self._commands.command() as redis:
+            members = await redis.zrangebylex(
+                self._keys.optout_index(), f"({after}" if after else "-", "+", 0, limit + 1
+            )
+        numbers = [reply_text(m) for m in members]
+        # One more than asked for says whether another page follows.
+        following = numbers[limit - 1] if len(numbers) > limit else None
+        numbers = numbers[:limit]
+        records = await asyncio.gather(*(self.get(n) for n in numbers))
+        return [r for r in records if r is not None], following

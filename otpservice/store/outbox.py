@@ -115,14 +115,14 @@ class QueueStore(Generic[E]):
     async def finish(self, item: QueueItem[E]) -> None:
         """The entry's outcome is final: forget it."""
         await self._commands.run_script(
-            self._scripts.outbox_finish, [self._stream], [GROUP, item.stream_id]
+            self._scripts.queue_finish, [self._stream], [GROUP, item.stream_id]
         )
 
     async def retry_later(self, consumer: str, item: QueueItem[E], entry: E, due_ms: int) -> bool:
         """Set the entry aside until ``due_ms`` (Unix ms), as ``entry``; False when it is no
         longer ``consumer``'s (another worker took it over: that one decides)."""
         reply = await self._commands.run_script(
-            self._scripts.outbox_retry,
+            self._scripts.queue_retry,
             [self._stream, self._delayed],
             [GROUP, item.stream_id, due_ms, _encoder.encode(entry), consumer],
         )
@@ -131,14 +131,14 @@ class QueueStore(Generic[E]):
     async def touch(self, consumer: str, item: QueueItem[E]) -> bool:
         """Keep an entry ``consumer`` is still handling from looking idle; False if not its."""
         reply = await self._commands.run_script(
-            self._scripts.outbox_touch, [self._stream], [GROUP, consumer, item.stream_id]
+            self._scripts.queue_touch, [self._stream], [GROUP, consumer, item.stream_id]
         )
         return bool(int(reply[0]))
 
     async def release_due(self, limit: int) -> int:
         """Move entries whose retry is due back to the stream; how many moved."""
         reply = await self._commands.run_script(
-            self._scripts.outbox_release, [self._stream, self._delayed], [limit]
+            self._scripts.queue_release, [self._stream, self._delayed], [limit]
         )
         return int(reply[0])
 

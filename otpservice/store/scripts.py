@@ -152,16 +152,16 @@ class Scripts:
         self.read_challenge = register("read_challenge", writes=False)
         self.record_delivery = register("record_delivery")
         self.check_ready = register("check_ready", shared=False)
-        self.outbox_finish = register("outbox_finish", shared=False)
-        self.outbox_retry = register("outbox_retry", shared=False)
-        self.outbox_release = register("outbox_release", shared=False)
-        self.outbox_touch = register("outbox_touch", shared=False)
+        self.queue_finish = register("queue_finish", shared=False)
+        self.queue_retry = register("queue_retry", shared=False)
+        self.queue_release = register("queue_release", shared=False)
+        self.queue_touch = register("queue_touch", shared=False)
         self.take_send_slot = register("take_send_slot", shared=False)
         self.opt_out = register("opt_out", shared=False)
         self._all = [
             self.issue_challenge, self.spend_attempt, self.record_verdict,
             self.cancel_challenge, self.read_challenge, self.record_delivery, self.check_ready,
-            self.outbox_finish, self.outbox_retry, self.outbox_release, self.outbox_touch,
+            self.queue_finish, self.queue_retry, self.queue_release, self.queue_touch,
             self.take_send_slot, self.opt_out,
         ]  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Operator routes for opt-outs (the ``admin`` scope): read, add, remove one number's."""
+"""Operator routes for opt-outs (the ``admin`` scope): list them, read, add, remove one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from litestar import Request, delete, get, put
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 
 from otpservice.models import datetime_from_ms
 from otpservice.web.problems import problem_responses
@@ -29,6 +29,16 @@ class OptOutState(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+class OptOutPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of opt-outs, in number order."""
+
+    items: list[OptOutState]
+    next: Annotated[
+        str | None,
+        msgspec.Meta(description="pass as `after` for the next page; null on the last page"),
+    ]
+
+
 def _optouts(request: Request[Any, Any, Any]) -> OptOuts:
     optouts: OptOuts = request.app.state.runtime.optouts
     return optouts
@@ -44,6 +54,17 @@ def _state(phone: str, record: OptOut | None) -> OptOutState:
         source=record.source,
         detail=record.detail or None,
     )
+
+
+@get("/opt-outs", summary="List opt-outs", responses=problem_responses(400, 401, 403, 503))
+async def list_opt_outs(
+    request: Request[Any, Any, Any],
+    after: Annotated[str, Parameter(description="the `next` of the previous page")] = "",
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> OptOutPage:
+    """Every opted-out number, a page at a time, in number order."""
+    records, following = await _optouts(request).page(after, limit)
+    return OptOutPage(items=[_state(r.phone, r) for r in records], next=following)
 
 
 @get("/opt-outs/{phone:str}", summary="Read a number's opt-out",
@@ -69,4 +90,4 @@ async def remove_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) 
     return _state(phone, None)
 
 
-OPT_OUT_ROUTES = [read_opt_out, add_opt_out, remove_opt_out]
+OPT_OUT_ROUTES = [list_opt_outs, read_opt_out, add_opt_out, remove_opt_out]

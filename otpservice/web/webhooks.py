@@ -1,4 +1,4 @@
-"""Provider webhooks: delivery reports from ACS (through Event Grid) and Twilio.
+"""Provider webhooks: delivery reports and replies from ACS (through Event Grid) and Twilio.
 
 They are public routes (no bearer token), each authenticated the way its provider can be:
 Event Grid signs nothing, so it must send a shared secret (the ``X-Webhook-Secret`` delivery
@@ -17,12 +17,14 @@ from urllib.parse import parse_qsl
 from litestar import Request, Response, post, route
 
 from otpservice.errors import Forbidden, InvalidInput, Unauthorized
+from otpservice.models import InboundSms
 from otpservice.settings import TwilioProvider
 from otpservice.sms import acs, twilio
 from otpservice.web.context import otp_service
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
+    from otpservice.inbound import InboundMessages
     from otpservice.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,9 +102,7 @@ async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
             return Response({"validationResponse": str(event.data.get("validationcode", ""))})
         inbound = acs.inbound_sms(event)
         if inbound is not None:
-            await _reply_received(
-                request, inbound.message_id, inbound.sender, inbound.recipient, inbound.body
-            )
+            await _reply_received(request, "acs", inbound)
             continue
         report = acs.delivery_report(event)
         if report is not None:
@@ -159,30 +159,22 @@ async def twilio_inbound(request: Request[Any, Any, Any]) -> str:
     form = parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True)
     webhook_auth(request).check_twilio(request, form)
     fields = dict(form)
-    await _reply_received(
-        request, fields.get("MessageSid", ""),
-        fields.get("From", ""), fields.get("To", ""), fields.get("Body", ""),
+    message = InboundSms(
+        sender=fields.get("From", ""), recipient=fields.get("To", ""),
+        body=fields.get("Body", ""), message_id=fields.get("MessageSid", ""),
     )  # fmt: skip
+    await _reply_received(request, "twilio", message)
     return twilio.EMPTY_TWIML
 
 
-async def _reply_received(
-    request: Request[Any, Any, Any], message_id: str, sender: str, recipient: str, body: str
-) -> None:
-    """Act on a reply's keyword, then relay the reply to the app. A sender that is no valid
-    number (a short code) is skipped: answering the provider with an error would only make it
-    retry."""
-    runtime = request.app.state.runtime
+async def _reply_received(request: Request[Any, Any, Any], kind: str, message: InboundSms) -> None:
+    """Hand a reply to the inbound handling. A sender that is no valid number (a short code)
+    is skipped: answering the provider with an error would only make it retry."""
+    inbound: InboundMessages = request.app.state.runtime.inbound
     try:
-        keyword = await runtime.optouts.reply_received(sender, recipient, body)
+        await inbound.received(message, sender=inbound.sender(kind, message.recipient))
     except InvalidInput:
         log.info("inbound SMS from a sender that is no E.164 number: ignored")
-        return
-    log.info("inbound SMS%s", f": keyword {keyword.value}" if keyword else "")
-    await runtime.events.inbound_message(
-        message_id, sender=sender, recipient=recipient, body=body,
-        keyword=keyword.value if keyword else None,
-    )  # fmt: skip
 
 
 # The OPTIONS handler first: registered after the POST one, it would clash with the OPTIONS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,10 +37,13 @@ def test_configured_words_opt_out_too() -> None:
     assert match_keyword("arrete", frozenset({"ARRETE"})) == Keyword.OPT_OUT
 
 
-async def twilio_inbound(api: httpx.AsyncClient, body: str, *, token: str = TWILIO_TOKEN) -> Any:
+async def twilio_inbound(
+    api: httpx.AsyncClient, body: str, *, token: str = TWILIO_TOKEN, sid: str | None = None
+) -> Any:
+    """POST a signed inbound message as Twilio does; each has its own MessageSid unless given."""
     form = {
         "AccountSid": TWILIO_SID, "From": PHONE, "To": OUR_NUMBER, "Body": body,
-        "MessageSid": "SM" + "2" * 32, "SmsStatus": "received", "NumSegments": "1",
+        "MessageSid": sid or "SM" + uuid.uuid4().hex, "SmsStatus": "received", "NumSegments": "1",
     }  # fmt: skip
     return await api.post(
         "/webhooks/twilio/inbound",
@@ -73,11 +77,13 @@ async def test_a_forged_twilio_stop_changes_nothing(
     assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
 
 
-def acs_inbound(body: str) -> dict[str, Any]:
+def acs_inbound(body: str, message_id: str | None = None) -> dict[str, Any]:
+    """An Event Grid SMSReceived event (the sample in the ACS docs); each has its own id."""
+    message_id = message_id or f"Incoming_{uuid.uuid4().hex}"
     return {
-        "id": "Incoming_20200918002745d29ebbea", "subject": "/phonenumber/15555555555",
+        "id": message_id, "subject": "/phonenumber/15555555555",
         "topic": "/subscriptions/x", "eventType": "Microsoft.Communication.SMSReceived",
-        "data": {"MessageId": "Incoming_20200918002745d29ebbea", "From": PHONE[1:],
+        "data": {"MessageId": message_id, "From": PHONE[1:],
                  "To": "18005550100", "Message": body,
                  "ReceivedTimestamp": "2020-09-18T00:27:45.32Z"},
         "dataVersion": "1.0", "metadataVersion": "1", "eventTime": "2020-09-18T00:27:47Z",

@@ -79,3 +79,23 @@ async def test_opt_out_routes_validate_the_number(
     api = await start_api(acs_entry(acs))
     response = await api.request(method, "/opt-outs/not-a-number")
     assert_problem(response, 400, "invalid_phone")
+
+
+async def test_opt_outs_are_listed_a_page_at_a_time(start_api: StartApi, acs: FakeAcs) -> None:
+    api = await start_api(acs_entry(acs))
+    numbers = [f"+1415555010{i}" for i in range(5)]
+    for number in reversed(numbers):
+        assert (await api.put(f"/opt-outs/{number}")).status_code == 200
+    await api.delete(f"/opt-outs/{numbers[2]}")
+    listed, after, pages = [], "", 0
+    while True:
+        page = (await api.get("/opt-outs", params={"limit": 2, "after": after})).json()
+        listed += [(item["phone"], item["source"]) for item in page["items"]]
+        pages += 1
+        if page["next"] is None:
+            break
+        after = page["next"]
+    expected = [n for n in numbers if n != numbers[2]]
+    assert listed == [(n, "admin") for n in expected]
+    assert pages == 2
+    assert_problem(await api.get("/opt-outs", params={"limit": 0}), 400, "invalid_request")

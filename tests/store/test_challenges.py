@@ -147,3 +147,22 @@ async def test_readiness_fails_when_any_primary_refuses_writes(store_api: StoreA
     finally:
         await client.execute_command("CONFIG", "SET", "maxmemory", "0", **config)
     assert (await api.get("/readyz")).status_code == 200
+
+
+async def test_opt_outs_list_and_erasure_across_slots(store_api: StoreApi) -> None:
+    api = store_api.api
+    numbers = sorted(NUMBERS[:6])
+    for number in numbers:
+        assert (await api.put(f"/opt-outs/{number}")).status_code == 200
+    challenge_id = await _issue(api, NUMBERS[7])
+    listed, after = [], ""
+    while True:
+        page = (await api.get("/opt-outs", params={"limit": 4, "after": after})).json()
+        listed += [item["phone"] for item in page["items"]]
+        if not (after := page["next"]):
+            break
+    assert listed == numbers
+    erased = (await api.delete(f"/personal-data/{NUMBERS[7]}")).json()
+    assert erased["records_erased"] >= 2  # the challenge, its number's counters
+    assert erased["opt_out_kept"] is False
+    assert_problem(await api.get(f"/challenge/{challenge_id}"), 404, "challenge_not_found")

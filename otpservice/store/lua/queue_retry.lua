@@ -1,4 +1,4 @@
--- outbox_retry.lua (any queue): put an entry aside until it is due again, in one step, so it
+-- queue_retry.lua (any queue): put an entry aside until it is due again, in one step, so it
 -- is never both pending and scheduled, nor neither. Only the entry's current owner can: a
 -- worker whose entry was taken over must not schedule a second attempt.
 -- KEYS[1] stream   the queue's stream       KEYS[2] delayed  zset of entries by due ms

@@ -1,5 +1,5 @@
--- outbox_release.lua: move messages whose retry is due from the delayed set back to the stream.
--- KEYS[1] stream   the outbox stream        KEYS[2] delayed  zset of entries by due ms
+-- queue_release.lua: move messages whose retry is due from the delayed set back to the stream.
+-- KEYS[1] stream   the queue's stream     KEYS[2] delayed  zset of entries by due ms
 -- ARGV[1] at most this many
 -- Returns the number of messages moved.
 local t = redis.call('TIME')

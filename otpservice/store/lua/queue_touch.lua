@@ -1,4 +1,4 @@
--- outbox_touch.lua (any queue): a worker still handling an entry says so, so it does not look
+-- queue_touch.lua (any queue): a worker still handling an entry says so, so it does not look
 -- idle to another worker's XAUTOCLAIM. Only the entry's current owner can.
 -- KEYS[1] stream   the queue's stream
 -- ARGV[1] consumer group    ARGV[2] consumer (the worker)    ARGV[3] stream entry id

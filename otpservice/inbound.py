@@ -1,0 +1,82 @@
+"""Inbound messages: what people reply to our numbers, from any provider's webhook.
+
+Each reply is handled once (a provider's repeat of the same message changes nothing more):
+a keyword opts the number out or back in, the service answers it where it is the one to
+answer (see ``replies``), and the reply is relayed to the app as ``inbound.message``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from otpservice.keywords import Keyword, match_keyword
+from otpservice.phone import parse_phone
+
+if TYPE_CHECKING:
+    from otpservice.events import AppEvents
+    from otpservice.models import InboundSms
+    from otpservice.optouts import OptOuts
+    from otpservice.replies import KeywordReplies
+    from otpservice.settings import Provider, Settings
+    from otpservice.store.inbound import InboundStore
+
+log = logging.getLogger(__name__)
+
+
+class InboundMessages:
+    """Acts on replies: keywords, answers, and the event for the app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        optouts: OptOuts,
+        replies: KeywordReplies,
+        events: AppEvents,
+        store: InboundStore,
+    ) -> None:
+        self._providers = settings.sms.providers
+        self._extra_words = frozenset(
+            " ".join(w.split()).upper() for w in settings.sms.extra_opt_out_words
+        )
+        self._optouts = optouts
+        self._replies = replies
+        self._events = events
+        self._store = store
+
+    def sender(self, kind: str, our_number: str) -> Provider | None:
+        """Our sender of type ``kind`` that ``our_number`` belongs to (the first of that type
+        when none names the number, as with a Twilio Messaging Service)."""
+        of_kind = [p for p in self._providers if p.kind == kind]
+        named = [p for p in of_kind if getattr(p, "from_number", None) == our_number]
+        return next(iter(named or of_kind), None)
+
+    async def received(self, message: InboundSms, *, sender: Provider | None) -> Keyword | None:
+        """Handle a reply that came in through ``sender`` (None: not one of ours, so no answer
+        is sent). Returns its keyword, if it was one.
+
+        Raises:
+            InvalidInput: ``invalid_phone`` for a sender that is no valid number (a short code).
+        """
+        number = parse_phone(message.sender)
+        if message.message_id and await self._store.seen(number.e164, message.message_id):
+            log.info("inbound SMS %s seen before: ignored", message.message_id)
+            return None
+        keyword = match_keyword(message.body, self._extra_words)
+        if keyword is Keyword.OPT_OUT:
+            await self._optouts.opt_out(number.e164, source="keyword", sender=message.recipient,
+                                        detail=message.body.strip())  # fmt: skip
+        elif keyword is Keyword.OPT_IN:
+            await self._optouts.opt_in(number.e164, source="keyword")
+        if keyword is not None and sender is not None:
+            await self._replies.answer(keyword, to=number.e164, sender=sender)
+        log.info("inbound SMS from %s%s", number.masked(),
+                 f": keyword {keyword.value}" if keyword else "")  # fmt: skip
+        await self._events.inbound_message(
+            message.message_id, sender=number.e164, recipient=message.recipient,
+            body=message.body, keyword=keyword.value if keyword else None,
+        )  # fmt: skip
+        if message.message_id:
+            await self._store.mark_seen(number.e164, message.message_id)
+        return keyword

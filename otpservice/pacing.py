@@ -1,0 +1,40 @@
+"""SendPacer: keeps every worker of the fleet within each sender's configured send rate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from otpservice.sms import NotAccepted
+
+if TYPE_CHECKING:
+    from otpservice.settings import Settings
+    from otpservice.store.rates import SendRates
+
+
+class SendPacer:
+    """Waits for a send slot of a provider's sender (``messages_per_second``, ``burst``)."""
+
+    def __init__(self, rates: SendRates, settings: Settings) -> None:
+        self._rates = rates
+        self._limits = {
+            p.label: (p.messages_per_second, p.burst)
+            for p in settings.sms.providers
+            if p.messages_per_second is not None
+        }
+
+    async def wait_for_slot(self, provider: str, deadline_ms: int) -> None:
+        """Wait until ``provider``'s sender may send one more message.
+
+        Raises:
+            NotAccepted: the wait would outlast ``deadline_ms``; the message is retried or
+            failed.
+        """
+        limit = self._limits.get(provider)
+        if limit is None:
+            return
+        while wait := await self._rates.take(provider, *limit):
+            if (time.time() + wait) * 1000 >= deadline_ms:
+                raise NotAccepted(provider, "rate_limited", "the sender's rate limit")
+            await asyncio.sleep(wait)

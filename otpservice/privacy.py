@@ -1,0 +1,67 @@
+"""Personal data: erasing what is held about a number, on request.
+
+Everything goes except the opt-out itself, which the law requires to be kept: the number's
+challenges, send and failure counters and reply marks, and its entries in the event stream
+(replies with their bodies, opt-out changes, delivery outcomes of its challenges). Events
+still waiting for the app's callback URL are relayed, then dropped (at most a day later).
+Beyond erasure, the event stream keeps nothing longer than ``privacy.retention_days``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from otpservice.models import Model
+from otpservice.phone import parse_phone
+
+if TYPE_CHECKING:
+    from otpservice.store.feed import EventFeed
+    from otpservice.store.keys import KeySpace
+    from otpservice.store.numbers import NumberRecords
+    from otpservice.store.optouts import OptOutStore
+
+log = logging.getLogger(__name__)
+
+
+class Erasure(Model, frozen=True):
+    """What an erasure removed, and whether the number's opt-out was kept."""
+
+    records_erased: int
+    events_erased: int
+    opt_out_kept: bool
+
+
+class PersonalData:
+    """Erases a number's data, all but its opt-out."""
+
+    def __init__(
+        self, records: NumberRecords, feed: EventFeed, optouts: OptOutStore, keys: KeySpace
+    ) -> None:
+        self._records = records
+        self._feed = feed
+        self._optouts = optouts
+        self._keys = keys
+
+    async def erase(self, phone: str) -> Erasure:
+        """Erase what is held about ``phone`` except its opt-out.
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        number = parse_phone(phone)
+        e164 = number.e164
+        challenge_prefix = f"{self._keys.number_tag(e164)}."
+
+        def about_number(data: dict[str, Any]) -> bool:
+            return e164 in (data.get("phone"), data.get("from")) or str(
+                data.get("challenge_id", "")
+            ).startswith(challenge_prefix)
+
+        records = await self._records.erase_all_but_opt_out(e164)
+        events = await self._feed.erase(about_number)
+        await self._optouts.forget_unless_opted_out(e164)
+        kept = await self._optouts.get(e164) is not None
+        log.info("personal data of %s erased: %d records, %d events", number.masked(), records,
+                 events)  # fmt: skip
+        return Erasure(records_erased=records, events_erased=events, opt_out_kept=kept)

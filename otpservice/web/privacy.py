@@ -1,0 +1,25 @@
+"""Operator route for personal data (the ``admin`` scope): erase what is held about a number."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar import Request, delete
+from litestar.params import FromPath
+
+from otpservice.privacy import Erasure
+from otpservice.web.problems import problem_responses
+
+if TYPE_CHECKING:
+    from otpservice.privacy import PersonalData
+
+
+@delete("/personal-data/{phone:str}", status_code=200, summary="Erase a number's data",
+        responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+async def erase_personal_data(phone: FromPath[str], request: Request[Any, Any, Any]) -> Erasure:
+    """Erase everything held about ``phone`` (E.164) except its opt-out, which is kept."""
+    personal_data: PersonalData = request.app.state.runtime.personal_data
+    return await personal_data.erase(phone)
+
+
+PRIVACY_ROUTES = [erase_personal_data]

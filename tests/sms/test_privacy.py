@@ -1,0 +1,94 @@
+"""Personal data: the event stream apps may pull, its retention, and erasing a number."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis.asyncio import Redis
+
+from otpservice.store.keys import KeySpace
+from tests.conftest import INDEX_KEY
+from tests.helpers import PHONE, assert_problem
+from tests.servers.providers import FakeTwilio
+from tests.sms.conftest import StartApi, delivered_to, issue, twilio_entry
+from tests.sms.test_inbound import twilio_inbound
+
+FEED = "otp:{events}:feed"
+OTHER = "+14155550188"
+
+
+async def feed(redis: Redis) -> list[dict[str, object]]:
+    """The event stream as an app reads it."""
+    entries = await redis.xrange(FEED)
+    return [
+        {k.decode(): json.loads(v) if k == b"data" else v.decode() for k, v in fields.items()}
+        for _, fields in entries
+    ]
+
+
+async def test_every_event_can_be_pulled_from_the_stream(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api = await start_api(twilio_entry(twilio))  # no callback URL: pulling only
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    events = await feed(redis)
+    assert [e["type"] for e in events] == ["optout.changed", "inbound.message"]
+    changed, message = events
+    assert changed["data"] == {"phone": PHONE, "opted_out": True, "source": "keyword"}
+    assert (message["data"]["body"], message["data"]["keyword"]) == ("STOP", "opt_out")  # type: ignore[index]
+    assert str(message["id"]).startswith("inbound.")
+    assert str(message["timestamp"]).endswith("Z")
+
+
+async def test_the_stream_can_be_turned_off(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api = await start_api(twilio_entry(twilio), events={"stream": False})
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    assert await redis.exists(FEED) == 0
+
+
+async def test_events_older_than_the_retention_are_trimmed(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    two_days_ago_ms = int(time.time() * 1000) - 2 * 86_400_000
+    await redis.xadd(FEED, {"id": "old", "type": "inbound.message", "data": "{}"},
+                     id=f"{two_days_ago_ms}-0")  # fmt: skip
+    api = await start_api(twilio_entry(twilio), privacy={"retention_days": 1})
+    assert (await twilio_inbound(api, "Thanks")).status_code == 200
+    assert [e["id"] for e in await feed(redis)] != ["old"]
+    assert "old" not in [e["id"] for e in await feed(redis)]
+    assert len(await feed(redis)) == 1
+
+
+async def test_erasing_a_number_keeps_only_its_opt_out(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api = await start_api(twilio_entry(twilio))
+    challenge_id = await issue(api)
+    await issue(api, OTHER)
+    await delivered_to(twilio, 2)
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    assert (await twilio_inbound(api, "Hi there")).status_code == 200
+    others_events = len(await feed(redis))
+    tag = KeySpace("otp", INDEX_KEY).number_tag(PHONE)
+    assert len(await redis.keys(f"otp:{{{tag}}}:*")) > 2
+
+    response = await api.delete(f"/personal-data/{PHONE}")
+    assert response.status_code == 200
+    erased = response.json()
+    assert erased["opt_out_kept"] is True
+    assert erased["events_erased"] == 3  # optout.changed, two inbound.message
+    assert await redis.keys(f"otp:{{{tag}}}:*") == [f"otp:{{{tag}}}:optout".encode()]
+    assert len(await feed(redis)) == others_events - 3
+    assert all(PHONE not in json.dumps(e) for e in await feed(redis))
+    assert_problem(await api.get(f"/challenge/{challenge_id}"), 404, "challenge_not_found")
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is True
+    # The other number's challenge is untouched.
+    assert len(await redis.keys("otp:{*}:c:*")) == 1
+
+
+async def test_erasing_validates_the_number(start_api: StartApi, twilio: FakeTwilio) -> None:
+    api = await start_api(twilio_entry(twilio))
+    assert_problem(await api.delete("/personal-data/0800-not-e164"), 400, "invalid_phone")
