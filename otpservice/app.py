@@ -4,6 +4,9 @@ puts the HTTP API in front of it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +19,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from otpservice import __version__
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.delivery import DeliveryWorker
-from otpservice.errors import ConfigError
+from otpservice.errors import ConfigError, Unavailable
 from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.inbound import InboundMessages
 from otpservice.logs import configure_logging
@@ -48,7 +51,11 @@ if TYPE_CHECKING:
     from otpservice.sms import SmsProvider
     from otpservice.store import StoreClient
 
+log = logging.getLogger(__name__)
+
 MAX_BODY_BYTES = 16 * 1024
+# How often the event stream is trimmed to privacy.retention_days besides on every append.
+RETENTION_CHECK_SECONDS = 600
 
 OPENAPI_CONFIG = OpenAPIConfig(
     title="otpservice",
@@ -168,6 +175,19 @@ class Runtime:
             if self.relay is not None:
                 workers.append(self.relay)
             self._tasks = [asyncio.create_task(w.run(self._stop)) for w in workers]
+            self._tasks.append(asyncio.create_task(self._keep_retention()))
+
+    async def _keep_retention(self) -> None:
+        """Trim the event stream to the retention now and then, traffic or not."""
+        while not self._stop.is_set():
+            try:
+                trimmed = await self.feed.trim(int(time.time() * 1000))
+            except Unavailable:
+                trimmed = 0  # next time
+            if trimmed:
+                log.info("event stream: %d entries past the retention removed", trimmed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RETENTION_CHECK_SECONDS)
 
     async def stop(self) -> None:
         """Stop the workers (work in hand finishes), release threads and connections."""

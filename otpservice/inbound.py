@@ -7,9 +7,11 @@ answer (see ``replies``), and the reply is relayed to the app as ``inbound.messa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from otpservice.errors import Unavailable
 from otpservice.keywords import Keyword, match_keyword
 from otpservice.phone import parse_phone
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from otpservice.events import AppEvents
     from otpservice.models import InboundSms
     from otpservice.optouts import OptOuts
+    from otpservice.phone import PhoneNumber
     from otpservice.replies import KeywordReplies
     from otpservice.settings import Provider, Settings
     from otpservice.store.inbound import InboundStore
@@ -45,12 +48,18 @@ class InboundMessages:
         self._events = events
         self._store = store
 
-    def sender(self, kind: str, our_number: str) -> Provider | None:
-        """Our sender of type ``kind`` that ``our_number`` belongs to (the first of that type
-        when none names the number, as with a Twilio Messaging Service)."""
-        of_kind = [p for p in self._providers if p.kind == kind]
+    def sender(self, kind: str, our_number: str, *, account: str | None = None) -> Provider | None:
+        """Our sender of type ``kind`` (and provider ``account``, when the webhook proved
+        which) that ``our_number`` belongs to: the one with that number, else the first with
+        no number of its own (a Twilio Messaging Service picks from a pool). None when the
+        number is none of ours: then nothing answers from it."""
+        of_kind = [
+            p for p in self._providers
+            if p.kind == kind and account in (None, getattr(p, "account_sid", None))
+        ]  # fmt: skip
         named = [p for p in of_kind if getattr(p, "from_number", None) == our_number]
-        return next(iter(named or of_kind), None)
+        pooled = [p for p in of_kind if getattr(p, "from_number", None) is None]
+        return next(iter(named or pooled), None)
 
     async def received(self, message: InboundSms, *, sender: Provider | None) -> Keyword | None:
         """Handle a reply that came in through ``sender`` (None: not one of ours, so no answer
@@ -60,9 +69,24 @@ class InboundMessages:
             InvalidInput: ``invalid_phone`` for a sender that is no valid number (a short code).
         """
         number = parse_phone(message.sender)
-        if message.message_id and await self._store.seen(number.e164, message.message_id):
-            log.info("inbound SMS %s seen before: ignored", message.message_id)
+        claimed = bool(message.message_id)
+        if claimed and not await self._store.claim(number.e164, message.message_id):
+            log.info("inbound SMS %s handled already: ignored", message.message_id)
             return None
+        try:
+            keyword = await self._act(number, message, sender)
+        except BaseException:
+            if claimed:
+                with contextlib.suppress(Unavailable):  # the claim expires by itself
+                    await self._store.release(number.e164, message.message_id)
+            raise
+        if claimed:
+            await self._store.handled(number.e164, message.message_id)
+        return keyword
+
+    async def _act(
+        self, number: PhoneNumber, message: InboundSms, sender: Provider | None
+    ) -> Keyword | None:
         keyword = match_keyword(message.body, self._extra_words)
         if keyword is Keyword.OPT_OUT:
             await self._optouts.opt_out(number.e164, source="keyword", sender=message.recipient,
@@ -77,6 +101,4 @@ class InboundMessages:
             message.message_id, sender=number.e164, recipient=message.recipient,
             body=message.body, keyword=keyword.value if keyword else None,
         )  # fmt: skip
-        if message.message_id:
-            await self._store.mark_seen(number.e164, message.message_id)
         return keyword

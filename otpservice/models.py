@@ -137,6 +137,15 @@ class OptOut(Model, frozen=True):
     detail: str
 
 
+class OptOutChange(Model, frozen=True):
+    """One change of a number's opt-out: when, which way, and where it came from."""
+
+    at_ms: int
+    opted_out: bool
+    source: str
+    sender: str
+
+
 class InboundSms(Model, frozen=True):
     """A message a person sent to one of our numbers."""
 

@@ -3,8 +3,9 @@
 Two formats, one row per number with the columns ``phone`` (E.164), ``opted_out_at``
 (RFC 3339), ``source``, ``sender`` and ``detail``: CSV with a header line, or JSON lines. On
 import only ``phone`` is required; ``opted_out_at`` defaults to now and ``source`` to
-``import``. A number already opted out keeps its record. A bad row is reported with its line
-number and skipped; the others are imported.
+``import``; other CSV columns are ignored, and times need their zone (``Z`` or an offset). A
+number already opted out keeps its record. A bad row is reported with its line number and
+skipped; the others are imported. An import does not announce each number to the app.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class OptOutRow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """One opt-out as a file holds it."""
 
     phone: str
-    opted_out_at: datetime | None = None
+    opted_out_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] = "import"
     sender: Annotated[str, msgspec.Meta(max_length=64)] = ""
     detail: Annotated[str, msgspec.Meta(max_length=60)] = ""
@@ -92,7 +93,7 @@ async def import_opt_outs(
         try:
             before = await optouts.get(row.phone)
             await optouts.opt_out(row.phone, source=row.source, sender=row.sender,
-                                  detail=row.detail, since_ms=since)  # fmt: skip
+                                  detail=row.detail, since_ms=since, announce=False)  # fmt: skip
         except InvalidInput as exc:
             errors.append(f"line {line}: {exc.detail}")
             continue
@@ -111,7 +112,8 @@ def _rows(source: IO[str], file_format: FileFormat) -> Iterator[tuple[int, OptOu
             yield 1, "a CSV header line naming at least the column phone is required"
             return
         for values in reader:
-            cells = {k: v for k, v in values.items() if k is not None and v not in (None, "")}
+            # Other columns (a provider's export has its own) are ignored.
+            cells = {k: v for k, v in values.items() if k in COLUMNS and v not in (None, "")}
             yield reader.line_num, _convert(cells)
         return
     for line, text in enumerate(source, start=1):

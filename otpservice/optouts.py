@@ -15,7 +15,7 @@ from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
     from otpservice.events import AppEvents
-    from otpservice.models import OptOut
+    from otpservice.models import OptOut, OptOutChange
     from otpservice.store.optouts import OptOutStore
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,11 @@ class OptOuts:
         sender: str = "",
         detail: str = "",
         since_ms: int | None = None,
+        announce: bool = True,
     ) -> OptOut | None:
         """Opt ``phone`` out (kept if it already was) and return its record. ``since_ms``: when
-        it happened, for an imported opt-out.
+        it happened, for an imported opt-out; ``announce``: tell the app (not for a bulk
+        import, which would flood it).
 
         Raises:
             InvalidInput: ``invalid_phone``.
@@ -48,7 +50,7 @@ class OptOuts:
             number.e164, source=source, sender=sender, detail=detail, since_ms=since_ms
         )
         record = await self._store.get(number.e164)
-        if added and record is not None:
+        if added and record is not None and announce:
             log.info("opt-out recorded for %s (source %s)", number.masked(), source)
             await self._events.optout_changed(
                 number.e164, opted_out=True, source=source, at_ms=record.since_ms
@@ -62,7 +64,7 @@ class OptOuts:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        if await self._store.remove(number.e164):
+        if await self._store.remove(number.e164, source=source):
             log.info("opt-out removed for %s (source %s)", number.masked(), source)
             await self._events.optout_changed(
                 number.e164, opted_out=False, source=source, at_ms=int(time.time() * 1000)
@@ -75,6 +77,14 @@ class OptOuts:
             InvalidInput: ``invalid_phone``.
         """
         return await self._store.get(parse_phone(phone).e164)
+
+    async def history(self, phone: str) -> list[OptOutChange]:
+        """``phone``'s opt-out changes, newest first (kept without expiry, at most 100).
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        return await self._store.history(parse_phone(phone).e164)
 
     async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:
         """Opt-outs in number order after the cursor ``after`` ("": the first page), and the

@@ -18,6 +18,7 @@ from typing import IO
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import INDEX_KEY, OUTBOX_KEY, PEPPER
 from tests.servers.providers import GATEWAY_SECRET, FakeGateway, Planned
@@ -348,10 +349,11 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
     config = write_config(tmp_path, redis_server)
     config.write_text(config.read_text().replace('"cli-test"', '"cli-opt-outs"'))
     (tmp_path / "from-provider.csv").write_text(
-        "phone,opted_out_at,source,detail\n"
-        "+14155550101,2024-03-01T10:00:00Z,twilio,STOP\n"
-        "not-a-number,,,\n"
-        "+447911123456,,,\n"
+        "phone,opted_out_at,source,detail,date_created\n"
+        "+14155550101,2024-03-01T10:00:00Z,twilio,STOP,2024-03-01\n"
+        "not-a-number,,,,\n"
+        "+447911123456,,,,\n"
+        "+447911123457,2024-03-01T10:00:00,,,\n"
     )
     (tmp_path / "backup.jsonl").write_text(
         '{"phone": "+14155550101"}\n{"phone": "+33612345678", "source": "admin"}\n{oops\n'
@@ -360,6 +362,7 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
                                   "--config", str(config))  # fmt: skip
     assert imported.returncode == 1  # a row was skipped, and said so
     assert "line 3:" in imported.stderr
+    assert "line 5:" in imported.stderr  # a time without its zone
     assert "imported 2 opt-outs" in imported.stderr
     imported = otpservice_command("opt-outs", "import", str(tmp_path / "backup.jsonl"),
                                   "--config", str(config))  # fmt: skip
@@ -379,3 +382,6 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert lines[0] == "phone,opted_out_at,source,sender,detail"
     assert lines[1] == "+14155550101,2024-03-01T10:00:00+00:00,twilio,,STOP"
+    # An import does not announce each number to the app.
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert client.exists("cli-opt-outs:{events}:feed") == 0

@@ -36,6 +36,14 @@ class EventFeed:
         async with self._commands.command() as redis:
             await redis.xadd(self._key, entry, minid=now_ms - self._retention_ms, approximate=False)
 
+    async def trim(self, now_ms: int) -> int:
+        """Drop the entries older than the retention (also when nothing is being added, or
+        the stream was turned off); how many went."""
+        async with self._commands.command() as redis:
+            return int(
+                await redis.xtrim(self._key, minid=now_ms - self._retention_ms, approximate=False)
+            )
+
     async def erase(self, matches: Callable[[dict[str, Any]], bool]) -> int:
         """Delete every entry whose ``data`` ``matches``; how many went."""
         erased, start = 0, "-"

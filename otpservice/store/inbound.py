@@ -10,6 +10,8 @@ if TYPE_CHECKING:
 
 # Providers repeat a webhook for up to a day (Event Grid: 24 h); a repeat after that is new.
 SEEN_SECONDS = 24 * 3600
+# How long a reply stays claimed by a handler that may have died (a repeat then acts on it).
+CLAIM_SECONDS = 120
 
 
 class InboundStore:
@@ -19,16 +21,25 @@ class InboundStore:
         self._commands = commands
         self._keys = keys
 
-    async def seen(self, e164: str, message_id: str) -> bool:
-        """Whether the reply ``message_id`` from ``e164`` was handled already."""
+    async def claim(self, e164: str, message_id: str) -> bool:
+        """Take the reply ``message_id`` from ``e164`` in hand; False when it is being handled
+        or was handled already (a provider's repeat, perhaps arriving at the same time)."""
         async with self._commands.command() as redis:
-            return bool(await redis.exists(self._keys.inbound_seen(e164, message_id)))
+            return bool(
+                await redis.set(self._keys.inbound_seen(e164, message_id), 1, nx=True,
+                                ex=CLAIM_SECONDS)
+            )  # fmt: skip
 
-    async def mark_seen(self, e164: str, message_id: str) -> None:
-        """Remember that the reply was handled (after handling it: a crash half-way leaves it to
-        the provider's repeat, and every step is safe to repeat)."""
+    async def release(self, e164: str, message_id: str) -> None:
+        """Handling failed half-way: let the provider's repeat do it (every step is safe to
+        repeat)."""
         async with self._commands.command() as redis:
-            await redis.set(self._keys.inbound_seen(e164, message_id), 1, ex=SEEN_SECONDS)
+            await redis.delete(self._keys.inbound_seen(e164, message_id))
+
+    async def handled(self, e164: str, message_id: str) -> None:
+        """The reply was handled: ignore repeats for a day."""
+        async with self._commands.command() as redis:
+            await redis.expire(self._keys.inbound_seen(e164, message_id), SEEN_SECONDS)
 
     async def claim_reply(self, e164: str, keyword: str, window_seconds: int) -> bool:
         """True for the first answer to ``keyword`` from ``e164`` within the window."""

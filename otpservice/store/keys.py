@@ -13,6 +13,7 @@ Per number (tag ``T``)::
     P:{T}:guard    hash    settled failures, lock-until and lockout level of the number
     P:{T}:inflight zset    the number's verification attempts awaiting a verdict
     P:{T}:optout   hash    the number's opt-out (no expiry: the law wants it kept)
+    P:{T}:optout:log list  its opt-out and opt-in changes, newest first, at most 100
     P:{T}:in:M     string  a reply M (digest of its message id) already handled; 1 day
     P:{T}:reply:K  string  the service answered keyword K (opt_out, opt_in, help); 5 minutes
 
@@ -83,6 +84,10 @@ class KeySpace:
         """The opt-out record of a number (in the number's slot, beside its challenges)."""
         return f"{self._prefix}:{{{self.number_tag(e164)}}}:optout"
 
+    def optout_history(self, e164: str) -> str:
+        """The number's opt-out changes (beside its opt-out record)."""
+        return f"{self.optout(e164)}:log"
+
     def inbound_seen(self, e164: str, message_id: str) -> str:
         """Marks a reply from ``e164`` as handled, so a provider's repeat changes nothing."""
         digest = hashlib.sha256(message_id.encode()).hexdigest()[:24]
@@ -91,6 +96,12 @@ class KeySpace:
     def reply_guard(self, e164: str, keyword: str) -> str:
         """Set while the service's answer to ``keyword`` from ``e164`` may not go out again."""
         return f"{self._prefix}:{{{self.number_tag(e164)}}}:reply:{keyword}"
+
+    def kept_on_erasure(self, e164: str) -> tuple[str, ...]:
+        """Prefixes of the number's keys an erasure keeps: the opt-out and its history, and
+        the marks of handled replies and sent answers (so a repeat does not act again)."""
+        base = f"{self._prefix}:{{{self.number_tag(e164)}}}"
+        return (f"{base}:optout", f"{base}:in:", f"{base}:reply:")
 
     def number_pattern(self, e164: str) -> str:
         """A SCAN pattern for every key of the number (its slot's keys, the opt-out included)."""

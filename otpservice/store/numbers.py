@@ -21,9 +21,11 @@ class NumberRecords:
         self._keys = keys
 
     async def erase_all_but_opt_out(self, e164: str) -> int:
-        """Delete every key of the number except its opt-out; how many went."""
-        keep = self._keys.optout(e164)
-        doomed = [key for key in await self._scan(e164) if key != keep]
+        """Delete every key of the number except its opt-out (and its history) and the
+        short-lived marks that keep a provider's repeat from acting again (digests only, gone
+        within a day); how many went."""
+        kept = self._keys.kept_on_erasure(e164)
+        doomed = [key for key in await self._scan(e164) if not key.startswith(kept)]
         if not doomed:
             return 0
         async with self._commands.command() as redis:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from otpservice.models import OptOut
+from otpservice.models import OptOut, OptOutChange
 from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
@@ -44,26 +44,30 @@ class OptOutStore:
             await redis.zadd(self._keys.optout_index(), {e164: 0})
         reply = await self._commands.run_script(
             self._commands.scripts.opt_out,
-            [self._keys.optout(e164)],
+            [self._keys.optout(e164), self._keys.optout_history(e164)],
             ["add", e164, source, sender, detail[:60], "" if since_ms is None else since_ms],
         )
         return bool(int(reply[0]))
 
-    async def remove(self, e164: str) -> bool:
+    async def remove(self, e164: str, *, source: str) -> bool:
         """Opt the number back in; False when it was not opted out."""
         reply = await self._commands.run_script(
             self._commands.scripts.opt_out,
-            [self._keys.optout(e164)],
-            ["remove", e164, "", "", "", ""],
+            [self._keys.optout(e164), self._keys.optout_history(e164)],
+            ["remove", e164, source, "", "", ""],
         )
         await self.forget_unless_opted_out(e164)
         return bool(int(reply[0]))
 
     async def forget_unless_opted_out(self, e164: str) -> None:
-        """Drop the number from the index if it has no opt-out record."""
-        if await self.get(e164) is None:
+        """Drop the number from the index if it has no opt-out record. Removed first and put
+        back if a record is there after, so an opt-out landing meanwhile stays listed."""
+        index = self._keys.optout_index()
+        async with self._commands.command() as redis:
+            await redis.zrem(index, e164)
+        if await self.get(e164) is not None:
             async with self._commands.command() as redis:
-                await redis.zrem(self._keys.optout_index(), e164)
+                await redis.zadd(index, {e164: 0})
 
     async def get(self, e164: str) -> OptOut | None:
         """The number's opt-out, or None."""
@@ -73,6 +77,17 @@ class OptOutStore:
             return None
         phone, at, source, sender, detail = (reply_text(v) if v is not None else "" for v in fields)
         return OptOut(phone=phone, since_ms=int(at), source=source, sender=sender, detail=detail)
+
+    async def history(self, e164: str) -> list[OptOutChange]:
+        """The number's opt-out changes, newest first."""
+        async with self._commands.command() as redis:
+            entries = await redis.lrange(self._keys.optout_history(e164), 0, -1)
+        changes = []
+        for entry in entries:
+            at, direction, source, sender = reply_text(entry).split("|", 3)
+            changes.append(OptOutChange(at_ms=int(at), opted_out=direction == "out",
+                                        source=source, sender=sender))  # fmt: skip
+        return changes
 
     async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:
         """Up to ``limit`` opt-outs of numbers sorted after ``after`` ("" from the start), and

@@ -29,6 +29,21 @@ class OptOutState(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+class OptOutHistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One change of a number's opt-out."""
+
+    at: datetime
+    opted_out: bool
+    source: str
+    sender: str | None = None
+
+
+class OptOutRecord(OptOutState, frozen=True, kw_only=True):
+    """A number's opt-out state and every change to it, newest first."""
+
+    history: list[OptOutHistoryEntry]
+
+
 class OptOutPage(msgspec.Struct, frozen=True, kw_only=True):
     """One page of opt-outs, in number order."""
 
@@ -69,9 +84,16 @@ async def list_opt_outs(
 
 @get("/opt-outs/{phone:str}", summary="Read a number's opt-out",
      responses=problem_responses(400, 401, 403, 503))  # fmt: skip
-async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
-    """Whether ``phone`` (E.164) is opted out."""
-    return _state(phone, await _optouts(request).get(phone))
+async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutRecord:
+    """Whether ``phone`` (E.164) is opted out, and the history of its opt-outs and opt-ins."""
+    optouts = _optouts(request)
+    state = _state(phone, await optouts.get(phone))
+    history = [
+        OptOutHistoryEntry(at=datetime_from_ms(c.at_ms), opted_out=c.opted_out, source=c.source,
+                           sender=c.sender or None)
+        for c in await optouts.history(phone)
+    ]  # fmt: skip
+    return OptOutRecord(**msgspec.structs.asdict(state), history=history)
 
 
 @put("/opt-outs/{phone:str}", summary="Opt a number out",

@@ -157,22 +157,25 @@ async def twilio_status(request: Request[Any, Any, Any]) -> None:
 async def twilio_inbound(request: Request[Any, Any, Any]) -> str:
     """A message a person sent to one of our Twilio numbers; answered with empty TwiML."""
     form = parse_qsl((await request.body()).decode(errors="replace"), keep_blank_values=True)
-    webhook_auth(request).check_twilio(request, form)
+    account = webhook_auth(request).check_twilio(request, form).account_sid
     fields = dict(form)
     message = InboundSms(
         sender=fields.get("From", ""), recipient=fields.get("To", ""),
         body=fields.get("Body", ""), message_id=fields.get("MessageSid", ""),
     )  # fmt: skip
-    await _reply_received(request, "twilio", message)
+    await _reply_received(request, "twilio", message, account)
     return twilio.EMPTY_TWIML
 
 
-async def _reply_received(request: Request[Any, Any, Any], kind: str, message: InboundSms) -> None:
+async def _reply_received(
+    request: Request[Any, Any, Any], kind: str, message: InboundSms, account: str | None = None
+) -> None:
     """Hand a reply to the inbound handling. A sender that is no valid number (a short code)
     is skipped: answering the provider with an error would only make it retry."""
     inbound: InboundMessages = request.app.state.runtime.inbound
+    sender = inbound.sender(kind, message.recipient, account=account)
     try:
-        await inbound.received(message, sender=inbound.sender(kind, message.recipient))
+        await inbound.received(message, sender=sender)
     except InvalidInput:
         log.info("inbound SMS from a sender that is no E.164 number: ignored")
 

@@ -161,3 +161,49 @@ async def test_sample_replies_through_both_webhooks(
         await api.delete(f"/opt-outs/{PHONE}")
         assert (await reply(api, body)).status_code == 200
         assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is opted_out
+
+
+async def test_no_answer_goes_out_from_a_number_that_is_not_ours(
+    start_api: StartApi, acs: FakeAcs
+) -> None:
+    api = await start_api(
+        acs_entry(acs, keyword_replies="service"), secrets={"acs_webhook_secret": SECRET}
+    )
+    event = acs_inbound("STOP")
+    event["data"]["To"] = "18005550199"  # another ACS number, not in our config
+    assert (await api.post("/webhooks/acs", json=[event], headers=HEADERS)).status_code == 200
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is True
+    await asyncio.sleep(0.3)
+    assert acs.received == []
+
+
+async def test_the_same_reply_delivered_twice_at_once_is_handled_once(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
+    api = await start_api(
+        acs_entry(acs, keyword_replies="service"), secrets={"acs_webhook_secret": SECRET}
+    )
+    event = acs_inbound("STOP")
+    responses = await asyncio.gather(
+        *(api.post("/webhooks/acs", json=[event], headers=HEADERS) for _ in range(5))
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert await bodies_to(acs, PHONE, 1) == [STOP_TEXT]
+    kinds = [f[b"type"] for _, f in await redis.xrange("otp:{events}:feed")]
+    assert sorted(kinds) == [b"inbound.message", b"optout.changed"]
+
+
+async def test_every_opt_out_change_is_kept_with_its_source_and_time(
+    start_api: StartApi, twilio: FakeTwilio
+) -> None:
+    api = await start_api(twilio_entry(twilio))
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    assert (await twilio_inbound(api, "START")).status_code == 200
+    assert (await api.put(f"/opt-outs/{PHONE}")).status_code == 200
+    record = (await api.get(f"/opt-outs/{PHONE}")).json()
+    assert record["opted_out"] is True
+    assert [(c["opted_out"], c["source"], c["sender"]) for c in record["history"]] == [
+        (True, "admin", None), (False, "keyword", None), (True, "keyword", "+15005550006"),
+    ]  # fmt: skip
+    times = [c["at"] for c in record["history"]]
+    assert times == sorted(times, reverse=True)

@@ -1,14 +1,14 @@
--- opt_out.lua: record or remove a number's opt-out. Opt-outs are durable: no expiry.
+-- opt_out.lua: record or remove a number's opt-out, and keep the change in its history.
+-- Opt-outs and their history are durable: no expiry.
 -- KEYS[1] optout   hash: e E.164 number, at since ms, src source (keyword, admin,
 --                  provider_error, import), snd our sender it came through, d detail
+-- KEYS[2] history  list, newest first, at most 100: "ms|out or in|source|sender"
 -- ARGV[1] "add" or "remove"
 -- ARGV[2] E.164 number    ARGV[3] source    ARGV[4] sender    ARGV[5] detail
 -- ARGV[6] since ms (an imported opt-out keeps its time); "" for now
 -- Returns 1 when something changed, else 0 (already opted out, or not opted out).
-if ARGV[1] == 'remove' then
-  return redis.call('DEL', KEYS[1])
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local adding = ARGV[1] == 'add'
+if (redis.call('EXISTS', KEYS[1]) == 1) == adding then
   return 0
 end
 local now = tonumber(ARGV[6])
@@ -16,5 +16,11 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-redis.call('HSET', KEYS[1], 'e', ARGV[2], 'at', now, 'src', ARGV[3], 'snd', ARGV[4], 'd', ARGV[5])
+if adding then
+  redis.call('HSET', KEYS[1], 'e', ARGV[2], 'at', now, 'src', ARGV[3], 'snd', ARGV[4], 'd', ARGV[5])
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('LPUSH', KEYS[2], table.concat({now, adding and 'out' or 'in', ARGV[3], ARGV[4]}, '|'))
+redis.call('LTRIM', KEYS[2], 0, 99)
 return 1
