@@ -91,6 +91,17 @@ def _children(pid: int) -> list[int]:
     return children
 
 
+_LOOSE_RULES = "\n".join(
+    f'[[abuse.rules]]\nname = "{name}"\nscope = "{scope}"\n'
+    f"windows = [{{limit = 1000000000, seconds = {seconds}}}]"
+    for name, scope, seconds in (
+        ("per_ip", "ip", 3600), ("per_ip_prefix", "ip_prefix", 3600),
+        ("per_prefix", "prefix", 3600), ("per_country", "country", 3600),
+        ("global", "global", 60), ("per_client", "client", 60),
+    )
+)  # fmt: skip
+
+
 class RedisProcess:
     """A private ``redis-server`` on a free loopback port, no persistence, files in ``workdir``."""
 
@@ -236,6 +247,12 @@ per_day = 100000000
 
 [code]
 ttl_seconds = 600
+
+# The default abuse rules and fraud guard, doing all their work, with limits a load test
+# never reaches.
+[abuse.fraud_guard]
+floor = 0.0
+{_LOOSE_RULES}
 
 {console}
 {unsafe}

@@ -67,7 +67,51 @@ def limits_table(settings: Settings) -> str:
         ),
     ]
     width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+    table = "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)
+    return f"{table}\n\n{abuse_table(settings)}"
+
+
+def abuse_table(settings: Settings) -> str:
+    """The abuse rules, geo permissions, fraud guard and safe list, as a table."""
+    abuse = settings.abuse
+    rows = [("rule", "scope", "windows", "mode")]
+    for rule in abuse.rules:
+        scope: str = rule.scope
+        if rule.scope == "ip_prefix":
+            scope += f" (/{rule.ipv4_prefix}, /{rule.ipv6_prefix})"
+        elif rule.scope == "prefix":
+            scope += f" ({rule.prefix_digits} digits)"
+        windows = ", ".join(f"{w.limit}/{_duration(w.seconds)}" for w in rule.windows)
+        rows.append((rule.name, scope, windows, rule.mode))
+    geo, guard = abuse.geo, abuse.fraud_guard
+    rows.append(("geo", "countries", _allow_deny(geo.allow_countries, geo.deny_countries),
+                 geo.mode))  # fmt: skip
+    rows.append(("geo", "prefixes", _allow_deny(geo.allow_prefixes, geo.deny_prefixes), geo.mode))
+    rows.append(("geo", "number types", "deny " + (", ".join(geo.deny_number_types) or "none"),
+                 geo.mode))  # fmt: skip
+    trip = f"verified/sent < {guard.floor} after {guard.min_sent} sent"
+    rows.append((
+        "fraud_guard", f"country, prefix ({guard.prefix_digits} digits)",
+        f"{trip} in {_duration(guard.window_seconds)}", guard.mode if guard.enabled else "off",
+    ))  # fmt: skip
+    safe = abuse.safe_list
+    rows.append(("safe_list", "exempt", f"{len(safe.numbers)} numbers, {len(safe.prefixes)} "
+                 f"prefixes", "-"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    )
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _allow_deny(allow: list[str], deny: list[str]) -> str:
+    return f"allow {', '.join(allow) or 'all'}; deny {', '.join(deny) or 'none'}"
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from otpservice import __version__
+from otpservice.abuse import AbusePolicy
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError, Unavailable
 from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.inbound import InboundMessages
+from otpservice.live_settings import LiveSettings
 from otpservice.logs import configure_logging
 from otpservice.optouts import OptOuts
 from otpservice.otp import OtpService
@@ -33,10 +36,12 @@ from otpservice.settings import load_settings
 from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
 from otpservice.store.feed import EventFeed
+from otpservice.store.fraud import FraudGuardStore
 from otpservice.store.inbound import InboundStore
 from otpservice.store.numbers import NumberRecords
 from otpservice.store.optouts import OptOutStore
 from otpservice.store.outbox import OutboxEntry, QueueStore
+from otpservice.store.quotas import QuotaStore
 from otpservice.store.rates import SendRates
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
@@ -109,6 +114,11 @@ class Runtime:
         event_queue = QueueStore(commands, keys, "events", AppEvent) if callback else None
         self.feed = EventFeed(commands, keys, settings.privacy.retention_days * 86_400_000)
         events = AppEvents(event_queue, self.feed if settings.events.stream else None)
+        self.live = LiveSettings(settings)
+        self.abuse = AbusePolicy(
+            self.live, quotas=QuotaStore(commands, keys), fraud=FraudGuardStore(commands, keys),
+            events=events,
+        )  # fmt: skip
         self._owns_providers = sms is None
         self.providers = build_sender(settings) if sms is None else ProviderChain(
             [sms], breaker_failures=settings.sms.breaker_failures,
@@ -123,6 +133,7 @@ class Runtime:
             outbox=outbox,
             sealer=sealer,
             events=events,
+            abuse=self.abuse,
         )
         self.outbox = outbox
         self.challenges = challenges
@@ -167,14 +178,19 @@ class Runtime:
         )  # fmt: skip
 
     async def start(self, *, deliver: bool | None = None) -> None:
-        """Connect to the store, then start the workers (``outbox.workers_in_process``)."""
+        """Connect to the store, watch the config file, then start the workers
+        (``outbox.workers_in_process``)."""
         await self.service.start()
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(self.live.watch(self._stop)),
+            asyncio.create_task(self.abuse.keep_counting(self._stop)),
+        ]
         if self.settings.outbox.workers_in_process if deliver is None else deliver:
-            self._stop.clear()
             workers: list[QueueWorker[Any]] = [self.worker, self.replier]
             if self.relay is not None:
                 workers.append(self.relay)
-            self._tasks = [asyncio.create_task(w.run(self._stop)) for w in workers]
+            self._tasks += [asyncio.create_task(w.run(self._stop)) for w in workers]
             self._tasks.append(asyncio.create_task(self._keep_retention()))
 
     async def _keep_retention(self) -> None:
@@ -226,6 +242,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         await runtime.start()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # Only in the main thread of a process (not under a test client's thread).
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, runtime.live.reload)
         try:
             yield
         finally:

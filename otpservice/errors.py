@@ -11,6 +11,7 @@
     ├── Refused                   policy says no; retry_after_seconds when waiting helps
     │   ├── TooManyAttempts       the challenge's attempt budget is spent
     │   ├── RateLimited           a send limit; ``rule`` names it
+    │   ├── SuspectedFraud        the fraud guard tripped for the destination; ``rule``
     │   └── NumberLocked          too many failures for the number
     ├── IdempotencyConflict
     │   ├── IdempotencyKeyReused  same key, different request
@@ -18,6 +19,7 @@
     ├── Unauthorized              no valid bearer token
     ├── Forbidden                 the token lacks the scope
     ├── RecipientOptedOut         the number opted out: nothing is sent to it
+    ├── DestinationNotAllowed     geo permissions refuse the number; ``rule`` names why
     └── Unavailable               retry later (503)
         ├── StoreUnavailable      Redis down, slow or refusing writes
         └── HashingBusy           the hashing queue is full
@@ -118,6 +120,20 @@ class RateLimited(Refused):
         super().__init__(f"Limit {rule!r} reached; retry in {retry_after_seconds} s.")
 
 
+class SuspectedFraud(Refused):
+    """Few codes sent to this destination get verified: SMS pumping is suspected."""
+
+    code = "suspected_fraud"
+    title = "Suspected fraud"
+
+    def __init__(self, rule: str, retry_after_seconds: int) -> None:
+        self.rule = rule
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(
+            "Codes to this destination are paused: too few of those sent were verified."
+        )
+
+
 class NumberLocked(Refused):
     """The number failed too many codes and is locked for a while."""
 
@@ -175,6 +191,17 @@ class RecipientOptedOut(OtpError):
             or "the recipient opted out of these messages; they can reply START to the number "
             "that texted them to receive codes again"
         )
+
+
+class DestinationNotAllowed(OtpError):
+    """Geo permissions refuse the number (country, prefix or number type); ``rule`` says which."""
+
+    code = "destination_not_allowed"
+    title = "Destination not allowed"
+
+    def __init__(self, rule: str, detail: str) -> None:
+        self.rule = rule
+        super().__init__(detail)
 
 
 class Unavailable(OtpError):

@@ -3,7 +3,8 @@
 - ``challenge.delivered`` / ``challenge.failed``: a challenge's SMS reached a final state;
 - ``inbound.message``: a person replied to one of our numbers (keyword or not);
 - ``optout.changed``: a number opted out or back in;
-- ``security.lockout``: a number was locked after too many wrong codes.
+- ``security.lockout``: a number was locked after too many wrong codes;
+- ``fraud.tripped`` / ``fraud.cleared``: the fraud guard paused or resumed a destination.
 
 An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers. Its
 ``webhook-id`` is stable (what happened, to what), so a repeat (a report that came twice, a relay
@@ -105,6 +106,16 @@ class AppEvents:
         """Queue ``security.lockout``: the number of ``challenge_id`` was locked."""
         data: EventData = {"challenge_id": challenge_id, "locked_for_seconds": locked_for_seconds}
         await self._emit(f"lockout.{challenge_id}", "security.lockout", data)
+
+    async def fraud_changed(
+        self, destination: str, *, tripped: bool, sent: int, verified: int, source: str
+    ) -> None:
+        """Queue ``fraud.tripped`` or ``fraud.cleared`` for a destination ("+44", "+4470")."""
+        kind = "fraud.tripped" if tripped else "fraud.cleared"
+        data: EventData = {
+            "destination": destination, "sent": sent, "verified": verified, "source": source,
+        }  # fmt: skip
+        await self._emit(f"{kind}.{destination}.{int(time.time())}", kind, data)
 
     async def _emit(self, event_id: str, kind: str, data: EventData) -> None:
         now = int(time.time() * 1000)

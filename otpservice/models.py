@@ -96,6 +96,7 @@ class DeliveryUpdate(Model, frozen=True):
     previous: DeliveryStatus = DeliveryStatus.QUEUED
     provider: str = ""
     send_id: str = ""
+    where: str = ""  # "region|prefix" of the number, for analytics
 
 
 class CodeHash(Model, frozen=True):
@@ -118,6 +119,8 @@ class ApprovedChallenge(Model, frozen=True):
 
     challenge_id: str
     approved_at_ms: int
+    where: str = ""  # "region|prefix" of the number, for analytics and the fraud guard
+    created_at_ms: int = 0
 
 
 class IdempotencyRecord(Model, frozen=True):

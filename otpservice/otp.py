@@ -30,6 +30,7 @@ from otpservice.sms import OutboundSms
 from otpservice.sms.templates import MessageTemplates
 
 if TYPE_CHECKING:
+    from otpservice.abuse import AbusePolicy
     from otpservice.codes import CodeHasher
     from otpservice.events import AppEvents
     from otpservice.models import (
@@ -61,6 +62,7 @@ class OtpService:
         outbox: QueueStore[OutboxEntry],
         sealer: MessageSealer,
         events: AppEvents,
+        abuse: AbusePolicy,
     ) -> None:
         self._settings = settings
         self._keys = keys
@@ -70,6 +72,7 @@ class OtpService:
         self._outbox = outbox
         self._sealer = sealer
         self._events = events
+        self._abuse = abuse
         self._templates = MessageTemplates(settings)
 
     async def issue_challenge(
@@ -164,6 +167,7 @@ class OtpService:
             log.info("challenge %s failed: %s", challenge_id, exc.code)
             raise
         log.info("challenge approved: %s", challenge_id)
+        self._abuse.verified(approved.where)
         return approved
 
     async def record_report(
@@ -237,15 +241,27 @@ class OtpService:
         with self._hasher.admit():
             # Refuse a throttled or locked number before spending a hash on it.
             await self._challenges.check_send(keys)
-            code = generate_code(settings.code.digits)
-            code_hash = await self._hasher.hash_code(keys.challenge_id, code)
-        issued = await self._challenges.issue(
-            keys,
-            code_hash=code_hash,
-            client=client,
-            masked_phone=phone.masked(),
-            purpose=request.purpose,
-        )
+            admission = await self._abuse.admit(phone, client=client, client_ip=request.client_ip)
+            try:
+                code = generate_code(settings.code.digits)
+                code_hash = await self._hasher.hash_code(keys.challenge_id, code)
+            except BaseException:
+                await self._abuse.give_back(admission)
+                raise
+        try:
+            issued = await self._challenges.issue(
+                keys,
+                code_hash=code_hash,
+                client=client,
+                masked_phone=phone.masked(),
+                purpose=request.purpose,
+                where=admission.where,
+            )
+        except BaseException:
+            # Refused after all (a concurrent request took the number's last send): the
+            # abuse rules' counts go back too.
+            await self._abuse.give_back(admission)
+            raise
         message = OutboundSms(
             to=phone.e164,
             body=self._templates.render(request.locale, code),
@@ -257,8 +273,10 @@ class OtpService:
             await self._outbox.add(seal_message(self._sealer, message, issued.expires_at_ms))
         except BaseException:
             # The code will never be sent: make sure it cannot be used either.
+            await self._abuse.give_back(admission)
             await self._challenges.cancel(keys, client)
             raise
+        self._abuse.issued(admission)
         log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
         return issued
 

@@ -10,6 +10,11 @@ import phonenumbers
 from otpservice.errors import InvalidInput
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_TYPE_NAMES = {
+    value: name.lower()
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if name.isupper() and isinstance(value, int)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +23,14 @@ class PhoneNumber:
 
     e164: str
     country_code: int
+    # ISO 3166 region ("GB"; "001" for non-geographic numbers) and the type phonenumbers
+    # gives the number ("mobile", "premium_rate", ...): what the geo permissions look at.
+    region: str = ""
+    number_type: str = "unknown"
+
+    def prefix(self, national_digits: int) -> str:
+        """The calling code and the first ``national_digits`` digits after it ("+4470")."""
+        return self.e164[: len(str(self.country_code)) + 1 + national_digits]
 
     def masked(self) -> str:
         """The number with all but the country code and last two digits hidden."""
@@ -44,7 +57,22 @@ def parse_phone(raw: str) -> PhoneNumber:
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput("phone is not a valid number for its country", code="invalid_phone")
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    return PhoneNumber(e164=e164, country_code=parsed.country_code or 0)
+    return PhoneNumber(
+        e164=e164,
+        country_code=parsed.country_code or 0,
+        region=phonenumbers.region_code_for_number(parsed) or "",
+        number_type=_TYPE_NAMES.get(phonenumbers.number_type(parsed), "unknown"),
+    )
+
+
+def calling_code_of(prefix: str) -> str | None:
+    """The calling code a number prefix ("+4474") starts with ("+44"), or None if none does
+    (calling codes are prefix-free, so at most one does)."""
+    for length in (1, 2, 3):
+        code = prefix[1 : 1 + length]
+        if code.isdigit() and int(code) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return f"+{code}"
+    return None
 
 
 # Dots are left out: they would take in IP addresses and versions, which are no phone numbers.

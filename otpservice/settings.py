@@ -288,6 +288,100 @@ class PrivacySettings(Base, frozen=True):
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
 
 
+Mode = Literal["enforce", "monitor"]
+NumberPrefix = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{0,14}\Z")]
+CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
+NumberType = Literal[
+    "premium_rate", "shared_cost", "unknown", "voip", "toll_free", "personal_number", "pager",
+    "uan", "voicemail", "fixed_line", "mobile", "fixed_line_or_mobile",
+]  # fmt: skip
+
+
+class Window(Base, frozen=True):
+    """At most ``limit`` challenges in any ``seconds`` (a rolling window)."""
+
+    limit: PositiveInt
+    seconds: Annotated[int, msgspec.Meta(ge=1, le=7 * 86400)]
+
+
+class RateRule(Base, frozen=True):
+    """A named budget of challenges for one kind of subject, over one or more windows.
+
+    Scopes: ``ip`` (the end user's ``client_ip``), ``ip_prefix`` (its /24 or /64),
+    ``country`` (calling code), ``prefix`` (calling code and the first ``prefix_digits``
+    national digits, as "+44 70"), ``global`` (everything: a cost ceiling), ``client`` (the
+    API client). Rules on an IP are skipped when the app passes no ``client_ip``.
+    """
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,40}\Z")]
+    scope: Literal["ip", "ip_prefix", "country", "prefix", "global", "client"]
+    windows: Annotated[list[Window], msgspec.Meta(min_length=1, max_length=4)]
+    # "monitor": count and log what would be refused, refuse nothing.
+    mode: Mode = "enforce"
+    ipv4_prefix: Annotated[int, msgspec.Meta(ge=8, le=32)] = 24
+    ipv6_prefix: Annotated[int, msgspec.Meta(ge=16, le=128)] = 64
+    prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
+
+
+def _default_rules() -> list[RateRule]:
+    return [
+        RateRule(name="per_ip", scope="ip",
+                 windows=[Window(limit=10, seconds=3600), Window(limit=20, seconds=86400)]),
+        RateRule(name="per_ip_prefix", scope="ip_prefix", windows=[Window(limit=50, seconds=3600)]),
+        RateRule(name="per_prefix", scope="prefix", windows=[Window(limit=300, seconds=3600)]),
+        RateRule(name="per_country", scope="country", windows=[Window(limit=1000, seconds=3600)]),
+        RateRule(name="global", scope="global",
+                 windows=[Window(limit=300, seconds=60), Window(limit=20000, seconds=86400)]),
+        RateRule(name="per_client", scope="client", windows=[Window(limit=600, seconds=60)]),
+    ]  # fmt: skip
+
+
+class GeoSettings(Base, frozen=True):
+    """Where codes may go: countries (ISO 3166 codes), number prefixes, number types."""
+
+    mode: Mode = "enforce"
+    # Empty: every country not denied.
+    allow_countries: list[CountryCode] = msgspec.field(default_factory=list)
+    deny_countries: list[CountryCode] = msgspec.field(default_factory=list)
+    # E.164 prefixes ("+4470"); an allowed prefix wins over a denied country.
+    allow_prefixes: list[NumberPrefix] = msgspec.field(default_factory=list)
+    deny_prefixes: list[NumberPrefix] = msgspec.field(default_factory=list)
+    # Number types (as phonenumbers classifies them) no code goes to: SMS pumping's favourites.
+    deny_number_types: list[NumberType] = msgspec.field(
+        default_factory=lambda: ["premium_rate", "shared_cost", "unknown"]
+    )
+
+
+class FraudGuardSettings(Base, frozen=True):
+    """Trips when few codes sent to a country or prefix get verified (SMS pumping)."""
+
+    mode: Mode = "enforce"
+    enabled: bool = True
+    # Verified / sent over the window under this, after min_sent, refuses new challenges there.
+    floor: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    min_sent: PositiveInt = 50
+    window_seconds: Annotated[int, msgspec.Meta(ge=300, le=86400)] = 3600
+    # The prefix watched besides the country: calling code plus this many national digits.
+    prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
+
+
+class SafeList(Base, frozen=True):
+    """Numbers and prefixes exempt from the abuse rules (never from the per-number limits,
+    the lockout or the attempt budget): the company's test phones, VIP routes."""
+
+    numbers: list[E164] = msgspec.field(default_factory=list)
+    prefixes: list[NumberPrefix] = msgspec.field(default_factory=list)
+
+
+class AbuseSettings(Base, frozen=True):
+    """Limits beyond one number, tuned by the security team; re-read on change (hot reload)."""
+
+    rules: list[RateRule] = msgspec.field(default_factory=_default_rules)
+    geo: GeoSettings = GeoSettings()
+    fraud_guard: FraudGuardSettings = FraudGuardSettings()
+    safe_list: SafeList = SafeList()
+
+
 class UnsafeOverrides(Base, frozen=True):
     """Explicit acknowledgements for settings outside the safe range."""
 
@@ -339,6 +433,8 @@ class Settings(Base, frozen=True):
 
     # Set by the --dev flag only (load_settings refuses it from a file or the environment).
     dev_mode: bool = False
+    # The file these settings came from, re-read on change (set by load_settings only).
+    config_path: str | None = None
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     # Processes serving the API (the Python work per request is bound to one core each);
@@ -348,6 +444,7 @@ class Settings(Base, frozen=True):
     code: CodeSettings = CodeSettings()
     lockout: LockoutSettings = LockoutSettings()
     send_limits: SendLimitSettings = SendLimitSettings()
+    abuse: AbuseSettings = AbuseSettings()
     hashing: HashingSettings = HashingSettings()
     redis: RedisSettings = RedisSettings()
     sms: SmsSettings = SmsSettings()
@@ -388,6 +485,9 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     _merge(raw, _from_environment(env))
     _merge(raw, overrides or {})
+    if "config_path" in raw:
+        raise ConfigError("config_path cannot be set; give --config or OTP_CONFIG")
+    raw["config_path"] = str(path) if path else None
     if "dev_mode" in raw:
         # Only the --dev flag turns development mode on, so a production pod cannot fall into it
         # through a stray variable or config line.
@@ -445,6 +545,7 @@ def validate_settings(settings: Settings) -> None:
     if settings.lockout.base_seconds > settings.lockout.max_seconds:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
     _check_sms(settings)
+    _check_abuse(settings)
     _check_outbox(settings)
     _check_events(settings)
     if settings.dev_mode:
@@ -531,6 +632,26 @@ def _check_sms(settings: Settings) -> None:
     from otpservice.sms.templates import MessageTemplates
 
     MessageTemplates(settings)  # renders every template once: placeholders and length
+
+
+def _check_abuse(settings: Settings) -> None:
+    import phonenumbers
+
+    abuse = settings.abuse
+    names = [rule.name for rule in abuse.rules]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"abuse.rules: the name {name!r} is used twice")
+    for i, rule in enumerate(abuse.rules):
+        seconds = [w.seconds for w in rule.windows]
+        if len(set(seconds)) != len(seconds):
+            raise ConfigError(f"abuse.rules[{i}].windows: two windows of the same length")
+    geo = abuse.geo
+    for where, codes in (("allow_countries", geo.allow_countries),
+                         ("deny_countries", geo.deny_countries)):  # fmt: skip
+        unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ConfigError(f"abuse.geo.{where}: unknown country codes {unknown}")
 
 
 def _require_https(settings: Settings) -> None:

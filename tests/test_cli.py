@@ -385,3 +385,18 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
     # An import does not announce each number to the app.
     with redis.Redis.from_url(redis_server.url) as client:
         assert client.exists("cli-opt-outs:{events}:feed") == 0
+
+
+def test_sighup_rereads_the_config(tmp_path: Path, redis_server: RedisServer) -> None:
+    service = ServiceProcess("--config", str(write_config(tmp_path, redis_server)))
+    try:
+        service.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any("config reloaded" in line for line in service.stderr_lines):
+                break
+            time.sleep(0.05)
+        assert any("config reloaded" in line for line in service.stderr_lines)
+        assert service.process.poll() is None  # SIGHUP did not end it
+    finally:
+        service.stop()

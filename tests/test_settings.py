@@ -125,6 +125,27 @@ def test_secrets_from_files_never_printed(tmp_path: Path) -> None:
             "sms.providers[0]: set exactly one of from_number and messaging_service_sid",
         ),
         (GOOD + TWILIO.replace("AC", "XX"), {}, "sms.providers[0].account_sid"),
+        (
+            GOOD + '\n[[abuse.rules]]\nname = "a"\nscope = "ip"\nwindows = []\n',
+            {},
+            "abuse.rules[0].windows",
+        ),
+        (
+            GOOD + '\n[[abuse.rules]]\nname = "a"\nscope = "planet"\n'
+            "windows = [{limit = 1, seconds = 60}]\n",
+            {},
+            "abuse.rules[0].scope",
+        ),
+        (
+            GOOD
+            + '\n[[abuse.rules]]\nname = "a"\nscope = "ip"\nwindows = [{limit = 1, seconds = 60}]'
+            '\n[[abuse.rules]]\nname = "a"\nscope = "global"\n'
+            "windows = [{limit = 1, seconds = 60}]\n",
+            {},
+            "abuse.rules: the name 'a' is used twice",
+        ),
+        (GOOD + '\n[abuse.geo]\ndeny_countries = ["XX"]\n', {}, "abuse.geo.deny_countries"),
+        (GOOD + "\n[abuse.fraud_guard]\nfloor = 2\n", {}, "abuse.fraud_guard.floor"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_key(
@@ -230,7 +251,11 @@ def test_config_check_prints_effective_limits(
     assert "valid" in out
     assert re.search(r"^code\.ttl_seconds +120$", out, re.MULTILINE)
     assert SECRET not in out
-    assert "send_limits.per_hour" in limits_table(load_settings(path, environ={}))
+    table = limits_table(load_settings(path, environ={}))
+    assert "send_limits.per_hour" in table
+    # The abuse rules as a table: one line per rule with its windows and mode.
+    assert "per_ip         ip                          10/1h, 20/1d" in table
+    assert "fraud_guard    country, prefix (2 digits)" in table
 
 
 def test_config_check_reports_a_bad_file(

@@ -121,6 +121,7 @@ class ChallengeStore:
         client: str,
         masked_phone: str,
         purpose: str,
+        where: str = "",
     ) -> IssuedChallenge:
         """Store a new challenge if the number's lock and send limits allow it.
 
@@ -135,6 +136,7 @@ class ChallengeStore:
                 client, masked_phone, purpose, *self._code_args,
             ],
             mode="issue",
+            where=where,
         )  # fmt: skip
         return IssuedChallenge(
             challenge_id=keys.challenge_id,
@@ -145,12 +147,12 @@ class ChallengeStore:
         )
 
     async def _issue_script(
-        self, keys: ChallengeKeys, challenge_args: list[str | bytes], *, mode: str
+        self, keys: ChallengeKeys, challenge_args: list[str | bytes], *, mode: str, where: str = ""
     ) -> list[Any]:
         reply = await self._run(
             self._scripts.issue_challenge,
             [keys.sends, keys.active, keys.guard, keys.challenge, keys.optout],
-            [*challenge_args, *self._min_interval_arg, mode, *self._window_args],
+            [*challenge_args, *self._min_interval_arg, mode, where, *self._window_args],
         )
         status = reply_text(reply[0])
         if status == "opted_out":
@@ -205,7 +207,10 @@ class ChallengeStore:
         )  # fmt: skip
         status = reply_text(reply[0])
         if status == "approved":
-            return ApprovedChallenge(challenge_id=keys.challenge_id, approved_at_ms=int(reply[1]))
+            return ApprovedChallenge(
+                challenge_id=keys.challenge_id, approved_at_ms=int(reply[1]),
+                where=reply_text(reply[2]), created_at_ms=int(reply[3] or 0),
+            )  # fmt: skip
         if status == "incorrect":
             attempts_left, locked_ms = int(reply[1]), int(reply[2])
             if locked_ms > 0:
@@ -291,6 +296,7 @@ class ChallengeStore:
             previous=DeliveryStatus(reply_text(reply[1])),
             provider=reply_text(reply[2]),
             send_id=reply_text(reply[3]),
+            where=reply_text(reply[4]),
         )
 
     async def read_delivery(self, keys: ChallengeKeys) -> DeliveryUpdate:

@@ -25,14 +25,19 @@ Elsewhere::
                            to send) or "events" (events for the app's callback URL)
     P:{Q}:delayed  zset    queue Q's entries waiting for a retry, by due ms
     P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
+    P:{q:R:S}      zset    abuse rule R's rolling windows for subject S (a keyed digest of
+                           the IP, prefix, country, client, or "all"), one member per request
+    P:{stats:H}    hash    analytics counters of Unix hour H: "<metric>|<country>|<provider>"
+    P:{fg:C}       hash    codes sent to and verified by calling code C and its prefixes
+                           ("+44", "+4470"), by twelfths of the window, and which are tripped
     P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
                            privacy.retention_days
     P:{optouts}:index zset  every opted-out number (score 0, so pages go by number)
 
 Queue Q is also "replies": the service's answers to STOP, START and HELP.
 
-Checks that would span slots (per client, country, global: a later issue) each run their own
-atomic step per slot and give back what a later refusal did not use.
+Checks that span slots (the abuse rules per IP, prefix, country, client, global) each run
+their own atomic step per slot and give back what a later refusal did not use.
 """
 
 from __future__ import annotations
@@ -139,6 +144,20 @@ class KeySpace:
     def queue(self, name: str) -> tuple[str, str]:
         """A queue's stream and its delayed-retry set: one slot, so one script holds both."""
         return f"{self._prefix}:{{{name}}}:stream", f"{self._prefix}:{{{name}}}:delayed"
+
+    def quota(self, rule: str, subject: str) -> str:
+        """A rule's budget for one subject (an IP, a prefix, a client, ...), its own slot. The
+        subject is keyed, like a number, so IP addresses are not kept in clear."""
+        digest = hmac.new(self._index_key, f"quota\0{subject}".encode(), hashlib.sha256).digest()
+        return f"{self._prefix}:{{q:{rule}:{_b64(digest[:TAG_BYTES])}}}"
+
+    def fraud_guard(self, country: str) -> str:
+        """The fraud guard's counts for a calling code ("+44") and its number prefixes."""
+        return f"{self._prefix}:{{fg:{country}}}"
+
+    def stats(self, hour: int) -> str:
+        """The analytics counters of one hour (Unix hours), in a slot of its own."""
+        return f"{self._prefix}:{{stats:{hour}}}"
 
     def send_rate(self, provider: str) -> str:
         """The shared rate limit of one provider's sender."""

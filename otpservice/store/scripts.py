@@ -158,11 +158,15 @@ class Scripts:
         self.queue_touch = register("queue_touch", shared=False)
         self.take_send_slot = register("take_send_slot", shared=False)
         self.opt_out = register("opt_out", shared=False)
+        self.take_quota = register("take_quota", shared=False)
+        self.fraud_guard = register("fraud_guard", shared=False)
+        self.add_counts = register("add_counts", shared=False)
         self._all = [
             self.issue_challenge, self.spend_attempt, self.record_verdict,
             self.cancel_challenge, self.read_challenge, self.record_delivery, self.check_ready,
             self.queue_finish, self.queue_retry, self.queue_release, self.queue_touch,
-            self.take_send_slot, self.opt_out,
+            self.take_send_slot, self.opt_out, self.take_quota, self.fraud_guard,
+            self.add_counts,
         ]  # fmt: skip
 
     async def preload(self) -> None:

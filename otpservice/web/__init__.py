@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from otpservice.web.challenges import CHALLENGE_ROUTES
+from otpservice.web.fraud import FRAUD_ROUTES
 from otpservice.web.health import HEALTH_ROUTES
 from otpservice.web.optouts import OPT_OUT_ROUTES
 from otpservice.web.privacy import PRIVACY_ROUTES
 from otpservice.web.webhooks import WEBHOOK_ROUTES
 
-ROUTES = [*CHALLENGE_ROUTES, *HEALTH_ROUTES, *OPT_OUT_ROUTES, *PRIVACY_ROUTES, *WEBHOOK_ROUTES]
+ROUTES = [
+    *CHALLENGE_ROUTES,
+    *HEALTH_ROUTES,
+    *OPT_OUT_ROUTES,
+    *PRIVACY_ROUTES,
+    *FRAUD_ROUTES,
+    *WEBHOOK_ROUTES,
+]
 
 __all__ = ["ROUTES"]

@@ -15,6 +15,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from otpservice.errors import (
     ChallengeGone,
     ChallengeNotFound,
+    DestinationNotAllowed,
     Forbidden,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
@@ -38,6 +39,7 @@ _STATUS: list[tuple[type[OtpError], int]] = [
     (Unauthorized, 401),
     (Forbidden, 403),
     (RecipientOptedOut, 403),
+    (DestinationNotAllowed, 403),
     (ChallengeNotFound, 404),
     (IdempotencyKeyInUse, 409),
     (ChallengeGone, 410),

@@ -15,7 +15,8 @@
 -- ARGV[8] attempts allowed      ARGV[9] ttl ms      ARGV[10] tombstone ms (kept after expiry)
 -- ARGV[11] minimum interval between sends, ms
 -- ARGV[12] mode: "issue", or "check" (ARGV[1..10] unused, nothing written)
--- ARGV[13..] triples of rolling windows: window ms, limit, rule name
+-- ARGV[13] where the number is, for analytics and the fraud guard: "region|prefix" ("GB|+4474")
+-- ARGV[14..] triples of rolling windows: window ms, limit, rule name
 -- Returns {"ok", now ms, expires ms, resend-after ms} ("check": {"ok"})
 --       | {"rate_limited", rule name, retry-after ms} | {"locked", retry-after ms}
 --       | {"opted_out"}
@@ -27,7 +28,8 @@ local attempts = tonumber(ARGV[8])
 local ttl_ms, tombstone_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
 local min_interval_ms = tonumber(ARGV[11])
 local check_only = ARGV[12] == 'check'
-local FIRST_WINDOW = 13
+local where = ARGV[13]
+local FIRST_WINDOW = 14
 
 local now = now_ms()
 
@@ -91,7 +93,8 @@ redis.call('ZREMRANGEBYSCORE', sends_key, '-inf', now - longest_window_ms)
 redis.call('ZADD', sends_key, now, random_part)
 redis.call('PEXPIRE', sends_key, longest_window_ms)
 redis.call('HSET', challenge_key, 'st', 'p', 'h', code_hash, 'pid', pepper_id, 'hp', hash_params,
-  'cl', client, 'ph', masked_phone, 'pu', purpose, 'a', attempts, 'cr', now, 'ex', expires)
+  'cl', client, 'ph', masked_phone, 'pu', purpose, 'a', attempts, 'cr', now, 'ex', expires,
+  'g', where)
 redis.call('PEXPIRE', challenge_key, ttl_ms + tombstone_ms)
 redis.call('SET', active_key, random_part, 'PX', ttl_ms + tombstone_ms)
 

@@ -16,7 +16,7 @@
 -- "sending" is written only while the challenge can still be used (pending, current, not
 -- expired), and its number has not opted out: such a message is not sent.
 -- Returns {"ok"|"stale"|"ended"|"opted_out", previous state, previous provider, previous
--- send id}
+-- send id, where (see issue_challenge.lua)}
 --       | {"missing"}
 local challenge_key, active_key = KEYS[1], KEYS[2]
 local random_part, state, send_id = ARGV[1], ARGV[2], ARGV[3]
@@ -24,28 +24,28 @@ local provider, message_id, detail = ARGV[4], ARGV[5], ARGV[6]
 local RANK = {queued = 0, sending = 1, retrying = 1, unknown = 2, sent = 2.5,
               delivered = 3, undelivered = 3, failed = 3}
 
-local f = redis.call('HMGET', challenge_key, 'st', 'ex', 'ds', 'dp', 'dsid')
+local f = redis.call('HMGET', challenge_key, 'st', 'ex', 'ds', 'dp', 'dsid', 'g')
 if not f[1] then
   return {'missing'}
 end
 local current = f[3] or 'queued'
-local answer = {current, f[4] or '', f[5] or ''}
+local answer = {current, f[4] or '', f[5] or '', f[6] or ''}
 local now = now_ms()
 if state == 'sending' then
   local live = f[1] == 'p' and now < tonumber(f[2])
     and redis.call('GET', active_key) == random_part
   if not live then
-    return {'ended', answer[1], answer[2], answer[3]}
+    return {'ended', answer[1], answer[2], answer[3], answer[4]}
   end
   if redis.call('EXISTS', KEYS[3]) == 1 then
-    return {'opted_out', answer[1], answer[2], answer[3]}
+    return {'opted_out', answer[1], answer[2], answer[3], answer[4]}
   end
 end
 if state == current and RANK[state] == 3 then
-  return {'ok', answer[1], answer[2], answer[3]}  -- a duplicate report
+  return {'ok', answer[1], answer[2], answer[3], answer[4]}  -- a duplicate report
 end
 if RANK[state] < RANK[current] or RANK[current] == 3 then
-  return {'stale', answer[1], answer[2], answer[3]}
+  return {'stale', answer[1], answer[2], answer[3], answer[4]}
 end
 redis.call('HSET', challenge_key, 'ds', state, 'du', now)
 if send_id ~= '' then redis.call('HSET', challenge_key, 'dsid', send_id) end
@@ -59,4 +59,4 @@ end
 if state == 'sent' and not redis.call('HGET', challenge_key, 'dsa') then
   redis.call('HSET', challenge_key, 'dsa', now)
 end
-return {'ok', answer[1], answer[2], answer[3]}
+return {'ok', answer[1], answer[2], answer[3], answer[4]}

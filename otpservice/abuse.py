@@ -1,0 +1,302 @@
+"""Abuse defences beyond one number: the rules the security team tunes (``abuse.*``).
+
+Before a challenge is issued, in this order:
+
+1. The safe list: numbers and prefixes exempt from everything below (the per-number limits,
+   the lockout and the attempt budget still apply).
+2. Geo permissions: allowed and denied countries and prefixes, and number types
+   (premium rate, shared cost, unknown by default). Refused: ``403 destination_not_allowed``.
+3. The fraud guard: when few codes sent to the number's country or prefix were verified over
+   the window, new ones there are refused (``429 suspected_fraud``) until the ratio recovers
+   or an operator clears it.
+4. The rate rules (per IP, IP prefix, number prefix, country, client, global): each counts the
+   request in its own Redis slot, all at once; if any is full the others give theirs back, so
+   a refused request consumes nothing (``429 rate_limited`` with the rule's name).
+
+A rule in ``monitor`` mode counts and logs what it would refuse, and refuses nothing. The
+settings are read per request from ``LiveSettings``, so a reloaded config applies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from otpservice.errors import (
+    DestinationNotAllowed,
+    InvalidInput,
+    RateLimited,
+    SuspectedFraud,
+    Unavailable,
+)
+from otpservice.models import ceil_seconds
+from otpservice.phone import calling_code_of
+
+if TYPE_CHECKING:
+    from otpservice.events import AppEvents
+    from otpservice.live_settings import LiveSettings
+    from otpservice.phone import PhoneNumber
+    from otpservice.settings import FraudGuardSettings, GeoSettings, RateRule, SafeList
+    from otpservice.store.fraud import FraudGuardStore, FraudVerdict
+    from otpservice.store.quotas import QuotaStore
+
+log = logging.getLogger(__name__)
+
+# How often the fraud guard's counts are written to Redis.
+FLUSH_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request the rules let through: what it counted, to give back if it goes no further."""
+
+    request_id: str
+    where: str  # "region|calling code|prefix" of the number, stored with its challenge
+    counted: list[str] = field(default_factory=list)  # quota keys
+    destinations: list[str] = field(default_factory=list)  # watched by the fraud guard
+
+
+def where_of(number: PhoneNumber, prefix_digits: int) -> str:
+    """The number's region, calling code and prefix, as a challenge keeps them."""
+    return f"{number.region}|+{number.country_code}|{number.prefix(prefix_digits)}"
+
+
+def destinations_of(where: str) -> list[str]:
+    """The fraud guard's destinations (calling code first, then prefix) in a ``where_of``
+    text."""
+    parts = where.split("|")
+    return parts[1:3] if len(parts) == 3 else []
+
+
+def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:
+    """Whether the number is on the safe list."""
+    return number.e164 in safe_list.numbers or number.e164.startswith(tuple(safe_list.prefixes))
+
+
+def geo_refusal(geo: GeoSettings, number: PhoneNumber) -> tuple[str, str] | None:
+    """Why geo permissions refuse the number, as (rule, detail), or None."""
+    allowed_prefix = number.e164.startswith(tuple(geo.allow_prefixes))
+    if number.e164.startswith(tuple(geo.deny_prefixes)):
+        return "geo_prefix", "codes are not sent to this number range"
+    if not allowed_prefix:
+        if number.region in geo.deny_countries or (
+            geo.allow_countries and number.region not in geo.allow_countries
+        ):
+            return "geo_country", f"codes are not sent to numbers of {number.region}"
+        if number.number_type in geo.deny_number_types:
+            return "geo_number_type", f"codes are not sent to {number.number_type} numbers"
+    return None
+
+
+def rule_subject(
+    rule: RateRule, number: PhoneNumber, *, client: str, client_ip: str | None
+) -> str | None:
+    """What ``rule`` counts this request against, or None when it does not apply."""
+    if rule.scope == "global":
+        return "all"
+    if rule.scope == "client":
+        return client
+    if rule.scope == "country":
+        return f"+{number.country_code}"
+    if rule.scope == "prefix":
+        return number.prefix(rule.prefix_digits)
+    if client_ip is None:
+        return None
+    address = ipaddress.ip_address(client_ip)
+    if rule.scope == "ip":
+        return str(address)
+    bits = rule.ipv4_prefix if address.version == 4 else rule.ipv6_prefix
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+def _country(destination: str) -> str:
+    country = calling_code_of(destination)
+    if country is None:
+        raise InvalidInput(
+            f"{destination!r} starts with no calling code", code="invalid_destination"
+        )
+    return country
+
+
+class AbusePolicy:
+    """Applies the abuse settings in force to each new challenge."""
+
+    def __init__(
+        self,
+        live: LiveSettings,
+        *,
+        quotas: QuotaStore,
+        fraud: FraudGuardStore,
+        events: AppEvents,
+    ) -> None:
+        self._live = live
+        self._quotas = quotas
+        self._fraud = fraud
+        self._events = events
+        # Fraud guard counts not written yet, by destinations: [sent, verified].
+        self._pending: dict[tuple[str, ...], list[int]] = {}
+
+    async def admit(self, number: PhoneNumber, *, client: str, client_ip: str | None) -> Admission:
+        """Check and count a new challenge for ``number``.
+
+        Raises:
+            DestinationNotAllowed, SuspectedFraud, RateLimited: nothing was counted.
+        """
+        abuse = self._live.current.abuse
+        guard = abuse.fraud_guard
+        where = where_of(number, guard.prefix_digits)
+        request_id = secrets.token_urlsafe(9)
+        if is_safe(abuse.safe_list, number):
+            return Admission(request_id, where)
+        refusal = geo_refusal(abuse.geo, number)
+        if refusal is not None:
+            rule, detail = refusal
+            if abuse.geo.mode == "enforce":
+                log.info("challenge refused by rule %s (%s)", rule, number.region)
+                raise DestinationNotAllowed(rule, detail)
+            log.info("monitor: rule %s would refuse a challenge (%s)", rule, number.region)
+        destinations = destinations_of(where) if guard.enabled else []
+        if destinations:
+            await self._check_fraud(destinations, guard)
+        counted = await self._count(abuse.rules, number, client, client_ip, request_id)
+        return Admission(request_id, where, counted, destinations)
+
+    async def give_back(self, admission: Admission) -> None:
+        """The challenge was not issued after all: uncount it (best effort)."""
+        with contextlib.suppress(Unavailable):
+            await asyncio.gather(
+                *(self._quotas.give_back(key, admission.request_id) for key in admission.counted)
+            )
+
+    def issued(self, admission: Admission) -> None:
+        """Count a code sent, for the fraud guard (written within ``FLUSH_SECONDS``)."""
+        self._count_fraud(admission.destinations, "sent")
+
+    def verified(self, where: str) -> None:
+        """Count a code verified for the number ``where`` (as stored with its challenge)."""
+        if self._live.current.abuse.fraud_guard.enabled:
+            self._count_fraud(destinations_of(where), "verified")
+
+    async def fraud_state(self, destination: str) -> FraudVerdict:
+        """The fraud guard's figures and state for a destination ("+44" or "+4470").
+
+        Raises:
+            InvalidInput: ``invalid_destination``: no calling code starts it.
+        """
+        guard = self._live.current.abuse.fraud_guard
+        [verdict] = await self._fraud_verdicts([destination], guard)
+        return verdict
+
+    async def clear_fraud(self, destination: str) -> bool:
+        """An operator clears a destination: its counts start again. Whether it was tripped.
+
+        Raises:
+            InvalidInput: ``invalid_destination``.
+        """
+        guard = self._live.current.abuse.fraud_guard
+        was_tripped = await self._fraud.clear(_country(destination), destination, guard)
+        if was_tripped:
+            log.warning("fraud guard cleared for %s by an operator", destination)
+            await self._events.fraud_changed(destination, tripped=False, sent=0, verified=0,
+                                             source="admin")  # fmt: skip
+        return was_tripped
+
+    def _count_fraud(self, destinations: list[str], what: str) -> None:
+        """Add to the counts that ``flush_fraud_counts`` writes: a request does not wait for
+        a Redis round trip for them (they only move a ratio over an hour)."""
+        if destinations:
+            counts = self._pending.setdefault(tuple(destinations), [0, 0])
+            counts[0 if what == "sent" else 1] += 1
+
+    async def flush_fraud_counts(self) -> None:
+        """Write the counts gathered since the last flush (kept for the next one on failure)."""
+        pending, self._pending = self._pending, {}
+        guard = self._live.current.abuse.fraud_guard
+        for destinations, (sent, verified) in pending.items():
+            try:
+                await self._fraud.add(destinations[0], list(destinations), guard, sent=sent,
+                                      verified=verified)  # fmt: skip
+            except Unavailable:
+                counts = self._pending.setdefault(destinations, [0, 0])
+                counts[0] += sent
+                counts[1] += verified
+
+    async def keep_counting(self, stop: asyncio.Event) -> None:
+        """Flush the fraud guard's counts every ``FLUSH_SECONDS`` until ``stop``, then once."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
+            await self.flush_fraud_counts()
+
+    async def _fraud_verdicts(
+        self, destinations: list[str], guard: FraudGuardSettings
+    ) -> list[FraudVerdict]:
+        """The destinations' verdicts; a trip or a clear found on the way is told (once,
+        whichever request or read finds it)."""
+        verdicts = await self._fraud.check(_country(destinations[0]), destinations, guard)
+        for verdict in verdicts:
+            if verdict.change:
+                tripped = verdict.change > 0
+                log.warning("fraud guard %s for %s: %d verified of %d sent (%s)",
+                            "tripped" if tripped else "cleared", verdict.destination,
+                            verdict.verified, verdict.sent, guard.mode)  # fmt: skip
+                await self._events.fraud_changed(
+                    verdict.destination, tripped=tripped, sent=verdict.sent,
+                    verified=verdict.verified, source="window",
+                )  # fmt: skip
+        return verdicts
+
+    async def _check_fraud(self, destinations: list[str], guard: FraudGuardSettings) -> None:
+        for verdict in await self._fraud_verdicts(destinations, guard):
+            if not verdict.tripped:
+                continue
+            rule = f"fraud_guard:{verdict.destination}"
+            if guard.mode == "enforce":
+                log.info("challenge refused by rule %s", rule)
+                raise SuspectedFraud(rule, verdict.retry_after_seconds)
+            log.info("monitor: rule %s would refuse a challenge", rule)
+
+    async def _count(
+        self,
+        rules: list[RateRule],
+        number: PhoneNumber,
+        client: str,
+        client_ip: str | None,
+        request_id: str,
+    ) -> list[str]:
+        """Count the request against every rule at once (one slot each); on a refusal, give
+        back what the others counted."""
+        applying = [
+            (rule, subject)
+            for rule in rules
+            if (subject := rule_subject(rule, number, client=client, client_ip=client_ip))
+        ]
+        outcomes = await asyncio.gather(
+            *(self._quotas.take(rule, subject, request_id) for rule, subject in applying),
+            return_exceptions=True,
+        )
+        counted = [o.key for o in outcomes if not isinstance(o, BaseException) and o.counted]
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        refusal: RateLimited | None = None
+        for (rule, _), outcome in zip(applying, outcomes, strict=True):
+            if isinstance(outcome, BaseException) or not outcome.full:
+                continue
+            seconds = ceil_seconds(outcome.retry_after_ms)
+            if rule.mode == "monitor":
+                log.info("monitor: rule %s would refuse a challenge (retry in %d s)", rule.name,
+                         seconds)  # fmt: skip
+            elif refusal is None or seconds > (refusal.retry_after_seconds or 0):
+                refusal = RateLimited(rule.name, seconds)
+        if failure is not None or refusal is not None:
+            await self.give_back(Admission(request_id, "", counted))
+            if failure is not None:
+                raise failure
+            assert refusal is not None
+            log.info("challenge refused by rule %s", refusal.rule)
+            raise refusal
+        return counted

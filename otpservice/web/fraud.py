@@ -1,0 +1,68 @@
+"""Operator routes for the fraud guard (the ``admin`` scope): read and clear a destination."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+from litestar import Request, delete, get
+from litestar.params import FromPath
+
+from otpservice.errors import InvalidInput
+from otpservice.web.problems import problem_responses
+
+if TYPE_CHECKING:
+    from otpservice.abuse import AbusePolicy
+
+_DESTINATION = re.compile(r"^\+[1-9][0-9]{0,14}$")
+
+
+class FraudGuardState(msgspec.Struct, frozen=True, kw_only=True):
+    """A destination's conversion over the fraud guard's window."""
+
+    destination: Annotated[str, msgspec.Meta(description='a calling code ("+44") or prefix')]
+    tripped: bool
+    sent: int
+    verified: int
+
+
+class FraudGuardCleared(msgspec.Struct, frozen=True, kw_only=True):
+    """What clearing a destination did."""
+
+    destination: str
+    was_tripped: bool
+
+
+def _policy(request: Request[Any, Any, Any], destination: str) -> AbusePolicy:
+    if not _DESTINATION.fullmatch(destination):
+        raise InvalidInput(
+            'destination must be a calling code or number prefix such as "+44" or "+4470"',
+            code="invalid_destination",
+        )
+    policy: AbusePolicy = request.app.state.runtime.abuse
+    return policy
+
+
+@get("/fraud-guard/{destination:str}", summary="Read the fraud guard of a destination",
+     responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+async def read_fraud_guard(
+    destination: FromPath[str], request: Request[Any, Any, Any]
+) -> FraudGuardState:
+    """Codes sent to and verified by a calling code or prefix, and whether it is paused."""
+    verdict = await _policy(request, destination).fraud_state(destination)
+    return FraudGuardState(destination=destination, tripped=verdict.tripped, sent=verdict.sent,
+                           verified=verdict.verified)  # fmt: skip
+
+
+@delete("/fraud-guard/{destination:str}", status_code=200, summary="Clear a destination",
+        responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+async def clear_fraud_guard(
+    destination: FromPath[str], request: Request[Any, Any, Any]
+) -> FraudGuardCleared:
+    """Resume codes to a destination the fraud guard paused; its counts start again."""
+    was_tripped = await _policy(request, destination).clear_fraud(destination)
+    return FraudGuardCleared(destination=destination, was_tripped=was_tripped)
+
+
+FRAUD_ROUTES = [read_fraud_guard, clear_fraud_guard]
