@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers is not None:
         overrides["workers"] = args.workers
     settings = load_settings(args.config, dev=args.dev, overrides=overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     if settings.dev_mode:
         print(DEV_BANNER, flush=True)
     options: dict[str, Any] = {
@@ -164,7 +164,7 @@ def _worker(args: argparse.Namespace) -> int:
     from otpservice.logs import configure_logging
 
     settings = load_settings(args.config)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     asyncio.run(_deliver(settings))
     return 0
 
@@ -195,7 +195,7 @@ def _opt_outs(args: argparse.Namespace) -> int:
     from otpservice.optout_files import format_of
 
     settings = load_settings(args.config)
-    configure_logging("warning")
+    configure_logging("warning", "text")
     file_format = format_of(args.file, args.format)
     exporting = args.opt_outs_command == "export"
     if args.file == "-":

@@ -34,6 +34,7 @@ from otpservice.errors import (
     SuspectedFraud,
     Unavailable,
 )
+from otpservice.metrics import FRAUD_TRIPS
 from otpservice.models import ceil_seconds
 from otpservice.phone import calling_code_of
 
@@ -242,6 +243,8 @@ class AbusePolicy:
         for verdict in verdicts:
             if verdict.change:
                 tripped = verdict.change > 0
+                if tripped:
+                    FRAUD_TRIPS.labels(destination=verdict.destination).inc()
                 log.warning("fraud guard %s for %s: %d verified of %d sent (%s)",
                             "tripped" if tripped else "cleared", verdict.destination,
                             verdict.verified, verdict.sent, guard.mode)  # fmt: skip

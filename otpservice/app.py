@@ -19,13 +19,15 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from otpservice import __version__
 from otpservice.abuse import AbusePolicy
+from otpservice.analytics import Analytics
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError, Unavailable
 from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.inbound import InboundMessages
 from otpservice.live_settings import LiveSettings
-from otpservice.logs import configure_logging
+from otpservice.logs import configure_logging, request_ids
+from otpservice.metrics import http_metrics
 from otpservice.optouts import OptOuts
 from otpservice.otp import OtpService
 from otpservice.pacing import SendPacer
@@ -35,6 +37,7 @@ from otpservice.sealing import MessageSealer, decode_key
 from otpservice.settings import load_settings
 from otpservice.sms import ProviderChain, build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands, connect
+from otpservice.store.audit import AuditLog
 from otpservice.store.feed import EventFeed
 from otpservice.store.fraud import FraudGuardStore
 from otpservice.store.inbound import InboundStore
@@ -43,6 +46,7 @@ from otpservice.store.optouts import OptOutStore
 from otpservice.store.outbox import OutboxEntry, QueueStore
 from otpservice.store.quotas import QuotaStore
 from otpservice.store.rates import SendRates
+from otpservice.store.stats import StatsStore
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.problems import EXCEPTION_HANDLERS
@@ -113,8 +117,12 @@ class Runtime:
         callback = settings.events.callback_url
         event_queue = QueueStore(commands, keys, "events", AppEvent) if callback else None
         self.feed = EventFeed(commands, keys, settings.privacy.retention_days * 86_400_000)
-        events = AppEvents(event_queue, self.feed if settings.events.stream else None)
+
+        retention_ms = settings.privacy.retention_days * 86_400_000
+        self.audit = AuditLog(commands, keys, retention_ms)
+        events = AppEvents(event_queue, self.feed if settings.events.stream else None, self.audit)
         self.live = LiveSettings(settings)
+        self.analytics = Analytics(self.live, StatsStore(commands, keys))
         self.abuse = AbusePolicy(
             self.live, quotas=QuotaStore(commands, keys), fraud=FraudGuardStore(commands, keys),
             events=events,
@@ -134,13 +142,14 @@ class Runtime:
             sealer=sealer,
             events=events,
             abuse=self.abuse,
+            analytics=self.analytics,
         )
         self.outbox = outbox
         self.challenges = challenges
         self.keys = keys
         self.events = events
         optout_store = OptOutStore(commands, keys)
-        self.optouts = OptOuts(optout_store, events)
+        self.optouts = OptOuts(optout_store, events, self.analytics)
         self._sealer, self._pacer = sealer, SendPacer(SendRates(commands, keys), settings)
         inbound_store = InboundStore(commands, keys)
         reply_queue = QueueStore(commands, keys, "replies", ReplyEntry)
@@ -174,7 +183,7 @@ class Runtime:
         return DeliveryWorker(
             self.settings, outbox=self.outbox, challenges=self.challenges, pacer=self._pacer,
             keys=self.keys, providers=self.providers, sealer=self._sealer, events=self.events,
-            optouts=self.optouts, consumer=consumer,
+            optouts=self.optouts, analytics=self.analytics, consumer=consumer,
         )  # fmt: skip
 
     async def start(self, *, deliver: bool | None = None) -> None:
@@ -185,6 +194,7 @@ class Runtime:
         self._tasks = [
             asyncio.create_task(self.live.watch(self._stop)),
             asyncio.create_task(self.abuse.keep_counting(self._stop)),
+            asyncio.create_task(self.analytics.keep_flushing(self._stop)),
         ]
         if self.settings.outbox.workers_in_process if deliver is None else deliver:
             workers: list[QueueWorker[Any]] = [self.worker, self.replier]
@@ -223,7 +233,7 @@ def create_app_from_environment() -> Litestar:
     Each worker reads the same config (``OTP_CONFIG`` and ``OTP_*``) the parent validated.
     """
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.effective_log_format)
     return create_app(settings)
 
 
@@ -255,6 +265,7 @@ def create_app(
     return Litestar(
         route_handlers=ROUTES,
         before_request=authorize,
+        middleware=[request_ids, http_metrics],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State(
             {

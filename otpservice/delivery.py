@@ -29,6 +29,7 @@ from otpservice.sms.chain import AttemptCancelled
 from otpservice.store.outbox import OutboxEntry
 
 if TYPE_CHECKING:
+    from otpservice.analytics import Analytics
     from otpservice.events import AppEvents
     from otpservice.optouts import OptOuts
     from otpservice.pacing import SendPacer
@@ -85,6 +86,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         sealer: MessageSealer,
         events: AppEvents,
         optouts: OptOuts,
+        analytics: Analytics,
         consumer: str | None = None,
     ) -> None:
         super().__init__(
@@ -102,6 +104,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         self._sealer = sealer
         self._events = events
         self._optouts = optouts
+        self._analytics = analytics
 
     async def handle(self, item: OutboxItem) -> None:
         """Send one message (see the module docstring for the rules)."""
@@ -256,6 +259,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             keys, state, send_id=item.entry.send_id, provider=provider,
             message_id=message_id, detail=detail,
         )  # fmt: skip
+        self._analytics.delivery(state, update, provider)
         if update.outcome == "ok":
             await self._events.delivery_ended(
                 item.entry.challenge_id, state, provider=provider, detail=detail

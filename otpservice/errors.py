@@ -10,8 +10,9 @@
     ├── IncorrectCode             wrong code; attempts_left says what remains
     ├── Refused                   policy says no; retry_after_seconds when waiting helps
     │   ├── TooManyAttempts       the challenge's attempt budget is spent
-    │   ├── RateLimited           a send limit; ``rule`` names it
-    │   ├── SuspectedFraud        the fraud guard tripped for the destination; ``rule``
+    │   ├── RuleRefusal           a named rule; ``rule`` names it
+    │   │   ├── RateLimited       a send limit
+    │   │   └── SuspectedFraud    the fraud guard tripped for the destination
     │   └── NumberLocked          too many failures for the number
     ├── IdempotencyConflict
     │   ├── IdempotencyKeyReused  same key, different request
@@ -108,30 +109,39 @@ class TooManyAttempts(Refused):
         super().__init__(detail or "The attempt budget is spent; request a new code.")
 
 
-class RateLimited(Refused):
-    """A send limit refuses the request; ``rule`` names the limit."""
+class RuleRefusal(Refused):
+    """A named rule refuses the request; ``rule`` names it, ``retry_after_seconds`` says when
+    it would not."""
+
+    def __init__(self, rule: str, retry_after_seconds: int, detail: str) -> None:
+        self.rule = rule
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(detail)
+
+
+class RateLimited(RuleRefusal):
+    """A send limit refuses the request."""
 
     code = "rate_limited"
     title = "Rate limited"
 
     def __init__(self, rule: str, retry_after_seconds: int) -> None:
-        self.rule = rule
-        self.retry_after_seconds = retry_after_seconds
-        super().__init__(f"Limit {rule!r} reached; retry in {retry_after_seconds} s.")
+        super().__init__(
+            rule, retry_after_seconds, f"Limit {rule!r} reached; retry in {retry_after_seconds} s."
+        )
 
 
-class SuspectedFraud(Refused):
+class SuspectedFraud(RuleRefusal):
     """Few codes sent to this destination get verified: SMS pumping is suspected."""
 
     code = "suspected_fraud"
     title = "Suspected fraud"
 
     def __init__(self, rule: str, retry_after_seconds: int) -> None:
-        self.rule = rule
-        self.retry_after_seconds = retry_after_seconds
         super().__init__(
-            "Codes to this destination are paused: too few of those sent were verified."
-        )
+            rule, retry_after_seconds,
+            "Codes to this destination are paused: too few of those sent were verified.",
+        )  # fmt: skip
 
 
 class NumberLocked(Refused):

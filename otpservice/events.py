@@ -24,10 +24,12 @@ import httpx
 import msgspec
 
 from otpservice.models import DeliveryStatus, datetime_from_ms
+from otpservice.phone import mask_numbers
 from otpservice.queue_worker import QueueWorker, retry_delay
 from otpservice.webhook_signing import WebhookSigner
 
 if TYPE_CHECKING:
+    from otpservice.store.audit import AuditLog
     from otpservice.store.feed import EventFeed
     from otpservice.store.outbox import QueueItem, QueueStore
 
@@ -45,6 +47,13 @@ _EVENT_TYPES = {
 
 
 EventData = dict[str, str | int | bool | None]
+# The events the service also keeps in the audit stream (operators' changes are recorded by
+# the routes that make them, with the client's name).
+AUDITED = frozenset({"security.lockout", "fraud.tripped", "fraud.cleared"})
+
+
+def _masked(data: EventData) -> dict[str, object]:
+    return {k: mask_numbers(v) if isinstance(v, str) else v for k, v in data.items()}
 
 
 class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,9 +79,12 @@ class AppEvents:
     """Queues events for the app's callback URL and appends them to the event stream (each
     when configured)."""
 
-    def __init__(self, queue: QueueStore[AppEvent] | None, feed: EventFeed | None) -> None:
+    def __init__(
+        self, queue: QueueStore[AppEvent] | None, feed: EventFeed | None, audit: AuditLog
+    ) -> None:
         self._queue = queue
         self._feed = feed
+        self._audit = audit
 
     async def delivery_ended(
         self, challenge_id: str, status: DeliveryStatus, *, provider: str, detail: str
@@ -124,6 +136,8 @@ class AppEvents:
                 AppEvent(id=event_id, type=kind, occurred_at_ms=now, data=data,
                          deadline_ms=now + EVENT_LIFETIME_MS)
             )  # fmt: skip
+        if kind in AUDITED:
+            await self._audit.record(kind, actor="service", data=_masked(data))
         if self._feed is not None:
             fields = {
                 "id": event_id, "type": kind,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
+    from otpservice.analytics import Analytics
     from otpservice.events import AppEvents
     from otpservice.models import OptOut, OptOutChange
     from otpservice.store.optouts import OptOutStore
@@ -24,9 +25,10 @@ log = logging.getLogger(__name__)
 class OptOuts:
     """Records and removes opt-outs; every change is logged with its source."""
 
-    def __init__(self, store: OptOutStore, events: AppEvents) -> None:
+    def __init__(self, store: OptOutStore, events: AppEvents, analytics: Analytics) -> None:
         self._store = store
         self._events = events
+        self._analytics = analytics
 
     async def opt_out(
         self,
@@ -52,6 +54,7 @@ class OptOuts:
         record = await self._store.get(number.e164)
         if added and record is not None and announce:
             log.info("opt-out recorded for %s (source %s)", number.masked(), source)
+            self._analytics.count("opt_outs", country=number.region)
             await self._events.optout_changed(
                 number.e164, opted_out=True, source=source, at_ms=record.since_ms
             )
@@ -66,6 +69,7 @@ class OptOuts:
         number = parse_phone(phone)
         if await self._store.remove(number.e164, source=source):
             log.info("opt-out removed for %s (source %s)", number.masked(), source)
+            self._analytics.count("opt_ins", country=number.region)
             await self._events.optout_changed(
                 number.e164, opted_out=False, source=source, at_ms=int(time.time() * 1000)
             )

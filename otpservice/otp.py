@@ -13,15 +13,21 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from otpservice.analytics import region_of
 from otpservice.codes import generate_code, is_well_formed_code
 from otpservice.delivery import seal_message
 from otpservice.errors import (
     ChallengeNotFound,
+    DestinationNotAllowed,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IncorrectCode,
     InvalidInput,
     NumberLocked,
     OtpError,
+    RecipientOptedOut,
+    Refused,
+    TooManyAttempts,
     Unavailable,
 )
 from otpservice.models import ChallengeStatus, DeliveryStatus, IdempotencyRecord
@@ -31,6 +37,7 @@ from otpservice.sms.templates import MessageTemplates
 
 if TYPE_CHECKING:
     from otpservice.abuse import AbusePolicy
+    from otpservice.analytics import Analytics
     from otpservice.codes import CodeHasher
     from otpservice.events import AppEvents
     from otpservice.models import (
@@ -63,6 +70,7 @@ class OtpService:
         sealer: MessageSealer,
         events: AppEvents,
         abuse: AbusePolicy,
+        analytics: Analytics,
     ) -> None:
         self._settings = settings
         self._keys = keys
@@ -73,6 +81,7 @@ class OtpService:
         self._sealer = sealer
         self._events = events
         self._abuse = abuse
+        self._analytics = analytics
         self._templates = MessageTemplates(settings)
 
     async def issue_challenge(
@@ -89,6 +98,20 @@ class OtpService:
         phone = parse_phone(request.phone)
         if request.client_ip is not None:
             _check_ip(request.client_ip)
+        try:
+            return await self._issue_once(phone, request, client, idempotency_key)
+        except (Refused, DestinationNotAllowed, RecipientOptedOut) as exc:
+            rule = getattr(exc, "rule", None) or exc.code
+            self._analytics.count(f"refused:{rule}", country=phone.region)
+            raise
+
+    async def _issue_once(
+        self,
+        phone: PhoneNumber,
+        request: ChallengeRequest,
+        client: str,
+        idempotency_key: str | None,
+    ) -> tuple[IssuedChallenge, bool]:
         if idempotency_key is None:
             return await self._issue(phone, request, client), False
 
@@ -157,6 +180,7 @@ class OtpService:
                 keys, client, reservation, matched=matched
             )
         except NumberLocked as exc:
+            self._analytics.count("attempts_failed")
             # An audit line and an event: the number is locked (often by this very failure).
             log.warning("challenge %s failed; number locked for %s s", challenge_id,
                         exc.retry_after_seconds)  # fmt: skip
@@ -164,10 +188,16 @@ class OtpService:
             await self._events.lockout(challenge_id, locked_for_seconds=locked_for)
             raise
         except OtpError as exc:
+            if isinstance(exc, IncorrectCode | TooManyAttempts):
+                self._analytics.count("attempts_failed")
             log.info("challenge %s failed: %s", challenge_id, exc.code)
             raise
         log.info("challenge approved: %s", challenge_id)
         self._abuse.verified(approved.where)
+        self._analytics.verified(
+            country=region_of(approved.where),
+            seconds=(approved.approved_at_ms - approved.created_at_ms) / 1000,
+        )
         return approved
 
     async def record_report(
@@ -193,6 +223,7 @@ class OtpService:
             return False
         log.info("delivery report for challenge %s: %s (%s)", challenge_id, status.value,
                  update.outcome)  # fmt: skip
+        self._analytics.delivery(status, update, provider)
         if update.outcome == "ok":
             # "ok" again for a repeated report: the event goes again with the same id.
             await self._events.delivery_ended(
@@ -216,7 +247,9 @@ class OtpService:
         """
         keys = self._keys_for(challenge_id)
         await self._challenges.cancel(keys, client)
-        return await self._challenges.read(keys, client)
+        view = await self._challenges.read(keys, client)
+        self._analytics.count("cancelled")
+        return view
 
     def close(self) -> None:
         """Release the hashing threads."""
@@ -277,6 +310,7 @@ class OtpService:
             await self._challenges.cancel(keys, client)
             raise
         self._abuse.issued(admission)
+        self._analytics.count("issued", country=phone.region)
         log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
         return issued
 

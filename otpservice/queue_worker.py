@@ -14,11 +14,13 @@ import logging
 import os
 import random
 import socket
+import time
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import msgspec
 
 from otpservice.errors import Unavailable
+from otpservice.metrics import QUEUE_AGE, QUEUE_DEPTH
 
 if TYPE_CHECKING:
     from otpservice.store.outbox import QueueItem, QueueStore
@@ -29,6 +31,8 @@ E = TypeVar("E", bound=msgspec.Struct)
 
 # How long a worker waits on an empty queue before looking at retries and stale entries.
 READ_BLOCK_MS = 500
+# How often a worker sets its queue's depth and age gauges.
+GAUGE_SECONDS = 5.0
 
 
 def retry_delay(attempt: int, base: float, maximum: float, at_least: float | None = None) -> float:
@@ -66,9 +70,13 @@ class QueueWorker(abc.ABC, Generic[E]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then let the entries in hand finish."""
+        reported = 0.0
         while not stop.is_set():
             try:
                 await self.run_once(block_ms=READ_BLOCK_MS)
+                if time.monotonic() - reported >= GAUGE_SECONDS:
+                    reported = time.monotonic()
+                    await self._report_backlog()
             except Unavailable as exc:
                 log.warning("%s: the store is unavailable (%s); retrying shortly",
                             self.queue_name, exc.__cause__ or exc)  # fmt: skip
@@ -100,6 +108,13 @@ class QueueWorker(abc.ABC, Generic[E]):
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(items)
+
+    async def _report_backlog(self) -> None:
+        """Set the queue's depth and oldest-entry age gauges."""
+        waiting, delayed = await self._queue.backlog()
+        age_ms = await self._queue.oldest_age_ms(int(time.time() * 1000))
+        QUEUE_DEPTH.labels(queue=self.queue_name).set(waiting + delayed)
+        QUEUE_AGE.labels(queue=self.queue_name).set(age_ms / 1000)
 
     async def drain(self) -> None:
         """Wait for the entries in hand."""

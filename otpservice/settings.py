@@ -382,6 +382,12 @@ class AbuseSettings(Base, frozen=True):
     safe_list: SafeList = SafeList()
 
 
+class AnalyticsSettings(Base, frozen=True):
+    """Usage and conversion counters (no personal data: countries and providers only)."""
+
+    keep_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 90
+
+
 class UnsafeOverrides(Base, frozen=True):
     """Explicit acknowledgements for settings outside the safe range."""
 
@@ -441,10 +447,19 @@ class Settings(Base, frozen=True):
     # hashing.max_concurrent is shared out between them.
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # JSON lines for log collectors; "text" for people (the default in development mode).
+    log_format: Literal["json", "text"] | None = None
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        """``log_format``, or text in development mode and JSON otherwise."""
+        return self.log_format or ("text" if self.dev_mode else "json")
+
     code: CodeSettings = CodeSettings()
     lockout: LockoutSettings = LockoutSettings()
     send_limits: SendLimitSettings = SendLimitSettings()
     abuse: AbuseSettings = AbuseSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     hashing: HashingSettings = HashingSettings()
     redis: RedisSettings = RedisSettings()
     sms: SmsSettings = SmsSettings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -235,6 +236,12 @@ async def test_the_fraud_guard_trips_on_low_conversion_and_an_operator_clears_it
     kinds = [f[b"type"] for _, f in await redis.xrange("otp:{events}:feed")]
     assert kinds.count(b"fraud.tripped") == 2, kinds
     assert kinds.count(b"fraud.cleared") == 2
+    # The audit stream keeps the trips and who cleared what.
+    audit = [(f[b"kind"], f[b"actor"]) for _, f in await redis.xrange("otp:{audit}:stream")]
+    assert audit.count((b"fraud.tripped", b"service")) == 2
+    assert [a for a in audit if a[0] == b"admin.fraud_clear"] == [
+        (b"admin.fraud_clear", b"default")
+    ] * 2
     assert_problem(await api.get("/fraud-guard/44"), 400, "invalid_destination")
 
 
@@ -272,3 +279,33 @@ async def test_a_number_refused_after_the_rules_counted_gives_their_counts_back(
     assert sorted(r.status_code for r in responses) == [201, 429, 429, 429, 429]
     [ceiling] = await redis.keys("otp:{q:cost_ceiling:*")
     assert await redis.zcard(ceiling) == 1
+
+
+async def test_the_fraud_guard_recovers_when_codes_get_verified(
+    make_api: ApiFactory, phone: Phone, redis: Redis
+) -> None:
+    api = await fraud_api(make_api)
+    ids = [
+        (await issue(api, number))["challenge_id"]
+        for number in ("+447400123401", "+447400123402", "+447400123403")
+    ]
+    await counted(api, "+44", 3)
+    assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
+    # The codes were real after all: two of the three get verified.
+    for challenge_id in ids[:2]:
+        code = await phone.code_for(challenge_id)
+        ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+        assert ok.status_code == 200
+    for _ in range(50):
+        if (await api.get("/fraud-guard/+44")).json()["verified"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert (await challenge(api, "+447400123404")).status_code == 201
+    cleared = [
+        json.loads(f[b"data"])
+        for _, f in await redis.xrange("otp:{events}:feed")
+        if f[b"type"] == b"fraud.cleared"
+    ]
+    assert {(c["destination"], c["source"]) for c in cleared} == {
+        ("+44", "window"), ("+4474", "window"),
+    }  # fmt: skip

@@ -28,7 +28,9 @@ from tests.servers.redis import RedisServer, free_port
 class ServiceProcess:
     """``otpservice serve`` (or ``worker``) in a subprocess, its output collected by line."""
 
-    def __init__(self, *args: str, command: str = "serve") -> None:
+    def __init__(
+        self, *args: str, command: str = "serve", env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         port = ["--port", str(self.port)] if command == "serve" else []
         self.process = subprocess.Popen(
@@ -36,6 +38,7 @@ class ServiceProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
         self.stdout: queue.Queue[str] = queue.Queue()
         self.stderr_lines: list[str] = []
@@ -398,5 +401,32 @@ def test_sighup_rereads_the_config(tmp_path: Path, redis_server: RedisServer) ->
             time.sleep(0.05)
         assert any("config reloaded" in line for line in service.stderr_lines)
         assert service.process.poll() is None  # SIGHUP did not end it
+    finally:
+        service.stop()
+
+
+def test_metrics_add_up_across_worker_processes(tmp_path: Path, redis_server: RedisServer) -> None:
+    samples_dir = tmp_path / "prometheus"
+    samples_dir.mkdir()
+    service = ServiceProcess(
+        "--config", str(write_config(tmp_path, redis_server)), "--workers", "2",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(samples_dir)},
+    )  # fmt: skip
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        for n in range(6):
+            response = httpx.post(f"{service.url}/challenge",
+                                  json={"phone": f"+1415555{n:04d}"}, headers=auth)  # fmt: skip
+            assert response.status_code == 201, response.text
+        pattern = re.compile(
+            r'^otp_http_requests_total\{method="POST",route="/challenge",status="201"\} (\S+)$',
+            re.MULTILINE,
+        )
+        # Whichever process answers, it reports all six.
+        for _ in range(4):
+            text = httpx.get(f"{service.url}/metrics").text
+            match = pattern.search(text)
+            assert match, text[:2000]
+            assert float(match.group(1)) == 6
     finally:
         service.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from otpservice.app import create_app
 from otpservice.logs import MaskingFormatter, configure_logging
 from otpservice.settings import Settings
 from otpservice.store import connect
+from tests.conftest import ApiFactory
 
 
 @pytest.fixture
@@ -42,10 +44,11 @@ async def test_app_keeps_the_masking_formatter(
 
 
 @pytest.mark.usefixtures("restore_logging")
+@pytest.mark.parametrize("log_format", ["json", "text"])
 def test_exception_text_is_masked_and_addresses_are_left_alone(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], log_format: str
 ) -> None:
-    configure_logging("info")
+    configure_logging("info", log_format)
     try:
         raise ValueError("cannot send to +447911123456")
     except ValueError:
@@ -54,5 +57,31 @@ def test_exception_text_is_masked_and_addresses_are_left_alone(
     assert "7911123456" not in err
     assert "+**********56" in err
     assert "127.0.0.1:8080" in err
-    # The timestamp is left alone too.
-    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", err)
+    if log_format == "json":
+        [line] = err.splitlines()
+        record = json.loads(line)
+        assert (record["level"], record["logger"]) == ("error", "otpservice")
+        assert record["message"] == "send failed on 127.0.0.1:8080"
+        assert "ValueError" in record["exception"]
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", record["time"])
+    else:
+        # The timestamp is left alone too.
+        assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", err)
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_each_line_carries_its_request_id(
+    make_api: ApiFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = await make_api()
+    configure_logging("info", "json")
+    response = await api.post(
+        "/challenge", json={"phone": "+14155550123"}, headers={"X-Request-ID": "req-1234"}
+    )
+    assert response.headers["x-request-id"] == "req-1234"
+    generated = (await api.get("/healthz")).headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", generated)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    issued = [r for r in lines if r["message"].startswith("challenge issued")]
+    assert [r.get("request_id") for r in issued] == ["req-1234"]
+    assert "4155550123" not in json.dumps(lines)

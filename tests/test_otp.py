@@ -487,7 +487,8 @@ async def test_every_route_but_health_needs_a_token(
     tokens = {"login": "login-token-0123456789abcdef012345678"}
     settings = make_settings(redis_server.url, api_tokens=api_tokens(tokens, {"login": ["otp"]}))
     app = phone.watch(create_app(settings, redis=redis, sms=phone.sender))
-    public = {"/healthz", "/readyz"}
+    # Health and metrics are for probes and Prometheus: no token, and nothing personal.
+    public = {"/healthz", "/readyz", "/metrics"}
     # Provider webhooks carry their own credentials: a shared secret (401 without it), a
     # Twilio signature (403 without it). Event Grid's OPTIONS handshake grants nothing.
     webhooks = {

@@ -12,7 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from otpservice.sms.outcomes import NotAccepted, OutcomeUnknown, Rejected
+from otpservice.metrics import PROVIDER_ERRORS, PROVIDER_SECONDS
+from otpservice.sms.outcomes import NotAccepted, Rejected, SendFailure
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -121,22 +122,25 @@ class ProviderChain:
                 continue
             if before_attempt is not None and not await before_attempt(sender.name):
                 raise AttemptCancelled(message.challenge_id)
+            started = time.perf_counter()
             try:
                 receipt = await sender.send(message)
-            except NotAccepted as exc:
+            except SendFailure as exc:
+                PROVIDER_ERRORS.labels(provider=sender.name, reason=exc.reason).inc()
+                if isinstance(exc, Rejected):
+                    breaker.succeeded()  # the provider is up; it refused this one message
+                    raise
                 breaker.failed()
+                if not isinstance(exc, NotAccepted):
+                    raise  # OutcomeUnknown: perhaps sent, so no other provider is asked
                 log.warning(
                     "provider %s did not take the message for challenge %s (%s); trying the next",
                     sender.name, message.challenge_id, exc.reason,
                 )  # fmt: skip
                 last = exc
                 continue
-            except OutcomeUnknown:
-                breaker.failed()
-                raise
-            except Rejected:
-                breaker.succeeded()  # the provider is up; it refused this one message
-                raise
+            finally:
+                PROVIDER_SECONDS.labels(provider=sender.name).observe(time.perf_counter() - started)
             breaker.succeeded()
             return receipt
         if last is not None:

@@ -33,6 +33,7 @@ Elsewhere::
     P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
                            privacy.retention_days
     P:{optouts}:index zset  every opted-out number (score 0, so pages go by number)
+    P:{audit}:stream stream lockouts, fraud-guard trips and clears, operator changes
 
 Queue Q is also "replies": the service's answers to STOP, START and HELP.
 
@@ -115,6 +116,10 @@ class KeySpace:
     def optout_index(self) -> str:
         """The index of opted-out numbers (its own slot; kept beside the per-number records)."""
         return f"{self._prefix}:{{optouts}}:index"
+
+    def audit(self) -> str:
+        """The audit stream: lockouts, fraud-guard changes, operator changes."""
+        return f"{self._prefix}:{{audit}}:stream"
 
     def event_feed(self) -> str:
         """The stream of events apps may read (XREAD), in the event queue's slot."""

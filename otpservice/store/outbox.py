@@ -142,6 +142,16 @@ class QueueStore(Generic[E]):
         )
         return int(reply[0])
 
+    async def oldest_age_ms(self, now_ms: int) -> int:
+        """How long the oldest entry in the stream has waited (0 when it is empty)."""
+        async with self._commands.command() as redis:
+            first: list[Any] = await redis.xrange(self._stream, "-", "+", count=1) or []
+        if not first:
+            return 0
+        stream_id = first[0][0]
+        text = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+        return max(0, now_ms - int(text.split("-", 1)[0]))
+
     async def backlog(self) -> tuple[int, int]:
         """Entries in the stream (pending ones included) and waiting for a retry."""
         async with self._commands.command() as redis:

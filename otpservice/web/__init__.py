@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from otpservice.web.analytics import ANALYTICS_ROUTES
 from otpservice.web.challenges import CHALLENGE_ROUTES
 from otpservice.web.fraud import FRAUD_ROUTES
 from otpservice.web.health import HEALTH_ROUTES
@@ -15,6 +16,7 @@ ROUTES = [
     *OPT_OUT_ROUTES,
     *PRIVACY_ROUTES,
     *FRAUD_ROUTES,
+    *ANALYTICS_ROUTES,
     *WEBHOOK_ROUTES,
 ]
 

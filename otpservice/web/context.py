@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from litestar import Request
 
     from otpservice.otp import OtpService
+    from otpservice.store.audit import AuditLog
     from otpservice.web.guards import ApiClient
 
 
@@ -25,3 +26,9 @@ def caller(request: Request[Any, Any, Any]) -> str:
     """The name of the client ``authorize`` authenticated."""
     client: ApiClient = request.state.api_client
     return client.name
+
+
+async def audit(request: Request[Any, Any, Any], kind: str, **data: Any) -> None:
+    """Record an operator's change in the audit stream, with the client that made it."""
+    log: AuditLog = request.app.state.runtime.audit
+    await log.record(kind, actor=caller(request), data=data)

@@ -10,6 +10,7 @@ from litestar import Request, delete, get
 from litestar.params import FromPath
 
 from otpservice.errors import InvalidInput
+from otpservice.web.context import audit
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ async def clear_fraud_guard(
 ) -> FraudGuardCleared:
     """Resume codes to a destination the fraud guard paused; its counts start again."""
     was_tripped = await _policy(request, destination).clear_fraud(destination)
+    await audit(request, "admin.fraud_clear", destination=destination, was_tripped=was_tripped)
     return FraudGuardCleared(destination=destination, was_tripped=was_tripped)
 
 

@@ -1,11 +1,12 @@
-"""GET /healthz (the process answers) and GET /readyz (the store runs a script)."""
+"""GET /healthz (the process answers), GET /readyz (the store runs a script), GET /metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, get
+from litestar import Request, Response, get
 
+from otpservice.metrics import exposition
 from otpservice.web.context import otp_service
 from otpservice.web.problems import problem_responses
 from otpservice.web.schemas import Health
@@ -24,4 +25,11 @@ async def readyz(request: Request[Any, Any, Any]) -> Health:
     return Health()
 
 
-HEALTH_ROUTES = [healthz, readyz]
+@get("/metrics", summary="Prometheus metrics", opt={"public": True}, media_type="text/plain")
+async def metrics() -> Response[bytes]:
+    """Counters and histograms in the Prometheus text format (no personal data in them)."""
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
+
+
+HEALTH_ROUTES = [healthz, readyz, metrics]

@@ -10,6 +10,8 @@ from litestar import Request, delete, get, put
 from litestar.params import FromPath, Parameter
 
 from otpservice.models import datetime_from_ms
+from otpservice.phone import mask_numbers
+from otpservice.web.context import audit
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
@@ -100,15 +102,17 @@ async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) ->
      responses=problem_responses(400, 401, 403, 503))  # fmt: skip
 async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Opt ``phone`` out (source ``admin``); an existing opt-out is kept as it was."""
-    return _state(phone, await _optouts(request).opt_out(phone, source="admin"))
+    state = _state(phone, await _optouts(request).opt_out(phone, source="admin"))
+    await audit(request, "admin.opt_out", phone=mask_numbers(phone))
+    return state
 
 
 @delete("/opt-outs/{phone:str}", status_code=200, summary="Opt a number back in",
         responses=problem_responses(400, 401, 403, 503))  # fmt: skip
 async def remove_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Remove ``phone``'s opt-out."""
-    optouts = _optouts(request)
-    await optouts.opt_in(phone, source="admin")
+    await _optouts(request).opt_in(phone, source="admin")
+    await audit(request, "admin.opt_in", phone=mask_numbers(phone))
     return _state(phone, None)
 
 

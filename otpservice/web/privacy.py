@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 from litestar import Request, delete
 from litestar.params import FromPath
 
+from otpservice.phone import mask_numbers
 from otpservice.privacy import Erasure
+from otpservice.web.context import audit
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
@@ -19,7 +21,10 @@ if TYPE_CHECKING:
 async def erase_personal_data(phone: FromPath[str], request: Request[Any, Any, Any]) -> Erasure:
     """Erase everything held about ``phone`` (E.164) except its opt-out, which is kept."""
     personal_data: PersonalData = request.app.state.runtime.personal_data
-    return await personal_data.erase(phone)
+    erasure = await personal_data.erase(phone)
+    await audit(request, "admin.erase", phone=mask_numbers(phone),
+                records=erasure.records_erased, events=erasure.events_erased)  # fmt: skip
+    return erasure
 
 
 PRIVACY_ROUTES = [erase_personal_data]

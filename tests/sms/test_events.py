@@ -122,7 +122,7 @@ async def test_replies_and_opt_out_changes_are_relayed_to_the_app(
 
 
 async def test_a_lockout_tells_the_app(
-    start_api: StartApi, acs: FakeAcs, app_endpoint: FakeApp
+    start_api: StartApi, acs: FakeAcs, app_endpoint: FakeApp, redis: Redis
 ) -> None:
     api = await start_api(
         acs_entry(acs), lockout={"max_failures": 2, "base_seconds": 60}, **with_events(app_endpoint)
@@ -136,3 +136,5 @@ async def test_a_lockout_tells_the_app(
     assert "security.lockout" in await received(app_endpoint, 1)
     [lockout] = [m.fields["data"] for m in app_endpoint.delivered if m.body == "security.lockout"]
     assert lockout == {"challenge_id": challenge_id, "locked_for_seconds": 60}
+    audited = [f[b"kind"] for _, f in await redis.xrange("otp:{audit}:stream")]
+    assert audited == [b"security.lockout"]

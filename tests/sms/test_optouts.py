@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from redis.asyncio import Redis
 
 from otpservice.app import Runtime
 from tests.helpers import PHONE, api_tokens, assert_problem
@@ -99,3 +102,19 @@ async def test_opt_outs_are_listed_a_page_at_a_time(start_api: StartApi, acs: Fa
     assert listed == [(n, "admin") for n in expected]
     assert pages == 2
     assert_problem(await api.get("/opt-outs", params={"limit": 0}), 400, "invalid_request")
+
+
+async def test_operator_changes_are_audited_with_the_client(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
+    api = await start_api(acs_entry(acs), api_tokens=TOKENS)
+    assert (await api.put(f"/opt-outs/{PHONE}", headers=as_(ADMIN))).status_code == 200
+    assert (await api.delete(f"/opt-outs/{PHONE}", headers=as_(ADMIN))).status_code == 200
+    entries = [
+        (f[b"kind"].decode(), f[b"actor"].decode(), json.loads(f[b"data"]))
+        for _, f in await redis.xrange("otp:{audit}:stream")
+    ]
+    assert entries == [
+        ("admin.opt_out", "ops", {"phone": "+*********23"}),
+        ("admin.opt_in", "ops", {"phone": "+*********23"}),
+    ]
