@@ -145,18 +145,27 @@ def _serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": 20,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)
-        return 0
-    # Worker processes rebuild the app from the same file and environment, validated above.
-    if args.config:
-        os.environ["OTP_CONFIG"] = str(Path(args.config).resolve())
-    os.environ["OTP_WORKERS"] = str(settings.workers)
-    uvicorn.run(
-        "otpservice.app:create_app_from_environment",
-        factory=True,
-        workers=settings.workers,
-        **options,
-    )
+        config = uvicorn.Config(create_app(settings), **options)
+    else:
+        # Worker processes rebuild the app from the same file and environment, validated above.
+        if args.config:
+            os.environ["OTP_CONFIG"] = str(Path(args.config).resolve())
+        os.environ["OTP_WORKERS"] = str(settings.workers)
+        config = uvicorn.Config(
+            "otpservice.app:create_app_from_environment", factory=True,
+            workers=settings.workers, **options,
+        )  # fmt: skip
+    sockets = [config.bind_socket()]
+    pod = settings.pod_listener
+    if pod is not None:
+        sockets.append(uvicorn.Config(config.app, host=pod.host, port=pod.port).bind_socket())
+    server = uvicorn.Server(config)
+    if settings.workers == 1:
+        server.run(sockets=sockets)
+    else:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=sockets).run()
     return 0
 
 

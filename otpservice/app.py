@@ -273,6 +273,7 @@ def create_app(
                 "otp": runtime.service,
                 "runtime": runtime,
                 "webhook_auth": WebhookAuth(settings),
+                "pod_port": settings.pod_listener.port if settings.pod_listener else None,
             }
         ),
         lifespan=[lifespan],

@@ -388,6 +388,14 @@ class AnalyticsSettings(Base, frozen=True):
     keep_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 90
 
 
+class PodListener(Base, frozen=True):
+    """A second listener, on the pod's address, for the kubelet's probes, Prometheus and the
+    providers' webhooks: it serves the health routes, /metrics and /webhooks/* only."""
+
+    host: str = "0.0.0.0"  # noqa: S104 (the pod address is the point)
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8081
+
+
 class UnsafeOverrides(Base, frozen=True):
     """Explicit acknowledgements for settings outside the safe range."""
 
@@ -443,6 +451,8 @@ class Settings(Base, frozen=True):
     config_path: str | None = None
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    # None: one listener (the API's) serves everything.
+    pod_listener: PodListener | None = None
     # Processes serving the API (the Python work per request is bound to one core each);
     # hashing.max_concurrent is shared out between them.
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
@@ -561,6 +571,9 @@ def validate_settings(settings: Settings) -> None:
         raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
     _check_sms(settings)
     _check_abuse(settings)
+    pod = settings.pod_listener
+    if pod is not None and pod.port == settings.port:
+        raise ConfigError("pod_listener.port must differ from port (the API's)")
     _check_outbox(settings)
     _check_events(settings)
     if settings.dev_mode:

@@ -55,17 +55,24 @@ class ServiceProcess:
             self._wait_until_up()
 
     def _wait_until_up(self) -> None:
+        try:
+            self.wait_for(self.url, self.process)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: {''.join(self.stderr_lines)}") from None
+
+    @staticmethod
+    def wait_for(url: str, process: subprocess.Popen[str]) -> None:
+        """Wait until the service at ``url`` answers /healthz (20 s at most)."""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError("service exited: " + "".join(self.stderr_lines))
+            if process.poll() is not None:
+                raise RuntimeError("service exited")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        self.stop()
         raise RuntimeError("service did not start")
 
     def next_code(self, challenge_id: str) -> str:
@@ -430,3 +437,77 @@ def test_metrics_add_up_across_worker_processes(tmp_path: Path, redis_server: Re
             assert float(match.group(1)) == 6
     finally:
         service.stop()
+
+
+def test_the_pod_listener_serves_only_probes_metrics_and_webhooks(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    pod_port = free_port()
+    config = write_config(
+        tmp_path, redis_server, f'[pod_listener]\nhost = "127.0.0.1"\nport = {pod_port}\n'
+    )
+    service = ServiceProcess("--config", str(config))
+    pod = f"http://127.0.0.1:{pod_port}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert httpx.get(f"{pod}{path}").status_code == 200, path
+        # The webhooks answer there with their own checks (Twilio's signature is missing).
+        assert httpx.post(f"{pod}/webhooks/twilio/inbound", content=b"").status_code == 403
+        # The API does not, even with a good token.
+        refused = httpx.post(f"{pod}/challenge", json={"phone": "+14155550166"}, headers=auth)
+        assert refused.status_code == 404
+        assert refused.json()["code"] == "not_found"
+        assert httpx.get(f"{pod}/opt-outs", headers=auth).status_code == 404
+        # On the API's own address all is as before.
+        created = httpx.post(f"{service.url}/challenge", json={"phone": "+14155550166"},
+                             headers=auth)  # fmt: skip
+        assert created.status_code == 201
+    finally:
+        service.stop()
+
+
+def test_sigterm_lets_requests_and_sends_in_flight_finish(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    gateway = FakeGateway()
+    gateway.plan = [Planned("late", delay=2.0)]
+    providers = f"""
+[[sms.providers]]
+type = "generic"
+url = "{gateway.url}/send"
+secret = "{GATEWAY_SECRET}"
+timeout_seconds = 10
+"""
+    service = ServiceProcess("--config", str(write_config(tmp_path, redis_server, providers)))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        created = httpx.post(f"{service.url}/challenge", json={"phone": "+14155550155"},
+                             headers=auth)  # fmt: skip
+        assert created.status_code == 201
+        challenge_id = created.json()["challenge_id"]
+        deadline = time.monotonic() + 5
+        while not gateway.received and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gateway.received  # the send is in the air for two seconds
+        started = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        assert service.process.wait(timeout=15) in (0, -signal.SIGTERM)
+        # It waited for the send instead of dropping it, and stopped soon after.
+        assert 1.0 <= time.monotonic() - started < 10
+        service._close_streams()
+    finally:
+        if service.process.poll() is None:
+            service.stop()
+        gateway.close()
+    logs = "".join(service.stderr_lines)
+    assert f"SMS for challenge {challenge_id} sent via generic" in logs
+    # A new process sees the send recorded: nothing is left to send twice.
+    again = ServiceProcess("--config", str(tmp_path / "otp.toml"))
+    try:
+        state = httpx.get(f"{again.url}/challenge/{challenge_id}", headers=auth).json()
+        assert state["delivery"]["status"] == "sent"
+        time.sleep(0.5)
+        assert len(gateway.received) == 1
+    finally:
+        again.stop()

@@ -146,6 +146,7 @@ def test_secrets_from_files_never_printed(tmp_path: Path) -> None:
         ),
         (GOOD + '\n[abuse.geo]\ndeny_countries = ["XX"]\n', {}, "abuse.geo.deny_countries"),
         (GOOD + "\n[abuse.fraud_guard]\nfloor = 2\n", {}, "abuse.fraud_guard.floor"),
+        (GOOD + "\n[pod_listener]\nport = 8080\n", {}, "pod_listener.port must differ"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_key(

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from otpservice.errors import Forbidden, Unauthorized
@@ -68,11 +68,16 @@ async def authorize(request: Request[Any, Any, Any]) -> None:
     """Before every handler: authenticate the caller, require the handler's scope, check the body.
 
     Raises:
-        Unauthorized, Forbidden; a 415 when a JSON route gets another media type.
+        Unauthorized, Forbidden; a 415 when a JSON route gets another media type; a 404 for
+        any non-public route asked on the pod listener.
     """
     opt = request.route_handler.opt
     if opt.get("public"):
         return
+    pod_port: int | None = request.app.state.pod_port
+    if pod_port is not None and request.scope["server"] and request.scope["server"][1] == pod_port:
+        # The pod-address listener serves the public routes only; the API is on loopback.
+        raise NotFoundException()
     scope = opt.get("scope", "admin")
     authenticator: Authenticator = request.app.state.authenticator
     headers = request.headers
