@@ -147,7 +147,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         )  # fmt: skip
 
         async def before_attempt(provider: str) -> bool:
-            await self._pacer.wait_for_slot(provider, entry.deadline_ms)
+            await self._pacer.wait_for_slot(provider, entry.deadline_ms, self.stopping)
             update = await self._challenges.record_delivery(
                 keys, DeliveryStatus.SENDING, send_id=entry.send_id, provider=provider
             )

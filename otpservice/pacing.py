@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -24,17 +25,24 @@ class SendPacer:
             if p.messages_per_second is not None
         }
 
-    async def wait_for_slot(self, provider: str, deadline_ms: int) -> None:
+    async def wait_for_slot(
+        self, provider: str, deadline_ms: int, stopping: asyncio.Event | None = None
+    ) -> None:
         """Wait until ``provider``'s sender may send one more message.
 
         Raises:
-            NotAccepted: the wait would outlast ``deadline_ms``; the message is retried or
-            failed.
+            NotAccepted: the wait would outlast ``deadline_ms``, or the worker is stopping
+            (``stopping`` set): the message goes back to the queue for a retry, by this or
+            another worker.
         """
         limit = self._limits.get(provider)
         if limit is None:
             return
+        stopping = stopping or asyncio.Event()
         while wait := await self._rates.take(provider, *limit):
             if (time.time() + wait) * 1000 >= deadline_ms:
                 raise NotAccepted(provider, "rate_limited", "the sender's rate limit")
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), wait)
+            if stopping.is_set():
+                raise NotAccepted(provider, "shutting_down", "handed back at shutdown", 0.0)

@@ -63,6 +63,8 @@ class QueueWorker(abc.ABC, Generic[E]):
         self.consumer = consumer or consumer_name()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handling: set[str] = set()  # stream ids of the entries in hand
+        # Set when the worker is asked to stop: waits in ``handle`` should give up then.
+        self.stopping = asyncio.Event()
 
     @abc.abstractmethod
     async def handle(self, item: QueueItem[E]) -> None:
@@ -70,6 +72,7 @@ class QueueWorker(abc.ABC, Generic[E]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then let the entries in hand finish."""
+        self.stopping = stop
         reported = 0.0
         while not stop.is_set():
             try:

@@ -135,7 +135,7 @@ class ReplyWorker(QueueWorker[ReplyEntry]):
         )  # fmt: skip
 
         async def before_attempt(provider: str) -> bool:
-            await self._pacer.wait_for_slot(provider, entry.deadline_ms)
+            await self._pacer.wait_for_slot(provider, entry.deadline_ms, self.stopping)
             return True
 
         try:

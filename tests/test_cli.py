@@ -479,20 +479,32 @@ url = "{gateway.url}/send"
 secret = "{GATEWAY_SECRET}"
 timeout_seconds = 10
 """
-    service = ServiceProcess("--config", str(write_config(tmp_path, redis_server, providers)))
+    # A slow hash (256 MiB, t=4): a /verify stays in flight for a while.
+    slow = {"OTP_HASHING__MEMORY_KIB": "262144", "OTP_HASHING__TIME_COST": "4"}
+    config = str(write_config(tmp_path, redis_server, providers))
+    service = ServiceProcess("--config", config, env=slow)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
         created = httpx.post(f"{service.url}/challenge", json={"phone": "+14155550155"},
-                             headers=auth)  # fmt: skip
+                             headers=auth, timeout=30)  # fmt: skip
         assert created.status_code == 201
         challenge_id = created.json()["challenge_id"]
         deadline = time.monotonic() + 5
         while not gateway.received and time.monotonic() < deadline:
             time.sleep(0.02)
         assert gateway.received  # the send is in the air for two seconds
+        answers: list[int] = []
+        verifying = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{service.url}/verify", json={"challenge_id": challenge_id, "code": "000000"},
+            headers=auth, timeout=30).status_code))  # fmt: skip
+        verifying.start()
+        time.sleep(0.1)  # the request is being hashed
         started = time.monotonic()
         service.process.send_signal(signal.SIGTERM)
+        verifying.join(timeout=30)
         assert service.process.wait(timeout=15) in (0, -signal.SIGTERM)
+        # The request in flight got its answer (a wrong code), not a reset connection.
+        assert answers == [400]
         # It waited for the send instead of dropping it, and stopped soon after.
         assert 1.0 <= time.monotonic() - started < 10
         service._close_streams()
@@ -503,7 +515,7 @@ timeout_seconds = 10
     logs = "".join(service.stderr_lines)
     assert f"SMS for challenge {challenge_id} sent via generic" in logs
     # A new process sees the send recorded: nothing is left to send twice.
-    again = ServiceProcess("--config", str(tmp_path / "otp.toml"))
+    again = ServiceProcess("--config", config)
     try:
         state = httpx.get(f"{again.url}/challenge/{challenge_id}", headers=auth).json()
         assert state["delivery"]["status"] == "sent"

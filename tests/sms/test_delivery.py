@@ -19,7 +19,7 @@ from otpservice.delivery import DeliveryWorker
 from otpservice.models import ChallengeRequest, DeliveryStatus
 from otpservice.settings import Settings
 from otpservice.store import connect
-from tests.helpers import PHONE
+from tests.helpers import PHONE, wait_until
 from tests.servers.providers import FakeAcs, FakeGateway, FakeTwilio, Planned
 from tests.servers.redis import RedisServer
 from tests.sms.conftest import (
@@ -234,3 +234,25 @@ async def test_a_slow_send_is_taken_over_by_no_worker_while_its_worker_lives(
     await sending
     assert (await delivery(api, challenge_id))["status"] == "sent"
     assert len(gateway.received) == 1
+
+
+async def test_a_stopping_worker_hands_back_what_waits_for_the_rate_limit(
+    start_app: StartApp, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api, app = await start_app(twilio_entry(twilio, messages_per_second=0.2), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    first, second = await issue(api, "+14155558100"), await issue(api, "+14155558101")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(runtime.worker.run(stop))
+    await wait_until(lambda: len(twilio.delivered) == 1)
+    await asyncio.sleep(0.3)  # the second waits 5 s for the sender's next slot
+    started = time.monotonic()
+    stop.set()
+    await worker
+    assert time.monotonic() - started < 2  # it did not sit out the wait
+    assert len(twilio.delivered) == 1
+    # Handed back: waiting in the queue for a retry, by this or another worker.
+    assert await redis.zcard("otp:{outbox}:delayed") == 1
+    states = {cid: (await api.get(f"/challenge/{cid}")).json()["delivery"]["status"]
+              for cid in (first, second)}  # fmt: skip
+    assert sorted(states.values()) == ["retrying", "sent"]
