@@ -43,7 +43,10 @@ BLOCK_FIRST, BLOCK_LAST = 2_000_000, 9_999_999
 
 # The console sender's line; the code is the first run of 4 to 10 digits in the message.
 SMS_LINE = re.compile(r"^\[sms to (\+\d+)\] challenge=(\S+) .*?\b(\d{4,10})\b")
-PROBLEM_LINE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+# Text log lines name the level in capitals, JSON lines in a "level" member.
+PROBLEM_LINE = re.compile(
+    r'\b(WARNING|ERROR|CRITICAL)\b|"level": "(warning|error|critical)"|Traceback'
+)
 
 
 # --------------------------------------------------------------------------- processes
@@ -345,9 +348,13 @@ class Service:
     def stderr_levels(self) -> Counter[str]:
         """How many stderr lines start with each log level (INFO, ERROR, ...)."""
         text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        # Text lines ("<date> <time> INFO ...") or JSON lines ({"level": "info", ...}).
+        text_levels = r"^(?:\S+ \S+ )?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b"
+        json_levels = r'"level": "(debug|info|warning|error|critical)"'
         return Counter(
-            m.group(1)
-            for m in re.finditer(r"^(?:\S+ \S+ )?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b", text, re.M)
+            m.group(1).upper()
+            for pattern in (text_levels, json_levels)
+            for m in re.finditer(pattern, text, re.M)
         )
 
     def cpu_s(self) -> float:

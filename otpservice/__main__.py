@@ -149,7 +149,9 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         # Worker processes rebuild the app from the same file and environment, validated above.
         if args.config:
-            os.environ["OTP_CONFIG"] = str(Path(args.config).resolve())
+            # Absolute, not resolved: a ConfigMap's ..data symlink moves to each new version,
+            # and the workers must keep following it.
+            os.environ["OTP_CONFIG"] = os.path.abspath(args.config)
         os.environ["OTP_WORKERS"] = str(settings.workers)
         config = uvicorn.Config(
             "otpservice.app:create_app_from_environment", factory=True,

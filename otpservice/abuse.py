@@ -71,7 +71,7 @@ def destinations_of(where: str) -> list[str]:
     """The fraud guard's destinations (calling code first, then prefix) in a ``where_of``
     text."""
     parts = where.split("|")
-    return parts[1:3] if len(parts) == 3 else []
+    return parts[1:3] if len(parts) == 3 and all(parts[1:3]) else []
 
 
 def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:
@@ -81,16 +81,17 @@ def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:
 
 def geo_refusal(geo: GeoSettings, number: PhoneNumber) -> tuple[str, str] | None:
     """Why geo permissions refuse the number, as (rule, detail), or None."""
-    allowed_prefix = number.e164.startswith(tuple(geo.allow_prefixes))
     if number.e164.startswith(tuple(geo.deny_prefixes)):
         return "geo_prefix", "codes are not sent to this number range"
-    if not allowed_prefix:
-        if number.region in geo.deny_countries or (
-            geo.allow_countries and number.region not in geo.allow_countries
-        ):
-            return "geo_country", f"codes are not sent to numbers of {number.region}"
-        if number.number_type in geo.deny_number_types:
-            return "geo_number_type", f"codes are not sent to {number.number_type} numbers"
+    # An allowed prefix lifts a country refusal, never a number-type one (premium rate
+    # numbers inside an allowed range are SMS pumping's favourite).
+    if not number.e164.startswith(tuple(geo.allow_prefixes)) and (
+        number.region in geo.deny_countries
+        or (geo.allow_countries and number.region not in geo.allow_countries)
+    ):
+        return "geo_country", f"codes are not sent to numbers of {number.region}"
+    if number.number_type in geo.deny_number_types:
+        return "geo_number_type", f"codes are not sent to {number.number_type} numbers"
     return None
 
 
@@ -109,6 +110,8 @@ def rule_subject(
     if client_ip is None:
         return None
     address = ipaddress.ip_address(client_ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # the same IPv4 user, however the app wrote it
     if rule.scope == "ip":
         return str(address)
     bits = rule.ipv4_prefix if address.version == 4 else rule.ipv6_prefix
@@ -153,7 +156,8 @@ class AbusePolicy:
         where = where_of(number, guard.prefix_digits)
         request_id = secrets.token_urlsafe(9)
         if is_safe(abuse.safe_list, number):
-            return Admission(request_id, where)
+            # Kept out of the fraud guard's counts, sent and verified alike.
+            return Admission(request_id, f"{number.region}||")
         refusal = geo_refusal(abuse.geo, number)
         if refusal is not None:
             rule, detail = refusal
@@ -248,10 +252,15 @@ class AbusePolicy:
                 log.warning("fraud guard %s for %s: %d verified of %d sent (%s)",
                             "tripped" if tripped else "cleared", verdict.destination,
                             verdict.verified, verdict.sent, guard.mode)  # fmt: skip
-                await self._events.fraud_changed(
-                    verdict.destination, tripped=tripped, sent=verdict.sent,
-                    verified=verdict.verified, source="window",
-                )  # fmt: skip
+                try:
+                    await self._events.fraud_changed(
+                        verdict.destination, tripped=tripped, sent=verdict.sent,
+                        verified=verdict.verified, source="window",
+                    )  # fmt: skip
+                except Unavailable:
+                    # The refusal matters more than its event: answer it all the same.
+                    log.error("fraud guard: the event for %s could not be queued",
+                              verdict.destination)  # fmt: skip
         return verdicts
 
     async def _check_fraud(self, destinations: list[str], guard: FraudGuardSettings) -> None:
@@ -283,8 +292,14 @@ class AbusePolicy:
             *(self._quotas.take(rule, subject, request_id) for rule, subject in applying),
             return_exceptions=True,
         )
-        counted = [o.key for o in outcomes if not isinstance(o, BaseException) and o.counted]
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        # After a failure (a timeout may have counted anyway) every key is given back:
+        # removing a request id that is not there is harmless.
+        counted = [
+            self._quotas.key(rule, subject) for rule, subject in applying
+        ] if failure is not None else [
+            o.key for o in outcomes if not isinstance(o, BaseException) and o.counted
+        ]  # fmt: skip
         refusal: RateLimited | None = None
         for (rule, _), outcome in zip(applying, outcomes, strict=True):
             if isinstance(outcome, BaseException) or not outcome.full:

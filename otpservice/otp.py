@@ -246,9 +246,10 @@ class OtpService:
             ChallengeNotFound, ChallengeGone.
         """
         keys = self._keys_for(challenge_id)
-        await self._challenges.cancel(keys, client)
+        cancelled_now = await self._challenges.cancel(keys, client)
         view = await self._challenges.read(keys, client)
-        self._analytics.count("cancelled")
+        if cancelled_now:
+            self._analytics.count("cancelled")
         return view
 
     def close(self) -> None:
@@ -331,7 +332,9 @@ class OtpService:
 
 def _check_ip(text: str) -> None:
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+            raise ValueError("a zone id would make each its own address")
     except ValueError:
         raise InvalidInput(
             "client_ip must be an IPv4 or IPv6 address", code="invalid_client_ip"

@@ -320,7 +320,7 @@ class RateRule(Base, frozen=True):
     mode: Mode = "enforce"
     ipv4_prefix: Annotated[int, msgspec.Meta(ge=8, le=32)] = 24
     ipv6_prefix: Annotated[int, msgspec.Meta(ge=16, le=128)] = 64
-    prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
+    prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2
 
 
 def _default_rules() -> list[RateRule]:
@@ -362,7 +362,7 @@ class FraudGuardSettings(Base, frozen=True):
     min_sent: PositiveInt = 50
     window_seconds: Annotated[int, msgspec.Meta(ge=300, le=86400)] = 3600
     # The prefix watched besides the country: calling code plus this many national digits.
-    prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
+    prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2
 
 
 class SafeList(Base, frozen=True):

@@ -54,6 +54,9 @@ def test_each_scope_names_its_subject() -> None:
     assert subject("ip_prefix") == "203.0.113.0/24"
     assert subject("ip_prefix", ip="2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
     assert subject("ip_prefix", ipv4_prefix=16) == "203.0.0.0/16"
+    # An IPv4 user written as IPv6 is the same user, in its own IPv4 prefix.
+    assert subject("ip", ip="::ffff:203.0.113.9") == "203.0.113.9"
+    assert subject("ip_prefix", ip="::ffff:203.0.113.9") == "203.0.113.0/24"
     assert subject("country") == "+44"
     assert subject("prefix") == "+4474"
     assert subject("prefix", prefix_digits=3) == "+44740"
@@ -70,6 +73,9 @@ def test_geo_permissions_and_the_safe_list() -> None:
     assert geo_refusal(GeoSettings(deny_countries=["GB"]), mobile)[0] == "geo_country"  # type: ignore[index]
     assert geo_refusal(GeoSettings(allow_countries=["US"]), mobile)[0] == "geo_country"  # type: ignore[index]
     assert geo_refusal(GeoSettings(deny_countries=["GB"], allow_prefixes=["+4474"]), mobile) is None
+    # An allowed range lifts a country refusal, never a number-type one.
+    allowed_uk = GeoSettings(deny_countries=["GB"], allow_prefixes=["+44"])
+    assert geo_refusal(allowed_uk, premium)[0] == "geo_number_type"  # type: ignore[index]
     assert geo_refusal(GeoSettings(deny_prefixes=["+4474"]), mobile)[0] == "geo_prefix"  # type: ignore[index]
     assert is_safe(SafeList(prefixes=["+4474"]), mobile)
     assert not is_safe(SafeList(numbers=[PHONE]), mobile)
@@ -309,3 +315,22 @@ async def test_the_fraud_guard_recovers_when_codes_get_verified(
     assert {(c["destination"], c["source"]) for c in cleared} == {
         ("+44", "window"), ("+4474", "window"),
     }  # fmt: skip
+
+
+async def test_zone_ids_are_refused_so_they_cannot_mint_addresses(api: httpx.AsyncClient) -> None:
+    refused = await challenge(api, PHONE, "fe80::1%eth0")
+    assert_problem(refused, 400, "invalid_client_ip")
+
+
+async def test_the_safe_list_stays_out_of_the_fraud_guards_counts(
+    make_api: ApiFactory, phone: Phone
+) -> None:
+    api = await make_api(abuse={"rules": [], "safe_list": {"prefixes": ["+4474"]},
+                                "fraud_guard": {"min_sent": 3, "floor": 0.5}})  # fmt: skip
+    challenge_id = (await issue(api, "+447400123401"))["challenge_id"]
+    code = await phone.code_for(challenge_id)
+    assert (await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+            ).status_code == 200  # fmt: skip
+    await asyncio.sleep(0.7)  # past a flush
+    state = (await api.get("/fraud-guard/+44")).json()
+    assert (state["sent"], state["verified"]) == (0, 0)

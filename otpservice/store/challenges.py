@@ -220,8 +220,8 @@ class ChallengeStore:
             raise IncorrectCode(attempts_left)
         _raise_for_status(status)
 
-    async def cancel(self, keys: ChallengeKeys, client: str) -> None:
-        """Cancel a pending challenge (idempotent).
+    async def cancel(self, keys: ChallengeKeys, client: str) -> bool:
+        """Cancel a pending challenge (idempotent); True when this call cancelled it.
 
         Raises:
             ChallengeNotFound, ChallengeGone: it is unknown, approved or expired.
@@ -234,6 +234,7 @@ class ChallengeStore:
         status = reply_text(reply[0])
         if status != "cancelled":
             _raise_for_status(status)
+        return len(reply) > 1
 
     async def read(self, keys: ChallengeKeys, client: str) -> ChallengeView:
         """The challenge's public view.

@@ -34,10 +34,14 @@ class QuotaStore:
         self._commands = commands
         self._keys = keys
 
+    def key(self, rule: RateRule, subject: str) -> str:
+        """The key of ``rule``'s budget for ``subject``."""
+        return self._keys.quota(rule.name, subject)
+
     async def take(self, rule: RateRule, subject: str, request_id: str) -> QuotaTaken:
         """Count ``request_id`` against ``rule`` for ``subject`` unless a window is full (in
         monitor mode it is counted anyway)."""
-        key = self._keys.quota(rule.name, subject)
+        key = self.key(rule, subject)
         args: list[str | int] = [request_id, rule.mode]
         for window in rule.windows:
             args += [window.seconds * 1000, window.limit]

@@ -2,8 +2,8 @@
 -- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
 -- KEYS[2] active     string: random part of the number's current challenge
 -- ARGV[1] random part of the challenge id     ARGV[2] client name
--- Returns {"cancelled"} when cancelled now or before, else {status}: "missing", "approved",
--- "expired".
+-- Returns {"cancelled", 1} when cancelled now, {"cancelled"} when it was before, else
+-- {status}: "missing", "approved", "expired".
 local challenge_key, active_key = KEYS[1], KEYS[2]
 local random_part, client = ARGV[1], ARGV[2]
 
@@ -11,6 +11,6 @@ local status = challenge_status(challenge_key, active_key, random_part, client, 
 if status == 'pending' then
   redis.call('HSET', challenge_key, 'st', 'c')
   redis.call('HDEL', challenge_key, 'h', 'pid', 'hp')
-  return {'cancelled'}
+  return {'cancelled', 1}
 end
 return {status}

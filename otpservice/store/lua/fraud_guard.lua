@@ -1,20 +1,22 @@
 -- fraud_guard.lua: codes sent to and verified by the destinations of one country (the
--- country itself and its number prefixes), in buckets of a twelfth of the window, and whether
--- their ratio says SMS pumping. One hash per country: one slot, one call for all.
--- KEYS[1] guard    hash: "<dest>|s|<bucket>" sent, "<dest>|v|<bucket>" verified,
---                  "<dest>|t" = "1" while the destination is tripped
+-- country itself and its number prefixes) over a sliding window, kept in a ring of twelve
+-- slots per destination, and whether their ratio says SMS pumping. One hash per country: one
+-- slot, one call for all. A destination never holds more than 37 fields.
+-- KEYS[1] guard    hash: "<dest>|b|<slot>" the bucket number a slot holds, "<dest>|s|<slot>"
+--                  sent and "<dest>|v|<slot>" verified in it, "<dest>|t" = "1" while tripped
 -- ARGV[1] "add", "check" or "clear"
 -- ARGV[2] window seconds    ARGV[3] floor (verified / sent)    ARGV[4] sent before it can trip
 -- ARGV[5] codes sent, ARGV[6] codes verified (for "add"; else 0)
 -- ARGV[7..] destinations ("+44", "+4470")
 -- Returns, for "check": per destination {tripped 1|0, change 1 (tripped now) | -1 (cleared
---   now) | 0, sent, verified, seconds until its oldest bucket leaves the window};
+--   now) | 0, sent, verified, seconds until its oldest counted bucket leaves the window};
 --   for "clear": per destination 1 if it was tripped, else 0; else {}.
-local BUCKETS = 12
+-- A changed window length renumbers the buckets: the counts start again.
+local SLOTS = 12
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local window_s = tonumber(ARGV[2])
-local size = math.max(1, math.floor(window_s / BUCKETS))
+local size = math.max(1, math.floor(window_s / SLOTS))
 local bucket = math.floor(now_s / size)
 local op = ARGV[1]
 local out = {}
@@ -24,35 +26,36 @@ for i = 7, #ARGV do
   if op == 'clear' then
     out[#out + 1] = redis.call('HGET', KEYS[1], dest .. '|t') == '1' and 1 or 0
     local doomed = {dest .. '|t'}
-    for b = bucket - BUCKETS, bucket do
-      doomed[#doomed + 1] = dest .. '|s|' .. b
-      doomed[#doomed + 1] = dest .. '|v|' .. b
+    for slot = 0, SLOTS - 1 do
+      doomed[#doomed + 1] = dest .. '|b|' .. slot
+      doomed[#doomed + 1] = dest .. '|s|' .. slot
+      doomed[#doomed + 1] = dest .. '|v|' .. slot
     end
     redis.call('HDEL', KEYS[1], unpack(doomed))
   elseif op == 'add' then
-    if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|s|' .. bucket, ARGV[5]) end
-    if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|v|' .. bucket, ARGV[6]) end
-    -- Buckets that just left the window (a destination quiet for longer keeps a few until
-    -- the key expires, which it does once the whole country is quiet for two windows).
-    local stale = {}
-    for b = bucket - 2 * BUCKETS, bucket - BUCKETS do
-      stale[#stale + 1] = dest .. '|s|' .. b
-      stale[#stale + 1] = dest .. '|v|' .. b
+    local slot = bucket % SLOTS
+    if tonumber(redis.call('HGET', KEYS[1], dest .. '|b|' .. slot) or '-1') ~= bucket then
+      -- The slot held an older bucket: it starts again.
+      redis.call('HSET', KEYS[1], dest .. '|b|' .. slot, bucket, dest .. '|s|' .. slot, 0,
+                 dest .. '|v|' .. slot, 0)
     end
-    redis.call('HDEL', KEYS[1], unpack(stale))
+    if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|s|' .. slot, ARGV[5]) end
+    if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|v|' .. slot, ARGV[6]) end
   else
     local fields = {}
-    for b = bucket - BUCKETS + 1, bucket do
-      fields[#fields + 1] = dest .. '|s|' .. b
-      fields[#fields + 1] = dest .. '|v|' .. b
+    for slot = 0, SLOTS - 1 do
+      fields[#fields + 1] = dest .. '|b|' .. slot
+      fields[#fields + 1] = dest .. '|s|' .. slot
+      fields[#fields + 1] = dest .. '|v|' .. slot
     end
-    local counts = redis.call('HMGET', KEYS[1], unpack(fields))
+    local values = redis.call('HMGET', KEYS[1], unpack(fields))
     local sent, verified, oldest = 0, 0, nil
-    for j = 1, #counts, 2 do
-      local s, v = tonumber(counts[j] or '0'), tonumber(counts[j + 1] or '0')
-      sent, verified = sent + s, verified + v
-      if not oldest and (s > 0 or v > 0) then
-        oldest = bucket - BUCKETS + 1 + (j - 1) / 2
+    for j = 1, #values, 3 do
+      local held = tonumber(values[j] or '-1')
+      if held > bucket - SLOTS then  -- still inside the window
+        sent = sent + tonumber(values[j + 1] or '0')
+        verified = verified + tonumber(values[j + 2] or '0')
+        if not oldest or held < oldest then oldest = held end
       end
     end
     local tripped = sent >= tonumber(ARGV[4]) and verified < tonumber(ARGV[3]) * sent
@@ -65,7 +68,7 @@ for i = 7, #ARGV do
       redis.call('HDEL', KEYS[1], dest .. '|t')
       change = -1
     end
-    local wait = oldest and ((oldest + BUCKETS) * size - now_s) or 1
+    local wait = oldest and ((oldest + SLOTS) * size - now_s) or 1
     out[#out + 1] = {tripped and 1 or 0, change, sent, verified, math.max(wait, 1)}
   end
 end
