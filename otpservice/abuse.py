@@ -231,13 +231,6 @@ class AbusePolicy:
                 counts[0] += sent
                 counts[1] += verified
 
-    async def keep_counting(self, stop: asyncio.Event) -> None:
-        """Flush the fraud guard's counts every ``FLUSH_SECONDS`` until ``stop``, then once."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
-            await self.flush_fraud_counts()
-
     async def _fraud_verdicts(
         self, destinations: list[str], guard: FraudGuardSettings
     ) -> list[FraudVerdict]:

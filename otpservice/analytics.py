@@ -9,8 +9,6 @@ nothing here identifies a person.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -139,13 +137,6 @@ class Analytics:
             except Unavailable:
                 self._pending.setdefault(hour, Counter()).update(counts)
                 log.warning("analytics: the store is unavailable; counts kept for later")
-
-    async def keep_flushing(self, stop: asyncio.Event) -> None:
-        """Flush every ``FLUSH_SECONDS`` until ``stop``, then once more."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
-            await self.flush()
 
     async def report(
         self, start_ms: int, end_ms: int, group_by: GroupBy | None = None

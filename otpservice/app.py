@@ -18,19 +18,22 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from otpservice import __version__
+from otpservice.abuse import FLUSH_SECONDS as FRAUD_FLUSH_SECONDS
 from otpservice.abuse import AbusePolicy
+from otpservice.analytics import FLUSH_SECONDS as ANALYTICS_FLUSH_SECONDS
 from otpservice.analytics import Analytics
 from otpservice.codes import CodeHasher, Pepper
 from otpservice.delivery import DeliveryWorker
 from otpservice.errors import ConfigError, Unavailable
 from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.inbound import InboundMessages
-from otpservice.live_settings import LiveSettings
+from otpservice.live_settings import WATCH_SECONDS, LiveSettings
 from otpservice.logs import configure_logging, request_ids
 from otpservice.metrics import http_metrics
 from otpservice.optouts import OptOuts
 from otpservice.otp import OtpService
 from otpservice.pacing import SendPacer
+from otpservice.periodic import every
 from otpservice.privacy import PersonalData
 from otpservice.replies import KeywordReplies, ReplyEntry, ReplyWorker
 from otpservice.sealing import MessageSealer, decode_key
@@ -192,28 +195,29 @@ class Runtime:
         await self.service.start()
         self._stop.clear()
         self._tasks = [
-            asyncio.create_task(self.live.watch(self._stop)),
-            asyncio.create_task(self.abuse.keep_counting(self._stop)),
-            asyncio.create_task(self.analytics.keep_flushing(self._stop)),
+            asyncio.create_task(every(WATCH_SECONDS, self._stop, self.live.check_file)),
+            asyncio.create_task(
+                every(FRAUD_FLUSH_SECONDS, self._stop, self.abuse.flush_fraud_counts)
+            ),
+            asyncio.create_task(every(ANALYTICS_FLUSH_SECONDS, self._stop, self.analytics.flush)),
         ]
         if self.settings.outbox.workers_in_process if deliver is None else deliver:
             workers: list[QueueWorker[Any]] = [self.worker, self.replier]
             if self.relay is not None:
                 workers.append(self.relay)
             self._tasks += [asyncio.create_task(w.run(self._stop)) for w in workers]
-            self._tasks.append(asyncio.create_task(self._keep_retention()))
+            self._tasks.append(
+                asyncio.create_task(every(RETENTION_CHECK_SECONDS, self._stop, self._trim_feed))
+            )
 
-    async def _keep_retention(self) -> None:
-        """Trim the event stream to the retention now and then, traffic or not."""
-        while not self._stop.is_set():
-            try:
-                trimmed = await self.feed.trim(int(time.time() * 1000))
-            except Unavailable:
-                trimmed = 0  # next time
-            if trimmed:
-                log.info("event stream: %d entries past the retention removed", trimmed)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), RETENTION_CHECK_SECONDS)
+    async def _trim_feed(self) -> None:
+        """Trim the event stream to the retention, traffic or not."""
+        try:
+            trimmed = await self.feed.trim(int(time.time() * 1000))
+        except Unavailable:
+            return  # next time
+        if trimmed:
+            log.info("event stream: %d entries past the retention removed", trimmed)
 
     async def stop(self) -> None:
         """Stop the workers (work in hand finishes), release threads and connections."""

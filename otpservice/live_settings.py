@@ -11,8 +11,6 @@ limits per number) take effect at the next restart, and the log says which chang
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -67,15 +65,12 @@ class LiveSettings:
                  f"; after a restart only: {', '.join(later)}" if later else "")  # fmt: skip
         return True
 
-    async def watch(self, stop: asyncio.Event) -> None:
-        """Reload whenever the file changes, until ``stop`` is set."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), WATCH_SECONDS)
-            signature = self._signature()
-            if signature != self._seen:
-                self._seen = signature
-                self.reload()
+    async def check_file(self) -> None:
+        """Reload if the file changed since the last look (``every`` ``WATCH_SECONDS``)."""
+        signature = self._signature()
+        if signature != self._seen:
+            self._seen = signature
+            self.reload()
 
     def _signature(self) -> tuple[str, int, int, int] | None:
         path = self.current.config_path
