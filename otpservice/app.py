@@ -162,7 +162,7 @@ class Runtime:
                                    sealer=sealer),
         )  # fmt: skip
         self.personal_data = PersonalData(
-            NumberRecords(commands, keys), self.feed, optout_store, keys
+            NumberRecords(commands, keys), self.feed, optout_store, keys, event_queue
         )
         self.worker = self.delivery_worker()
         self.replier = ReplyWorker(

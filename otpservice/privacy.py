@@ -1,9 +1,9 @@
 """Personal data: erasing what is held about a number, on request.
 
 Everything goes except the opt-out itself, which the law requires to be kept: the number's
-challenges, send and failure counters and reply marks, and its entries in the event stream
-(replies with their bodies, opt-out changes, delivery outcomes of its challenges). Events
-still waiting for the app's callback URL are relayed, then dropped (at most a day later).
+challenges, send and failure counters, and its events, in the event stream and in the queue
+for the app's callback URL (replies with their bodies, opt-out changes, delivery outcomes of
+its challenges). One the relay holds at that very moment may still reach the app once.
 Beyond erasure, the event stream keeps nothing longer than ``privacy.retention_days``.
 """
 
@@ -16,10 +16,12 @@ from otpservice.models import Model
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
+    from otpservice.events import AppEvent
     from otpservice.store.feed import EventFeed
     from otpservice.store.keys import KeySpace
     from otpservice.store.numbers import NumberRecords
     from otpservice.store.optouts import OptOutStore
+    from otpservice.store.outbox import QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,18 @@ class PersonalData:
     """Erases a number's data, all but its opt-out."""
 
     def __init__(
-        self, records: NumberRecords, feed: EventFeed, optouts: OptOutStore, keys: KeySpace
+        self,
+        records: NumberRecords,
+        feed: EventFeed,
+        optouts: OptOutStore,
+        keys: KeySpace,
+        event_queue: QueueStore[AppEvent] | None,
     ) -> None:
         self._records = records
         self._feed = feed
         self._optouts = optouts
         self._keys = keys
+        self._event_queue = event_queue
 
     async def erase(self, phone: str) -> Erasure:
         """Erase what is held about ``phone`` except its opt-out.
@@ -60,6 +68,9 @@ class PersonalData:
 
         records = await self._records.erase_all_but_opt_out(e164)
         events = await self._feed.erase(about_number)
+        if self._event_queue is not None:
+            # Events still waiting for the app's callback URL go too.
+            events += await self._event_queue.erase(lambda event: about_number(event.data))
         await self._optouts.forget_unless_opted_out(e164)
         kept = await self._optouts.get(e164) is not None
         log.info("personal data of %s erased: %d records, %d events", number.masked(), records,

@@ -18,6 +18,8 @@ import msgspec
 from redis.exceptions import ResponseError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
 
@@ -141,6 +143,37 @@ class QueueStore(Generic[E]):
             self._scripts.queue_release, [self._stream, self._delayed], [limit]
         )
         return int(reply[0])
+
+    async def erase(self, matches: Callable[[E], bool]) -> int:
+        """Delete every entry, waiting or set aside for a retry, that ``matches``; how many.
+        An entry a worker holds right now may still be handled once."""
+        erased, start = 0, "-"
+        while True:
+            async with self._commands.command() as redis:
+                batch: list[Any] = await redis.xrange(self._stream, start, "+", count=500) or []
+            doomed = [sid for sid, fields in batch if self._matches(fields, matches)]
+            if doomed:
+                async with self._commands.command() as redis:
+                    erased += int(await redis.xdel(self._stream, *doomed))
+            if len(batch) < 500:
+                break
+            sid = batch[-1][0]
+            start = "(" + (sid.decode() if isinstance(sid, bytes) else str(sid))
+        async with self._commands.command() as redis:
+            delayed: list[Any] = await redis.zrange(self._delayed, 0, -1)
+            doomed_delayed = [raw for raw in delayed if self._matches({b"e": raw}, matches)]
+            if doomed_delayed:
+                erased += int(await redis.zrem(self._delayed, *doomed_delayed))
+        return erased
+
+    def _matches(self, fields: dict[Any, Any], matches: Callable[[E], bool]) -> bool:
+        raw = fields.get(b"e") or fields.get("e")
+        if not raw:
+            return False
+        try:
+            return matches(self._decoder.decode(raw))
+        except msgspec.DecodeError:
+            return False
 
     async def oldest_age_ms(self, now_ms: int) -> int:
         """How long the oldest entry in the stream has waited (0 when it is empty)."""

@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from otpservice.store.keys import KeySpace
 from tests.conftest import INDEX_KEY
 from tests.helpers import PHONE, assert_problem
-from tests.servers.providers import FakeTwilio
+from tests.servers.providers import FakeApp, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, delivered_to, issue, twilio_entry
+from tests.sms.test_events import with_events
 from tests.sms.test_inbound import twilio_inbound
 
 T = TypeVar("T")
@@ -120,3 +121,23 @@ async def test_erasing_a_number_keeps_only_its_opt_out(
 async def test_erasing_validates_the_number(start_api: StartApi, twilio: FakeTwilio) -> None:
     api = await start_api(twilio_entry(twilio))
     assert_problem(await api.delete("/personal-data/0800-not-e164"), 400, "invalid_phone")
+
+
+async def test_erasing_also_drops_events_still_waiting_for_the_app(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    app_endpoint = FakeApp()
+    app_endpoint.plan = [Planned("error")] * 50  # the app is down: events wait for retries
+    try:
+        api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
+        assert (await twilio_inbound(api, "STOP")).status_code == 200
+        for _ in range(100):
+            if await redis.zcard("otp:{events}:delayed") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await redis.zcard("otp:{events}:delayed") == 2
+        erased = (await api.delete(f"/personal-data/{PHONE}")).json()
+        assert erased["events_erased"] == 4  # two in the stream apps pull, two waiting
+        assert await redis.zcard("otp:{events}:delayed") == 0
+    finally:
+        app_endpoint.close()
