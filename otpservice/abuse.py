@@ -162,7 +162,6 @@ class AbusePolicy:
         if refusal is not None:
             rule, detail = refusal
             if abuse.geo.mode == "enforce":
-                log.info("challenge refused by rule %s (%s)", rule, number.region)
                 raise DestinationNotAllowed(rule, detail)
             log.info("monitor: rule %s would refuse a challenge (%s)", rule, number.region)
         destinations = destinations_of(where) if guard.enabled else []
@@ -262,7 +261,6 @@ class AbusePolicy:
                 continue
             rule = f"fraud_guard:{verdict.destination}"
             if guard.mode == "enforce":
-                log.info("challenge refused by rule %s", rule)
                 raise SuspectedFraud(rule, verdict.retry_after_seconds)
             log.info("monitor: rule %s would refuse a challenge", rule)
 
@@ -308,6 +306,5 @@ class AbusePolicy:
             if failure is not None:
                 raise failure
             assert refusal is not None
-            log.info("challenge refused by rule %s", refusal.rule)
             raise refusal
         return counted

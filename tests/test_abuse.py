@@ -334,3 +334,20 @@ async def test_the_safe_list_stays_out_of_the_fraud_guards_counts(
     await asyncio.sleep(0.7)  # past a flush
     state = (await api.get("/fraud-guard/+44")).json()
     assert (state["sent"], state["verified"]) == (0, 0)
+
+
+async def test_each_refusal_is_logged_once_with_its_rule(
+    make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await make_api(**only(rule("per_ip", "ip", 1)))
+    with caplog.at_level(logging.INFO):
+        assert (await challenge(api, "+14155550101", "192.0.2.1")).status_code == 201
+        assert (await challenge(api, "+14155550102", "192.0.2.1")).status_code == 429
+        assert (await challenge(api, "+14155550101")).status_code == 429  # number_min_interval
+        assert (await challenge(api, UK_PREMIUM)).status_code == 403
+    refusals = [r.getMessage() for r in caplog.records if "refused by rule" in r.getMessage()]
+    assert refusals == [
+        "challenge refused by rule per_ip (US)",
+        "challenge refused by rule number_min_interval (US)",
+        "challenge refused by rule geo_number_type (GB)",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -205,5 +206,5 @@ async def test_every_opt_out_change_is_kept_with_its_source_and_time(
     assert [(c["opted_out"], c["source"], c["sender"]) for c in record["history"]] == [
         (True, "admin", None), (False, "keyword", None), (True, "keyword", "+15005550006"),
     ]  # fmt: skip
-    times = [c["at"] for c in record["history"]]
+    times = [datetime.fromisoformat(c["at"]) for c in record["history"]]
     assert times == sorted(times, reverse=True)
