@@ -119,9 +119,8 @@ class Runtime:
         outbox = QueueStore(commands, keys, "outbox", OutboxEntry)
         callback = settings.events.callback_url
         event_queue = QueueStore(commands, keys, "events", AppEvent) if callback else None
-        self.feed = EventFeed(commands, keys, settings.privacy.retention_days * 86_400_000)
-
         retention_ms = settings.privacy.retention_days * 86_400_000
+        self.feed = EventFeed(commands, keys, retention_ms)
         self.audit = AuditLog(commands, keys, retention_ms)
         events = AppEvents(event_queue, self.feed if settings.events.stream else None, self.audit)
         self.live = LiveSettings(settings)

@@ -36,7 +36,7 @@ from otpservice.sms import OutboundSms
 from otpservice.sms.templates import MessageTemplates
 
 if TYPE_CHECKING:
-    from otpservice.abuse import AbusePolicy
+    from otpservice.abuse import AbusePolicy, Admission
     from otpservice.analytics import Analytics
     from otpservice.codes import CodeHasher
     from otpservice.events import AppEvents
@@ -274,17 +274,16 @@ class OtpService:
     ) -> IssuedChallenge:
         settings = self._settings
         keys = self._keys.new_challenge(phone.e164)
-        with self._hasher.admit():
-            # Refuse a throttled or locked number before spending a hash on it.
-            await self._challenges.check_send(keys)
-            admission = await self._abuse.admit(phone, client=client, client_ip=request.client_ip)
-            try:
+        admission: Admission | None = None
+        try:
+            with self._hasher.admit():
+                # Refuse a throttled or locked number before spending a hash on it.
+                await self._challenges.check_send(keys)
+                admission = await self._abuse.admit(
+                    phone, client=client, client_ip=request.client_ip
+                )
                 code = generate_code(settings.code.digits)
                 code_hash = await self._hasher.hash_code(keys.challenge_id, code)
-            except BaseException:
-                await self._abuse.give_back(admission)
-                raise
-        try:
             issued = await self._challenges.issue(
                 keys,
                 code_hash=code_hash,
@@ -293,24 +292,25 @@ class OtpService:
                 purpose=request.purpose,
                 where=admission.where,
             )
+            message = OutboundSms(
+                to=phone.e164,
+                body=self._templates.render(request.locale, code),
+                challenge_id=keys.challenge_id,
+                send_id=str(uuid.uuid4()),
+                first_attempt_at=time.time(),
+            )
+            try:
+                await self._outbox.add(seal_message(self._sealer, message, issued.expires_at_ms))
+            except BaseException:
+                # The code will never be sent: make sure it cannot be used either.
+                await self._challenges.cancel(keys, client)
+                raise
         except BaseException:
-            # Refused after all (a concurrent request took the number's last send): the
-            # abuse rules' counts go back too.
-            await self._abuse.give_back(admission)
-            raise
-        message = OutboundSms(
-            to=phone.e164,
-            body=self._templates.render(request.locale, code),
-            challenge_id=keys.challenge_id,
-            send_id=str(uuid.uuid4()),
-            first_attempt_at=time.time(),
-        )
-        try:
-            await self._outbox.add(seal_message(self._sealer, message, issued.expires_at_ms))
-        except BaseException:
-            # The code will never be sent: make sure it cannot be used either.
-            await self._abuse.give_back(admission)
-            await self._challenges.cancel(keys, client)
+            # Not issued after all (a hash that failed, a concurrent request that took the
+            # number's last send, a message that cannot be queued): the abuse rules' counts
+            # go back, so a refused request consumes nothing.
+            if admission is not None:
+                await self._abuse.give_back(admission)
             raise
         self._abuse.issued(admission)
         self._analytics.count("issued", country=phone.region)

@@ -11,15 +11,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from otpservice.store.scripts import reply_text
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
-
-_BATCH = 500
 
 
 class EventFeed:
@@ -46,22 +42,12 @@ class EventFeed:
 
     async def erase(self, matches: Callable[[dict[str, Any]], bool]) -> int:
         """Delete every entry whose ``data`` ``matches``; how many went."""
-        erased, start = 0, "-"
-        while True:
-            async with self._commands.command() as redis:
-                entries: list[Any] = await redis.xrange(self._key, start, "+", count=_BATCH) or []
-            doomed: list[Any] = []
-            for entry_id, fields in entries:
-                raw = fields.get(b"data") or fields.get("data") or "{}"
-                try:
-                    data = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(data, dict) and matches(data):
-                    doomed.append(entry_id)
-            if doomed:
-                async with self._commands.command() as redis:
-                    erased += int(await redis.xdel(self._key, *doomed))
-            if len(entries) < _BATCH:
-                return erased
-            start = f"({reply_text(entries[-1][0])}"
+
+        def entry_matches(fields: dict[Any, Any]) -> bool:
+            try:
+                data = json.loads(fields.get(b"data") or fields.get("data") or "{}")
+            except ValueError:
+                return False
+            return isinstance(data, dict) and matches(data)
+
+        return await self._commands.delete_stream_entries(self._key, entry_matches)

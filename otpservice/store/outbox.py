@@ -147,18 +147,9 @@ class QueueStore(Generic[E]):
     async def erase(self, matches: Callable[[E], bool]) -> int:
         """Delete every entry, waiting or set aside for a retry, that ``matches``; how many.
         An entry a worker holds right now may still be handled once."""
-        erased, start = 0, "-"
-        while True:
-            async with self._commands.command() as redis:
-                batch: list[Any] = await redis.xrange(self._stream, start, "+", count=500) or []
-            doomed = [sid for sid, fields in batch if self._matches(fields, matches)]
-            if doomed:
-                async with self._commands.command() as redis:
-                    erased += int(await redis.xdel(self._stream, *doomed))
-            if len(batch) < 500:
-                break
-            sid = batch[-1][0]
-            start = "(" + (sid.decode() if isinstance(sid, bytes) else str(sid))
+        erased = await self._commands.delete_stream_entries(
+            self._stream, lambda fields: self._matches(fields, matches)
+        )
         async with self._commands.command() as redis:
             delayed: list[Any] = await redis.zrange(self._delayed, 0, -1)
             doomed_delayed = [raw for raw in delayed if self._matches({b"e": raw}, matches)]

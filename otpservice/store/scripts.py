@@ -38,7 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from otpservice.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
     from redis.commands.core import AsyncScript
 
@@ -112,6 +112,23 @@ class StoreCommands:
         with store_errors():
             async with asyncio.timeout(self._timeout_s), self._slots:
                 yield self.client
+
+    async def delete_stream_entries(
+        self, key: str, matches: Callable[[dict[Any, Any]], bool], batch: int = 500
+    ) -> int:
+        """Delete the entries of stream ``key`` whose fields ``matches``, a batch at a time (each
+        batch its own deadline); how many went."""
+        erased, start = 0, "-"
+        while True:
+            async with self.command() as redis:
+                entries: list[Any] = await redis.xrange(key, start, "+", count=batch) or []
+            doomed = [entry_id for entry_id, fields in entries if matches(fields)]
+            if doomed:
+                async with self.command() as redis:
+                    erased += int(await redis.xdel(key, *doomed))
+            if len(entries) < batch:
+                return erased
+            start = f"({reply_text(entries[-1][0])}"
 
     async def run_script(
         self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
