@@ -210,16 +210,15 @@ def _opt_outs(args: argparse.Namespace) -> int:
     file_format = format_of(args.file, args.format)
     exporting = args.opt_outs_command == "export"
     if args.file == "-":
-        return asyncio.run(
-            _transfer_opt_outs(settings, sys.stdout if exporting else sys.stdin, file_format, args)
-        )
+        stdio = sys.stdout if exporting else sys.stdin
+        return asyncio.run(_transfer_opt_outs(settings, stdio, file_format, exporting, args.file))
     mode = "w" if exporting else "r"
     with Path(args.file).open(mode, encoding="utf-8", newline="") as stream:
-        return asyncio.run(_transfer_opt_outs(settings, stream, file_format, args))
+        return asyncio.run(_transfer_opt_outs(settings, stream, file_format, exporting, args.file))
 
 
 async def _transfer_opt_outs(
-    settings: Settings, stream: IO[str], file_format: FileFormat, args: argparse.Namespace
+    settings: Settings, stream: IO[str], file_format: FileFormat, exporting: bool, name: str
 ) -> int:
     """Export or import opt-outs through a runtime with no workers running."""
     from otpservice.app import Runtime
@@ -230,13 +229,13 @@ async def _transfer_opt_outs(
     runtime = Runtime(settings, client)
     try:
         await runtime.start(deliver=False)
-        if args.opt_outs_command == "export":
+        if exporting:
             count = await export_opt_outs(runtime.optouts, stream, file_format)
             print(f"exported {count} opt-outs", file=sys.stderr)
             return 0
         result = await import_opt_outs(runtime.optouts, stream, file_format)
         for error in result.errors:
-            print(f"otpservice: {args.file}: {error}", file=sys.stderr)
+            print(f"otpservice: {name}: {error}", file=sys.stderr)
         print(f"imported {result.added} opt-outs ({result.already} were opted out already, "
               f"{len(result.errors)} rows skipped)", file=sys.stderr)  # fmt: skip
         return 1 if result.errors else 0

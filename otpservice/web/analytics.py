@@ -27,7 +27,7 @@ async def read_analytics(
     ] = None,
     end: Annotated[
         datetime | None, QueryParameter(name="to", description="RFC 3339; default: now")
-    ] = (None),
+    ] = None,
     group_by: Annotated[
         GroupBy | None, QueryParameter(description="country, provider or hour; default: none")
     ] = None,
