@@ -28,8 +28,7 @@ from otpservice.errors import ConfigError, Unavailable
 from otpservice.events import AppEvent, AppEvents, EventRelay
 from otpservice.inbound import InboundMessages
 from otpservice.live_settings import WATCH_SECONDS, LiveSettings
-from otpservice.logs import configure_logging, request_ids
-from otpservice.metrics import http_metrics
+from otpservice.logs import configure_logging
 from otpservice.optouts import OptOuts
 from otpservice.otp import OtpService
 from otpservice.pacing import SendPacer
@@ -52,6 +51,7 @@ from otpservice.store.rates import SendRates
 from otpservice.store.stats import StatsStore
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
+from otpservice.web.observe import observe_requests
 from otpservice.web.problems import EXCEPTION_HANDLERS
 from otpservice.web.webhooks import WebhookAuth
 
@@ -268,7 +268,7 @@ def create_app(
     return Litestar(
         route_handlers=ROUTES,
         before_request=authorize,
-        middleware=[request_ids, http_metrics],
+        middleware=[observe_requests],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         state=State(
             {

@@ -4,7 +4,7 @@ What is stored is ``argon2id(HMAC-SHA256(pepper, challenge_id + ":" + code))`` a
 digest (48 bytes), with the pepper id and the argon2 parameters beside it. The pepper never
 leaves the process, so a Redis dump alone does not allow guessing offline; the challenge id in
 the HMAC stops a hash being moved to another challenge. argon2-cffi takes no key, hence the HMAC.
-Hashing runs in a thread pool with one thread per allowed concurrent hash (argon2 releases the
+Hashing runs on ``HashingThreads``, one thread per allowed concurrent hash (argon2 releases the
 GIL), so memory stays bounded; callers are admitted (``admit()``) before they spend anything, and
 the excess is refused at once instead of queueing without end.
 """
@@ -16,8 +16,9 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import queue
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from typing import TYPE_CHECKING
 
 from argon2.low_level import Type, hash_secret_raw
@@ -26,7 +27,7 @@ from otpservice.errors import HashingBusy
 from otpservice.models import CodeHash
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from otpservice.settings import HashingSettings
 
@@ -56,6 +57,72 @@ class Pepper:
 
     def __repr__(self) -> str:
         return f"Pepper(id={self.id})"
+
+
+class HashingThreads:
+    """Threads that run hashes for the event loop, one hash per thread at a time.
+
+    Used instead of ``loop.run_in_executor`` with a ``ThreadPoolExecutor``: its futures, locks
+    and idle semaphore cost the event loop thread about 40 µs more per hash under load (measured:
+    ``bench/`` and docs in the README's architecture section), time taken from hashing on the
+    same cores. Here a job is one queue put, and its result one ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[bytes], Callable[[], bytes]] | None
+        ] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}_{i}", daemon=True)
+            for i in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, job: Callable[[], bytes]) -> asyncio.Future[bytes]:
+        """Queue ``job``; its result (or exception) arrives in the returned future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._jobs.put((loop, future, job))
+        return future
+
+    def close(self) -> None:
+        """Let each thread finish its current job and stop; queued jobs are cancelled."""
+        with contextlib.suppress(queue.Empty):
+            while (item := self._jobs.get_nowait()) is not None:
+                loop, future, _ = item
+                with contextlib.suppress(RuntimeError):  # its loop has closed
+                    loop.call_soon_threadsafe(future.cancel)
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            loop, future, job = item
+            if future.cancelled():
+                continue  # the caller has gone (its request was cancelled): skip the work
+            try:
+                result = job()
+            except BaseException as exc:  # handed to the caller, who raises it
+                _settle(loop, future, exc)
+            else:
+                _settle(loop, future, result)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[bytes], outcome: bytes | BaseException
+) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+        loop.call_soon_threadsafe(_resolve, future, outcome)
+
+
+def _resolve(future: asyncio.Future[bytes], outcome: bytes | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 SALT_BYTES = 16
@@ -88,8 +155,8 @@ class CodeHasher:
         )
         self._current = current
         self._peppers = {p.id: p for p in (current, previous) if p is not None}
-        # One thread per hash allowed at once: the executor's queue holds the admitted rest.
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        # One thread per hash allowed at once: their queue holds the admitted rest.
+        self._threads = HashingThreads(threads, "argon2")
         self._max_admitted = threads + settings.max_waiting
         self._admitted = 0
         # Counted so tests and metrics can see how many argon2 evaluations really ran.
@@ -141,7 +208,7 @@ class CodeHasher:
 
     def close(self) -> None:
         """Stop the hashing threads."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
 
     def _stored_params(self, params: str) -> tuple[int, int, int] | None:
         """Parameters read back from the store, or None when malformed or beyond the bounds."""
@@ -157,8 +224,7 @@ class CodeHasher:
     async def _argon2(self, secret: bytes, salt: bytes, params: tuple[int, int, int]) -> bytes:
         memory_kib, time_cost, parallelism = params
         self.evaluations += 1
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor,
+        return await self._threads.run(
             functools.partial(
                 hash_secret_raw,
                 secret,

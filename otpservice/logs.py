@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from otpservice.phone import mask_numbers
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Message, Receive, Send
+    from collections.abc import Iterable
 
 # The id of the request this task serves: from its X-Request-ID header, else a new one.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-_REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 
 
 class MaskingFormatter(logging.Formatter):
@@ -63,32 +63,15 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def request_ids(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: give each request an id (its ``X-Request-ID`` if it is a sane one),
-    log lines carry it, and the response returns it in ``X-Request-ID``."""
-
-    async def middleware(scope: Any, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(_REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = given if 0 < len(given) <= 64 and given.isprintable() else None
-        request_id = request_id or secrets.token_hex(8)
-        token = REQUEST_ID.set(request_id)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((_REQUEST_ID_HEADER, request_id.encode("latin-1")))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            REQUEST_ID.reset(token)
-
-    return middleware
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The request's ``X-Request-ID`` if it is a sane one, else a new id."""
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            given = value.decode("latin-1")
+            if 0 < len(given) <= 64 and given.isprintable():
+                return given
+            break
+    return secrets.token_hex(8)
 
 
 def configure_logging(level: str, log_format: str = "json") -> None:

@@ -8,8 +8,6 @@ them) adds them up (prometheus-client's multiprocess mode).
 from __future__ import annotations
 
 import os
-import time
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,9 +19,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-if TYPE_CHECKING:
-    from litestar.types import ASGIApp, Message, Receive, Send
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -94,27 +89,18 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def http_metrics(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware counting each routed request by its route template and status."""
+def observe_http(route: str, method: str, status: int, seconds: float) -> None:
+    """Count one answered HTTP request and its latency."""
+    # labels() costs a lock and a lookup by keyword; the children are kept here instead.
+    children = _HTTP_CHILDREN.get((route, method, status))
+    if children is None:
+        children = (
+            HTTP_REQUESTS.labels(route=route, method=method, status=str(status)),
+            HTTP_SECONDS.labels(route=route),
+        )
+        _HTTP_CHILDREN[(route, method, status)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
-    async def middleware(scope: Any, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
 
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, send_and_note)
-        finally:
-            route: Any = scope.get("path_template", "unrouted")
-            HTTP_REQUESTS.labels(route=route, method=scope["method"], status=str(status)).inc()
-            HTTP_SECONDS.labels(route=route).observe(time.perf_counter() - started)
-
-    return middleware
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}

@@ -177,3 +177,75 @@ async def test_hash_parameters_read_back_from_the_store_are_bounded() -> None:
         forged = CodeHash(pepper_id=stored.pepper_id, params=params, digest=stored.digest)
         assert not await _check(hasher, "t.c", "333333", forged)
     hasher.close()
+
+
+async def test_hashing_threads_hand_back_results_and_errors_without_blocking_the_loop() -> None:
+    threads = codes.HashingThreads(1, "test")
+    release = threading.Event()
+
+    def waits() -> bytes:
+        release.wait(5)
+        return b"done"
+
+    def fails() -> bytes:
+        raise ValueError("argon2 refused the parameters")
+
+    pending = threads.run(waits)
+    await asyncio.sleep(0.05)
+    assert not pending.done()  # the loop runs on while the thread works
+    release.set()
+    assert await asyncio.wait_for(pending, 5) == b"done"
+    with pytest.raises(ValueError, match="refused"):
+        await asyncio.wait_for(threads.run(fails), 5)
+    threads.close()
+
+
+async def test_closing_the_hashing_threads_cancels_queued_work() -> None:
+    threads = codes.HashingThreads(1, "test")
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def first() -> bytes:
+        started.set()
+        release.wait(5)
+        ran.append("first")
+        return b"first"
+
+    def queued() -> bytes:
+        ran.append("queued")
+        return b"queued"
+
+    running, waiting = threads.run(first), threads.run(queued)
+    assert await asyncio.to_thread(started.wait, 5)
+    threads.close()
+    release.set()
+    assert await asyncio.wait_for(running, 5) == b"first"  # the job under way finishes
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 5)
+    await asyncio.sleep(0.05)
+    assert ran == ["first"]
+
+
+async def test_a_cancelled_caller_costs_no_hash() -> None:
+    threads = codes.HashingThreads(1, "test")
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def first() -> bytes:
+        started.set()
+        release.wait(5)
+        return b""
+
+    def abandoned() -> bytes:
+        ran.append("abandoned")
+        return b""
+
+    running = threads.run(first)
+    gone = threads.run(abandoned)
+    assert await asyncio.to_thread(started.wait, 5)
+    gone.cancel()  # its request was cancelled while it waited for a thread
+    release.set()
+    await asyncio.wait_for(running, 5)
+    assert await asyncio.wait_for(threads.run(lambda: b"next"), 5) == b"next"
+    assert ran == []
+    threads.close()
