@@ -283,6 +283,8 @@ class Report:
 
     costs: dict[str, HashCost] = field(default_factory=dict)
     loads: list[LoadResult] = field(default_factory=list)
+    # The reference skeleton's /verify runs (skeleton.py), same profiles and client counts.
+    skeleton: list[LoadResult] = field(default_factory=list)
     memory: MemoryFigures | None = None
     commands: list[CommandFigures] = field(default_factory=list)
     stderr: dict[str, tuple[dict[str, int], list[str]]] = field(default_factory=dict)
@@ -322,21 +324,27 @@ def summary(report: Report, header: str) -> str:
         rows,
     )
 
-    lines += ["", "HTTP, driven by wrk: successful responses/s, latency, non-2xx responses"]
-    rows = [
-        [
+    lines += [
+        "",
+        "HTTP, driven by wrk: successful responses/s, latency, non-2xx responses "
+        "(skeleton: the reference app, bench/skeleton.py)",
+    ]
+    skeleton = {(r.profile.name, r.clients): r for r in report.skeleton}
+    rows = []
+    for r in [*report.loads, *report.skeleton]:
+        reference = skeleton.get((r.profile.name, r.clients)) if r.endpoint == "/verify" else None
+        of_skeleton = f"{r.rps / reference.rps:.0%}" if reference and reference.rps else ""
+        rows.append([
             r.profile.name, r.endpoint, str(r.clients), f"{r.rps:,.0f}", f"{r.ratio:.0%}",
-            f"{r.rps / r.cost.parallel_rps:.0%}", f"{r.latency_ms['p50']:.1f}",
+            f"{r.rps / r.cost.parallel_rps:.0%}", of_skeleton, f"{r.latency_ms['p50']:.1f}",
             f"{r.latency_ms['p99']:.1f}", f"{r.requests:,}", f"{r.service_cpu_ms:.2f}",
             f"{r.other_load:.2f}", r.failures(), r.target(),
-        ]
-        for r in report.loads
-    ]  # fmt: skip
+        ])  # fmt: skip
     lines += table(
         [
-            "profile", "endpoint", "clients", "req/s", "of ceil", f"of {CORES}-thr", "p50 ms",
-            "p99 ms", "requests", "svc CPU ms/req", "other load", "non-2xx / errors",
-            "/verify target",
+            "profile", "endpoint", "clients", "req/s", "of ceil", f"of {CORES}-thr",
+            "of skeleton", "p50 ms", "p99 ms", "requests", "svc CPU ms/req", "other load",
+            "non-2xx / errors", "/verify target",
         ],
         rows,
     )  # fmt: skip

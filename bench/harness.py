@@ -366,6 +366,52 @@ class Service:
         stop_process(self.process, timeout_s=25)
 
 
+class SkeletonProcess:
+    """The reference app (``skeleton.py``) under uvicorn, as the service runs: same loop and
+    HTTP parser (uvicorn's defaults), access log off, ``workers`` processes."""
+
+    def __init__(self, workdir: Path, redis_url: str, argon2: str, workers: int) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "SKELETON_REDIS_URL": redis_url, "SKELETON_ARGON2": argon2}
+        with (workdir / "skeleton.err").open("wb") as err:
+            self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "skeleton:app", "--port", str(self.port),
+                    "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+                ],
+                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, cwd=BENCH_DIR,
+                env=env,
+            )  # fmt: skip
+        self.stderr_path = workdir / "skeleton.err"
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self, deadline_s: float = 30.0) -> None:
+        deadline = time.monotonic() + deadline_s
+        body = {"challenge_id": "warm.up", "code": "000000"}
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the skeleton exited at start-up:\n{self.stderr_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.post(f"{self.base_url}/verify", json=body, timeout=5).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"the skeleton did not become ready:\n{self.stderr_tail()}")
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The end of the skeleton's stderr."""
+        text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL)."""
+        stop_process(self.process)
+
+
 # --------------------------------------------------------------------------- CPU accounting
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import secrets
 import shutil
 import signal
 import sys
@@ -45,6 +46,7 @@ from harness import (
     RedisProcess,
     Service,
     ServiceConfig,
+    SkeletonProcess,
     create_challenges,
     phones,
     run_wrk,
@@ -60,6 +62,9 @@ RESULTS_FILE = BENCH_DIR / "results" / "latest.txt"
 CLIENT_COUNTS = (8, 64)
 # Pairs handed to a /verify run: this many times the best rate seen so far, times the duration.
 PAIRS_MARGIN = 1.6
+# Pairs for a /verify run are sized for at least the argon2 ceiling, capped at this rate (the
+# cap is what hashing "off" is sized by; a run that exceeds it runs out, and says so).
+VERIFY_RATE_CAP = 3000
 # Keys of each kind whose values are read for the longest-value figure.
 SAMPLED_KEYS = 50
 # Before each wrk run, wait for the rest of the machine to use less than this many cores.
@@ -93,6 +98,7 @@ class Options:
     redis_profile: str
     profiles: tuple[Profile, ...]
     keep_workdir: bool
+    skeleton: bool
     source: Path
 
     @classmethod
@@ -141,6 +147,11 @@ class Options:
             "benchmarked (default: this repository)",
         )
         parser.add_argument(
+            "--no-skeleton",
+            action="store_true",
+            help="skip the reference skeleton's /verify runs (bench/skeleton.py)",
+        )
+        parser.add_argument(
             "--keep-workdir",
             action="store_true",
             help="keep the temporary directory (configs, service stdout and stderr)",
@@ -168,6 +179,7 @@ class Options:
             redis_profile=args.redis_profile,
             profiles=tuple(by_name[n] for n in names),
             keep_workdir=args.keep_workdir,
+            skeleton=not args.no_skeleton,
             source=Path(args.source).resolve(),
         )
 
@@ -230,6 +242,43 @@ class ProfileBench:
         finally:
             service.close()
             self.report.stderr[name] = (dict(service.stderr_levels()), service.stderr_problems())
+        if options.skeleton:
+            self.skeleton_runs()
+
+    def skeleton_runs(self) -> None:
+        """The reference app's /verify at the same client counts, on the same Redis."""
+        profile = self.profile
+        skeleton = SkeletonProcess(
+            self.workdir, self.store.url,
+            f"{profile.memory_kib},{profile.time_cost},{profile.parallelism}",
+            self.options.workers,
+        )  # fmt: skip
+        try:
+            say(f"[{profile.name}] reference skeleton up on {skeleton.base_url}")
+            for clients in CLIENT_COUNTS:
+                # It checks no code: any id and code will do, each sent once like the pairs.
+                count = int(self.rate_floor() * PAIRS_MARGIN * self.options.duration_s) + 200
+                pairs_file = self.workdir / f"skeleton-{profile.name}-{clients}.txt"
+                pairs_file.write_text(
+                    "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),
+                    encoding="utf-8",
+                )
+                self.settle_pids((skeleton.process.pid, self.store.process.pid))
+                meter = CpuMeter((skeleton.process.pid, self.store.process.pid))
+                args = ["verify", str(pairs_file), str(wrk_threads(clients))]
+                record = run_wrk(skeleton.base_url, clients, self.options.duration_s, args)
+                result = LoadResult.from_wrk(
+                    record, profile, "skeleton /verify", clients, self.cost, meter.stop(),
+                    pairs=count,
+                )  # fmt: skip
+                say(result.line())
+                self.report.skeleton.append(result)
+        finally:
+            skeleton.close()
+
+    def rate_floor(self) -> float:
+        """A /verify rate to size batches of pairs by: the ceiling, at most VERIFY_RATE_CAP."""
+        return min(self.cost.ceiling_rps, VERIFY_RATE_CAP)
 
     def note(self, text: str) -> None:
         """Something the summary should mention."""
@@ -238,7 +287,10 @@ class ProfileBench:
     def settle(self, service: Service) -> None:
         """Let queued work drain, then wait for the machine to be quiet (bounded)."""
         time.sleep(self.options.settle_s)
-        pids = (service.process.pid, self.store.process.pid)
+        self.settle_pids((service.process.pid, self.store.process.pid))
+
+    def settle_pids(self, pids: tuple[int, ...]) -> None:
+        """Wait for processes other than ``pids`` to be quiet (bounded)."""
         load = wait_for_quiet(pids, QUIET_CORES, self.options.quiet_wait_s)
         if load >= QUIET_CORES:
             say(f"[{self.profile.name}] other processes still use {load:.2f} cores; going on")
@@ -295,7 +347,7 @@ class ProfileBench:
         options = self.options
         service.sms.poll()
         best = max(r.rps for r in self.report.loads if r.profile == self.profile)
-        needed = int(best * PAIRS_MARGIN * options.duration_s) + 200
+        needed = int(max(best, self.rate_floor()) * PAIRS_MARGIN * options.duration_s) + 200
         if service.sms.unused < needed:
             missing = needed - service.sms.unused
             say(f"[{self.profile.name}] pre-creating {missing:,} challenges with httpx")
