@@ -25,7 +25,7 @@ import phonenumbers
 import redis
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 LUA_SCRIPT = BENCH_DIR / "otp.lua"
@@ -296,6 +296,28 @@ class Otpservice:
         )  # fmt: skip
 
 
+def wait_ready(
+    process: subprocess.Popen[bytes], stderr_path: Path, what: str, probe: Callable[[], bool]
+) -> None:
+    """Wait (30 s at most) until ``probe`` says the server ``process`` serves; raise with the end
+    of its stderr if it exits or never does."""
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited at start-up:\n{stderr_tail(stderr_path)}")
+        with contextlib.suppress(httpx.HTTPError):
+            if probe():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready:\n{stderr_tail(stderr_path)}")
+
+
+def stderr_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a server's stderr file."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
 class Service:
     """``otpservice serve`` with stdout (the console SMS) and stderr sent to files."""
 
@@ -319,26 +341,13 @@ class Service:
             )  # fmt: skip
         self.sms = SmsLog(self.stdout_path)
         try:
-            self._wait_ready()
+            wait_ready(
+                self.process, self.stderr_path, "otpservice",
+                lambda: httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200,
+            )  # fmt: skip
         except BaseException:
             self.close()
             raise
-
-    def _wait_ready(self, deadline_s: float = 30.0) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"otpservice exited at start-up:\n{self.stderr_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"otpservice did not become ready:\n{self.stderr_tail()}")
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        """The end of the service's stderr."""
-        text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
 
     def stderr_problems(self) -> list[str]:
         """Warning, error and traceback lines the service wrote to stderr."""
@@ -383,29 +392,16 @@ class SkeletonProcess:
                 stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, cwd=BENCH_DIR,
                 env=env,
             )  # fmt: skip
-        self.stderr_path = workdir / "skeleton.err"
+        body = {"challenge_id": "warm.up", "code": "000000"}
         try:
-            self._wait_ready()
+            wait_ready(
+                self.process, workdir / "skeleton.err", "the skeleton",
+                lambda: httpx.post(f"{self.base_url}/verify", json=body, timeout=5).status_code
+                == 200,
+            )  # fmt: skip
         except BaseException:
             self.close()
             raise
-
-    def _wait_ready(self, deadline_s: float = 30.0) -> None:
-        deadline = time.monotonic() + deadline_s
-        body = {"challenge_id": "warm.up", "code": "000000"}
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the skeleton exited at start-up:\n{self.stderr_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.post(f"{self.base_url}/verify", json=body, timeout=5).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"the skeleton did not become ready:\n{self.stderr_tail()}")
-
-    def stderr_tail(self, lines: int = 20) -> str:
-        """The end of the skeleton's stderr."""
-        text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
 
     def close(self) -> None:
         """Stop it (SIGTERM, then SIGKILL)."""

@@ -257,7 +257,12 @@ class ProfileBench:
             say(f"[{profile.name}] reference skeleton up on {skeleton.base_url}")
             for clients in CLIENT_COUNTS:
                 # It checks no code: any id and code will do, each sent once like the pairs.
-                count = int(self.rate_floor() * PAIRS_MARGIN * self.options.duration_s) + 200
+                best = max(
+                    [self.rate_floor()]
+                    + [r.rps for r in self.report.loads if r.profile == profile]
+                    + [r.rps for r in self.report.skeleton if r.profile == profile]
+                )
+                count = int(best * PAIRS_MARGIN * self.options.duration_s) + 200
                 pairs_file = self.workdir / f"skeleton-{profile.name}-{clients}.txt"
                 pairs_file.write_text(
                     "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),

@@ -62,10 +62,10 @@ class Pepper:
 class HashingThreads:
     """Threads that run hashes for the event loop, one hash per thread at a time.
 
-    Used instead of ``loop.run_in_executor`` with a ``ThreadPoolExecutor``: its futures, locks
-    and idle semaphore cost the event loop thread about 40 µs more per hash under load (measured:
-    ``bench/`` and docs in the README's architecture section), time taken from hashing on the
-    same cores. Here a job is one queue put, and its result one ``call_soon_threadsafe``.
+    Used instead of ``loop.run_in_executor`` with a ``ThreadPoolExecutor``, whose futures, locks
+    and idle semaphore cost the event-loop thread about 40 µs more per hash under load: time
+    taken from hashing on the same cores (see the README's architecture notes). Here a job is
+    one queue put, and its result one ``call_soon_threadsafe``.
     """
 
     def __init__(self, count: int, name: str) -> None:
@@ -78,6 +78,7 @@ class HashingThreads:
         ]
         for thread in self._threads:
             thread.start()
+        self._closed = False
 
     def run(self, job: Callable[[], bytes]) -> asyncio.Future[bytes]:
         """Queue ``job``; its result (or exception) arrives in the returned future."""
@@ -88,6 +89,9 @@ class HashingThreads:
 
     def close(self) -> None:
         """Let each thread finish its current job and stop; queued jobs are cancelled."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(queue.Empty):
             while (item := self._jobs.get_nowait()) is not None:
                 loop, future, _ = item
