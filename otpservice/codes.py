@@ -81,22 +81,28 @@ class HashingThreads:
         self._closed = False
 
     def run(self, job: Callable[[], bytes]) -> asyncio.Future[bytes]:
-        """Queue ``job``; its result (or exception) arrives in the returned future."""
+        """Queue ``job``; its result (or exception) arrives in the returned future.
+
+        Raises:
+            HashingBusy: the threads have been closed (the service is stopping).
+        """
+        if self._closed:
+            raise _stopping()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         self._jobs.put((loop, future, job))
         return future
 
     def close(self) -> None:
-        """Let each thread finish its current job and stop; queued jobs are cancelled."""
+        """Let each thread finish its current job and stop; queued jobs fail with
+        ``HashingBusy`` (a 503 with Retry-After: another replica or a retry will answer)."""
         if self._closed:
             return
         self._closed = True
         with contextlib.suppress(queue.Empty):
             while (item := self._jobs.get_nowait()) is not None:
                 loop, future, _ = item
-                with contextlib.suppress(RuntimeError):  # its loop has closed
-                    loop.call_soon_threadsafe(future.cancel)
+                _settle(loop, future, _stopping())
         for _ in self._threads:
             self._jobs.put(None)
 
@@ -111,6 +117,10 @@ class HashingThreads:
                 _settle(loop, future, exc)
             else:
                 _settle(loop, future, result)
+
+
+def _stopping() -> HashingBusy:
+    return HashingBusy("the service is stopping; retry shortly")
 
 
 def _settle(

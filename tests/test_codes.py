@@ -227,7 +227,7 @@ def _recording(ran: list[str], name: str) -> Callable[[], bytes]:
     return job
 
 
-async def test_closing_the_hashing_threads_cancels_queued_work() -> None:
+async def test_closing_the_hashing_threads_refuses_queued_and_later_work() -> None:
     threads = codes.HashingThreads(1, "test")
     running, release = await _occupy(threads)
     ran: list[str] = []
@@ -235,8 +235,10 @@ async def test_closing_the_hashing_threads_cancels_queued_work() -> None:
     threads.close()
     release.set()
     assert await asyncio.wait_for(running, 5) == b"first"  # the job under way finishes
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(HashingBusy):  # a 503 with Retry-After, not a hang or a 500
         await asyncio.wait_for(waiting, 5)
+    with pytest.raises(HashingBusy):
+        threads.run(_recording(ran, "late"))
     await asyncio.sleep(0.05)
     assert ran == []
     threads.close()  # a second close changes nothing
