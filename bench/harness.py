@@ -45,7 +45,7 @@ BLOCK_FIRST, BLOCK_LAST = 2_000_000, 9_999_999
 SMS_LINE = re.compile(r"^\[sms to (\+\d+)\] challenge=(\S+) .*?\b(\d{4,10})\b")
 # Text log lines name the level in capitals, JSON lines in a "level" member.
 PROBLEM_LINE = re.compile(
-    r'\b(WARNING|ERROR|CRITICAL)\b|"level": "(warning|error|critical)"|Traceback'
+    r'\b(WARNING|ERROR|CRITICAL)\b|"level": ?"(warning|error|critical)"|Traceback'
 )
 
 
@@ -357,9 +357,9 @@ class Service:
     def stderr_levels(self) -> Counter[str]:
         """How many stderr lines start with each log level (INFO, ERROR, ...)."""
         text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
-        # Text lines ("<date> <time> INFO ...") or JSON lines ({"level": "info", ...}).
+        # Text lines ("<date> <time> INFO ...") or JSON lines ({"level":"info",...}).
         text_levels = r"^(?:\S+ \S+ )?(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b"
-        json_levels = r'"level": "(debug|info|warning|error|critical)"'
+        json_levels = r'"level": ?"(debug|info|warning|error|critical)"'
         return Counter(
             m.group(1).upper()
             for pattern in (text_levels, json_levels)

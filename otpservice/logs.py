@@ -4,11 +4,12 @@ wherever they appear, and the id of the request being served on each line."""
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import secrets
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from otpservice.phone import mask_numbers
 
@@ -37,6 +38,10 @@ class MaskingFormatter(logging.Formatter):
         return mask_numbers(super().formatStack(stack_info))
 
 
+# msgspec's encoder: a tenth of json.dumps's time, on a line every request writes.
+_JSON = msgspec.json.Encoder()
+
+
 class JsonFormatter(MaskingFormatter):
     """One JSON object per line: time, level, logger, message, request id, exception."""
 
@@ -54,7 +59,7 @@ class JsonFormatter(MaskingFormatter):
             line["request_id"] = request_id
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        return _JSON.encode(line).decode()
 
 
 class _RequestIdFilter(logging.Filter):

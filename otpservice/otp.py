@@ -194,7 +194,7 @@ class OtpService:
                 self._analytics.count("attempts_failed")
             log.info("challenge %s failed: %s", challenge_id, exc.code)
             raise
-        log.debug("challenge approved: %s", challenge_id)
+        log.info("challenge approved: %s", challenge_id)
         self._abuse.verified(approved.where)
         self._analytics.verified(
             country=region_of(approved.where),

@@ -228,7 +228,7 @@ def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(
     logs = "".join(service.stderr_lines)
     assert "challenge issued" in logs
     assert f"challenge {challenge_id} failed: incorrect_code" in logs
-    assert f"challenge approved: {challenge_id}" in logs  # at debug level
+    assert f"challenge approved: {challenge_id}" in logs
     assert code not in logs
     assert "4155550199" not in logs
     assert PEPPER not in logs

@@ -13,7 +13,8 @@ from otpservice.app import create_app
 from otpservice.logs import MaskingFormatter, configure_logging
 from otpservice.settings import Settings
 from otpservice.store import connect
-from tests.conftest import ApiFactory
+from tests.conftest import ApiFactory, Phone
+from tests.helpers import issue_code, wrong
 
 
 @pytest.fixture
@@ -85,3 +86,25 @@ async def test_each_line_carries_its_request_id(
     issued = [r for r in lines if r["message"].startswith("challenge issued")]
     assert [r.get("request_id") for r in issued] == ["req-1234"]
     assert "4155550123" not in json.dumps(lines)
+
+
+@pytest.mark.usefixtures("restore_logging")
+async def test_issue_and_every_verification_outcome_leave_a_line_at_info(
+    make_api: ApiFactory, phone: Phone, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The security checklist's trail: issue, verify success and failure, lock.
+    api = await make_api(lockout={"max_failures": 2})
+    configure_logging("info", "json")
+    challenge_id, code = await issue_code(api, phone)
+    body = {"challenge_id": challenge_id, "code": wrong(code)}
+    assert (await api.post("/verify", json=body)).status_code == 400
+    body["code"] = code
+    assert (await api.post("/verify", json=body)).status_code == 200
+    locked_id, locked_code = await issue_code(api, phone, "+14155550124")
+    for _ in range(2):
+        await api.post("/verify", json={"challenge_id": locked_id, "code": wrong(locked_code)})
+    messages = [json.loads(line)["message"] for line in capsys.readouterr().err.splitlines()]
+    assert any(m.startswith("challenge issued: " + challenge_id) for m in messages)
+    assert f"challenge {challenge_id} failed: incorrect_code" in messages
+    assert f"challenge approved: {challenge_id}" in messages
+    assert any(m.startswith(f"challenge {locked_id} failed; number locked") for m in messages)
