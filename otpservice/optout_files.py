@@ -91,13 +91,14 @@ async def import_opt_outs(
             continue
         since = int(row.opted_out_at.timestamp() * 1000) if row.opted_out_at else None
         try:
-            before = await optouts.get(row.phone)
-            await optouts.opt_out(row.phone, source=row.source, sender=row.sender,
-                                  detail=row.detail, since_ms=since, announce=False)  # fmt: skip
+            _, new = await optouts.opt_out(
+                row.phone, source=row.source, sender=row.sender, detail=row.detail,
+                since_ms=since, announce=False,
+            )  # fmt: skip
         except InvalidInput as exc:
             errors.append(f"line {line}: {exc.detail}")
             continue
-        if before is None:
+        if new:
             added += 1
         else:
             already += 1

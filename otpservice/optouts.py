@@ -39,10 +39,10 @@ class OptOuts:
         detail: str = "",
         since_ms: int | None = None,
         announce: bool = True,
-    ) -> OptOut | None:
-        """Opt ``phone`` out (kept if it already was) and return its record. ``since_ms``: when
-        it happened, for an imported opt-out; ``announce``: tell the app (not for a bulk
-        import, which would flood it).
+    ) -> tuple[OptOut | None, bool]:
+        """Opt ``phone`` out (kept if it already was); its record, and whether this call added
+        it. ``since_ms``: when it happened, for an imported opt-out; ``announce``: tell the app
+        (not for a bulk import, which would flood it).
 
         Raises:
             InvalidInput: ``invalid_phone``.
@@ -58,7 +58,7 @@ class OptOuts:
             await self._events.optout_changed(
                 number.e164, opted_out=True, source=source, at_ms=record.since_ms
             )
-        return record
+        return record, added
 
     async def opt_in(self, phone: str, *, source: str) -> None:
         """Remove ``phone``'s opt-out, if any.

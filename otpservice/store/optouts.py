@@ -59,15 +59,18 @@ class OptOutStore:
         await self.forget_unless_opted_out(e164)
         return bool(int(reply[0]))
 
-    async def forget_unless_opted_out(self, e164: str) -> None:
-        """Drop the number from the index if it has no opt-out record. Removed first and put
-        back if a record is there after, so an opt-out landing meanwhile stays listed."""
+    async def forget_unless_opted_out(self, e164: str) -> bool:
+        """Drop the number from the index if it has no opt-out record; whether it has one.
+        Removed first and put back if a record is there after, so an opt-out landing meanwhile
+        stays listed."""
         index = self._keys.optout_index()
         async with self._commands.command() as redis:
             await redis.zrem(index, e164)
-        if await self.get(e164) is not None:
-            async with self._commands.command() as redis:
-                await redis.zadd(index, {e164: 0})
+        if await self.get(e164) is None:
+            return False
+        async with self._commands.command() as redis:
+            await redis.zadd(index, {e164: 0})
+        return True
 
     async def get(self, e164: str) -> OptOut | None:
         """The number's opt-out, or None."""

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 from redis.exceptions import ResponseError
 
+from otpservice.store.scripts import reply_text
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -158,13 +160,17 @@ class QueueStore(Generic[E]):
         return erased
 
     def _matches(self, fields: dict[Any, Any], matches: Callable[[E], bool]) -> bool:
+        entry = self._entry(fields)
+        return entry is not None and matches(entry)
+
+    def _entry(self, fields: dict[Any, Any]) -> E | None:
+        """The entry a stream entry's fields (or a delayed member, as ``{b"e": raw}``) hold;
+        None when it is missing or cannot be decoded."""
         raw = fields.get(b"e") or fields.get("e")
-        if not raw:
-            return False
         try:
-            return matches(self._decoder.decode(raw))
+            return self._decoder.decode(raw) if raw else None
         except msgspec.DecodeError:
-            return False
+            return None
 
     async def oldest_age_ms(self, now_ms: int) -> int:
         """How long the oldest entry in the stream has waited (0 when it is empty)."""
@@ -172,9 +178,7 @@ class QueueStore(Generic[E]):
             first: list[Any] = await redis.xrange(self._stream, "-", "+", count=1) or []
         if not first:
             return 0
-        stream_id = first[0][0]
-        text = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
-        return max(0, now_ms - int(text.split("-", 1)[0]))
+        return max(0, now_ms - int(reply_text(first[0][0]).split("-", 1)[0]))
 
     async def backlog(self) -> tuple[int, int]:
         """Entries in the stream (pending ones included) and waiting for a retry."""
@@ -195,10 +199,6 @@ class QueueStore(Generic[E]):
     def _item(
         self, stream_id: bytes | str, fields: dict[Any, Any], *, reclaimed: bool = False
     ) -> QueueItem[E]:
-        sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
-        raw = fields.get(b"e") or fields.get("e")
-        try:
-            entry = self._decoder.decode(raw) if raw else None
-        except msgspec.DecodeError:
-            entry = None
-        return QueueItem(stream_id=sid, entry=entry, reclaimed=reclaimed)
+        return QueueItem(
+            stream_id=reply_text(stream_id), entry=self._entry(fields), reclaimed=reclaimed
+        )

@@ -102,7 +102,8 @@ async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) ->
      responses=problem_responses(400, 401, 403, 503))  # fmt: skip
 async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Opt ``phone`` out (source ``admin``); an existing opt-out is kept as it was."""
-    state = _state(phone, await _optouts(request).opt_out(phone, source="admin"))
+    record, _ = await _optouts(request).opt_out(phone, source="admin")
+    state = _state(phone, record)
     await audit(request, "admin.opt_out", phone=mask_numbers(phone))
     return state
 
