@@ -54,14 +54,17 @@ def parse_phone(raw: str) -> PhoneNumber:
         parsed = phonenumbers.parse(raw, None)
     except phonenumbers.NumberParseException as exc:
         raise InvalidInput(f"phone is not a valid number: {exc}", code="invalid_phone") from exc
-    if not phonenumbers.is_valid_number(parsed):
+    # number_type is UNKNOWN exactly when is_valid_number is False (both match the number
+    # against its own region's patterns), so one call validates and classifies.
+    kind = phonenumbers.number_type(parsed)
+    if kind == phonenumbers.PhoneNumberType.UNKNOWN:
         raise InvalidInput("phone is not a valid number for its country", code="invalid_phone")
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return PhoneNumber(
         e164=e164,
         country_code=parsed.country_code or 0,
         region=phonenumbers.region_code_for_number(parsed) or "",
-        number_type=_TYPE_NAMES.get(phonenumbers.number_type(parsed), "unknown"),
+        number_type=_TYPE_NAMES.get(kind, "unknown"),
     )
 
 

@@ -150,6 +150,8 @@ class Scripts:
         self._commands = commands
         client, embedded = commands.client, commands.embedded
         prelude = _source("_prelude.lua")
+        # Every registered script, for preload(): filled by register() so none is left out.
+        self._all: list[AsyncScript] = []
 
         def register(name: str, *, shared: bool = True, writes: bool = True) -> AsyncScript:
             # A shebang makes Redis check its flags before the script runs: a writing script is
@@ -158,9 +160,11 @@ class Scripts:
             # The embedded store (fakeredis) cannot parse shebangs, and has no memory limit.
             shebang = "" if embedded else "#!lua" if writes else "#!lua flags=no-writes"
             body = _source(f"{name}.lua")
-            return client.register_script(
+            script = client.register_script(
                 f"{shebang}\n{prelude}\n{body}" if shared else f"{shebang}\n{body}"
             )
+            self._all.append(script)
+            return script
 
         self.issue_challenge = register("issue_challenge")
         self.spend_attempt = register("spend_attempt")
@@ -178,13 +182,6 @@ class Scripts:
         self.take_quota = register("take_quota", shared=False)
         self.fraud_guard = register("fraud_guard", shared=False)
         self.add_counts = register("add_counts", shared=False)
-        self._all = [
-            self.issue_challenge, self.spend_attempt, self.record_verdict,
-            self.cancel_challenge, self.read_challenge, self.record_delivery, self.check_ready,
-            self.queue_finish, self.queue_retry, self.queue_release, self.queue_touch,
-            self.take_send_slot, self.opt_out, self.take_quota, self.fraud_guard,
-            self.add_counts,
-        ]  # fmt: skip
 
     async def preload(self) -> None:
         """Load every script on every primary, connecting the client on the way.

@@ -29,23 +29,25 @@ if not f[1] then
   return {'missing'}
 end
 local current = f[3] or 'queued'
-local answer = {current, f[4] or '', f[5] or '', f[6] or ''}
+local function answer(status)
+  return {status, current, f[4] or '', f[5] or '', f[6] or ''}
+end
 local now = now_ms()
 if state == 'sending' then
   local live = f[1] == 'p' and now < tonumber(f[2])
     and redis.call('GET', active_key) == random_part
   if not live then
-    return {'ended', answer[1], answer[2], answer[3], answer[4]}
+    return answer('ended')
   end
   if redis.call('EXISTS', KEYS[3]) == 1 then
-    return {'opted_out', answer[1], answer[2], answer[3], answer[4]}
+    return answer('opted_out')
   end
 end
 if state == current and RANK[state] == 3 then
-  return {'ok', answer[1], answer[2], answer[3], answer[4]}  -- a duplicate report
+  return answer('ok')  -- a duplicate report
 end
 if RANK[state] < RANK[current] or RANK[current] == 3 then
-  return {'stale', answer[1], answer[2], answer[3], answer[4]}
+  return answer('stale')
 end
 redis.call('HSET', challenge_key, 'ds', state, 'du', now)
 if send_id ~= '' then redis.call('HSET', challenge_key, 'dsid', send_id) end
@@ -59,4 +61,4 @@ end
 if state == 'sent' and not redis.call('HGET', challenge_key, 'dsa') then
   redis.call('HSET', challenge_key, 'dsa', now)
 end
-return {'ok', answer[1], answer[2], answer[3], answer[4]}
+return answer('ok')
