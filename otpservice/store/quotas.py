@@ -24,7 +24,6 @@ class QuotaTaken(Model, frozen=True):
     counted: bool
     full: bool
     retry_after_ms: int = 0
-    window_seconds: int = 0
 
 
 class QuotaStore:
@@ -49,10 +48,7 @@ class QuotaStore:
         outcome = int(reply[0])
         if outcome == 1:
             return QuotaTaken(key=key, counted=True, full=False)
-        return QuotaTaken(
-            key=key, counted=outcome == 2, full=True, retry_after_ms=int(reply[1]),
-            window_seconds=int(reply[2]) // 1000,
-        )  # fmt: skip
+        return QuotaTaken(key=key, counted=outcome == 2, full=True, retry_after_ms=int(reply[1]))
 
     async def give_back(self, key: str, request_id: str) -> None:
         """Uncount a request (a later rule or step refused it)."""

@@ -8,8 +8,9 @@ disconnects its connection (redis-py drops a connection whose reply was not read
 reply is ever read.
 
 redis-py's registered scripts call EVALSHA and reload on NOSCRIPT, so a ``SCRIPT FLUSH`` or a
-Redis restart is survived. The challenge scripts get the shared ``_prelude.lua`` in front of
-them, so their status rules are written once.
+Redis restart is survived. The challenge scripts and ``take_quota`` get the shared
+``_prelude.lua`` in front of them, so their status rules, clock and rolling-window check are
+written once.
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ class Scripts:
         self.queue_touch = register("queue_touch", shared=False)
         self.take_send_slot = register("take_send_slot", shared=False)
         self.opt_out = register("opt_out", shared=False)
-        self.take_quota = register("take_quota", shared=False)
+        self.take_quota = register("take_quota")
         self.fraud_guard = register("fraud_guard", shared=False)
         self.add_counts = register("add_counts", shared=False)
 

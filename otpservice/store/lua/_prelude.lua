@@ -1,4 +1,5 @@
--- _prelude.lua: shared by the challenge scripts; scripts.py puts it in front of each of them.
+-- _prelude.lua: shared by the challenge scripts and take_quota.lua; scripts.py puts it in front
+-- of each of them.
 -- Challenge hash fields: st status (p pending, a approved, c cancelled), h argon2id salt and
 -- digest (raw, kept under 64 bytes so the hash stays a compact listpack), pid pepper id,
 -- hp argon2 parameters, cl client, ph masked phone, pu purpose, a attempts left,
@@ -8,6 +9,18 @@
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- How long (ms) until one more member fits in the last window_ms of zset key (scored by ms),
+-- which may hold limit members; 0 when one fits now. Room comes back when the member that must
+-- leave the window first ages out of it.
+local function window_wait(key, now, window_ms, limit)
+  local since = '(' .. (now - window_ms)
+  local count = redis.call('ZCOUNT', key, since, '+inf')
+  if count < limit then return 0 end
+  local oldest = redis.call('ZRANGEBYSCORE', key, since, '+inf', 'WITHSCORES',
+    'LIMIT', count - limit, 1)
+  return tonumber(oldest[2]) + window_ms - now
 end
 
 -- "missing", "approved", "cancelled", "expired" or "pending" (attempt budget not considered).

@@ -44,16 +44,8 @@ local function longest_wait()
     end
   end
   for i = FIRST_WINDOW, #ARGV, 3 do
-    local window_ms, limit, name = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
-    local since = '(' .. (now - window_ms)
-    local count = redis.call('ZCOUNT', sends_key, since, '+inf')
-    if count >= limit then
-      -- The send that must leave the window before one more fits in it.
-      local oldest = redis.call('ZRANGEBYSCORE', sends_key, since, '+inf', 'WITHSCORES',
-        'LIMIT', count - limit, 1)
-      local w = tonumber(oldest[2]) + window_ms - now
-      if w > wait then rule, wait = name, w end
-    end
+    local w = window_wait(sends_key, now, tonumber(ARGV[i]), tonumber(ARGV[i + 1]))
+    if w > wait then rule, wait = ARGV[i + 2], w end
   end
   return rule, wait
 end

@@ -3,35 +3,24 @@
 -- ARGV[1] request id (the member; give_back removes it)
 -- ARGV[2] "enforce" or "monitor" (monitor: count even when a window is full)
 -- ARGV[3..] pairs: window length ms, limit
--- Returns {1, 0} counted; {0, retry ms, window ms} refused, nothing counted;
---         {2, retry ms, window ms} counted in monitor mode, though a window was full.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Returns {1, 0} counted; {0, retry ms} refused, nothing counted;
+--         {2, retry ms} counted in monitor mode, though a window was full.
+local now = now_ms()
 local longest = 0
 for i = 3, #ARGV, 2 do
   longest = math.max(longest, tonumber(ARGV[i]))
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
-local full_retry, full_window = 0, 0
+local retry = 0
 for i = 3, #ARGV, 2 do
-  local window, limit = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  local count = redis.call('ZCOUNT', KEYS[1], now - window + 1, '+inf')
-  if count >= limit then
-    -- Room comes back when enough of the oldest requests in the window age out of it.
-    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], now - window + 1, '+inf',
-                              'WITHSCORES', 'LIMIT', count - limit, 1)
-    local retry = tonumber(oldest[2]) + window - now
-    if retry > full_retry then
-      full_retry, full_window = retry, window
-    end
-  end
+  retry = math.max(retry, window_wait(KEYS[1], now, tonumber(ARGV[i]), tonumber(ARGV[i + 1])))
 end
-if full_retry > 0 and ARGV[2] ~= 'monitor' then
-  return {0, full_retry, full_window}
+if retry > 0 and ARGV[2] ~= 'monitor' then
+  return {0, retry}
 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[1], longest)
-if full_retry > 0 then
-  return {2, full_retry, full_window}
+if retry > 0 then
+  return {2, retry}
 end
 return {1, 0}
