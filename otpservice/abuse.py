@@ -95,10 +95,24 @@ def geo_refusal(geo: GeoSettings, number: PhoneNumber) -> tuple[str, str] | None
     return None
 
 
+def client_address(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The end user's address (already checked by the caller), an IPv4-mapped IPv6 address as
+    its IPv4 address: the same user, however the app wrote it."""
+    address = ipaddress.ip_address(client_ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
 def rule_subject(
-    rule: RateRule, number: PhoneNumber, *, client: str, client_ip: str | None
+    rule: RateRule,
+    number: PhoneNumber,
+    *,
+    client: str,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
 ) -> str | None:
-    """What ``rule`` counts this request against, or None when it does not apply."""
+    """What ``rule`` counts this request against (``address``: see ``client_address``), or
+    None when it does not apply."""
     if rule.scope == "global":
         return "all"
     if rule.scope == "client":
@@ -107,11 +121,8 @@ def rule_subject(
         return f"+{number.country_code}"
     if rule.scope == "prefix":
         return number.prefix(rule.prefix_digits)
-    if client_ip is None:
+    if address is None:
         return None
-    address = ipaddress.ip_address(client_ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped  # the same IPv4 user, however the app wrote it
     if rule.scope == "ip":
         return str(address)
     bits = rule.ipv4_prefix if address.version == 4 else rule.ipv6_prefix
@@ -274,10 +285,11 @@ class AbusePolicy:
     ) -> list[str]:
         """Count the request against every rule at once (one slot each); on a refusal, give
         back what the others counted."""
+        address = client_address(client_ip) if client_ip is not None else None
         applying = [
             (rule, subject)
             for rule in rules
-            if (subject := rule_subject(rule, number, client=client, client_ip=client_ip))
+            if (subject := rule_subject(rule, number, client=client, address=address))
         ]
         outcomes = await asyncio.gather(
             *(self._quotas.take(rule, subject, request_id) for rule, subject in applying),

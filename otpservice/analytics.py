@@ -40,9 +40,8 @@ _DELIVERY_METRICS = {
     DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.UNDELIVERED: "failed",
     DeliveryStatus.FAILED: "failed",
 }  # fmt: skip
-# States that mean the provider took the message, and the states in which "sent" was counted.
+# States that mean the provider took the message: "sent" is counted at the first of them.
 _REACHED = {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED}
-_SENT_ALREADY = {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED}
 
 
 def region_of(where: str) -> str:
@@ -115,7 +114,7 @@ class Analytics:
             return
         country = region_of(update.where)
         provider = provider or update.provider
-        if status in _REACHED and update.previous not in _SENT_ALREADY:
+        if status in _REACHED and update.previous not in _REACHED:
             self.count("sent", country=country, provider=provider)
         metric = _DELIVERY_METRICS.get(status)
         if metric:

@@ -25,9 +25,7 @@ class SendPacer:
             if p.messages_per_second is not None
         }
 
-    async def wait_for_slot(
-        self, provider: str, deadline_ms: int, stopping: asyncio.Event | None = None
-    ) -> None:
+    async def wait_for_slot(self, provider: str, deadline_ms: int, stopping: asyncio.Event) -> None:
         """Wait until ``provider``'s sender may send one more message.
 
         Raises:
@@ -38,7 +36,6 @@ class SendPacer:
         limit = self._limits.get(provider)
         if limit is None:
             return
-        stopping = stopping or asyncio.Event()
         while wait := await self._rates.take(provider, *limit):
             if (time.time() + wait) * 1000 >= deadline_ms:
                 raise NotAccepted(provider, "rate_limited", "the sender's rate limit")

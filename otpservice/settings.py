@@ -289,7 +289,9 @@ class PrivacySettings(Base, frozen=True):
 
 
 Mode = Literal["enforce", "monitor"]
-NumberPrefix = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{0,14}\Z")]
+# A calling code or number prefix: "+44", "+4474".
+NUMBER_PREFIX_PATTERN = r"^\+[1-9][0-9]{0,14}\Z"
+NumberPrefix = Annotated[str, msgspec.Meta(pattern=NUMBER_PREFIX_PATTERN)]
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
 NumberType = Literal[
     "premium_rate", "shared_cost", "unknown", "voip", "toll_free", "personal_number", "pager",

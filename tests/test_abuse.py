@@ -11,7 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.abuse import geo_refusal, is_safe, rule_subject
+from otpservice.abuse import client_address, geo_refusal, is_safe, rule_subject
 from otpservice.phone import parse_phone
 from otpservice.settings import GeoSettings, RateRule, SafeList, Window
 from tests.conftest import ApiFactory, Phone
@@ -46,7 +46,7 @@ def test_each_scope_names_its_subject() -> None:
     def subject(scope: str, ip: str | None = "203.0.113.9", **extra: Any) -> str | None:
         return rule_subject(
             RateRule(name="r", scope=scope, windows=[Window(limit=1, seconds=60)], **extra),  # type: ignore[arg-type]
-            number, client="login-app", client_ip=ip,
+            number, client="login-app", address=client_address(ip) if ip else None,
         )  # fmt: skip
 
     assert subject("ip") == "203.0.113.9"

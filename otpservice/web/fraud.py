@@ -10,13 +10,14 @@ from litestar import Request, delete, get
 from litestar.params import FromPath
 
 from otpservice.errors import InvalidInput
+from otpservice.settings import NUMBER_PREFIX_PATTERN
 from otpservice.web.context import audit
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
     from otpservice.abuse import AbusePolicy
 
-_DESTINATION = re.compile(r"^\+[1-9][0-9]{0,14}$")
+_DESTINATION = re.compile(NUMBER_PREFIX_PATTERN)
 
 
 class FraudGuardState(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,16 +21,23 @@ local bucket = math.floor(now_s / size)
 local op = ARGV[1]
 local out = {}
 
+-- Every slot's fields of a destination: bucket, sent, verified, slot by slot.
+local function slot_fields(dest)
+  local fields = {}
+  for slot = 0, SLOTS - 1 do
+    fields[#fields + 1] = dest .. '|b|' .. slot
+    fields[#fields + 1] = dest .. '|s|' .. slot
+    fields[#fields + 1] = dest .. '|v|' .. slot
+  end
+  return fields
+end
+
 for i = 7, #ARGV do
   local dest = ARGV[i]
   if op == 'clear' then
     out[#out + 1] = redis.call('HGET', KEYS[1], dest .. '|t') == '1' and 1 or 0
-    local doomed = {dest .. '|t'}
-    for slot = 0, SLOTS - 1 do
-      doomed[#doomed + 1] = dest .. '|b|' .. slot
-      doomed[#doomed + 1] = dest .. '|s|' .. slot
-      doomed[#doomed + 1] = dest .. '|v|' .. slot
-    end
+    local doomed = slot_fields(dest)
+    doomed[#doomed + 1] = dest .. '|t'
     redis.call('HDEL', KEYS[1], unpack(doomed))
   elseif op == 'add' then
     local slot = bucket % SLOTS
@@ -42,13 +49,7 @@ for i = 7, #ARGV do
     if ARGV[5] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|s|' .. slot, ARGV[5]) end
     if ARGV[6] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|v|' .. slot, ARGV[6]) end
   else
-    local fields = {}
-    for slot = 0, SLOTS - 1 do
-      fields[#fields + 1] = dest .. '|b|' .. slot
-      fields[#fields + 1] = dest .. '|s|' .. slot
-      fields[#fields + 1] = dest .. '|v|' .. slot
-    end
-    local values = redis.call('HMGET', KEYS[1], unpack(fields))
+    local values = redis.call('HMGET', KEYS[1], unpack(slot_fields(dest)))
     local sent, verified, oldest = 0, 0, nil
     for j = 1, #values, 3 do
       local held = tonumber(values[j] or '-1')
