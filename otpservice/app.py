@@ -101,7 +101,7 @@ class Runtime:
             )
         self.settings = settings
         keys = KeySpace(settings.redis.key_prefix, secrets.index_key)
-        commands = StoreCommands(client, settings.redis)
+        self._commands = commands = StoreCommands(client, settings.redis)
         if hasher is None:
             previous = secrets.previous_pepper
             hasher = CodeHasher(
@@ -225,6 +225,7 @@ class Runtime:
             await task
         self._tasks = []
         self.service.close()
+        await self._commands.close()
         await self._http.aclose()
         if self._owns_providers:
             await self.providers.aclose()

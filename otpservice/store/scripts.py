@@ -7,8 +7,10 @@ a new task, and its blocking pool's, which adds a second timer. A command cut of
 disconnects its connection (redis-py drops a connection whose reply was not read), so no stale
 reply is ever read.
 
-redis-py's registered scripts call EVALSHA and reload on NOSCRIPT, so a ``SCRIPT FLUSH`` or a
-Redis restart is survived. The challenge scripts and ``take_quota`` get the shared
+Scripts run by EVALSHA and are loaded again on NOSCRIPT, so a ``SCRIPT FLUSH`` or a Redis restart
+is survived: on one Redis through ``ScriptConnections`` (every request's hot path, without
+redis-py's command layers), on a cluster or the embedded store through redis-py's registered
+scripts. The challenge scripts and ``take_quota`` get the shared
 ``_prelude.lua`` in front of them, so their status rules, clock and rolling-window check are
 written once.
 """
@@ -20,6 +22,7 @@ import contextlib
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio import Redis
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -37,6 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from otpservice.errors import StoreUnavailable
+from otpservice.store.script_connections import ScriptConnections
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -106,6 +110,13 @@ class StoreCommands:
         # Waiting for a slot counts against the deadline, so a burst waits instead of failing.
         self._slots = asyncio.Semaphore(settings.max_connections)
         self.scripts = Scripts(self)
+        # Scripts on one Redis skip redis-py's command layers (script_connections.py); a cluster
+        # needs its routing, and the embedded store is no socket.
+        self._direct = (
+            ScriptConnections(client.connection_pool)
+            if isinstance(client, Redis) and not self.embedded
+            else None
+        )
 
     @contextlib.asynccontextmanager
     async def command(self) -> AsyncIterator[StoreClient]:
@@ -140,8 +151,16 @@ class StoreCommands:
         """
         with store_errors():
             async with asyncio.timeout(self._timeout_s), self._slots:
-                reply = await script(keys=keys, args=args)
+                if self._direct is None:
+                    reply = await script(keys=keys, args=args)
+                else:
+                    reply = await self._direct.evalsha(script, keys, args)
         return reply if isinstance(reply, list) else [reply]
+
+    async def close(self) -> None:
+        """Close the connections the scripts keep (the client's own pool stays its owner's)."""
+        if self._direct is not None:
+            await self._direct.close()
 
 
 class Scripts:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -23,19 +23,19 @@ NUMBER = "+14155550123"
 @pytest.fixture
 async def store(
     redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings]
-) -> tuple[ChallengeStore, KeySpace, CodeHash]:
+) -> AsyncIterator[tuple[ChallengeStore, KeySpace, CodeHash]]:
     settings = make_settings(
         redis_server.url,
         send_limits={"min_interval_seconds": 30},
         lockout={"max_failures": 2, "base_seconds": 60},
     )
-    challenge_store = ChallengeStore(
-        StoreCommands(redis, settings.redis), KeySpace("otp", INDEX_KEY), settings
-    )
+    commands = StoreCommands(redis, settings.redis)
+    challenge_store = ChallengeStore(commands, KeySpace("otp", INDEX_KEY), settings)
     hasher = CodeHasher(settings.hashing, Pepper(PEPPER))
     code_hash = await hasher.hash_code("x.y", "123456")
     hasher.close()
-    return challenge_store, KeySpace("otp", INDEX_KEY), code_hash
+    yield challenge_store, KeySpace("otp", INDEX_KEY), code_hash
+    await commands.close()
 
 
 async def _issue(challenge_store: ChallengeStore, keys: ChallengeKeys, code_hash: CodeHash) -> int:
