@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from figures import (
@@ -57,6 +57,8 @@ from harness import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
+
+    from harness import CpuUse
 
 RESULTS_FILE = BENCH_DIR / "results" / "latest.txt"
 CLIENT_COUNTS = (8, 64)
@@ -268,14 +270,13 @@ class ProfileBench:
                     "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),
                     encoding="utf-8",
                 )
-                self.settle_pids((skeleton.process.pid, self.store.process.pid))
-                meter = CpuMeter((skeleton.process.pid, self.store.process.pid))
+                pids = (skeleton.process.pid, self.store.process.pid)
+                self.settle_pids(pids)
                 args = ["verify", str(pairs_file), str(wrk_threads(clients))]
-                record = run_wrk(skeleton.base_url, clients, self.options.duration_s, args)
+                record, cpu, cost = self.timed_wrk(pids, skeleton.base_url, clients, args)
                 result = LoadResult.from_wrk(
-                    record, profile, "skeleton /verify", clients, self.cost, meter.stop(),
-                    pairs=count,
-                )  # fmt: skip
+                    record, profile, "skeleton /verify", clients, cost, cpu, pairs=count
+                )
                 say(result.line())
                 self.report.skeleton.append(result)
         finally:
@@ -300,9 +301,20 @@ class ProfileBench:
         if load >= QUIET_CORES:
             say(f"[{self.profile.name}] other processes still use {load:.2f} cores; going on")
 
-    def meter(self, service: Service) -> CpuMeter:
-        """A CPU meter over the service, Redis, this script and wrk."""
-        return CpuMeter((service.process.pid, self.store.process.pid))
+    def timed_wrk(
+        self, pids: tuple[int, ...], base_url: str, clients: int, args: list[str]
+    ) -> tuple[dict[str, Any], CpuUse, HashCost]:
+        """One wrk run with its CPU use (``pids``: the server, then Redis), between two argon2
+        timings: argon2's speed here drifts by 10-20 % within minutes, so each run is compared
+        with the ceiling of its own minute, not of the profile's start."""
+        runs = self.options.hash_runs
+        before = measure_hash(self.profile, runs, parallel_s=0.0)
+        meter = CpuMeter(pids)
+        record = run_wrk(base_url, clients, self.options.duration_s, args)
+        cpu = meter.stop()
+        time.sleep(self.options.settle_s)  # the last requests finish
+        after = measure_hash(self.profile, runs, parallel_s=0.0)
+        return record, cpu, self.cost.around(before, after)
 
     def warm_up(self, service: Service) -> None:
         """A few challenges and verifications: scripts loaded, connections pooled."""
@@ -341,11 +353,9 @@ class ProfileBench:
         """wrk on POST /challenge, a new number per request (these also feed /verify later)."""
         self.settle(service)
         args = ["challenge", self.numbers.take(), str(BLOCK_FIRST)]
-        meter = self.meter(service)
-        record = run_wrk(service.base_url, clients, self.options.duration_s, args)
-        return LoadResult.from_wrk(
-            record, self.profile, "/challenge", clients, self.cost, meter.stop()
-        )
+        pids = (service.process.pid, self.store.process.pid)
+        record, cpu, cost = self.timed_wrk(pids, service.base_url, clients, args)
+        return LoadResult.from_wrk(record, self.profile, "/challenge", clients, cost, cpu)
 
     def verify_run(self, service: Service, clients: int) -> LoadResult:
         """wrk on POST /verify, each pre-created (challenge id, code) pair sent once."""
@@ -366,10 +376,10 @@ class ProfileBench:
         pairs_file = self.workdir / f"pairs-{self.profile.name}-{clients}.txt"
         pairs_file.write_text("".join(f"{i} {c}\n" for i, c in pairs), encoding="utf-8")
         args = ["verify", str(pairs_file), str(wrk_threads(clients))]
-        meter = self.meter(service)
-        record = run_wrk(service.base_url, clients, options.duration_s, args)
+        pids = (service.process.pid, self.store.process.pid)
+        record, cpu, cost = self.timed_wrk(pids, service.base_url, clients, args)
         return LoadResult.from_wrk(
-            record, self.profile, "/verify", clients, self.cost, meter.stop(), pairs=len(pairs)
+            record, self.profile, "/verify", clients, cost, cpu, pairs=len(pairs)
         )
 
     def round_trips(self, service: Service) -> list[CommandFigures]:

@@ -71,26 +71,34 @@ class ScriptConnections:
             await self._idle.pop().disconnect()
 
     async def _send(self, command: bytes) -> Any:
-        """Send one packed command and read its reply; once more on a new connection when a
+        """Send one packed command and read its reply; once more, on a new connection, when a
         reused one turns out to be dropped."""
-        while True:
-            reused = bool(self._idle)
-            connection = self._idle.pop() if reused else self._connect()
-            try:
-                await connection.send_packed_command(command, check_health=False)
-                reply = await connection.read_response()
-            except ResponseError:
-                await self._put_back(connection)  # an error reply: the connection is sound
+        reused = bool(self._idle)
+        connection = self._idle.pop() if reused else self._connect()
+        try:
+            return await self._exchange(connection, command)
+        except RedisConnectionError:
+            if not reused:
                 raise
-            except BaseException as exc:
-                # Never reused: dropped, or cut off (by the deadline) with its reply still due.
-                # redis-py has closed it already unless it was cut off while connecting.
-                await connection.disconnect(nowait=True)
-                if reused and isinstance(exc, RedisConnectionError):
-                    continue
-                raise
-            await self._put_back(connection)
-            return reply
+            # Most likely Redis restarted: the other idle connections are as stale as this one.
+            while self._idle:
+                await self._idle.pop().disconnect()
+        return await self._exchange(self._connect(), command)
+
+    async def _exchange(self, connection: AbstractConnection, command: bytes) -> Any:
+        try:
+            await connection.send_packed_command(command, check_health=False)
+            reply = await connection.read_response()
+        except ResponseError:
+            await self._put_back(connection)  # an error reply: the connection is sound
+            raise
+        except BaseException:
+            # Never reused: dropped, or cut off (by the deadline) with its reply still due.
+            # redis-py has closed it already unless it was cut off while connecting.
+            await connection.disconnect(nowait=True)
+            raise
+        await self._put_back(connection)
+        return reply
 
     async def _put_back(self, connection: AbstractConnection) -> None:
         if self._closed:
