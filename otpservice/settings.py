@@ -109,7 +109,8 @@ class RedisSettings(Base, frozen=True):
     key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}\Z")] = "otp"
     socket_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-    # Connections per Redis node; more concurrent commands wait for a free one.
+    # Commands in flight per process; more wait for a slot. The client's pool (per node) and,
+    # on one Redis, the scripts' own connections each keep up to this many.
     max_connections: PositiveInt = 64
     # CA certificates to trust for a rediss:// server (a private CA); default: the system's.
     tls_ca_file: str | None = None
