@@ -197,7 +197,10 @@ async def test_the_senders_rate_limit_holds_across_workers(
         await asyncio.gather(deliver(runtime, first), deliver(runtime, second))
     times = sorted(m.at for m in twilio.delivered)
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) >= 0.2  # 4 a second: 250 ms apart, less the network's jitter
+    # 4 a second: 250 ms apart. Arrivals jitter with the test process's event loop (one late
+    # arrival shortens the next gap), so a gap may fall short by up to 100 ms; two workers that
+    # did not share the limit would send together (gaps near 0) and finish in half the time.
+    assert min(gaps) >= 0.15
     assert times[-1] - times[0] >= 7 * 0.24
 
 
