@@ -371,7 +371,11 @@ class ProfileBench:
             )
             if tally.failures(201) != "-":
                 self.note(f"pre-creation failures: {tally.failures(201)}")
+        # Their SMS are still being sent by the service's delivery worker: wait, or the run
+        # would measure /verify and that delivery together (the skeleton sends nothing).
+        wait_for_outbox(self.store.client, deadline_s=120)
         self.settle(service)
+        service.sms.poll()
         pairs = service.sms.take(needed)
         pairs_file = self.workdir / f"pairs-{self.profile.name}-{clients}.txt"
         pairs_file.write_text("".join(f"{i} {c}\n" for i, c in pairs), encoding="utf-8")
