@@ -155,9 +155,13 @@ async def test_concurrent_requests_never_exceed_a_rule(make_api: ApiFactory, red
     responses = await asyncio.gather(
         *(challenge(api, n, f"192.0.2.{i % 3}") for i, n in enumerate(numbers(30)))
     )
-    assert sum(r.status_code == 201 for r in responses) == 5
+    admitted = sum(r.status_code == 201 for r in responses)
+    # Never more than the ceiling. Each rule is one atomic step on its own slot, taken together:
+    # a request the per-IP rule refuses holds a ceiling slot for a moment before giving it back,
+    # so a burst at the limit may admit fewer than five (it did, once in many runs), never more.
+    assert 1 <= admitted <= 5
     [ceiling] = [k for k in await redis.keys("otp:{q:cost_ceiling:*")]
-    assert await redis.zcard(ceiling) == 5  # refused requests gave back what they took
+    assert await redis.zcard(ceiling) == admitted  # refused requests gave back what they took
 
 
 async def test_monitor_mode_counts_and_logs_but_refuses_nothing(
