@@ -51,9 +51,12 @@ async def test_concurrent_right_codes_approve_exactly_once(
     responses = await asyncio.gather(*(verify(api, challenge_id, code) for _ in range(30)))
     statuses = Counter(r.status_code for r in responses)
     assert statuses[200] == 1, statuses
+    # The others: used, budget spent, or, while ten reservations (the lockout threshold) await
+    # their verdicts, told the number is locked for a second (they could all be failures).
     assert {r.json()["code"] for r in responses if r.status_code != 200} <= {
         "challenge_used",
         "too_many_attempts",
+        "number_locked",
     }
 
 
