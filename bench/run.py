@@ -293,7 +293,11 @@ class ProfileBench:
     def settle(self, service: Service) -> None:
         """Let queued work drain, then wait for the machine to be quiet (bounded)."""
         time.sleep(self.options.settle_s)
-        self.settle_pids((service.process.pid, self.store.process.pid))
+        self.settle_pids(self.pids(service))
+
+    def pids(self, service: Service) -> tuple[int, int]:
+        """The processes a run's CPU is metered over, besides this script and wrk."""
+        return service.process.pid, self.store.process.pid
 
     def settle_pids(self, pids: tuple[int, ...]) -> None:
         """Wait for processes other than ``pids`` to be quiet (bounded)."""
@@ -353,8 +357,7 @@ class ProfileBench:
         """wrk on POST /challenge, a new number per request (these also feed /verify later)."""
         self.settle(service)
         args = ["challenge", self.numbers.take(), str(BLOCK_FIRST)]
-        pids = (service.process.pid, self.store.process.pid)
-        record, cpu, cost = self.timed_wrk(pids, service.base_url, clients, args)
+        record, cpu, cost = self.timed_wrk(self.pids(service), service.base_url, clients, args)
         return LoadResult.from_wrk(record, self.profile, "/challenge", clients, cost, cpu)
 
     def verify_run(self, service: Service, clients: int) -> LoadResult:
@@ -380,8 +383,7 @@ class ProfileBench:
         pairs_file = self.workdir / f"pairs-{self.profile.name}-{clients}.txt"
         pairs_file.write_text("".join(f"{i} {c}\n" for i, c in pairs), encoding="utf-8")
         args = ["verify", str(pairs_file), str(wrk_threads(clients))]
-        pids = (service.process.pid, self.store.process.pid)
-        record, cpu, cost = self.timed_wrk(pids, service.base_url, clients, args)
+        record, cpu, cost = self.timed_wrk(self.pids(service), service.base_url, clients, args)
         return LoadResult.from_wrk(
             record, self.profile, "/verify", clients, cost, cpu, pairs=len(pairs)
         )
