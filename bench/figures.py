@@ -294,6 +294,8 @@ class Report:
     loads: list[LoadResult] = field(default_factory=list)
     # The reference skeleton's /verify runs (skeleton.py), same profiles and client counts.
     skeleton: list[LoadResult] = field(default_factory=list)
+    # The skeleton without Redis (--floor): HTTP and the hash only.
+    floor: list[LoadResult] = field(default_factory=list)
     memory: MemoryFigures | None = None
     commands: list[CommandFigures] = field(default_factory=list)
     stderr: dict[str, tuple[dict[str, int], list[str]]] = field(default_factory=dict)
@@ -312,6 +314,43 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         return "  ".join(out).rstrip()
 
     return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+def verify_pairs(report: Report) -> list[tuple[LoadResult, LoadResult]]:
+    """Each service /verify run with the skeleton run of the same profile, client count and
+    round (the n-th of each), when there is one."""
+    paired: list[tuple[LoadResult, LoadResult]] = []
+    for profile in PROFILES:
+        for clients in sorted({r.clients for r in report.loads}):
+            ours = [
+                r for r in report.loads
+                if r.profile == profile and r.clients == clients and r.endpoint == "/verify"
+            ]  # fmt: skip
+            theirs = [r for r in report.skeleton if r.profile == profile and r.clients == clients]
+            paired += zip(ours, theirs, strict=False)
+    return paired
+
+
+def rounds_rows(report: Report) -> list[list[str]]:
+    """Median figures per profile and client count where /verify ran more than one round."""
+    groups: dict[tuple[str, int], list[tuple[LoadResult, LoadResult]]] = {}
+    for ours, reference in verify_pairs(report):
+        groups.setdefault((ours.profile.name, ours.clients), []).append((ours, reference))
+    rows = []
+    for (name, clients), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        ratios = [o.rps / t.rps for o, t in runs if t.rps]
+        rows.append([
+            name, str(clients), str(len(runs)),
+            f"{statistics.median(o.rps for o, _ in runs):,.0f}",
+            f"{statistics.median(o.ratio for o, _ in runs):.0%}",
+            f"{statistics.median(t.rps for _, t in runs):,.0f}",
+            f"{statistics.median(t.ratio for _, t in runs):.0%}",
+            f"{statistics.median(ratios):.0%}" if ratios else "",
+            f"{min(ratios):.0%}-{max(ratios):.0%}" if ratios else "",
+        ])  # fmt: skip
+    return rows
 
 
 def summary(report: Report, header: str) -> str:
@@ -343,10 +382,10 @@ def summary(report: Report, header: str) -> str:
         "Each run's ceiling comes from argon2 timed right before and right after it (hash ms: "
         "the mean of the two medians), as argon2's speed here drifts from minute to minute.",
     ]
-    skeleton = {(r.profile.name, r.clients): r for r in report.skeleton}
+    pairs = {id(ours): reference for ours, reference in verify_pairs(report)}
     rows = []
-    for r in [*report.loads, *report.skeleton]:
-        reference = skeleton.get((r.profile.name, r.clients)) if r.endpoint == "/verify" else None
+    for r in [*report.loads, *report.skeleton, *report.floor]:
+        reference = pairs.get(id(r))
         of_skeleton = f"{r.rps / reference.rps:.0%}" if reference and reference.rps else ""
         rows.append([
             r.profile.name, r.endpoint, str(r.clients), f"{r.rps:,.0f}",
@@ -363,6 +402,21 @@ def summary(report: Report, header: str) -> str:
         ],
         rows,
     )  # fmt: skip
+
+    rounds = rounds_rows(report)
+    if rounds:
+        lines += [
+            "",
+            "/verify, service and skeleton alternating (--rounds): medians over the rounds; "
+            "service/skeleton is the median of each round's ratio, with its range",
+        ]
+        lines += table(
+            [
+                "profile", "clients", "rounds", "service req/s", "of ceil", "skeleton req/s",
+                "of ceil", "service/skeleton", "range",
+            ],
+            rounds,
+        )  # fmt: skip
 
     if report.commands:
         lines += ["", "Redis commands per request (INFO commandstats around a batch)"]

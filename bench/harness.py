@@ -379,11 +379,19 @@ class SkeletonProcess:
     """The reference app (``skeleton.py``) under uvicorn, as the service runs: same loop and
     HTTP parser (uvicorn's defaults), access log off, ``workers`` processes."""
 
-    def __init__(self, workdir: Path, redis_url: str, argon2: str, workers: int) -> None:
+    def __init__(
+        self, workdir: Path, redis_url: str, argon2: str, workers: int, *, redis: bool = True
+    ) -> None:
+        """``redis=False``: the floor, which leaves Redis out (see skeleton.py)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SKELETON_REDIS_URL": redis_url, "SKELETON_ARGON2": argon2}
-        with (workdir / "skeleton.err").open("wb") as err:
+        self.name = "skeleton" if redis else "floor"
+        env = {
+            **os.environ, "SKELETON_REDIS_URL": redis_url, "SKELETON_ARGON2": argon2,
+            "SKELETON_REDIS": "1" if redis else "0",
+        }  # fmt: skip
+        err_path = workdir / f"{self.name}.err"
+        with err_path.open("wb") as err:
             self.process: subprocess.Popen[bytes] = subprocess.Popen(
                 [
                     sys.executable, "-m", "uvicorn", "skeleton:app", "--port", str(self.port),
@@ -395,7 +403,7 @@ class SkeletonProcess:
         body = {"challenge_id": "warm.up", "code": "000000"}
         try:
             wait_ready(
-                self.process, workdir / "skeleton.err", "the skeleton",
+                self.process, err_path, f"the {self.name}",
                 lambda: httpx.post(f"{self.base_url}/verify", json=body, timeout=5).status_code
                 == 200,
             )  # fmt: skip

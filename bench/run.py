@@ -101,6 +101,8 @@ class Options:
     profiles: tuple[Profile, ...]
     keep_workdir: bool
     skeleton: bool
+    floor: bool
+    rounds: int
     source: Path
 
     @classmethod
@@ -154,6 +156,19 @@ class Options:
             help="skip the reference skeleton's /verify runs (bench/skeleton.py)",
         )
         parser.add_argument(
+            "--floor",
+            action="store_true",
+            help="after each skeleton run, run the skeleton without Redis (HTTP and the hash "
+            "only: the floor)",
+        )
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="/verify runs per client count; with more than one, the service's and the "
+            "skeleton's runs alternate, both up, and the summary adds their medians (default 1)",
+        )
+        parser.add_argument(
             "--keep-workdir",
             action="store_true",
             help="keep the temporary directory (configs, service stdout and stderr)",
@@ -164,6 +179,8 @@ class Options:
         unknown = [n for n in names if n not in by_name]
         if unknown or not names:
             parser.error(f"unknown profile(s) {unknown}; choose from {sorted(by_name)}")
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
         quick = bool(args.quick)
         return cls(
             quick=quick,
@@ -182,6 +199,8 @@ class Options:
             profiles=tuple(by_name[n] for n in names),
             keep_workdir=args.keep_workdir,
             skeleton=not args.no_skeleton,
+            floor=bool(args.floor) and not args.no_skeleton,
+            rounds=args.rounds,
             source=Path(args.source).resolve(),
         )
 
@@ -231,58 +250,83 @@ class ProfileBench:
             outbox_key=self.otpservice.outbox_key,
         )
         service = Service(self.workdir, name, config, self.otpservice.source)
+        # With rounds, the skeleton is up beside the service and their /verify runs alternate,
+        # so both see the same minutes of this VM's drifting speed.
+        alternate = options.skeleton and options.rounds > 1
+        references = self.start_references() if alternate else []
         try:
             say(f"[{name}] service up on {service.base_url}; warming up")
             self.warm_up(service)
-            for endpoint in ("/challenge", "/verify"):
-                for clients in CLIENT_COUNTS:
-                    self.load(service, endpoint, clients)
+            for clients in CLIENT_COUNTS:
+                self.load(service, "/challenge", clients)
+            for clients in CLIENT_COUNTS:
+                for _ in range(options.rounds):
+                    self.load(service, "/verify", clients)
+                    for reference in references:
+                        self.reference_run(reference, clients)
             if name == options.redis_profile:
                 time.sleep(options.settle_s)
                 self.report.commands += self.round_trips(service)
                 self.report.memory = self.memory(service)
         finally:
             service.close()
+            for reference in references:
+                reference.close()
             self.report.stderr[name] = (dict(service.stderr_levels()), service.stderr_problems())
-        if options.skeleton:
-            self.skeleton_runs()
+        if options.skeleton and not alternate:
+            for reference in self.start_references():
+                try:
+                    for clients in CLIENT_COUNTS:
+                        self.reference_run(reference, clients)
+                finally:
+                    reference.close()
 
-    def skeleton_runs(self) -> None:
-        """The reference app's /verify at the same client counts, on the same Redis."""
+    def start_references(self) -> list[SkeletonProcess]:
+        """The reference skeleton and, with ``--floor``, the floor (the skeleton without
+        Redis), hashing with this profile, on the same Redis."""
         profile = self.profile
-        skeleton = SkeletonProcess(
-            self.workdir, self.store.url,
-            f"{profile.memory_kib},{profile.time_cost},{profile.parallelism}",
-            self.options.workers,
-        )  # fmt: skip
+        references = []
         try:
-            say(f"[{profile.name}] reference skeleton up on {skeleton.base_url}")
-            for clients in CLIENT_COUNTS:
-                # It checks no code: any id and code will do, each sent once like the pairs.
-                best = max(
-                    [self.rate_floor()]
-                    + [r.rps for r in self.report.loads if r.profile == profile]
-                    + [r.rps for r in self.report.skeleton if r.profile == profile]
-                )
-                count = int(best * PAIRS_MARGIN * self.options.duration_s) + 200
-                pairs_file = self.workdir / f"skeleton-{profile.name}-{clients}.txt"
-                pairs_file.write_text(
-                    "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),
-                    encoding="utf-8",
-                )
-                pids = (skeleton.process.pid, self.store.process.pid)
-                self.settle_pids(pids)
-                args = ["verify", str(pairs_file), str(wrk_threads(clients))]
-                record, cpu, cost = self.timed_wrk(pids, skeleton.base_url, clients, args)
-                result = LoadResult.from_wrk(
-                    record, profile, "skeleton /verify", clients, cost, cpu, pairs=count
-                )
-                say(result.line())
-                self.report.skeleton.append(result)
-        finally:
-            skeleton.close()
+            for redis_on in (True, False) if self.options.floor else (True,):
+                reference = SkeletonProcess(
+                    self.workdir, self.store.url,
+                    f"{profile.memory_kib},{profile.time_cost},{profile.parallelism}",
+                    self.options.workers, redis=redis_on,
+                )  # fmt: skip
+                references.append(reference)
+                say(f"[{profile.name}] {reference.name} up on {reference.base_url}")
+        except BaseException:
+            for reference in references:
+                reference.close()
+            raise
+        return references
 
-    def rate_floor(self) -> float:
+    def reference_run(self, reference: SkeletonProcess, clients: int) -> None:
+        """One wrk run of the skeleton's (or the floor's) /verify."""
+        profile = self.profile
+        # It checks no code: any id and code will do, each sent once like the pairs.
+        best = max(
+            [self.sizing_rate()]
+            + [r.rps for r in self.report.loads if r.profile == profile]
+            + [r.rps for r in [*self.report.skeleton, *self.report.floor] if r.profile == profile]
+        )
+        count = int(best * PAIRS_MARGIN * self.options.duration_s) + 200
+        pairs_file = self.workdir / f"{reference.name}-{profile.name}-{clients}.txt"
+        pairs_file.write_text(
+            "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),
+            encoding="utf-8",
+        )
+        pids = (reference.process.pid, self.store.process.pid)
+        self.settle_pids(pids)
+        args = ["verify", str(pairs_file), str(wrk_threads(clients))]
+        record, cpu, cost = self.timed_wrk(pids, reference.base_url, clients, args)
+        result = LoadResult.from_wrk(
+            record, profile, f"{reference.name} /verify", clients, cost, cpu, pairs=count
+        )
+        say(result.line())
+        (self.report.skeleton if reference.name == "skeleton" else self.report.floor).append(result)
+
+    def sizing_rate(self) -> float:
         """A /verify rate to size batches of pairs by: the ceiling, at most VERIFY_RATE_CAP."""
         return min(self.cost.ceiling_rps, VERIFY_RATE_CAP)
 
@@ -365,7 +409,7 @@ class ProfileBench:
         options = self.options
         service.sms.poll()
         best = max(r.rps for r in self.report.loads if r.profile == self.profile)
-        needed = int(max(best, self.rate_floor()) * PAIRS_MARGIN * options.duration_s) + 200
+        needed = int(max(best, self.sizing_rate()) * PAIRS_MARGIN * options.duration_s) + 200
         if service.sms.unused < needed:
             missing = needed - service.sms.unused
             say(f"[{self.profile.name}] pre-creating {missing:,} challenges with httpx")
@@ -575,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'quick' if options.quick else 'full'} run, {CORES} cores, wrk runs of "
         f"{options.duration_s} s, log_level={options.log_level}, hashing.max_concurrent="
         f"{options.max_concurrent if options.max_concurrent is not None else 'default'}, "
-        f"workers={options.workers}, "
+        f"workers={options.workers}, rounds={options.rounds}, floor={options.floor}, "
         f"took {time.monotonic() - started:.0f} s\n"
         f"otpservice {otp.version} from {otp.module_path}"
     )

@@ -8,7 +8,9 @@ argon2id hash on a thread pool (one thread per core), a constant-time comparison
 that records the verdict. No authentication, throttling, metrics, logs or error mapping.
 
 Run by ``run.py`` as ``uvicorn skeleton:app`` with ``SKELETON_REDIS_URL`` and
-``SKELETON_ARGON2`` (``memory_kib,time_cost,parallelism``) in its environment.
+``SKELETON_ARGON2`` (``memory_kib,time_cost,parallelism``) in its environment. With
+``SKELETON_REDIS=0`` it leaves Redis out (the "floor" of ``run.py --floor``): only HTTP and the
+hash, the least any ``/verify`` on this stack can do.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from litestar import Litestar, post
 MEMORY_KIB, TIME_COST, PARALLELISM = (
     int(p) for p in os.environ.get("SKELETON_ARGON2", "19456,2,1").split(",")
 )
+USE_REDIS = os.environ.get("SKELETON_REDIS", "1") == "1"
 PEPPER = os.urandom(32)
 SALT = os.urandom(16)
 
@@ -59,7 +62,7 @@ class Verdict(msgspec.Struct):
 async def verify(data: VerifyRequest) -> Verdict:
     """Count the attempt, hash the keyed code, compare, record the verdict."""
     key = f"skeleton:{{{data.challenge_id.partition('.')[0]}}}:c"
-    stored = await reserve(keys=[key])
+    stored = await reserve(keys=[key]) if USE_REDIS else None
     keyed = hmac.new(PEPPER, f"{data.challenge_id}:{data.code}".encode(), hashlib.sha256).digest()
     digest = await asyncio.get_running_loop().run_in_executor(
         hashing,
@@ -69,7 +72,8 @@ async def verify(data: VerifyRequest) -> Verdict:
         ),
     )  # fmt: skip
     matched = hmac.compare_digest(digest, stored or digest)
-    await settle(keys=[key], args=["1" if matched else "0"])
+    if USE_REDIS:
+        await settle(keys=[key], args=["1" if matched else "0"])
     return Verdict(challenge_id=data.challenge_id, status="approved")
 
 
