@@ -316,7 +316,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
-def verify_pairs(report: Report) -> list[tuple[LoadResult, LoadResult]]:
+def paired_verify_runs(report: Report) -> list[tuple[LoadResult, LoadResult]]:
     """Each service /verify run with the skeleton run of the same profile, client count and
     round (the n-th of each), when there is one."""
     paired: list[tuple[LoadResult, LoadResult]] = []
@@ -334,7 +334,7 @@ def verify_pairs(report: Report) -> list[tuple[LoadResult, LoadResult]]:
 def rounds_rows(report: Report) -> list[list[str]]:
     """Median figures per profile and client count where /verify ran more than one round."""
     groups: dict[tuple[str, int], list[tuple[LoadResult, LoadResult]]] = {}
-    for ours, reference in verify_pairs(report):
+    for ours, reference in paired_verify_runs(report):
         groups.setdefault((ours.profile.name, ours.clients), []).append((ours, reference))
     rows = []
     for (name, clients), runs in groups.items():
@@ -382,7 +382,7 @@ def summary(report: Report, header: str) -> str:
         "Each run's ceiling comes from argon2 timed right before and right after it (hash ms: "
         "the mean of the two medians), as argon2's speed here drifts from minute to minute.",
     ]
-    pairs = {id(ours): reference for ours, reference in verify_pairs(report)}
+    pairs = {id(ours): reference for ours, reference in paired_verify_runs(report)}
     rows = []
     for r in [*report.loads, *report.skeleton, *report.floor]:
         reference = pairs.get(id(r))

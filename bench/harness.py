@@ -385,6 +385,7 @@ class SkeletonProcess:
         """``redis=False``: the floor, which leaves Redis out (see skeleton.py)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.redis = redis
         self.name = "skeleton" if redis else "floor"
         env = {
             **os.environ, "SKELETON_REDIS_URL": redis_url, "SKELETON_ARGON2": argon2,

@@ -56,7 +56,7 @@ from harness import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from harness import CpuUse
 
@@ -158,15 +158,16 @@ class Options:
         parser.add_argument(
             "--floor",
             action="store_true",
-            help="after each skeleton run, run the skeleton without Redis (HTTP and the hash "
-            "only: the floor)",
+            help="also run the skeleton without Redis (HTTP and the hash only: the floor), "
+            "after each skeleton run with --rounds, else after all of them",
         )
         parser.add_argument(
             "--rounds",
             type=int,
             default=1,
             help="/verify runs per client count; with more than one, the service's and the "
-            "skeleton's runs alternate, both up, and the summary adds their medians (default 1)",
+            "skeleton's (and the floor's) runs alternate, all up, and the summary adds their "
+            "medians (default 1; with --no-skeleton, the service's runs only, no medians)",
         )
         parser.add_argument(
             "--keep-workdir",
@@ -181,6 +182,8 @@ class Options:
             parser.error(f"unknown profile(s) {unknown}; choose from {sorted(by_name)}")
         if args.rounds < 1:
             parser.error("--rounds must be at least 1")
+        if args.floor and args.no_skeleton:
+            parser.error("--floor runs beside the skeleton: drop --no-skeleton")
         quick = bool(args.quick)
         return cls(
             quick=quick,
@@ -199,7 +202,7 @@ class Options:
             profiles=tuple(by_name[n] for n in names),
             keep_workdir=args.keep_workdir,
             skeleton=not args.no_skeleton,
-            floor=bool(args.floor) and not args.no_skeleton,
+            floor=bool(args.floor),
             rounds=args.rounds,
             source=Path(args.source).resolve(),
         )
@@ -250,11 +253,17 @@ class ProfileBench:
             outbox_key=self.otpservice.outbox_key,
         )
         service = Service(self.workdir, name, config, self.otpservice.source)
-        # With rounds, the skeleton is up beside the service and their /verify runs alternate,
-        # so both see the same minutes of this VM's drifting speed.
+        # With rounds, the skeleton (and the floor) are up beside the service and their /verify
+        # runs alternate, so all see the same minutes of this VM's drifting speed.
         alternate = options.skeleton and options.rounds > 1
-        references = self.start_references() if alternate else []
-        try:
+        with contextlib.ExitStack() as running:  # closed last in, first out; also on errors
+            running.callback(self.keep_stderr, service)
+            running.callback(service.close)
+            references = (
+                [running.enter_context(self.reference(r)) for r in self.reference_kinds()]
+                if alternate
+                else []
+            )
             say(f"[{name}] service up on {service.base_url}; warming up")
             self.warm_up(service)
             for clients in CLIENT_COUNTS:
@@ -268,49 +277,46 @@ class ProfileBench:
                 time.sleep(options.settle_s)
                 self.report.commands += self.round_trips(service)
                 self.report.memory = self.memory(service)
-        finally:
-            service.close()
-            for reference in references:
-                reference.close()
-            self.report.stderr[name] = (dict(service.stderr_levels()), service.stderr_problems())
         if options.skeleton and not alternate:
-            for reference in self.start_references():
-                try:
+            for redis_on in self.reference_kinds():
+                with self.reference(redis_on) as reference:
                     for clients in CLIENT_COUNTS:
                         self.reference_run(reference, clients)
-                finally:
-                    reference.close()
 
-    def start_references(self) -> list[SkeletonProcess]:
-        """The reference skeleton and, with ``--floor``, the floor (the skeleton without
-        Redis), hashing with this profile, on the same Redis."""
+    def keep_stderr(self, service: Service) -> None:
+        """What the stopped service wrote to stderr, for the summary."""
+        levels, problems = service.stderr_levels(), service.stderr_problems()
+        self.report.stderr[self.profile.name] = (dict(levels), problems)
+
+    def reference_kinds(self) -> tuple[bool, ...]:
+        """Which reference apps run, by whether they use Redis: the skeleton, then the floor
+        (with ``--floor``)."""
+        return (True, False) if self.options.floor else (True,)
+
+    @contextlib.contextmanager
+    def reference(self, redis_on: bool) -> Iterator[SkeletonProcess]:
+        """The skeleton (``redis_on``) or the floor, hashing with this profile, on the same
+        Redis; stopped on the way out."""
         profile = self.profile
-        references = []
+        reference = SkeletonProcess(
+            self.workdir, self.store.url,
+            f"{profile.memory_kib},{profile.time_cost},{profile.parallelism}",
+            self.options.workers, redis=redis_on,
+        )  # fmt: skip
         try:
-            for redis_on in (True, False) if self.options.floor else (True,):
-                reference = SkeletonProcess(
-                    self.workdir, self.store.url,
-                    f"{profile.memory_kib},{profile.time_cost},{profile.parallelism}",
-                    self.options.workers, redis=redis_on,
-                )  # fmt: skip
-                references.append(reference)
-                say(f"[{profile.name}] {reference.name} up on {reference.base_url}")
-        except BaseException:
-            for reference in references:
-                reference.close()
-            raise
-        return references
+            say(f"[{profile.name}] {reference.name} up on {reference.base_url}")
+            yield reference
+        finally:
+            reference.close()
 
     def reference_run(self, reference: SkeletonProcess, clients: int) -> None:
         """One wrk run of the skeleton's (or the floor's) /verify."""
         profile = self.profile
         # It checks no code: any id and code will do, each sent once like the pairs.
-        best = max(
-            [self.sizing_rate()]
-            + [r.rps for r in self.report.loads if r.profile == profile]
-            + [r.rps for r in [*self.report.skeleton, *self.report.floor] if r.profile == profile]
+        report = self.report
+        count = self.pairs_needed(
+            r.rps for r in [*report.loads, *report.skeleton, *report.floor] if r.profile == profile
         )
-        count = int(best * PAIRS_MARGIN * self.options.duration_s) + 200
         pairs_file = self.workdir / f"{reference.name}-{profile.name}-{clients}.txt"
         pairs_file.write_text(
             "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),
@@ -324,11 +330,14 @@ class ProfileBench:
             record, profile, f"{reference.name} /verify", clients, cost, cpu, pairs=count
         )
         say(result.line())
-        (self.report.skeleton if reference.name == "skeleton" else self.report.floor).append(result)
+        (report.skeleton if reference.redis else report.floor).append(result)
 
-    def sizing_rate(self) -> float:
-        """A /verify rate to size batches of pairs by: the ceiling, at most VERIFY_RATE_CAP."""
-        return min(self.cost.ceiling_rps, VERIFY_RATE_CAP)
+    def pairs_needed(self, rates: Iterable[float]) -> int:
+        """Pairs for one /verify run: PAIRS_MARGIN x the duration x the best of ``rates`` (the
+        profile's runs so far) or the argon2 ceiling, whichever is higher (the ceiling capped at
+        VERIFY_RATE_CAP, which is what hashing "off" is sized by)."""
+        best = max([min(self.cost.ceiling_rps, VERIFY_RATE_CAP), *rates])
+        return int(best * PAIRS_MARGIN * self.options.duration_s) + 200
 
     def note(self, text: str) -> None:
         """Something the summary should mention."""
@@ -408,8 +417,7 @@ class ProfileBench:
         """wrk on POST /verify, each pre-created (challenge id, code) pair sent once."""
         options = self.options
         service.sms.poll()
-        best = max(r.rps for r in self.report.loads if r.profile == self.profile)
-        needed = int(max(best, self.sizing_rate()) * PAIRS_MARGIN * options.duration_s) + 200
+        needed = self.pairs_needed(r.rps for r in self.report.loads if r.profile == self.profile)
         if service.sms.unused < needed:
             missing = needed - service.sms.unused
             say(f"[{self.profile.name}] pre-creating {missing:,} challenges with httpx")
