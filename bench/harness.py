@@ -386,7 +386,6 @@ class SkeletonProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.redis = redis
-        self.name = "skeleton" if redis else "floor"
         env = {
             **os.environ, "SKELETON_REDIS_URL": redis_url, "SKELETON_ARGON2": argon2,
             "SKELETON_REDIS": "1" if redis else "0",
@@ -411,6 +410,11 @@ class SkeletonProcess:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def name(self) -> str:
+        """``skeleton``, or ``floor`` when it leaves Redis out."""
+        return "skeleton" if self.redis else "floor"
 
     def close(self) -> None:
         """Stop it (SIGTERM, then SIGKILL)."""

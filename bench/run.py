@@ -311,12 +311,11 @@ class ProfileBench:
 
     def reference_run(self, reference: SkeletonProcess, clients: int) -> None:
         """One wrk run of the skeleton's (or the floor's) /verify."""
-        profile = self.profile
-        # It checks no code: any id and code will do, each sent once like the pairs.
-        report = self.report
+        profile, report = self.profile, self.report
         count = self.pairs_needed(
             r.rps for r in [*report.loads, *report.skeleton, *report.floor] if r.profile == profile
         )
+        # It checks no code: any id and code will do, each sent once like the pairs.
         pairs_file = self.workdir / f"{reference.name}-{profile.name}-{clients}.txt"
         pairs_file.write_text(
             "".join(f"s{n}.{secrets.token_urlsafe(12)} 123456\n" for n in range(count)),
