@@ -277,7 +277,7 @@ class Otpservice:
     def probe(cls, source: Path) -> Otpservice:
         """Ask ``python -m otpservice``'s interpreter, run from ``source``, what it imports."""
         code = (
-            "import json, otpservice, otpservice.settings as s; print(json.dumps(["
+            "import json, otpservice, otpservice.config.schema as s; print(json.dumps(["
             "otpservice.__file__, getattr(otpservice, '__version__', '?'), "
             "'allow_console_sender' in s.UnsafeOverrides.__struct_fields__, "
             "'providers' in s.SmsSettings.__struct_fields__, "

@@ -239,4 +239,8 @@ class HashingBusy(Unavailable):
 
 
 class ConfigError(Exception):
-    """A setting is invalid; the message names the key."""
+    """A setting is invalid; the message names the key (``key``, when one is to blame)."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key

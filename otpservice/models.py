@@ -156,3 +156,18 @@ class InboundSms(Model, frozen=True):
     recipient: str  # our number it came to
     body: str
     message_id: str  # the provider's id; a repeat of the same message has the same one
+
+
+class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One message as the outbox holds it: the recipient and text only sealed."""
+
+    send_id: str
+    challenge_id: str
+    key_id: str
+    sealed: bytes
+    attempt: int = 0
+    first_attempt_at: float
+    deadline_ms: int
+    # Set when the outcome of an attempt is unknown at a provider that drops repeats: the
+    # message may only be repeated there.
+    provider: str = ""

@@ -17,11 +17,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from otpservice.app import create_app
+from otpservice.config.schema import Settings
 from otpservice.errors import StoreUnavailable
-from otpservice.settings import Settings, load_settings
-from otpservice.sms import ConsoleSender
+from otpservice.models import OutboxEntry
+from otpservice.sms.console import ConsoleSender
 from otpservice.store import connect
-from otpservice.store.outbox import OutboxEntry, QueueStore
+from otpservice.store.queues import QueueStore
+from otpservice.validation import load_settings
 from tests.servers.redis import RedisClusterServers, RedisServer
 
 ApiFactory = Callable[..., Any]
@@ -97,7 +99,7 @@ class Phone:
 
     def watch(self, app: Litestar) -> Litestar:
         """Let ``sent()`` wait for this app's outbox to empty."""
-        self._outboxes.append(app.state.runtime.outbox)
+        self._outboxes.append(app.state.runtime.stores.outbox)
         return app
 
     async def sent(self, within_s: float = 5.0) -> list[tuple[str, str, str]]:

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.abuse import client_address, geo_refusal, is_safe, rule_subject
+from otpservice.config.schema import GeoSettings, RateRule, SafeList, Window
 from otpservice.phone import parse_phone
-from otpservice.settings import GeoSettings, RateRule, SafeList, Window
+from otpservice.usecases.abuse import client_address, geo_refusal, is_safe, rule_subject
 from tests.conftest import ApiFactory, Phone
 from tests.helpers import PHONE, api_tokens, assert_problem, issue
 

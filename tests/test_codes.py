@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from otpservice import codes
-from otpservice.codes import CodeHasher, Pepper, generate_code, is_well_formed_code
+from otpservice.config.schema import HashingSettings
+from otpservice.crypto import codes
+from otpservice.crypto.codes import CodeHasher, Pepper, generate_code, is_well_formed_code
 from otpservice.errors import HashingBusy
 from otpservice.models import CodeHash
-from otpservice.settings import HashingSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.app import create_app
-from otpservice.codes import CodeHasher, Pepper
-from otpservice.settings import Settings
+from otpservice.config.schema import Settings
+from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.store import connect
 from tests.conftest import PEPPER, Phone, running
 from tests.helpers import PHONE, assert_problem, issue, issue_code, wrong

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from otpservice.settings import load_settings
+from otpservice.validation import load_settings
 
 K8S = Path(__file__).parent.parent / "k8s"
 OVERLAYS = ["base", "overlays/sidecar-example-redis", "overlays/sidecar-external-redis",

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from otpservice.app import create_app
+from otpservice.config.schema import Settings
 from otpservice.logs import MaskingFormatter, configure_logging
-from otpservice.settings import Settings
 from otpservice.store import connect
 from tests.conftest import ApiFactory, Phone
 from tests.helpers import issue_code, wrong

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from otpservice.__main__ import openapi_document
+from otpservice.cli import openapi_document
 
 SPEC = Path(__file__).parent.parent / "openapi" / "openapi.json"
 

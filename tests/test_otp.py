@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.app import create_app
-from otpservice.codes import CodeHasher, Pepper
+from otpservice.config.schema import Settings
+from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.models import ChallengeRequest
-from otpservice.settings import Settings
 from tests.conftest import INDEX_KEY, PEPPER, ApiFactory, Phone, running
 from tests.helpers import PHONE, api_tokens, assert_problem, issue, issue_code, wrong
 from tests.servers.redis import RedisServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from otpservice.periodic import every
+from otpservice.workers.periodic import every
 
 
 async def test_a_job_runs_at_once_survives_failures_and_runs_once_more_at_stop() -> None:

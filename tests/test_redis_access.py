@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from otpservice.app import create_app
-from otpservice.settings import Settings
+from otpservice.config.schema import Settings
 from otpservice.store import connect
 from tests.conftest import INDEX_KEY, PEPPER, Phone, running
 from tests.helpers import assert_problem, issue_code

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.app import create_app
-from otpservice.settings import load_settings
+from otpservice.validation import load_settings
 from tests.conftest import INDEX_KEY, OUTBOX_KEY, PEPPER, Phone, running
 from tests.helpers import assert_problem
 from tests.servers.redis import RedisServer

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from otpservice.__main__ import limits_table, main
+from otpservice.cli import limits_table, main
 from otpservice.errors import ConfigError
-from otpservice.settings import load_settings
+from otpservice.validation import load_settings
 
 SECRET = "s" * 32
 OUTBOX_KEY = "b3V0Ym94LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE="
@@ -313,3 +313,41 @@ def test_a_short_event_grid_secret_is_refused(tmp_path: Path) -> None:
     text = GOOD.replace('index_key = "', 'acs_webhook_secret = "short"\nindex_key = "')
     with pytest.raises(ConfigError, match=r"secrets\.acs_webhook_secret is too short"):
         load_settings(write(tmp_path, text), environ={})
+
+
+def test_an_error_says_where_the_bad_value_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "\n[hashing]\nmemory_kib = 'lots'\n")
+    with pytest.raises(ConfigError, match=r"hashing\.memory_kib") as in_file:
+        load_settings(path, environ={})
+    assert f"(from {path})" in str(in_file.value)
+    with pytest.raises(ConfigError, match=r"code\.digits = 4 is under 6") as in_env:
+        load_settings(write(tmp_path, GOOD), environ={"OTP_CODE__DIGITS": "4"})
+    assert "(from OTP_CODE__DIGITS)" in str(in_env.value)
+    tokens = '[{"client": "app", "token_sha256": "xyz"}]'
+    with pytest.raises(ConfigError, match=r"api_tokens\[0\]\.token_sha256") as in_json:
+        load_settings(write(tmp_path, GOOD), environ={"OTP_API_TOKENS": tokens})
+    assert "(from OTP_API_TOKENS)" in str(in_json.value)
+    pepper = tmp_path / "pepper"
+    pepper.write_text("short\n")
+    text = GOOD.replace(f'pepper = "{SECRET}"', f'pepper_file = "{pepper}"')
+    with pytest.raises(ConfigError, match=r"secrets\.pepper is too short") as in_secret:
+        load_settings(write(tmp_path, text), environ={})
+    assert f"(from the file {pepper} named by {tmp_path / 'otp.toml'})" in str(in_secret.value)
+
+
+def test_a_runtime_takes_only_checked_settings(tmp_path: Path) -> None:
+    from redis.asyncio import Redis
+
+    from otpservice.config.schema import RequiredSecrets, ValidSettings
+    from otpservice.config.sources import convert_settings
+    from otpservice.runtime import Runtime
+
+    unchecked = convert_settings({"redis": {"url": "redis://127.0.0.1:1"}})
+    assert not isinstance(unchecked, ValidSettings)
+    with pytest.raises(TypeError, match="ValidSettings"):
+        Runtime(unchecked, Redis())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pepper"):
+        RequiredSecrets()  # type: ignore[call-arg]
+    checked = load_settings(write(tmp_path, GOOD), environ={})
+    assert isinstance(checked, ValidSettings)
+    assert checked.secrets.pepper == SECRET

@@ -1,21 +1,16 @@
 """Sending SMS: providers behind one small interface, chained for failover.
 
-``build_sender`` turns ``sms.providers`` into a ``ProviderChain``. Each provider module knows
-its wire format; ``outcomes`` says what a failure means for a retry; ``templates`` writes the
-message text.
+This module holds the interface (``SmsSender``, ``SmsProvider``) and the outcomes only, so
+that code which merely names a message or a failure loads no HTTP client and no provider.
+``factory.build_sender`` turns ``sms.providers`` into a ``chain.ProviderChain``; each provider
+module knows its wire format; ``outcomes`` says what a failure means for a retry;
+``templates`` writes the message text.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-import httpx
-
-from otpservice.settings import AcsProvider, ConsoleProvider, GenericProvider, TwilioProvider
-from otpservice.sms.acs import AcsSender
-from otpservice.sms.chain import ProviderChain
-from otpservice.sms.console import ConsoleSender
-from otpservice.sms.generic import GenericSender
 from otpservice.sms.outcomes import (
     NotAccepted,
     OutboundSms,
@@ -24,10 +19,6 @@ from otpservice.sms.outcomes import (
     SendFailure,
     SendReceipt,
 )
-from otpservice.sms.twilio import TwilioSender
-
-if TYPE_CHECKING:
-    from otpservice.settings import Settings
 
 
 class SmsSender(Protocol):
@@ -42,6 +33,14 @@ class SmsSender(Protocol):
         ...
 
 
+class BodySigner(Protocol):
+    """Signs a request body (``crypto.webhook_signing.WebhookSigner``, given by the runtime)."""
+
+    def headers(self, message_id: str, body: bytes) -> dict[str, str]:
+        """The headers that carry the signature of ``body``, sent as ``message_id``."""
+        ...
+
+
 class SmsProvider(SmsSender, Protocol):
     """One provider."""
 
@@ -51,40 +50,14 @@ class SmsProvider(SmsSender, Protocol):
     deduplicates: bool
 
 
-def build_sender(settings: Settings) -> ProviderChain:
-    """The configured providers, in order, sharing one pooled HTTP client."""
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        follow_redirects=False,
-    )
-    senders: list[SmsProvider] = []
-    for provider in settings.sms.providers:
-        if isinstance(provider, ConsoleProvider):
-            senders.append(ConsoleSender(name=provider.label))
-        elif isinstance(provider, AcsProvider):
-            senders.append(AcsSender(provider, client))
-        elif isinstance(provider, TwilioProvider):
-            senders.append(TwilioSender(provider, client, settings.public_base_url))
-        elif isinstance(provider, GenericProvider):
-            senders.append(GenericSender(provider, client))
-    return ProviderChain(
-        senders,
-        breaker_failures=settings.sms.breaker_failures,
-        breaker_seconds=settings.sms.breaker_seconds,
-        client=client,
-    )
-
-
 __all__ = [
-    "ConsoleSender",
+    "BodySigner",
     "NotAccepted",
     "OutboundSms",
     "OutcomeUnknown",
-    "ProviderChain",
     "Rejected",
     "SendFailure",
     "SendReceipt",
     "SmsProvider",
     "SmsSender",
-    "build_sender",
 ]

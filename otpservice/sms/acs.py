@@ -26,7 +26,7 @@ from otpservice.sms.outcomes import NotAccepted, OutcomeUnknown, Rejected, SendR
 if TYPE_CHECKING:
     import httpx
 
-    from otpservice.settings import AcsProvider
+    from otpservice.config.schema import AcsProvider
     from otpservice.sms.outcomes import OutboundSms
 
 

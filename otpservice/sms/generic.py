@@ -12,12 +12,12 @@ import msgspec
 
 from otpservice.sms.http import post
 from otpservice.sms.outcomes import SendReceipt
-from otpservice.webhook_signing import WebhookSigner
 
 if TYPE_CHECKING:
     import httpx
 
-    from otpservice.settings import GenericProvider
+    from otpservice.config.schema import GenericProvider
+    from otpservice.sms import BodySigner
     from otpservice.sms.outcomes import OutboundSms
 
 
@@ -38,11 +38,14 @@ class _Accepted(msgspec.Struct):
 class GenericSender:
     """POSTs each message to one URL."""
 
-    def __init__(self, settings: GenericProvider, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self, settings: GenericProvider, client: httpx.AsyncClient, signer: BodySigner
+    ) -> None:
+        """``signer`` signs with ``settings.secret`` (``crypto.webhook_signing``)."""
         self.name = settings.label
         self.deduplicates = settings.deduplicates
         self._url = settings.url
-        self._signer = WebhookSigner(settings.secret)
+        self._signer = signer
         self._client = client
         self._timeout = settings.timeout_seconds
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from otpservice.errors import ConfigError
 
 if TYPE_CHECKING:
-    from otpservice.settings import Settings
+    from otpservice.config.schema import Settings
 
 FIELDS = frozenset({"code", "app_name", "ttl_minutes"})
 
@@ -60,7 +60,8 @@ class MessageTemplates:
                 raise ConfigError(
                     f"{where} takes {segments(sample)} SMS segments with the autofill lines "
                     "(at most 160 GSM-7 or 70 other characters); shorten it or set "
-                    "sms.allow_multipart = true"
+                    "sms.allow_multipart = true",
+                    key=where,
                 )
 
     def render(self, locale: str | None, code: str) -> str:
@@ -86,12 +87,13 @@ def _check_fields(template: str, where: str) -> None:
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as exc:
-        raise ConfigError(f"{where} is malformed: {exc}") from exc
+        raise ConfigError(f"{where} is malformed: {exc}", key=where) from exc
     unknown = fields - FIELDS
     if unknown:
         raise ConfigError(
             f"{where} has unknown placeholders {sorted(unknown)}; "
-            f"use {', '.join('{' + f + '}' for f in sorted(FIELDS))}"
+            f"use {', '.join('{' + f + '}' for f in sorted(FIELDS))}",
+            key=where,
         )
     if "code" not in fields:
-        raise ConfigError(f"{where} must contain {{code}}")
+        raise ConfigError(f"{where} must contain {{code}}", key=where)

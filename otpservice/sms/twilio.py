@@ -20,7 +20,7 @@ from otpservice.sms.http import post
 from otpservice.sms.outcomes import NotAccepted, Rejected, SendReceipt
 
 if TYPE_CHECKING:
-    from otpservice.settings import TwilioProvider
+    from otpservice.config.schema import TwilioProvider
     from otpservice.sms.outcomes import OutboundSms
 
 # Error codes that mean "this number cannot get this message", whatever we retry: invalid

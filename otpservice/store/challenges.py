@@ -33,7 +33,7 @@ from otpservice.models import (
 from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
-    from otpservice.settings import Settings
+    from otpservice.config.schema import Settings
     from otpservice.store.keys import ChallengeKeys, KeySpace
     from otpservice.store.scripts import StoreCommands
 

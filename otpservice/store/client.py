@@ -11,7 +11,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 if TYPE_CHECKING:
-    from otpservice.settings import Settings
+    from otpservice.config.schema import Settings
 
 StoreClient = Redis | RedisCluster
 

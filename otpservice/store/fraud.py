@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from otpservice.models import Model
 
 if TYPE_CHECKING:
-    from otpservice.settings import FraudGuardSettings
+    from otpservice.config.schema import FraudGuardSettings
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from otpservice.models import Model
 
 if TYPE_CHECKING:
-    from otpservice.settings import RateRule
+    from otpservice.config.schema import RateRule
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
 

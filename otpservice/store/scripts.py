@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from redis.commands.core import AsyncScript
 
-    from otpservice.settings import RedisSettings
+    from otpservice.config.schema import RedisSettings
     from otpservice.store.client import StoreClient
 
 # Replies that mean "cannot serve now", not "bug": a wrong password or missing permission (an

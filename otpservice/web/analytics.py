@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from litestar import Request, get
 from litestar.params import QueryParameter
 
-from otpservice.analytics import AnalyticsReport, GroupBy
 from otpservice.errors import InvalidInput
+from otpservice.usecases.analytics import AnalyticsReport, GroupBy
+from otpservice.web.context import services
 from otpservice.web.problems import problem_responses
-
-if TYPE_CHECKING:
-    from otpservice.analytics import Analytics
 
 DAY_MS = 86_400_000
 
@@ -41,7 +39,7 @@ async def read_analytics(
         raise InvalidInput("from must not be after to", code="invalid_period")
     if end_ms - start_ms > 366 * DAY_MS:
         raise InvalidInput("the period is at most 366 days", code="invalid_period")
-    analytics: Analytics = request.app.state.runtime.analytics
+    analytics = services(request).analytics
     return await analytics.report(start_ms, end_ms, group_by)
 
 

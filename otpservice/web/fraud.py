@@ -9,13 +9,13 @@ import msgspec
 from litestar import Request, delete, get
 from litestar.params import FromPath
 
+from otpservice.config.schema import NUMBER_PREFIX_PATTERN
 from otpservice.errors import InvalidInput
-from otpservice.settings import NUMBER_PREFIX_PATTERN
-from otpservice.web.context import audit
+from otpservice.web.context import audit, services
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
-    from otpservice.abuse import AbusePolicy
+    from otpservice.usecases.abuse import AbusePolicy
 
 _DESTINATION = re.compile(NUMBER_PREFIX_PATTERN)
 
@@ -42,7 +42,7 @@ def _policy(request: Request[Any, Any, Any], destination: str) -> AbusePolicy:
             'destination must be a calling code or number prefix such as "+44" or "+4470"',
             code="invalid_destination",
         )
-    policy: AbusePolicy = request.app.state.runtime.abuse
+    policy = services(request).abuse
     return policy
 
 

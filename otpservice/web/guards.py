@@ -22,7 +22,7 @@ from otpservice.errors import Forbidden, Unauthorized
 if TYPE_CHECKING:
     from litestar import Request
 
-    from otpservice.settings import ApiToken
+    from otpservice.config.schema import ApiToken
 
 # The client name used when no tokens are configured (a sidecar trusting its pod).
 POD_CLIENT = "default"

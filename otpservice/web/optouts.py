@@ -11,12 +11,12 @@ from litestar.params import FromPath, Parameter
 
 from otpservice.models import datetime_from_ms
 from otpservice.phone import mask_numbers
-from otpservice.web.context import audit
+from otpservice.web.context import audit, services
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
     from otpservice.models import OptOut
-    from otpservice.optouts import OptOuts
+    from otpservice.usecases.optouts import OptOuts
 
 
 class OptOutState(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,7 +57,7 @@ class OptOutPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _optouts(request: Request[Any, Any, Any]) -> OptOuts:
-    optouts: OptOuts = request.app.state.runtime.optouts
+    optouts = services(request).optouts
     return optouts
 
 

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from litestar import Request, delete
 from litestar.params import FromPath
 
 from otpservice.phone import mask_numbers
-from otpservice.privacy import Erasure
-from otpservice.web.context import audit
+from otpservice.usecases.privacy import Erasure
+from otpservice.web.context import audit, services
 from otpservice.web.problems import problem_responses
-
-if TYPE_CHECKING:
-    from otpservice.privacy import PersonalData
 
 
 @delete("/personal-data/{phone:str}", status_code=200, summary="Erase a number's data",
         responses=problem_responses(400, 401, 403, 503))  # fmt: skip
 async def erase_personal_data(phone: FromPath[str], request: Request[Any, Any, Any]) -> Erasure:
     """Erase everything held about ``phone`` (E.164) except its opt-out, which is kept."""
-    personal_data: PersonalData = request.app.state.runtime.personal_data
+    personal_data = services(request).personal_data
     erasure = await personal_data.erase(phone)
     await audit(request, "admin.erase", phone=mask_numbers(phone),
                 records=erasure.records_erased, events=erasure.events_erased)  # fmt: skip

@@ -16,16 +16,15 @@ from urllib.parse import parse_qsl
 
 from litestar import Request, Response, post, route
 
+from otpservice.config.schema import TwilioProvider
 from otpservice.errors import Forbidden, InvalidInput, Unauthorized
 from otpservice.models import InboundSms
-from otpservice.settings import TwilioProvider
 from otpservice.sms import acs, twilio
-from otpservice.web.context import otp_service
+from otpservice.web.context import otp_service, services
 from otpservice.web.problems import problem_responses
 
 if TYPE_CHECKING:
-    from otpservice.inbound import InboundMessages
-    from otpservice.settings import Settings
+    from otpservice.config.schema import Settings
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +171,7 @@ async def _reply_received(
 ) -> None:
     """Hand a reply to the inbound handling. A sender that is no valid number (a short code)
     is skipped: answering the provider with an error would only make it retry."""
-    inbound: InboundMessages = request.app.state.runtime.inbound
+    inbound = services(request).inbound
     sender = inbound.sender(kind, message.recipient, account=account)
     try:
         await inbound.received(message, sender=sender)

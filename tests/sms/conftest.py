@@ -15,7 +15,7 @@ from litestar import Litestar
 from redis.asyncio import Redis
 
 from otpservice.app import create_app
-from otpservice.settings import Settings
+from otpservice.config.schema import Settings
 from tests.conftest import running
 from tests.helpers import PHONE, wait_until
 from tests.servers.providers import (

@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.app import Runtime
-from otpservice.delivery import DeliveryWorker
+from otpservice.config.schema import Settings
 from otpservice.models import ChallengeRequest, DeliveryStatus
-from otpservice.settings import Settings
+from otpservice.runtime import Runtime
 from otpservice.store import connect
+from otpservice.workers.delivery import DeliveryWorker
 from tests.helpers import PHONE, wait_until
 from tests.servers.providers import FakeAcs, FakeGateway, FakeTwilio, Planned
 from tests.servers.redis import RedisServer
@@ -57,7 +57,7 @@ async def test_the_outbox_holds_neither_code_nor_number_and_forgets_what_is_done
     code = code_in(acs)
     for secret in (code, PHONE, PHONE[2:], "is your"):
         assert secret not in stored
-    assert await runtime.outbox.backlog() == (0, 0)  # finished entries are deleted
+    assert await runtime.stores.outbox.backlog() == (0, 0)  # finished entries are deleted
     assert await redis.xlen("otp:{outbox}:stream") == 0
     assert (await verify(api, challenge_id, code)).status_code == 200
 
@@ -80,7 +80,7 @@ async def test_a_message_whose_challenge_ended_before_it_went_out_is_not_sent(
     else:
         assert acs.delivered == []
     assert (await delivery(api, first))["status"] == "queued"  # never sent
-    assert await app.state.runtime.outbox.backlog() == (0, 0)
+    assert await app.state.runtime.stores.outbox.backlog() == (0, 0)
 
 
 async def test_a_message_past_its_codes_expiry_is_failed_not_sent(
@@ -93,7 +93,7 @@ async def test_a_message_past_its_codes_expiry_is_failed_not_sent(
     assert acs.received == []
     state = await delivery(api, challenge_id)  # the expired challenge's tombstone says so
     assert (state["status"], state["detail"]) == ("failed", "expired before sending")
-    assert await app.state.runtime.outbox.backlog() == (0, 0)
+    assert await app.state.runtime.stores.outbox.backlog() == (0, 0)
 
 
 def second_worker(runtime: Runtime, name: str) -> DeliveryWorker:
@@ -107,7 +107,7 @@ async def test_a_message_taken_by_a_worker_that_died_before_sending_is_sent_by_a
     api, app = await start_app(twilio_entry(twilio), outbox=MANUAL)
     runtime: Runtime = app.state.runtime
     challenge_id = await issue(api)
-    taken = await runtime.outbox.read("worker-that-died", 10, None)
+    taken = await runtime.stores.outbox.read("worker-that-died", 10, None)
     assert len(taken) == 1
     survivor = second_worker(runtime, "survivor")
     assert await deliver(runtime, survivor) == 0  # not idle long enough yet
@@ -128,12 +128,12 @@ async def test_a_message_a_dead_worker_was_sending_is_repeated_only_where_repeat
     api, app = await start_app(*entries, outbox=MANUAL)
     runtime: Runtime = app.state.runtime
     challenge_id = await issue(api)
-    [item] = await runtime.outbox.read("worker-that-died", 10, None)
+    [item] = await runtime.stores.outbox.read("worker-that-died", 10, None)
     # The dead worker had recorded its attempt, and may or may not have reached the provider.
-    keys = runtime.service._keys.for_challenge(challenge_id)
+    keys = runtime.services.otp._keys.for_challenge(challenge_id)
     assert keys is not None
     assert item.entry is not None
-    await runtime.challenges.record_delivery(
+    await runtime.stores.challenges.record_delivery(
         keys, DeliveryStatus.SENDING, send_id=item.entry.send_id, provider=provider
     )
     await asyncio.sleep(1.1)
@@ -147,7 +147,7 @@ async def test_a_message_a_dead_worker_was_sending_is_repeated_only_where_repeat
     else:
         assert (state["status"], state["provider"]) == ("unknown", "twilio")
         assert twilio.received == []
-    assert await runtime.outbox.backlog() == (0, 0)
+    assert await runtime.stores.outbox.backlog() == (0, 0)
 
 
 @pytest.fixture
@@ -169,7 +169,7 @@ async def test_nothing_accepted_is_lost_when_redis_restarts(
     try:
         ids = []
         for n in range(3):
-            issued, _ = await runtime.service.issue_challenge(
+            issued, _ = await runtime.services.otp.issue_challenge(
                 ChallengeRequest(phone=f"+1415555{7000 + n}"), client="default"
             )
             ids.append(issued.challenge_id)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from redis.asyncio import Redis
 
-from otpservice import events as events_module
+from otpservice.workers import events_relay as events_module
 from tests.helpers import PHONE, wait_until
 from tests.servers.providers import EVENTS_SECRET, FakeAcs, FakeApp, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, acs_entry, code_in, delivery, issue, twilio_entry

@@ -7,7 +7,7 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.app import Runtime
+from otpservice.runtime import Runtime
 from tests.helpers import PHONE, api_tokens, assert_problem
 from tests.servers.providers import FakeAcs, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, StartApp, acs_entry, delivery, issue, twilio_entry

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.settings import KeywordReplyTexts
+from otpservice.config.schema import KeywordReplyTexts
 from tests.helpers import PHONE, assert_problem, wait_until
 from tests.servers.providers import FakeAcs, FakeApp, FakeProvider, FakeTwilio, Planned
 from tests.sms.conftest import StartApi, acs_entry, delivered_to, issue, twilio_entry

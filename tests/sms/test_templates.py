@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from otpservice.config.schema import Settings
 from otpservice.errors import ConfigError
-from otpservice.settings import Settings
 from otpservice.sms.templates import MessageTemplates, segments
 
 Make = Callable[..., Settings]

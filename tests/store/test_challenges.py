@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from otpservice.app import create_app
-from otpservice.codes import CodeHasher, Pepper
-from otpservice.settings import Settings
+from otpservice.config.schema import Settings
+from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.store import StoreClient, connect
 from tests.conftest import PEPPER, Phone, cluster_client, running
 from tests.helpers import assert_problem, wrong

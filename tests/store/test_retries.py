@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.codes import CodeHasher, Pepper
+from otpservice.config.schema import Settings
+from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.errors import IncorrectCode, NumberLocked
 from otpservice.models import CodeHash
-from otpservice.settings import Settings
 from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace, StoreCommands
 from otpservice.store import challenges as challenges_module
 from tests.conftest import INDEX_KEY, PEPPER

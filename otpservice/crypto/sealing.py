@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from otpservice.errors import ConfigError
+from otpservice.models import OutboxEntry
 
 NONCE_BYTES = 12
 
@@ -38,7 +39,9 @@ def decode_key(text: str, name: str) -> bytes:
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != 32:
-        raise ConfigError(f"{name} must be 32 random bytes in base64 (openssl rand -base64 32)")
+        raise ConfigError(
+            f"{name} must be 32 random bytes in base64 (openssl rand -base64 32)", key=name
+        )
     return key
 
 
@@ -94,3 +97,40 @@ class MessageSealer:
 
 def _key_id(key: bytes) -> str:
     return hmac.new(key, b"otpservice outbox key id", hashlib.sha256).hexdigest()[:8]
+
+
+def seal_outbox_entry(
+    sealer: MessageSealer,
+    *,
+    to: str,
+    body: str,
+    send_id: str,
+    challenge_id: str,
+    first_attempt_at: float,
+    deadline_ms: int,
+) -> OutboxEntry:
+    """The outbox entry of one message: recipient and text sealed, bound to the send id."""
+    key_id, sealed = sealer.seal_sms(to, body, _outbox_binding(send_id, challenge_id))
+    return OutboxEntry(
+        send_id=send_id,
+        challenge_id=challenge_id,
+        key_id=key_id,
+        sealed=sealed,
+        first_attempt_at=first_attempt_at,
+        deadline_ms=deadline_ms,
+    )
+
+
+def open_outbox_entry(sealer: MessageSealer, entry: OutboxEntry) -> SealedSms:
+    """The recipient and text of an outbox entry.
+
+    Raises:
+        SealError: as ``MessageSealer.open_sms``; also when the entry was moved to another send.
+    """
+    return sealer.open_sms(
+        entry.key_id, entry.sealed, _outbox_binding(entry.send_id, entry.challenge_id)
+    )
+
+
+def _outbox_binding(send_id: str, challenge_id: str) -> bytes:
+    return f"{send_id}\0{challenge_id}".encode()

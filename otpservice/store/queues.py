@@ -28,21 +28,6 @@ if TYPE_CHECKING:
 GROUP = "workers"
 
 
-class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One message as the outbox holds it: the recipient and text only sealed."""
-
-    send_id: str
-    challenge_id: str
-    key_id: str
-    sealed: bytes
-    attempt: int = 0
-    first_attempt_at: float
-    deadline_ms: int
-    # Set when the outcome of an attempt is unknown at a provider that drops repeats: the
-    # message may only be repeated there.
-    provider: str = ""
-
-
 E = TypeVar("E", bound=msgspec.Struct)
 
 

@@ -21,27 +21,26 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from otpservice.models import DeliveryStatus
-from otpservice.queue_worker import QueueWorker, retry_delay
-from otpservice.sealing import SealError
+from otpservice.crypto.sealing import SealError, open_outbox_entry
+from otpservice.models import DeliveryStatus, OutboxEntry
 from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
 from otpservice.sms.chain import AttemptCancelled
-from otpservice.store.outbox import OutboxEntry
+from otpservice.workers.queue_worker import QueueWorker, retry_delay
 
 if TYPE_CHECKING:
-    from otpservice.analytics import Analytics
-    from otpservice.events import AppEvents
-    from otpservice.optouts import OptOuts
-    from otpservice.pacing import SendPacer
-    from otpservice.sealing import MessageSealer
-    from otpservice.settings import Settings
-    from otpservice.sms import ProviderChain
+    from otpservice.config.schema import Settings
+    from otpservice.crypto.sealing import MessageSealer
+    from otpservice.sms.chain import ProviderChain
     from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace
-    from otpservice.store.outbox import QueueItem, QueueStore
+    from otpservice.store.queues import QueueItem, QueueStore
+    from otpservice.usecases.analytics import Analytics
+    from otpservice.usecases.events import AppEvents
+    from otpservice.usecases.optouts import OptOuts
+    from otpservice.workers.pacing import SendPacer
 
     OutboxItem = QueueItem[OutboxEntry]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otpservice.delivery")  # a log field: kept as named before the move
 
 # States after which a taken-over message is only acknowledged.
 _SETTLED = {
@@ -52,21 +51,6 @@ _SETTLED = {
 
 class _KnownOptOut(Rejected):
     """The number is opted out in our records: not sent, nothing new to record."""
-
-
-def seal_message(sealer: MessageSealer, message: OutboundSms, deadline_ms: int) -> OutboxEntry:
-    """The outbox entry of ``message``: recipient and text sealed, bound to the send id."""
-    key_id, sealed = sealer.seal_sms(
-        message.to, message.body, _binding(message.send_id, message.challenge_id)
-    )
-    return OutboxEntry(
-        send_id=message.send_id,
-        challenge_id=message.challenge_id,
-        key_id=key_id,
-        sealed=sealed,
-        first_attempt_at=message.first_attempt_at,
-        deadline_ms=deadline_ms,
-    )
 
 
 class DeliveryWorker(QueueWorker[OutboxEntry]):
@@ -132,9 +116,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                                detail="expired before sending")  # fmt: skip
             return
         try:
-            opened = self._sealer.open_sms(
-                entry.key_id, entry.sealed, _binding(entry.send_id, entry.challenge_id)
-            )
+            opened = open_outbox_entry(self._sealer, entry)
         except SealError as exc:
             log.error(
                 "outbox: message for challenge %s cannot be opened: %s", entry.challenge_id, exc
@@ -265,7 +247,3 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                 item.entry.challenge_id, state, provider=provider, detail=detail
             )
         await self._outbox.finish(item)
-
-
-def _binding(send_id: str, challenge_id: str) -> bytes:
-    return f"{send_id}\0{challenge_id}".encode()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import IO
 
-    from otpservice.optouts import OptOuts
+    from otpservice.usecases.optouts import OptOuts
 
 FileFormat = Literal["csv", "jsonl"]
 COLUMNS = ("phone", "opted_out_at", "source", "sender", "detail")

@@ -29,7 +29,7 @@ from otpservice.models import CodeHash
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from otpservice.settings import HashingSettings
+    from otpservice.config.schema import HashingSettings
 
 
 def generate_code(digits: int) -> str:

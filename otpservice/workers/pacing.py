@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from otpservice.sms import NotAccepted
 
 if TYPE_CHECKING:
-    from otpservice.settings import Settings
+    from otpservice.config.schema import Settings
     from otpservice.store.rates import SendRates
 
 

@@ -1,32 +1,17 @@
-"""Settings: one frozen, typed value from a TOML file, ``OTP_*`` variables and ``*_file`` secrets.
+"""The settings schema: one frozen, typed value, its sections and their built-in defaults.
 
-Only this module reads configuration. Precedence: built-in defaults < TOML file < environment.
-A nested key ``code.ttl_seconds`` is ``OTP_CODE__TTL_SECONDS`` in the environment. Every secret
-(``secrets.pepper`` ...) can instead be given as ``secrets.pepper_file``, a path whose content
-is the value (a mounted Kubernetes Secret). Errors name the offending key.
+``sources`` reads them (TOML file, ``OTP_*`` variables, ``*_file`` secrets); the checks table
+(``otpservice.validation``) turns them into ``ValidSettings``, the only kind a runtime takes.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import math
 import os
-import secrets
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
 import msgspec
-
-from otpservice.errors import ConfigError
-
-ENV_PREFIX = "OTP_"
-SECRET_NAMES = (
-    "pepper", "previous_pepper", "index_key", "redis_password", "outbox_key", "previous_outbox_key",
-    "acs_webhook_secret", "events_secret",
-)  # fmt: skip
 
 # Limits a reviewer holds us to (security checklist); beyond them only with an explicit override.
 SAFE_MAX_TTL_SECONDS = 600
@@ -158,13 +143,13 @@ class ProviderBase(Base, frozen=True, kw_only=True, tag_field="type"):
 
 # Who answers STOP, START and HELP sent to a sender: the provider (or the carrier), or this
 # service. A person must not get two answers (see the README's "Replies" section).
-KeywordReplies = Literal["provider", "service"]
+KeywordResponder = Literal["provider", "service"]
 
 
 class ConsoleProvider(ProviderBase, frozen=True, kw_only=True, tag="console"):
     """Prints messages, codes included: development, tests and benchmarks only."""
 
-    keyword_replies: KeywordReplies = "service"
+    keyword_replies: KeywordResponder = "service"
 
 
 class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
@@ -175,7 +160,7 @@ class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
     from_number: str
     api_version: str = "2021-03-07"
     # Toll-free numbers: the carrier answers; short codes: ACS does (program brief texts).
-    keyword_replies: KeywordReplies = "provider"
+    keyword_replies: KeywordResponder = "provider"
 
 
 class TwilioProvider(ProviderBase, frozen=True, kw_only=True, tag="twilio"):
@@ -190,7 +175,7 @@ class TwilioProvider(ProviderBase, frozen=True, kw_only=True, tag="twilio"):
     )
     api_base_url: HttpsUrl = "https://api.twilio.com"
     # Twilio answers on long codes and toll-free numbers; a short code needs "service".
-    keyword_replies: KeywordReplies = "provider"
+    keyword_replies: KeywordResponder = "provider"
 
 
 class GenericProvider(ProviderBase, frozen=True, kw_only=True, tag="generic"):
@@ -201,7 +186,7 @@ class GenericProvider(ProviderBase, frozen=True, kw_only=True, tag="generic"):
     secret: str = ""
     # True when the gateway drops a repeated webhook-id: then a send that timed out is retried.
     deduplicates: bool = False
-    keyword_replies: KeywordReplies = "service"
+    keyword_replies: KeywordResponder = "service"
 
 
 Provider = ConsoleProvider | AcsProvider | TwilioProvider | GenericProvider
@@ -435,6 +420,20 @@ class Secrets(Base, frozen=True):
     __str__ = __repr__
 
 
+# Every secret's name, each also accepted as ``<name>_file``.
+SECRET_NAMES = tuple(Secrets.__struct_fields__)
+# What production cannot run without; development mode generates them.
+REQUIRED_SECRETS = ("pepper", "index_key", "outbox_key")
+
+
+class RequiredSecrets(Secrets, frozen=True, kw_only=True):
+    """``Secrets`` once checked: the required ones are there (see ``REQUIRED_SECRETS``)."""
+
+    pepper: str
+    index_key: str
+    outbox_key: str
+
+
 class Settings(Base, frozen=True):
     """The whole configuration of one otpservice process."""
 
@@ -486,339 +485,10 @@ class Settings(Base, frozen=True):
     secrets: Secrets = Secrets()
 
 
-def load_settings(
-    path: str | Path | None = None,
-    *,
-    environ: dict[str, str] | None = None,
-    dev: bool = False,
-    overrides: dict[str, Any] | None = None,
-) -> Settings:
-    """Build and validate the settings from a TOML file, the environment and ``*_file`` secrets.
+class ValidSettings(Settings, frozen=True, kw_only=True):
+    """``Settings`` that passed every check; what a runtime is built from.
 
-    ``dev`` fills in what development mode needs (generated secrets, embedded store).
-    ``overrides`` (from command-line flags) win over everything.
-
-    Raises:
-        ConfigError: naming the key that is missing or invalid.
+    Only ``otpservice.validation`` makes them (``load_settings``, ``validate_settings``).
     """
-    env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    path = path or env.get(f"{ENV_PREFIX}CONFIG")
-    if path:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    _merge(raw, _from_environment(env))
-    _merge(raw, overrides or {})
-    if "config_path" in raw:
-        raise ConfigError("config_path cannot be set; give --config or OTP_CONFIG")
-    raw["config_path"] = str(path) if path else None
-    if "dev_mode" in raw:
-        # Only the --dev flag turns development mode on, so a production pod cannot fall into it
-        # through a stray variable or config line.
-        raise ConfigError("dev_mode cannot be set in a file or the environment; use --dev")
-    _read_secret_files(raw)
-    if dev:
-        raw["dev_mode"] = True
-        # Development mode always runs on the embedded store.
-        raw.setdefault("redis", {})["url"] = None
-    settings = convert_settings(raw)
-    if settings.dev_mode:
-        settings = _fill_dev_defaults(settings)
-    validate_settings(settings)
-    return settings
 
-
-def convert_settings(raw: dict[str, Any]) -> Settings:
-    """Turn a plain mapping into ``Settings``; type errors name the key."""
-    try:
-        return msgspec.convert(raw, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        where = ""
-        if " - at `$." in message:
-            message, where = message.split(" - at `$.", 1)
-            where = where.rstrip("`")
-        raise ConfigError(f"invalid setting {where or '(top level)'}: {message}") from exc
-
-
-def validate_settings(settings: Settings) -> None:
-    """Refuse unsafe or inconsistent settings unless explicitly overridden.
-
-    Raises:
-        ConfigError: naming the key and the override that would allow it.
-    """
-    code, unsafe = settings.code, settings.unsafe
-    if code.ttl_seconds > SAFE_MAX_TTL_SECONDS and not unsafe.allow_long_ttl:
-        raise ConfigError(
-            f"code.ttl_seconds = {code.ttl_seconds} is over {SAFE_MAX_TTL_SECONDS}; "
-            "set unsafe.allow_long_ttl = true if you mean it"
-        )
-    if code.max_attempts > SAFE_MAX_ATTEMPTS and not unsafe.allow_many_attempts:
-        raise ConfigError(
-            f"code.max_attempts = {code.max_attempts} is over {SAFE_MAX_ATTEMPTS}; "
-            "set unsafe.allow_many_attempts = true if you mean it"
-        )
-    if code.digits < SAFE_MIN_DIGITS and not unsafe.allow_short_codes:
-        raise ConfigError(
-            f"code.digits = {code.digits} is under {SAFE_MIN_DIGITS}; "
-            "set unsafe.allow_short_codes = true if you mean it"
-        )
-    hashing = settings.hashing
-    if hashing.memory_kib < 8 * hashing.parallelism:
-        raise ConfigError("hashing.memory_kib must be at least 8 * hashing.parallelism")
-    if settings.lockout.base_seconds > settings.lockout.max_seconds:
-        raise ConfigError("lockout.base_seconds must not exceed lockout.max_seconds")
-    _check_sms(settings)
-    _check_abuse(settings)
-    pod = settings.pod_listener
-    if pod is not None and pod.port == settings.port:
-        raise ConfigError("pod_listener.port must differ from port (the API's)")
-    _check_outbox(settings)
-    _check_events(settings)
-    if settings.dev_mode:
-        if settings.workers > 1:
-            raise ConfigError("workers: development mode runs one process (its store is in it)")
-        if not _is_loopback(settings.host):
-            raise ConfigError(
-                f"host = {settings.host!r}: development mode listens on loopback only"
-            )
-        return
-    if settings.redis.url is None:
-        raise ConfigError(
-            "redis.url is not set: production needs a real Redis "
-            "(use `otpservice serve --dev` for the embedded development store)"
-        )
-    if not settings.redis.url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("redis.url must start with redis://, rediss:// or unix://")
-    if settings.redis.tls_ca_file is not None:
-        if not settings.redis.url.startswith("rediss://"):
-            raise ConfigError("redis.tls_ca_file needs a rediss:// redis.url")
-        if not Path(settings.redis.tls_ca_file).is_file():
-            raise ConfigError(f"redis.tls_ca_file: no such file {settings.redis.tls_ca_file}")
-    for name in ("pepper", "index_key", "outbox_key"):
-        value = getattr(settings.secrets, name)
-        if not value:
-            raise ConfigError(
-                f"secrets.{name} is not set (give secrets.{name}_file); "
-                "use `otpservice serve --dev` for development"
-            )
-    for name in ("pepper", "previous_pepper", "index_key", "acs_webhook_secret"):
-        value = getattr(settings.secrets, name)
-        if value and len(value.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(f"secrets.{name} is too short: use at least {MIN_SECRET_BYTES} bytes")
-    if (
-        not _is_loopback(settings.host)
-        and not settings.api_tokens
-        and not unsafe.allow_unauthenticated_bind
-    ):
-        raise ConfigError(
-            f"host = {settings.host!r} is not loopback and api_tokens is empty: anyone could "
-            "call the API; configure api_tokens or set unsafe.allow_unauthenticated_bind = true"
-        )
-    if not unsafe.allow_plain_http:
-        _require_https(settings)
-    for index, provider in enumerate(settings.sms.providers):
-        if isinstance(provider, ConsoleProvider) and not unsafe.allow_console_sender:
-            raise ConfigError(
-                f"sms.providers[{index}]: the console provider prints codes to the terminal: "
-                "it is for --dev only (set unsafe.allow_console_sender = true for benchmarks)"
-            )
-
-
-def _check_sms(settings: Settings) -> None:
-    sms = settings.sms
-    if not sms.providers:
-        raise ConfigError("sms.providers is empty: name at least one provider")
-    names = [provider.label for provider in sms.providers]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"sms.providers: two providers are named {name!r}; set name")
-    for index, provider in enumerate(sms.providers):
-        where = f"sms.providers[{index}]"
-        field = PROVIDER_SECRETS.get(provider.kind)
-        if field and not getattr(provider, field):
-            raise ConfigError(f"{where}.{field} is not set (give it as {where}.{field}_file)")
-        if isinstance(provider, AcsProvider):
-            # Imported here: the provider modules use these settings types.
-            from otpservice.sms.acs import parse_connection_string
-
-            try:
-                parse_connection_string(provider.connection_string)
-            except ValueError as exc:
-                raise ConfigError(f"{where}.connection_string: {exc}") from None
-        if isinstance(provider, GenericProvider) and provider.secret:
-            from otpservice.webhook_signing import check_secret
-
-            check_secret(provider.secret, f"{where}.secret")
-        if isinstance(provider, TwilioProvider) and (
-            (provider.from_number is None) == (provider.messaging_service_sid is None)
-        ):
-            raise ConfigError(f"{where}: set exactly one of from_number and messaging_service_sid")
-    if sms.default_locale not in sms.templates:
-        raise ConfigError(f"sms.default_locale {sms.default_locale!r} has no sms.templates entry")
-    from otpservice.sms.templates import MessageTemplates
-
-    MessageTemplates(settings)  # renders every template once: placeholders and length
-
-
-def _check_abuse(settings: Settings) -> None:
-    import phonenumbers
-
-    abuse = settings.abuse
-    names = [rule.name for rule in abuse.rules]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"abuse.rules: the name {name!r} is used twice")
-    for i, rule in enumerate(abuse.rules):
-        seconds = [w.seconds for w in rule.windows]
-        if len(set(seconds)) != len(seconds):
-            raise ConfigError(f"abuse.rules[{i}].windows: two windows of the same length")
-    geo = abuse.geo
-    for where, codes in (("allow_countries", geo.allow_countries),
-                         ("deny_countries", geo.deny_countries)):  # fmt: skip
-        unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
-        if unknown:
-            raise ConfigError(f"abuse.geo.{where}: unknown country codes {unknown}")
-
-
-def _require_https(settings: Settings) -> None:
-    """Codes, numbers and provider credentials travel only over TLS (loopback excepted)."""
-    urls: list[tuple[str, str]] = []
-    for index, provider in enumerate(settings.sms.providers):
-        where = f"sms.providers[{index}]"
-        if isinstance(provider, GenericProvider):
-            urls.append((f"{where}.url", provider.url))
-        elif isinstance(provider, TwilioProvider):
-            urls.append((f"{where}.api_base_url", provider.api_base_url))
-        elif isinstance(provider, AcsProvider):
-            endpoint = provider.connection_string.lower().partition("endpoint=")[2].split(";")[0]
-            urls.append((f"{where}.connection_string", endpoint.strip()))
-    if settings.events.callback_url:
-        urls.append(("events.callback_url", settings.events.callback_url))
-    for where, url in urls:
-        parts = urlsplit(url)
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-            raise ConfigError(
-                f"{where} is plain http: codes and credentials would cross the network in "
-                "clear; use https (or set unsafe.allow_plain_http = true for a trusted network)"
-            )
-
-
-def _check_events(settings: Settings) -> None:
-    if settings.events.callback_url is None:
-        return
-    secret = settings.secrets.events_secret
-    if not secret:
-        raise ConfigError(
-            "events.callback_url is set but secrets.events_secret is not (give "
-            "secrets.events_secret_file: 'whsec_' + base64 of 24+ random bytes)"
-        )
-    from standardwebhooks.webhooks import Webhook
-
-    try:
-        Webhook(secret)
-    except Exception as exc:
-        raise ConfigError(
-            f"secrets.events_secret is not a Standard Webhooks secret: {exc}"
-        ) from None
-
-
-def _check_outbox(settings: Settings) -> None:
-    outbox = settings.outbox
-    if outbox.claim_idle_seconds * 3 > settings.code.ttl_seconds:  # 0 (automatic) passes
-        raise ConfigError(
-            f"outbox.claim_idle_seconds = {outbox.claim_idle_seconds} is too long for "
-            f"code.ttl_seconds = {settings.code.ttl_seconds}: a message taken over that late "
-            "could arrive after its code expired; keep it under a third of the TTL"
-        )
-    from otpservice.sealing import decode_key
-
-    for name in ("outbox_key", "previous_outbox_key"):
-        value = getattr(settings.secrets, name)
-        if value:
-            decode_key(value, f"secrets.{name}")
-
-
-def _fill_dev_defaults(settings: Settings) -> Settings:
-    filled = {
-        name: getattr(settings.secrets, name) or secrets.token_urlsafe(32)
-        for name in ("pepper", "index_key", "outbox_key")
-    }
-    return msgspec.structs.replace(
-        settings, secrets=msgspec.structs.replace(settings.secrets, **filled)
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _from_environment(env: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
-            continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"environment variable {name} conflicts with another one")
-        # Lists and tables (api_tokens) come as JSON; scalars stay strings and are converted.
-        parsed: Any = value
-        if value.lstrip().startswith(("[", "{")):
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"environment variable {name} is not valid JSON: {exc}") from exc
-        node[path[-1]] = parsed
-    return tree
-
-
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def _read_secret_files(raw: dict[str, Any]) -> None:
-    section = raw.get("secrets")
-    if section is not None:
-        if not isinstance(section, dict):
-            raise ConfigError("invalid setting secrets: Expected `object`")
-        _read_files(section, SECRET_NAMES, "secrets")
-    providers = raw.get("sms", {}).get("providers") if isinstance(raw.get("sms"), dict) else None
-    if isinstance(providers, list):
-        for index, provider in enumerate(providers):
-            if isinstance(provider, dict):
-                field = PROVIDER_SECRETS.get(str(provider.get("type")))
-                if field:
-                    _read_files(provider, (field,), f"sms.providers[{index}]")
-
-
-def _read_files(section: dict[str, Any], names: tuple[str, ...], where: str) -> None:
-    """Replace each ``<name>_file`` in ``section`` by the content of the file it names."""
-    for name in names:
-        file_key = f"{name}_file"
-        if file_key not in section:
-            continue
-        file_path = section.pop(file_key)
-        if name in section:
-            raise ConfigError(f"{where}.{name} and {where}.{file_key} are both set; give one")
-        try:
-            section[name] = Path(str(file_path)).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"{where}.{file_key}: cannot read {file_path}: {exc.strerror}"
-            ) from exc
+    secrets: RequiredSecrets

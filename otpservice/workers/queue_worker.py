@@ -23,9 +23,9 @@ from otpservice.errors import Unavailable
 from otpservice.metrics import QUEUE_AGE, QUEUE_DEPTH
 
 if TYPE_CHECKING:
-    from otpservice.store.outbox import QueueItem, QueueStore
+    from otpservice.store.queues import QueueItem, QueueStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otpservice.queue_worker")  # a log field: kept as named before the move
 
 E = TypeVar("E", bound=msgspec.Struct)
 

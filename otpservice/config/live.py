@@ -13,28 +13,50 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from otpservice.errors import ConfigError
-from otpservice.settings import load_settings
 
 if TYPE_CHECKING:
-    from otpservice.settings import Settings
+    from collections.abc import Mapping
 
-log = logging.getLogger(__name__)
+    from otpservice.config.schema import Settings
+
+log = logging.getLogger("otpservice.live_settings")  # a log field: kept as named before the move
 
 # Sections that apply as soon as a reload swaps the settings.
 LIVE_SECTIONS = frozenset({"abuse", "log_level"})
 WATCH_SECONDS = 2.0
 
 
+class SettingsLoader(Protocol):
+    """Reads and checks the settings (``validation.load_settings``, given by the runtime: the
+    checks need modules above ``config``)."""
+
+    def __call__(
+        self,
+        path: str | None,
+        *,
+        environ: Mapping[str, str] | None,
+        dev: bool,
+        overrides: dict[str, Any],
+    ) -> Settings: ...
+
+
 class LiveSettings:
     """Holds the settings in force and swaps them on a good reload."""
 
-    def __init__(self, settings: Settings, *, environ: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        load: SettingsLoader,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.current = settings
+        self._load = load
         self._environ = environ
         self._seen = self._signature()
 
@@ -44,7 +66,7 @@ class LiveSettings:
         if old.config_path is None:
             return False
         try:
-            new = load_settings(
+            new = self._load(
                 old.config_path, environ=self._environ, dev=old.dev_mode,
                 overrides={"host": old.host, "port": old.port, "workers": old.workers},
             )  # fmt: skip

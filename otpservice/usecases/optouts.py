@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
-    from otpservice.analytics import Analytics
-    from otpservice.events import AppEvents
     from otpservice.models import OptOut, OptOutChange
     from otpservice.store.optouts import OptOutStore
+    from otpservice.usecases.analytics import Analytics
+    from otpservice.usecases.events import AppEvents
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otpservice.optouts")  # a log field: kept as named before the move
 
 
 class OptOuts:

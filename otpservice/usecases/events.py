@@ -6,7 +6,8 @@
 - ``security.lockout``: a number was locked after too many wrong codes;
 - ``fraud.tripped`` / ``fraud.cleared``: the fraud guard paused or resumed a destination.
 
-An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers. Its
+An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers
+(``workers/events_relay.py``). Its
 ``webhook-id`` is stable (what happened, to what), so a repeat (a report that came twice, a relay
 retried after a timeout) can be dropped by the app: delivery is at least once. Nothing is
 queued when no callback URL is set. Every event is also appended to the event stream
@@ -15,30 +16,21 @@ queued when no callback URL is set. Every event is also appended to the event st
 
 from __future__ import annotations
 
-import logging
 import time
-from datetime import datetime  # noqa: TC003 (msgspec reads the annotations at run time)
 from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 
 from otpservice.models import DeliveryStatus, datetime_from_ms
 from otpservice.phone import mask_numbers
-from otpservice.queue_worker import QueueWorker, retry_delay
-from otpservice.webhook_signing import WebhookSigner
 
 if TYPE_CHECKING:
     from otpservice.store.audit import AuditLog
     from otpservice.store.feed import EventFeed
-    from otpservice.store.outbox import QueueItem, QueueStore
-
-log = logging.getLogger(__name__)
+    from otpservice.store.queues import QueueStore
 
 # How long an event is retried before it is given up (the app was down all that time).
 EVENT_LIFETIME_MS = 24 * 3600 * 1000
-RETRY_BASE_SECONDS = 5.0
-RETRY_MAX_SECONDS = 300.0
 _EVENT_TYPES = {
     DeliveryStatus.DELIVERED: "challenge.delivered",
     DeliveryStatus.UNDELIVERED: "challenge.failed",
@@ -65,14 +57,6 @@ class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: EventData
     attempt: int = 0
     deadline_ms: int
-
-
-class EventPayload(msgspec.Struct, frozen=True):
-    """What the app receives: the Standard Webhooks payload shape."""
-
-    type: str
-    timestamp: datetime
-    data: EventData
 
 
 class AppEvents:
@@ -145,58 +129,3 @@ class AppEvents:
                 "data": msgspec.json.encode(data).decode(),
             }  # fmt: skip
             await self._feed.append(fields, now)
-
-
-class EventRelay(QueueWorker[AppEvent]):
-    """POSTs queued events to the app's callback URL, signed; retries until it answers 2xx."""
-
-    queue_name = "events"
-
-    def __init__(
-        self,
-        queue: QueueStore[AppEvent],
-        *,
-        callback_url: str,
-        secret: str,
-        client: httpx.AsyncClient,
-        claim_idle_ms: int,
-        consumer: str | None = None,
-    ) -> None:
-        super().__init__(queue, concurrency=8, claim_idle_ms=claim_idle_ms, consumer=consumer)
-        self._url = callback_url
-        self._signer = WebhookSigner(secret)
-        self._client = client
-
-    async def handle(self, item: QueueItem[AppEvent]) -> None:
-        """Relay one event; on failure, schedule a retry (or give up after a day)."""
-        event = item.entry
-        if event is None:
-            await self._queue.finish(item)
-            return
-        body = msgspec.json.encode(
-            EventPayload(
-                type=event.type,
-                timestamp=datetime_from_ms(event.occurred_at_ms),
-                data=event.data,
-            )
-        )
-        headers = self._signer.headers(event.id, body)
-        try:
-            response = await self._client.post(self._url, content=body, headers=headers, timeout=10)
-            accepted = response.is_success
-            why = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            accepted, why = False, type(exc).__name__
-        if accepted:
-            await self._queue.finish(item)
-            return
-        delay = retry_delay(event.attempt, RETRY_BASE_SECONDS, RETRY_MAX_SECONDS)
-        due_ms = int((time.time() + delay) * 1000)
-        if due_ms >= event.deadline_ms:
-            log.warning("events: %s given up after a day (%s)", event.id, why)
-            await self._queue.finish(item)
-            return
-        log.info("events: the app did not take %s (%s); retrying", event.id, why)
-        await self._queue.retry_later(
-            self.consumer, item, msgspec.structs.replace(event, attempt=event.attempt + 1), due_ms
-        )

@@ -33,7 +33,8 @@ def check_secret(secret: str, where: str) -> None:
     if len(key) < MIN_SECRET_BYTES:
         raise ConfigError(
             f"{where} must be 'whsec_' + base64 of at least {MIN_SECRET_BYTES} random bytes "
-            "(echo whsec_$(openssl rand -base64 32))"
+            "(echo whsec_$(openssl rand -base64 32))",
+            key=where,
         )
 
 

@@ -16,15 +16,15 @@ from otpservice.keywords import Keyword, match_keyword
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
-    from otpservice.events import AppEvents
+    from otpservice.config.schema import Provider, Settings
     from otpservice.models import InboundSms
-    from otpservice.optouts import OptOuts
     from otpservice.phone import PhoneNumber
-    from otpservice.replies import KeywordReplies
-    from otpservice.settings import Provider, Settings
     from otpservice.store.inbound import InboundStore
+    from otpservice.usecases.events import AppEvents
+    from otpservice.usecases.optouts import OptOuts
+    from otpservice.usecases.replies import KeywordReplies
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otpservice.inbound")  # a log field: kept as named before the move
 
 
 class InboundMessages:

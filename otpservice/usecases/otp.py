@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from otpservice.analytics import region_of
-from otpservice.codes import generate_code, is_well_formed_code
-from otpservice.delivery import seal_message
+from otpservice.crypto.codes import generate_code, is_well_formed_code
+from otpservice.crypto.sealing import seal_outbox_entry
 from otpservice.errors import (
     ChallengeNotFound,
     DestinationNotAllowed,
@@ -32,27 +31,28 @@ from otpservice.errors import (
 )
 from otpservice.models import ChallengeStatus, DeliveryStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
-from otpservice.sms import OutboundSms
 from otpservice.sms.templates import MessageTemplates
+from otpservice.usecases.analytics import region_of
 
 if TYPE_CHECKING:
-    from otpservice.abuse import AbusePolicy, Admission
-    from otpservice.analytics import Analytics
-    from otpservice.codes import CodeHasher
-    from otpservice.events import AppEvents
+    from otpservice.config.schema import Settings
+    from otpservice.crypto.codes import CodeHasher
+    from otpservice.crypto.sealing import MessageSealer
     from otpservice.models import (
         ApprovedChallenge,
         ChallengeRequest,
         ChallengeView,
         IssuedChallenge,
+        OutboxEntry,
     )
     from otpservice.phone import PhoneNumber
-    from otpservice.sealing import MessageSealer
-    from otpservice.settings import Settings
     from otpservice.store import ChallengeKeys, ChallengeStore, IdempotencyStore, KeySpace
-    from otpservice.store.outbox import OutboxEntry, QueueStore
+    from otpservice.store.queues import QueueStore
+    from otpservice.usecases.abuse import AbusePolicy, Admission
+    from otpservice.usecases.analytics import Analytics
+    from otpservice.usecases.events import AppEvents
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otpservice.otp")  # a log field: kept as named before the move
 
 
 class OtpService:
@@ -292,15 +292,17 @@ class OtpService:
                 purpose=request.purpose,
                 where=admission.where,
             )
-            message = OutboundSms(
+            entry = seal_outbox_entry(
+                self._sealer,
                 to=phone.e164,
                 body=self._templates.render(request.locale, code),
                 challenge_id=keys.challenge_id,
                 send_id=str(uuid.uuid4()),
                 first_attempt_at=time.time(),
+                deadline_ms=issued.expires_at_ms,
             )
             try:
-                await self._outbox.add(seal_message(self._sealer, message, issued.expires_at_ms))
+                await self._outbox.add(entry)
             except BaseException:
                 # The code will never be sent: make sure it cannot be used either.
                 await self._challenges.cancel(keys, client)

@@ -16,14 +16,14 @@ from otpservice.models import Model
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
-    from otpservice.events import AppEvent
     from otpservice.store.feed import EventFeed
     from otpservice.store.keys import KeySpace
     from otpservice.store.numbers import NumberRecords
     from otpservice.store.optouts import OptOutStore
-    from otpservice.store.outbox import QueueStore
+    from otpservice.store.queues import QueueStore
+    from otpservice.usecases.events import AppEvent
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("otpservice.privacy")  # a log field: kept as named before the move
 
 
 class Erasure(Model, frozen=True):

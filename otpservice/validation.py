@@ -1,0 +1,423 @@
+"""The settings checks: a table of small named checks that turn ``Settings`` into
+``ValidSettings``, and ``load_settings``, which reads the sources and runs them.
+
+The checks sit beside the composition root, not in ``config``: some parse what the providers
+and crypto modules own (ACS connection strings, Standard Webhooks secrets, outbox keys, message
+templates), and ``config`` sits below those. Add a check by writing a function that raises
+``ConfigError`` naming its key and adding a row to ``CHECKS``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import urlsplit
+
+import msgspec
+import phonenumbers
+from standardwebhooks.webhooks import Webhook
+
+from otpservice.config.schema import (
+    MIN_SECRET_BYTES,
+    PROVIDER_SECRETS,
+    REQUIRED_SECRETS,
+    SAFE_MAX_ATTEMPTS,
+    SAFE_MAX_TTL_SECONDS,
+    SAFE_MIN_DIGITS,
+    AcsProvider,
+    ConsoleProvider,
+    GenericProvider,
+    RequiredSecrets,
+    Settings,
+    TwilioProvider,
+    ValidSettings,
+)
+from otpservice.config.sources import RawSettings, convert_settings, read_sources, with_dev_secrets
+from otpservice.crypto.sealing import decode_key
+from otpservice.crypto.webhook_signing import check_secret
+from otpservice.errors import ConfigError
+from otpservice.sms.acs import parse_connection_string
+from otpservice.sms.templates import MessageTemplates
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+
+class Check(NamedTuple):
+    """One rule the settings must follow; ``applies`` says in which mode it runs."""
+
+    name: str
+    run: Callable[[Settings], None]
+    applies: Callable[[Settings], bool] = lambda _: True
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    dev: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> ValidSettings:
+    """Read the settings from their sources (``config.sources``) and check them.
+
+    ``dev`` fills in what development mode needs (generated secrets, embedded store).
+    ``overrides`` (from command-line flags) win over everything.
+
+    Raises:
+        ConfigError: naming the key that is missing or invalid, and where its value came from.
+    """
+    raw = read_sources(
+        path, environ=os.environ if environ is None else environ, overrides=overrides
+    )
+    if dev:
+        raw.tree["dev_mode"] = True
+        # Development mode always runs on the embedded store.
+        raw.tree.setdefault("redis", {})["url"] = None
+    settings = convert_settings(raw)
+    if settings.dev_mode:
+        settings = with_dev_secrets(settings)
+    return validate_settings(settings, raw)
+
+
+def validate_settings(settings: Settings, raw: RawSettings | None = None) -> ValidSettings:
+    """Run every check of ``CHECKS`` that applies; the settings as ``ValidSettings``.
+
+    Raises:
+        ConfigError: from the first check that fails, with where the value came from when
+            ``raw`` (the sources read) knows.
+    """
+    for check in CHECKS:
+        if not check.applies(settings):
+            continue
+        try:
+            check.run(settings)
+        except ConfigError as exc:
+            origin = raw.origin_of(exc.key) if raw is not None and exc.key else None
+            if origin is None:
+                raise
+            raise ConfigError(f"{exc} (from {origin})", key=exc.key) from exc
+    secrets = RequiredSecrets(
+        **{**msgspec.structs.asdict(settings.secrets), **_required_secrets(settings)}
+    )
+    fields = msgspec.structs.asdict(settings)
+    return ValidSettings(**{**fields, "secrets": secrets})
+
+
+def _required_secrets(settings: Settings) -> dict[str, str]:
+    values = {name: getattr(settings.secrets, name) for name in REQUIRED_SECRETS}
+    missing = [name for name, value in values.items() if not value]
+    if missing:  # only where no check required them: a bug in CHECKS
+        raise ConfigError(f"secrets.{missing[0]} is not set", key=f"secrets.{missing[0]}")
+    return values
+
+
+def _refuse_unsafe_code(settings: Settings) -> None:
+    code, unsafe = settings.code, settings.unsafe
+    if code.ttl_seconds > SAFE_MAX_TTL_SECONDS and not unsafe.allow_long_ttl:
+        raise ConfigError(
+            f"code.ttl_seconds = {code.ttl_seconds} is over {SAFE_MAX_TTL_SECONDS}; "
+            "set unsafe.allow_long_ttl = true if you mean it",
+            key="code.ttl_seconds",
+        )
+    if code.max_attempts > SAFE_MAX_ATTEMPTS and not unsafe.allow_many_attempts:
+        raise ConfigError(
+            f"code.max_attempts = {code.max_attempts} is over {SAFE_MAX_ATTEMPTS}; "
+            "set unsafe.allow_many_attempts = true if you mean it",
+            key="code.max_attempts",
+        )
+    if code.digits < SAFE_MIN_DIGITS and not unsafe.allow_short_codes:
+        raise ConfigError(
+            f"code.digits = {code.digits} is under {SAFE_MIN_DIGITS}; "
+            "set unsafe.allow_short_codes = true if you mean it",
+            key="code.digits",
+        )
+
+
+def _hashing_memory_fits(settings: Settings) -> None:
+    hashing = settings.hashing
+    if hashing.memory_kib < 8 * hashing.parallelism:
+        raise ConfigError(
+            "hashing.memory_kib must be at least 8 * hashing.parallelism", key="hashing.memory_kib"
+        )
+
+
+def _lockout_in_order(settings: Settings) -> None:
+    if settings.lockout.base_seconds > settings.lockout.max_seconds:
+        raise ConfigError(
+            "lockout.base_seconds must not exceed lockout.max_seconds", key="lockout.base_seconds"
+        )
+
+
+def _providers_named_once(settings: Settings) -> None:
+    if not settings.sms.providers:
+        raise ConfigError("sms.providers is empty: name at least one provider", key="sms.providers")
+    names = [provider.label for provider in settings.sms.providers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(
+                f"sms.providers: two providers are named {name!r}; set name", key="sms.providers"
+            )
+
+
+def _providers_complete(settings: Settings) -> None:
+    for index, provider in enumerate(settings.sms.providers):
+        where = f"sms.providers[{index}]"
+        secret_field = PROVIDER_SECRETS.get(provider.kind)
+        if secret_field and not getattr(provider, secret_field):
+            raise ConfigError(
+                f"{where}.{secret_field} is not set (give it as {where}.{secret_field}_file)",
+                key=f"{where}.{secret_field}",
+            )
+        if isinstance(provider, AcsProvider):
+            try:
+                parse_connection_string(provider.connection_string)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{where}.connection_string: {exc}", key=f"{where}.connection_string"
+                ) from None
+        if isinstance(provider, GenericProvider) and provider.secret:
+            check_secret(provider.secret, f"{where}.secret")
+        if isinstance(provider, TwilioProvider) and (
+            (provider.from_number is None) == (provider.messaging_service_sid is None)
+        ):
+            raise ConfigError(
+                f"{where}: set exactly one of from_number and messaging_service_sid", key=where
+            )
+
+
+def _templates_render(settings: Settings) -> None:
+    sms = settings.sms
+    if sms.default_locale not in sms.templates:
+        raise ConfigError(
+            f"sms.default_locale {sms.default_locale!r} has no sms.templates entry",
+            key="sms.default_locale",
+        )
+    MessageTemplates(settings)  # renders every template once: placeholders and length
+
+
+def _abuse_rules_distinct(settings: Settings) -> None:
+    names = [rule.name for rule in settings.abuse.rules]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"abuse.rules: the name {name!r} is used twice", key="abuse.rules")
+    for i, rule in enumerate(settings.abuse.rules):
+        seconds = [w.seconds for w in rule.windows]
+        if len(set(seconds)) != len(seconds):
+            raise ConfigError(
+                f"abuse.rules[{i}].windows: two windows of the same length",
+                key=f"abuse.rules[{i}].windows",
+            )
+
+
+def _geo_countries_known(settings: Settings) -> None:
+    geo = settings.abuse.geo
+    for where, codes in (
+        ("allow_countries", geo.allow_countries),
+        ("deny_countries", geo.deny_countries),
+    ):
+        unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ConfigError(
+                f"abuse.geo.{where}: unknown country codes {unknown}", key=f"abuse.geo.{where}"
+            )
+
+
+def _pod_port_distinct(settings: Settings) -> None:
+    pod = settings.pod_listener
+    if pod is not None and pod.port == settings.port:
+        raise ConfigError(
+            "pod_listener.port must differ from port (the API's)", key="pod_listener.port"
+        )
+
+
+def _claim_idle_inside_ttl(settings: Settings) -> None:
+    outbox = settings.outbox
+    if outbox.claim_idle_seconds * 3 > settings.code.ttl_seconds:  # 0 (automatic) passes
+        raise ConfigError(
+            f"outbox.claim_idle_seconds = {outbox.claim_idle_seconds} is too long for "
+            f"code.ttl_seconds = {settings.code.ttl_seconds}: a message taken over that late "
+            "could arrive after its code expired; keep it under a third of the TTL",
+            key="outbox.claim_idle_seconds",
+        )
+
+
+def _outbox_keys_decode(settings: Settings) -> None:
+    for name in ("outbox_key", "previous_outbox_key"):
+        value = getattr(settings.secrets, name)
+        if value:
+            decode_key(value, f"secrets.{name}")
+
+
+def _events_signed(settings: Settings) -> None:
+    if settings.events.callback_url is None:
+        return
+    secret = settings.secrets.events_secret
+    if not secret:
+        raise ConfigError(
+            "events.callback_url is set but secrets.events_secret is not (give "
+            "secrets.events_secret_file: 'whsec_' + base64 of 24+ random bytes)",
+            key="events.callback_url",
+        )
+    try:
+        Webhook(secret)
+    except Exception as exc:  # the package raises what base64 decoding raises
+        raise ConfigError(
+            f"secrets.events_secret is not a Standard Webhooks secret: {exc}",
+            key="secrets.events_secret",
+        ) from None
+
+
+def _dev_single_process(settings: Settings) -> None:
+    if settings.workers > 1:
+        raise ConfigError(
+            "workers: development mode runs one process (its store is in it)", key="workers"
+        )
+
+
+def _dev_on_loopback(settings: Settings) -> None:
+    if not _is_loopback(settings.host):
+        raise ConfigError(
+            f"host = {settings.host!r}: development mode listens on loopback only", key="host"
+        )
+
+
+def _real_redis(settings: Settings) -> None:
+    redis = settings.redis
+    if redis.url is None:
+        raise ConfigError(
+            "redis.url is not set: production needs a real Redis "
+            "(use `otpservice serve --dev` for the embedded development store)",
+            key="redis.url",
+        )
+    if not redis.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            "redis.url must start with redis://, rediss:// or unix://", key="redis.url"
+        )
+    if redis.tls_ca_file is not None:
+        if not redis.url.startswith("rediss://"):
+            raise ConfigError(
+                "redis.tls_ca_file needs a rediss:// redis.url", key="redis.tls_ca_file"
+            )
+        if not Path(redis.tls_ca_file).is_file():
+            raise ConfigError(
+                f"redis.tls_ca_file: no such file {redis.tls_ca_file}", key="redis.tls_ca_file"
+            )
+
+
+def _secrets_given(settings: Settings) -> None:
+    for name in REQUIRED_SECRETS:
+        if not getattr(settings.secrets, name):
+            raise ConfigError(
+                f"secrets.{name} is not set (give secrets.{name}_file); "
+                "use `otpservice serve --dev` for development",
+                key=f"secrets.{name}",
+            )
+
+
+def _secrets_long_enough(settings: Settings) -> None:
+    for name in ("pepper", "previous_pepper", "index_key", "acs_webhook_secret"):
+        value = getattr(settings.secrets, name)
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"secrets.{name} is too short: use at least {MIN_SECRET_BYTES} bytes",
+                key=f"secrets.{name}",
+            )
+
+
+def _authenticated_bind(settings: Settings) -> None:
+    if (
+        not _is_loopback(settings.host)
+        and not settings.api_tokens
+        and not settings.unsafe.allow_unauthenticated_bind
+    ):
+        raise ConfigError(
+            f"host = {settings.host!r} is not loopback and api_tokens is empty: anyone could "
+            "call the API; configure api_tokens or set unsafe.allow_unauthenticated_bind = true",
+            key="host",
+        )
+
+
+def _https_only(settings: Settings) -> None:
+    """Codes, numbers and provider credentials travel only over TLS (loopback excepted)."""
+    urls: list[tuple[str, str]] = []
+    for index, provider in enumerate(settings.sms.providers):
+        where = f"sms.providers[{index}]"
+        if isinstance(provider, GenericProvider):
+            urls.append((f"{where}.url", provider.url))
+        elif isinstance(provider, TwilioProvider):
+            urls.append((f"{where}.api_base_url", provider.api_base_url))
+        elif isinstance(provider, AcsProvider):
+            endpoint = provider.connection_string.lower().partition("endpoint=")[2].split(";")[0]
+            urls.append((f"{where}.connection_string", endpoint.strip()))
+    if settings.events.callback_url:
+        urls.append(("events.callback_url", settings.events.callback_url))
+    for where, url in urls:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise ConfigError(
+                f"{where} is plain http: codes and credentials would cross the network in "
+                "clear; use https (or set unsafe.allow_plain_http = true for a trusted network)",
+                key=where,
+            )
+
+
+def _no_console_sender(settings: Settings) -> None:
+    for index, provider in enumerate(settings.sms.providers):
+        if isinstance(provider, ConsoleProvider):
+            raise ConfigError(
+                f"sms.providers[{index}]: the console provider prints codes to the terminal: "
+                "it is for --dev only (set unsafe.allow_console_sender = true for benchmarks)",
+                key=f"sms.providers[{index}]",
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _in_dev(settings: Settings) -> bool:
+    return settings.dev_mode
+
+
+def _in_production(settings: Settings) -> bool:
+    return not settings.dev_mode
+
+
+# In order: the first that fails is the error reported.
+CHECKS: tuple[Check, ...] = (
+    Check("unsafe code settings need an override", _refuse_unsafe_code),
+    Check("argon2 memory fits its lanes", _hashing_memory_fits),
+    Check("lockout durations in order", _lockout_in_order),
+    Check("providers named once", _providers_named_once),
+    Check("providers complete", _providers_complete),
+    Check("templates render", _templates_render),
+    Check("abuse rules distinct", _abuse_rules_distinct),
+    Check("geo countries known", _geo_countries_known),
+    Check("pod listener on its own port", _pod_port_distinct),
+    Check("outbox take-over inside the code's lifetime", _claim_idle_inside_ttl),
+    Check("outbox keys decode", _outbox_keys_decode),
+    Check("events signed", _events_signed),
+    Check("development mode: one process", _dev_single_process, _in_dev),
+    Check("development mode: loopback only", _dev_on_loopback, _in_dev),
+    Check("production: a real Redis", _real_redis, _in_production),
+    Check("production: secrets given", _secrets_given, _in_production),
+    Check("secrets long enough", _secrets_long_enough, _in_production),
+    Check("production: no unauthenticated bind", _authenticated_bind, _in_production),
+    Check(
+        "production: https only",
+        _https_only,
+        lambda settings: _in_production(settings) and not settings.unsafe.allow_plain_http,
+    ),
+    Check(
+        "production: no console sender",
+        _no_console_sender,
+        lambda settings: _in_production(settings) and not settings.unsafe.allow_console_sender,
+    ),
+)

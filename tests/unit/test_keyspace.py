@@ -1,0 +1,61 @@
+"""Every Redis key, stream and consumer-group name, as a snapshot: renaming one orphans the
+data a running fleet has (challenges, opt-outs, queued SMS), so a change here must be a choice."""
+
+from __future__ import annotations
+
+from otpservice.store.keys import KeySpace
+from otpservice.store.queues import GROUP
+
+NUMBER = "+447700900123"
+KEYS = KeySpace("otp", "index-key-for-the-snapshot-0123")
+TAG = "Wf1i2R89-nl4WLPQ"
+
+
+def test_per_number_keys_share_the_numbers_keyed_tag() -> None:
+    assert KEYS.number_tag(NUMBER) == TAG
+    assert KEYS.optout(NUMBER) == f"otp:{{{TAG}}}:optout"
+    assert KEYS.optout_history(NUMBER) == f"otp:{{{TAG}}}:optout:log"
+    assert KEYS.inbound_seen(NUMBER, "SM123") == f"otp:{{{TAG}}}:in:8dcedf76e8949e11196ca55b"
+    assert KEYS.reply_guard(NUMBER, "opt_out") == f"otp:{{{TAG}}}:reply:opt_out"
+    assert KEYS.number_pattern(NUMBER) == f"otp:{{{TAG}}}:*"
+    assert KEYS.kept_on_erasure(NUMBER) == (
+        f"otp:{{{TAG}}}:optout",
+        f"otp:{{{TAG}}}:in:",
+        f"otp:{{{TAG}}}:reply:",
+    )
+
+
+def test_a_challenges_keys_follow_from_its_id() -> None:
+    keys = KEYS.for_challenge("AAAAAAAAAAAAAAAA.BBBBBBBBBBBBBBBBBBBBBB")
+    assert keys is not None
+    base = "otp:{AAAAAAAAAAAAAAAA}"
+    assert (keys.challenge, keys.active, keys.sends, keys.guard, keys.inflight, keys.optout) == (
+        f"{base}:c:BBBBBBBBBBBBBBBBBBBBBB",
+        f"{base}:active",
+        f"{base}:sends",
+        f"{base}:guard",
+        f"{base}:inflight",
+        f"{base}:optout",
+    )
+    fresh = KEYS.new_challenge(NUMBER)
+    assert fresh.challenge_id.startswith(f"{TAG}.")
+    assert KEYS.for_challenge(fresh.challenge_id) == fresh
+
+
+def test_shared_keys_streams_and_the_consumer_group() -> None:
+    assert KEYS.optout_index() == "otp:{optouts}:index"
+    assert KEYS.audit() == "otp:{audit}:stream"
+    assert KEYS.event_feed() == "otp:{events}:feed"
+    assert KEYS.idempotency("app", "key-1") == "otp:idem:{19313cd170157d1d1f587718f61bf366}"
+    assert KEYS.queue("outbox") == ("otp:{outbox}:stream", "otp:{outbox}:delayed")
+    assert KEYS.queue("events") == ("otp:{events}:stream", "otp:{events}:delayed")
+    assert KEYS.queue("replies") == ("otp:{replies}:stream", "otp:{replies}:delayed")
+    assert KEYS.quota("per_ip", "203.0.113.7") == "otp:{q:per_ip:zwsR2ToI4pqpUOC_}"
+    assert KEYS.fraud_guard("+44") == "otp:{fg:+44}"
+    assert KEYS.stats(493000) == "otp:{stats:493000}"
+    assert KEYS.send_rate("twilio") == "otp:rate:{twilio}"
+    assert KEYS.readiness(2) == "otp:ready:{2}"
+    assert KEYS.fingerprint(b"203.0.113.7") == (
+        "94f56d243df48c6302e84cafa46030bf74fb8f580519e7fa6c6db6f4b9d132da"
+    )
+    assert GROUP == "workers"
