@@ -6,7 +6,9 @@
     ├── InvalidInput              bad request data        (invalid_request, invalid_phone,
     │                                                       invalid_code_format)
     ├── ChallengeNotFound         unknown id, or another client's challenge
-    ├── ChallengeGone             no longer usable        (challenge_expired, challenge_used)
+    ├── ChallengeGone             no longer usable (410); not raised itself
+    │   ├── ChallengeExpired      expired, cancelled or replaced   (challenge_expired)
+    │   └── ChallengeUsed         already approved                 (challenge_used)
     ├── IncorrectCode             wrong code; attempts_left says what remains
     ├── Refused                   policy says no; retry_after_seconds when waiting helps
     │   ├── TooManyAttempts       the challenge's attempt budget is spent
@@ -34,10 +36,17 @@ from __future__ import annotations
 
 
 class OtpError(Exception):
-    """Base of every error a request can end in."""
+    """Base of every error a request can end in.
+
+    ``attempts_left``, ``rule`` and ``retry_after_seconds`` are None unless the error says
+    them; the problem mapper reads them from every error.
+    """
 
     code: str = "internal_error"
     title: str = "Internal error"
+    attempts_left: int | None = None
+    rule: str | None = None
+    retry_after_seconds: int | None = None
 
     def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
         if code is not None:
@@ -61,10 +70,9 @@ class ChallengeNotFound(OtpError):
 
 
 class ChallengeGone(OtpError):
-    """The challenge existed but can no longer be used."""
+    """The challenge existed but can no longer be used: one of the two kinds below."""
 
-    code = "challenge_expired"
-    title = "Challenge expired"
+    title = "Challenge no longer usable"
 
 
 class ChallengeExpired(ChallengeGone):
@@ -94,8 +102,6 @@ class IncorrectCode(OtpError):
 
 class Refused(OtpError):
     """Policy refuses the request; ``retry_after_seconds`` is set when waiting helps."""
-
-    retry_after_seconds: int | None = None
 
 
 class TooManyAttempts(Refused):

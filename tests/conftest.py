@@ -1,37 +1,41 @@
-"""Fixtures: a real redis-server per session (and a real cluster where asked), settings, apps."""
+"""Fixtures: a real redis-server per session (and a real cluster where asked), settings, apps,
+fake providers and the login app's callback endpoint. Helpers live in tests/support/."""
 
 from __future__ import annotations
 
-import asyncio
-import io
-import re
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
 
 from otpservice.app import create_app
 from otpservice.config.schema import Settings
-from otpservice.errors import StoreUnavailable
-from otpservice.models import OutboxEntry
-from otpservice.sms.console import ConsoleSender
 from otpservice.store import connect
-from otpservice.store.queues import QueueStore
 from otpservice.validation import load_settings
-from tests.servers.redis import RedisClusterServers, RedisServer
-
-ApiFactory = Callable[..., Any]
-PEPPER = "test-pepper-0123456789abcdef"
-OUTBOX_KEY = "b3V0Ym94LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE="  # 32 bytes, base64
-INDEX_KEY = "test-index-key-0123456789abcdef"
-# Light argon2 so the suite runs fast; tests about the default profile ask for it.
-LIGHT_HASHING = {"memory_kib": 1024, "time_cost": 1}
+from tests.support.app import (
+    INDEX_KEY,
+    LIGHT_HASHING,
+    OUTBOX_KEY,
+    PEPPER,
+    ApiFactory,
+    Phone,
+    running,
+)
+from tests.support.delivery import (
+    StartApi,
+    StartApp,
+)
+from tests.support.servers.providers import (
+    FakeAcs,
+    FakeApp,
+    FakeGateway,
+    FakeTwilio,
+)
+from tests.support.servers.redis import RedisClusterServers, RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -87,82 +91,15 @@ def make_settings() -> Callable[..., Settings]:
     return build
 
 
-class Phone:
-    """What the console sender printed: the codes that reached each challenge's phone."""
-
-    _LINE = re.compile(r"\[sms to (\+\d+)\] challenge=(\S+) (\d+) is your")
-
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-        self.sender = ConsoleSender(self.stream)
-        self._outboxes: list[QueueStore[OutboxEntry]] = []
-
-    def watch(self, app: Litestar) -> Litestar:
-        """Let ``sent()`` wait for this app's outbox to empty."""
-        self._outboxes.append(app.state.runtime.stores.outbox)
-        return app
-
-    async def sent(self, within_s: float = 5.0) -> list[tuple[str, str, str]]:
-        """The messages sent, once every watched outbox is empty (all delivered or settled)."""
-        deadline = time.monotonic() + within_s
-        while True:
-            try:
-                backlogs = [await outbox.backlog() for outbox in self._outboxes]
-            except StoreUnavailable:
-                return self.messages()  # Redis is down: nothing more can go out
-            if all(b == (0, 0) for b in backlogs) or time.monotonic() > deadline:
-                return self.messages()
-            await asyncio.sleep(0.005)
-
-    def messages(self) -> list[tuple[str, str, str]]:
-        """(number, challenge id, code) of every message sent, in order."""
-        return self._LINE.findall(self.stream.getvalue())
-
-    async def code_for(self, challenge_id: str, within_s: float = 5.0) -> str:
-        """The code sent for ``challenge_id``, once the delivery worker has sent it."""
-        deadline = time.monotonic() + within_s
-        while True:
-            codes = [code for _, cid, code in self.messages() if cid == challenge_id]
-            if codes or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.005)
-        assert len(codes) == 1, f"expected one message for {challenge_id}, got {len(codes)}"
-        return codes[0]
-
-
 @pytest.fixture
 def phone() -> Phone:
     return Phone()
-
-
-@asynccontextmanager
-async def running(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """Start the app's service and call the app over HTTP in this event loop.
-
-    What the app's lifespan does (start, close) is done here directly: its task group cannot be
-    entered in one fixture task and left in another.
-    """
-    runtime = app.state.runtime
-    await runtime.start()
-    transport = httpx.ASGITransport(app=app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as client:
-            yield client
-    finally:
-        await runtime.stop()
 
 
 @pytest.fixture
 async def api(make_api: ApiFactory) -> httpx.AsyncClient:
     """The app on the session's Redis, with default limits and light hashing."""
     client: httpx.AsyncClient = await make_api()
-    return client
-
-
-async def cluster_client(cluster: RedisClusterServers) -> RedisCluster:
-    """A cluster client with every node emptied first."""
-    client = RedisCluster.from_url(cluster.url)
-    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
     return client
 
 
@@ -179,3 +116,65 @@ async def make_api(
             return await stack.enter_async_context(running(app))
 
         yield start
+
+
+@pytest.fixture
+def acs() -> Iterator[FakeAcs]:
+    server = FakeAcs()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    server = FakeTwilio()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeGateway]:
+    server = FakeGateway()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+async def start_app(
+    redis: Redis, redis_server: RedisServer, make_settings: Callable[..., Settings]
+) -> AsyncIterator[StartApp]:
+    """Apps whose SMS go through the providers given (as config entries), and their clients."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            *providers: dict[str, Any], sms: dict[str, Any] | None = None, **overrides: Any
+        ) -> tuple[httpx.AsyncClient, Litestar]:
+            settings = make_settings(
+                redis_server.url,
+                sms={**(sms or {}), "providers": list(providers)},
+                public_base_url="https://otp.example.com",
+                **overrides,
+            )
+            app = create_app(settings, redis=redis)
+            return await stack.enter_async_context(running(app)), app
+
+        yield start
+
+
+@pytest.fixture
+def start_api(start_app: StartApp) -> StartApi:
+    """Like ``start_app``, the client only."""
+
+    async def start(*providers: dict[str, Any], **overrides: Any) -> httpx.AsyncClient:
+        api, _ = await start_app(*providers, **overrides)
+        return api
+
+    return start
+
+
+@pytest.fixture
+def app_endpoint() -> Iterator[FakeApp]:
+    """The login app's callback endpoint, checking signatures as an app would."""
+    server = FakeApp()
+    yield server
+    server.close()

@@ -61,7 +61,6 @@ _TRANSIENT_ERRORS = (
     BusyLoadingError,
     ClusterDownError,
     MasterDownError,
-    NoPermissionError,
     TryAgainError,
 )
 # Error codes (a reply's first word; "BUSYGROUP" is not "BUSY").

@@ -102,7 +102,7 @@ class OtpService:
             return await self._issue_once(phone, request, client, idempotency_key)
         except (Refused, DestinationNotAllowed, RecipientOptedOut) as exc:
             # Logged here, once, whichever rule it was (number limits, abuse rules, opt-out).
-            rule = getattr(exc, "rule", None) or exc.code
+            rule = exc.rule or exc.code
             log.info("challenge refused by rule %s (%s)", rule, phone.region)
             self._analytics.count(f"refused:{rule}", country=phone.region)
             raise

@@ -95,7 +95,7 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 def otp_error_handler(request: Request[Any, Any, Any], exc: OtpError) -> Response[bytes]:
     """Map a domain error to its problem."""
     status = status_of(exc)
-    retry_after: int | None = getattr(exc, "retry_after_seconds", None)
+    retry_after = exc.retry_after_seconds
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="otpservice"'}
@@ -105,8 +105,8 @@ def otp_error_handler(request: Request[Any, Any, Any], exc: OtpError) -> Respons
         detail=exc.detail,
         code=exc.code,
         instance=request.url.path,
-        attempts_left=getattr(exc, "attempts_left", None),
-        rule=getattr(exc, "rule", None),
+        attempts_left=exc.attempts_left,
+        rule=exc.rule,
         retry_after=retry_after,
     )
     return problem_response(problem, headers)

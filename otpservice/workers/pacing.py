@@ -36,7 +36,8 @@ class SendPacer:
         limit = self._limits.get(provider)
         if limit is None:
             return
-        while wait := await self._rates.take(provider, *limit):
+        while not (slot := await self._rates.take(provider, *limit)).granted:
+            wait = slot.wait_seconds
             if (time.time() + wait) * 1000 >= deadline_ms:
                 raise NotAccepted(provider, "rate_limited", "the sender's rate limit")
             with contextlib.suppress(TimeoutError):

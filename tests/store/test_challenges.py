@@ -15,9 +15,12 @@ from otpservice.app import create_app
 from otpservice.config.schema import Settings
 from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.store import StoreClient, connect
-from tests.conftest import PEPPER, Phone, cluster_client, running
-from tests.helpers import assert_problem, wrong
-from tests.servers.redis import RedisClusterServers, RedisServer
+from tests.support.app import PEPPER, Phone, cluster_client, running
+from tests.support.helpers import assert_problem, wrong
+from tests.support.servers.redis import RedisClusterServers, RedisServer
+
+# Starts, kills or times real processes: run in one xdist worker, apart from the rest.
+pytestmark = pytest.mark.xdist_group("processes")
 
 NUMBERS = [f"+1415555{n:04d}" for n in range(100, 140)]
 

@@ -14,8 +14,8 @@ from otpservice.errors import IncorrectCode, NumberLocked
 from otpservice.models import CodeHash
 from otpservice.store import ChallengeKeys, ChallengeStore, KeySpace, StoreCommands
 from otpservice.store import challenges as challenges_module
-from tests.conftest import INDEX_KEY, PEPPER
-from tests.servers.redis import RedisServer
+from tests.support.app import INDEX_KEY, PEPPER
+from tests.support.servers.redis import RedisServer
 
 NUMBER = "+14155550123"
 

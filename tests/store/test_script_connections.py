@@ -11,7 +11,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, DataError, ResponseError
 
 from otpservice.store.script_connections import ScriptConnections
-from tests.servers.redis import RedisServer
+from tests.support.servers.redis import RedisServer
+
+# Starts, kills or times real processes: run in one xdist worker, apart from the rest.
+pytestmark = pytest.mark.xdist_group("processes")
 
 COUNT = "return redis.call('INCR', KEYS[1])"
 ECHO = "return ARGV[1]"

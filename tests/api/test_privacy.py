@@ -1,0 +1,143 @@
+"""Personal data: the event stream apps may pull, its retention, and erasing a number."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+
+from otpservice.store.keys import KeySpace
+from tests.support.app import INDEX_KEY
+from tests.support.delivery import StartApi, delivered_to, issue, twilio_entry
+from tests.support.events import with_events
+from tests.support.helpers import PHONE, assert_problem
+from tests.support.servers.providers import FakeApp, FakeTwilio, Planned
+from tests.support.webhooks import twilio_inbound
+
+T = TypeVar("T")
+FEED = "otp:{events}:feed"
+OTHER = "+14155550188"
+
+
+async def wait_until_async(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], within_s: float = 5.0
+) -> T:
+    """What ``read`` gives once ``done`` says so (or the last value after ``within_s``)."""
+    for _ in range(int(within_s / 0.05)):
+        value = await read()
+        if done(value):
+            return value
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def feed(redis: Redis) -> list[dict[str, object]]:
+    """The event stream as an app reads it."""
+    entries = await redis.xrange(FEED)
+    return [
+        {k.decode(): json.loads(v) if k == b"data" else v.decode() for k, v in fields.items()}
+        for _, fields in entries
+    ]
+
+
+async def test_every_event_can_be_pulled_from_the_stream(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api = await start_api(twilio_entry(twilio))  # no callback URL: pulling only
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    events = await feed(redis)
+    assert [e["type"] for e in events] == ["optout.changed", "inbound.message"]
+    changed, message = events
+    assert changed["data"] == {"phone": PHONE, "opted_out": True, "source": "keyword"}
+    assert (message["data"]["body"], message["data"]["keyword"]) == ("STOP", "opt_out")  # type: ignore[index]
+    assert str(message["id"]).startswith("inbound.")
+    assert str(message["timestamp"]).endswith("Z")
+
+
+async def test_the_stream_can_be_turned_off(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api = await start_api(twilio_entry(twilio), events={"stream": False})
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    assert await redis.exists(FEED) == 0
+
+
+async def test_events_older_than_the_retention_are_trimmed(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    two_days_ago_ms = int(time.time() * 1000) - 2 * 86_400_000
+    await redis.xadd(FEED, {"id": "old", "type": "inbound.message", "data": "{}"},
+                     id=f"{two_days_ago_ms}-0")  # fmt: skip
+    api = await start_api(twilio_entry(twilio), privacy={"retention_days": 1})
+    # Trimmed without any new event (the workers trim now and then), kept the day before.
+    assert await wait_until_async(lambda: feed(redis), lambda entries: entries == []) == []
+    recent_ms = int(time.time() * 1000) - 3_600_000
+    await redis.xadd(FEED, {"id": "recent", "type": "inbound.message", "data": "{}"},
+                     id=f"{recent_ms}-0")  # fmt: skip
+    assert (await twilio_inbound(api, "Thanks")).status_code == 200
+    assert [e["id"] for e in await feed(redis)][:1] == ["recent"]
+    assert len(await feed(redis)) == 2
+
+
+async def test_erasing_a_number_keeps_only_its_opt_out(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    api = await start_api(twilio_entry(twilio))
+    challenge_id = await issue(api)
+    await issue(api, OTHER)
+    await delivered_to(twilio, 2)
+    stop_sid = "SM" + "7" * 32
+    assert (await twilio_inbound(api, "STOP", sid=stop_sid)).status_code == 200
+    assert (await twilio_inbound(api, "Hi there")).status_code == 200
+    others_events = len(await feed(redis))
+    tag = KeySpace("otp", INDEX_KEY).number_tag(PHONE)
+    assert len(await redis.keys(f"otp:{{{tag}}}:*")) > 2
+
+    response = await api.delete(f"/personal-data/{PHONE}")
+    assert response.status_code == 200
+    erased = response.json()
+    assert erased["opt_out_kept"] is True
+    assert erased["events_erased"] == 3  # optout.changed, two inbound.message
+    # Left: the opt-out, its history, and the marks of the two replies handled.
+    left = sorted(
+        k.decode().split("}:")[1].split(":")[0] for k in await redis.keys(f"otp:{{{tag}}}:*")
+    )
+    assert left == ["in", "in", "optout", "optout"]
+    assert len(await feed(redis)) == others_events - 3
+    assert all(PHONE not in json.dumps(e) for e in await feed(redis))
+    assert_problem(await api.get(f"/challenge/{challenge_id}"), 404, "challenge_not_found")
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is True
+    # The other number's challenge is untouched.
+    assert len(await redis.keys("otp:{*}:c:*")) == 1
+    # A provider repeating the STOP after the erasure changes nothing.
+    assert (await twilio_inbound(api, "STOP", sid=stop_sid)).status_code == 200
+    assert all(PHONE not in json.dumps(e) for e in await feed(redis))
+
+
+async def test_erasing_validates_the_number(start_api: StartApi, twilio: FakeTwilio) -> None:
+    api = await start_api(twilio_entry(twilio))
+    assert_problem(await api.delete("/personal-data/0800-not-e164"), 400, "invalid_phone")
+
+
+async def test_erasing_also_drops_events_still_waiting_for_the_app(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    app_endpoint = FakeApp()
+    app_endpoint.plan = [Planned("error")] * 50  # the app is down: events wait for retries
+    try:
+        api = await start_api(twilio_entry(twilio), **with_events(app_endpoint))
+        assert (await twilio_inbound(api, "STOP")).status_code == 200
+        for _ in range(100):
+            if await redis.zcard("otp:{events}:delayed") == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await redis.zcard("otp:{events}:delayed") == 2
+        erased = (await api.delete(f"/personal-data/{PHONE}")).json()
+        assert erased["events_erased"] == 4  # two in the stream apps pull, two waiting
+        assert await redis.zcard("otp:{events}:delayed") == 0
+    finally:
+        app_endpoint.close()

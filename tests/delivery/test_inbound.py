@@ -1,0 +1,68 @@
+"""Replies: STOP and START by SMS, through Twilio and ACS, matched the way carriers match."""
+
+from __future__ import annotations
+
+import pytest
+
+from otpservice.keywords import Keyword, match_keyword
+from tests.support.delivery import StartApi, acs_entry, twilio_entry
+from tests.support.helpers import PHONE, assert_problem
+from tests.support.servers.providers import FakeAcs, FakeTwilio
+from tests.support.webhooks import (
+    HEADERS,
+    SECRET,
+    acs_inbound,
+    twilio_inbound,
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        ("STOP", Keyword.OPT_OUT), ("  stop \n", Keyword.OPT_OUT), ("Opt   Out", Keyword.OPT_OUT),
+        ("unsubscribe", Keyword.OPT_OUT), ("revoke", Keyword.OPT_OUT), ("Start", Keyword.OPT_IN),
+        ("UNSTOP", Keyword.OPT_IN), ("help", Keyword.HELP), ("info", Keyword.HELP),
+        ("stop please", None), ("STOP!", None), ("", None), ("Thanks", None),
+    ],
+)  # fmt: skip
+def test_keywords_are_the_whole_message_in_any_case(body: str, keyword: Keyword | None) -> None:
+    assert match_keyword(body) == keyword
+
+
+def test_configured_words_opt_out_too() -> None:
+    assert match_keyword("arrete", frozenset({"ARRETE"})) == Keyword.OPT_OUT
+
+
+async def test_stop_and_start_by_twilio(start_api: StartApi, twilio: FakeTwilio) -> None:
+    api = await start_api(twilio_entry(twilio))
+    response = await twilio_inbound(api, "Stop")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/xml")
+    assert "<Response/>" in response.text
+    record = (await api.get(f"/opt-outs/{PHONE}")).json()
+    assert (record["opted_out"], record["source"], record["detail"]) == (True, "keyword", "Stop")
+    assert_problem(await api.post("/challenge", json={"phone": PHONE}), 403, "recipient_opted_out")
+    assert (await twilio_inbound(api, "START")).status_code == 200
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
+    assert (await api.post("/challenge", json={"phone": PHONE})).status_code == 201
+
+
+async def test_a_forged_twilio_stop_changes_nothing(
+    start_api: StartApi, twilio: FakeTwilio
+) -> None:
+    api = await start_api(twilio_entry(twilio))
+    assert_problem(await twilio_inbound(api, "STOP", token="not-the-token"), 403, "forbidden")
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
+
+
+async def test_stop_by_acs_and_ordinary_replies_change_nothing(
+    start_api: StartApi, acs: FakeAcs
+) -> None:
+    api = await start_api(acs_entry(acs), secrets={"acs_webhook_secret": SECRET})
+    ordinary = await api.post("/webhooks/acs", json=[acs_inbound("stop please")], headers=HEADERS)
+    assert ordinary.status_code == 200
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
+    stop = await api.post("/webhooks/acs", json=[acs_inbound("STOP")], headers=HEADERS)
+    assert stop.status_code == 200
+    record = (await api.get(f"/opt-outs/{PHONE}")).json()
+    assert (record["opted_out"], record["source"]) == (True, "keyword")

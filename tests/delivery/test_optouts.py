@@ -1,0 +1,128 @@
+"""Opt-outs enforced: no challenge, no send, and the operator's routes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from otpservice.runtime import Runtime
+from tests.support.delivery import (
+    MANUAL,
+    StartApi,
+    StartApp,
+    acs_entry,
+    deliver,
+    delivery,
+    issue,
+    twilio_entry,
+)
+from tests.support.helpers import PHONE, api_tokens, assert_problem
+from tests.support.servers.providers import FakeAcs, FakeTwilio, Planned
+
+ADMIN = "admin-token-0123456789abcdef0123456789"
+LOGIN = "login-token-0123456789abcdef01234567890"
+
+
+TOKENS = api_tokens({"ops": ADMIN, "login": LOGIN}, {"ops": ["admin"], "login": ["otp"]})
+
+
+def as_(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_an_opted_out_number_gets_no_challenge_until_it_opts_back_in(
+    start_api: StartApi, acs: FakeAcs
+) -> None:
+    api = await start_api(acs_entry(acs), api_tokens=TOKENS)
+    put = await api.put(f"/opt-outs/{PHONE}", headers=as_(ADMIN))
+    assert put.status_code == 200, put.text
+    assert put.json()["opted_out"] is True
+    assert put.json()["source"] == "admin"
+    refused = await api.post("/challenge", json={"phone": PHONE}, headers=as_(LOGIN))
+    body = assert_problem(refused, 403, "recipient_opted_out")
+    assert "START" in body["detail"]
+    assert acs.received == []
+    removed = await api.delete(f"/opt-outs/{PHONE}", headers=as_(ADMIN))
+    assert removed.json()["opted_out"] is False
+    assert (await api.get(f"/opt-outs/{PHONE}", headers=as_(ADMIN))).json()["opted_out"] is False
+    created = await api.post("/challenge", json={"phone": PHONE}, headers=as_(LOGIN))
+    assert created.status_code == 201
+
+
+async def test_opt_out_routes_need_the_admin_scope(start_api: StartApi, acs: FakeAcs) -> None:
+    api = await start_api(acs_entry(acs), api_tokens=TOKENS)
+    assert_problem(await api.put(f"/opt-outs/{PHONE}", headers=as_(LOGIN)), 403, "forbidden")
+    assert_problem(await api.get(f"/opt-outs/{PHONE}"), 401, "unauthorized")
+    assert_problem(await api.get("/opt-outs/12345", headers=as_(ADMIN)), 400, "invalid_phone")
+
+
+async def test_an_opt_out_between_accepting_and_sending_stops_the_message(
+    start_app: StartApp, acs: FakeAcs
+) -> None:
+    api, app = await start_app(acs_entry(acs), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    assert (await api.put(f"/opt-outs/{PHONE}")).status_code == 200
+    await deliver(runtime)
+    assert acs.received == []
+    state = await delivery(api, challenge_id)
+    assert (state["status"], state["detail"]) == ("failed", "opted_out")
+
+
+async def test_a_providers_unsubscribed_error_is_remembered_as_an_opt_out(
+    start_api: StartApi, twilio: FakeTwilio
+) -> None:
+    twilio.plan = [Planned("refuse", error_code=21610)]
+    api = await start_api(twilio_entry(twilio))
+    await delivery(api, await issue(api))
+    record = (await api.get(f"/opt-outs/{PHONE}")).json()
+    assert (record["opted_out"], record["source"]) == (True, "provider_error")
+    assert_problem(await api.post("/challenge", json={"phone": PHONE}), 403, "recipient_opted_out")
+    assert len(twilio.received) == 1  # the second request never reached a provider
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+async def test_opt_out_routes_validate_the_number(
+    start_api: StartApi, acs: FakeAcs, method: str
+) -> None:
+    api = await start_api(acs_entry(acs))
+    response = await api.request(method, "/opt-outs/not-a-number")
+    assert_problem(response, 400, "invalid_phone")
+
+
+async def test_opt_outs_are_listed_a_page_at_a_time(start_api: StartApi, acs: FakeAcs) -> None:
+    api = await start_api(acs_entry(acs))
+    numbers = [f"+1415555010{i}" for i in range(5)]
+    for number in reversed(numbers):
+        assert (await api.put(f"/opt-outs/{number}")).status_code == 200
+    await api.delete(f"/opt-outs/{numbers[2]}")
+    listed, after, pages = [], "", 0
+    while True:
+        page = (await api.get("/opt-outs", params={"limit": 2, "after": after})).json()
+        listed += [(item["phone"], item["source"]) for item in page["items"]]
+        pages += 1
+        if page["next"] is None:
+            break
+        after = page["next"]
+    expected = [n for n in numbers if n != numbers[2]]
+    assert listed == [(n, "admin") for n in expected]
+    assert pages == 2
+    assert_problem(await api.get("/opt-outs", params={"limit": 0}), 400, "invalid_request")
+
+
+async def test_operator_changes_are_audited_with_the_client(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
+    api = await start_api(acs_entry(acs), api_tokens=TOKENS)
+    assert (await api.put(f"/opt-outs/{PHONE}", headers=as_(ADMIN))).status_code == 200
+    assert (await api.delete(f"/opt-outs/{PHONE}", headers=as_(ADMIN))).status_code == 200
+    entries = [
+        (f[b"kind"].decode(), f[b"actor"].decode(), json.loads(f[b"data"]))
+        for _, f in await redis.xrange("otp:{audit}:stream")
+    ]
+    assert entries == [
+        ("admin.opt_out", "ops", {"phone": "+*********23"}),
+        ("admin.opt_in", "ops", {"phone": "+*********23"}),
+    ]

@@ -1,0 +1,112 @@
+"""The service as a real process: started, waited for, stopped."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import IO
+
+import httpx
+
+from tests.support.servers.redis import free_port
+
+
+class ServiceProcess:
+    """``otpservice serve`` (or ``worker``) in a subprocess, its output collected by line."""
+
+    def __init__(
+        self, *args: str, command: str = "serve", env: dict[str, str] | None = None
+    ) -> None:
+        self.port = free_port()
+        port = ["--port", str(self.port)] if command == "serve" else []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "otpservice", command, *port, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.stdout: queue.Queue[str] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        self._pumps = [
+            threading.Thread(target=_pump, args=(self.process.stdout, self.stdout.put)),
+            threading.Thread(target=_pump, args=(self.process.stderr, self.stderr_lines.append)),
+        ]
+        for pump in self._pumps:
+            pump.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+        if command == "serve":
+            self._wait_until_up()
+
+    def _wait_until_up(self) -> None:
+        try:
+            self.wait_for(self.url, self.process)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: {''.join(self.stderr_lines)}") from None
+
+    @staticmethod
+    def wait_for(url: str, process: subprocess.Popen[str]) -> None:
+        """Wait until the service at ``url`` answers /healthz (20 s at most)."""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError("service exited")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("service did not start")
+
+    def next_code(self, challenge_id: str) -> str:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                line = self.stdout.get(timeout=5)
+            except queue.Empty:
+                raise AssertionError(
+                    "no SMS printed: " + "".join(self.stderr_lines[-30:])
+                ) from None
+            match = re.search(rf"challenge={re.escape(challenge_id)} (\d+) is your", line)
+            if match:
+                return match.group(1)
+        raise AssertionError("no SMS printed for the challenge")
+
+    def stop(self) -> None:
+        """SIGTERM, then check the shutdown was graceful (uvicorn re-raises the signal after)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=25) in (0, -signal.SIGTERM)
+        self._close_streams()
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self._close_streams()
+
+    def _close_streams(self) -> None:
+        for pump in self._pumps:
+            pump.join(timeout=5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self.process.stdout is None or self.process.stdout.closed
+
+
+def _pump(stream: IO[str], put: Callable[[str], None]) -> None:
+    for line in stream:
+        put(line)

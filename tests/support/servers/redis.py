@@ -1,0 +1,169 @@
+"""Starts real redis-server processes on free loopback ports: one node, or a 3-master cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
+MISSING = (
+    "redis-server is not installed: the tests need a real Redis. "
+    "Install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`."
+)
+
+
+def free_port(below: int = 65536) -> int:
+    """A TCP port on 127.0.0.1, under ``below``, that nothing listens on right now.
+
+    Under pytest-xdist each worker takes only ports of its own residue (port mod the worker
+    count), so two workers never pick the same port in the moment between the check and the
+    bind (a server that lost that race would answer pings with the other worker's server).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            offered: int = sock.getsockname()[1]
+        # The kernel offers ports of one parity to bind(0): step to this worker's residue.
+        port = offered - offered % workers + worker
+        if port >= below:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+def _wait_for_ping(port: int, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                # A server with a password answers NOAUTH: it is up all the same.
+                if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server on port {port} did not start")
+
+
+class RedisServer:
+    """One redis-server on a free loopback port, with its files in a temporary directory."""
+
+    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+        if REDIS_SERVER is None:
+            raise RuntimeError(MISSING)
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="otp-redis-"))
+        self._extra_args = list(extra_args)
+        self._process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        self._process = subprocess.Popen(
+            [
+                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                "--logfile", str(self.dir / "redis.log"), *self._extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait_for_ping(self.port)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisClusterServers:
+    """Three cluster-enabled redis-servers joined into one cluster (3 masters, no replicas)."""
+
+    def __init__(self) -> None:
+        if REDIS_CLI is None:
+            raise RuntimeError(MISSING)
+        self.nodes: list[RedisServer] = []
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+
+    def _create(self) -> None:
+        assert REDIS_CLI is not None
+        for _ in range(3):
+            # A node also listens on its port + 10000 (the cluster bus), which must exist.
+            self.nodes.append(
+                RedisServer(
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    port=free_port(below=55535),
+                )
+            )  # fmt: skip
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        self._wait_until_ok()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def _wait_until_ok(self, deadline_s: float = 20.0) -> None:
+        assert REDIS_CLI is not None
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            states = [
+                subprocess.run(
+                    [REDIS_CLI, "-p", str(n.port), "cluster", "info"],
+                    capture_output=True, text=True, check=False,
+                ).stdout
+                for n in self.nodes
+            ]  # fmt: skip
+            # Every node must report the cluster up and know all three masters.
+            known = [
+                subprocess.run(
+                    [REDIS_CLI, "-p", str(n.port), "cluster", "nodes"],
+                    capture_output=True, text=True, check=False,
+                ).stdout.count("master")
+                for n in self.nodes
+            ]  # fmt: skip
+            if all("cluster_state:ok" in s for s in states) and known == [3, 3, 3]:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis cluster did not become ready")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

@@ -1,0 +1,133 @@
+"""The container image's recipe, run for real: there is no container engine here, so the
+Dockerfile's install script runs into a fresh directory as a non-root user, from a read-only
+copy of the code, and the service starts from what it installed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.processes import ServiceProcess
+from tests.support.servers.redis import free_port
+
+# Starts, kills or times real processes: run in one xdist worker, apart from the rest.
+pytestmark = pytest.mark.xdist_group("processes")
+
+ROOT = Path(__file__).parents[2]
+NOBODY = 65534
+
+
+def as_non_root() -> dict[str, object]:
+    """subprocess options that drop to an unprivileged user when the tests run as root."""
+    return {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
+
+
+def uv_binary() -> str:
+    """The uv executable itself: a pyenv shim on PATH is a script that needs pyenv's root."""
+    found = shutil.which("uv")
+    if found is None or Path(found).read_bytes()[:4] != b"\x7fELF":
+        found = subprocess.check_output(
+            ["python3", "-c", "import uv; print(uv.find_uv_bin())"], text=True
+        ).strip()
+    return os.path.realpath(found)
+
+
+def read_only_copy(destination: Path) -> None:
+    """The files git tracks, as a build context would have them, made read-only."""
+    tracked = subprocess.check_output(["git", "ls-files", "-z"], cwd=ROOT).split(b"\0")
+    for name in filter(None, tracked):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    for path in [destination, *destination.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) | stat.S_IROTH
+                   | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0))  # fmt: skip
+
+
+@pytest.fixture
+def open_tmp_path() -> Iterator[Path]:
+    """A temporary directory another user can reach (pytest's own is private to its user)."""
+    path = Path(tempfile.mkdtemp(prefix="otpservice-image-"))
+    path.chmod(0o755)
+    yield path
+    for child in [path, *path.rglob("*")]:
+        if not child.is_symlink():
+            child.chmod(child.stat().st_mode | stat.S_IWUSR)
+    shutil.rmtree(path)
+
+
+def test_dockerfile_is_hadolint_clean_and_runs_the_install_script() -> None:
+    dockerfile = ROOT / "Dockerfile"
+    result = subprocess.run(
+        [Path(sys.executable).parent / "hadolint", str(dockerfile)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "RUN install-service /src /opt/otpservice" in text
+    assert "USER 10001:10001" in text
+    assert 'ENTRYPOINT ["/opt/otpservice/bin/otpservice", "serve"]' in text
+
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git to list the tracked files")
+def test_the_install_script_builds_a_working_service_as_non_root(
+    open_tmp_path: Path,
+) -> None:
+    tmp_path = open_tmp_path
+    source, bin_dir, home = tmp_path / "src", tmp_path / "bin", tmp_path / "home"
+    read_only_copy(source)
+    bin_dir.mkdir()
+    shutil.copy2(uv_binary(), bin_dir / "uv")
+    bin_dir.chmod(0o755)
+    home.mkdir()
+    if os.geteuid() == 0:
+        os.chown(home, NOBODY, NOBODY)
+    env = {
+        **os.environ, "HOME": str(home), "UV_CACHE_DIR": str(home / "uv-cache"),
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+    }  # fmt: skip
+    env.pop("VIRTUAL_ENV", None)
+    target = home / "otpservice"
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    installed = subprocess.run(
+        ["sh", str(source / "docker" / "install-service"), str(source), str(target), python],
+        env=env, capture_output=True, text=True, timeout=600, check=False, **as_non_root(),
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "installed otpservice" in installed.stdout
+    # Nothing was written into the source (it is read-only), no editable link to it.
+    assert not (source / ".venv").exists()
+    assert not any(target.rglob("*.pth")) or all(
+        str(source) not in p.read_text() for p in target.rglob("*.pth")
+    )
+
+    port = free_port()
+    service = subprocess.Popen(
+        [str(target / "bin" / "otpservice"), "serve", "--dev", "--port", str(port)],
+        env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        **as_non_root(),  # type: ignore[call-overload]
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ServiceProcess.wait_for(url, service)
+        created = httpx.post(f"{url}/challenge", json={"phone": "+14155550123"})
+        assert created.status_code == 201, created.text
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=20) in (0, -signal.SIGTERM)
+        out, err = service.communicate()
+    assert "DEVELOPMENT MODE" in out
+    assert "Traceback" not in err

@@ -1,0 +1,106 @@
+"""Tuning without a redeploy: the config file is re-read when it changes, or on SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from otpservice.app import create_app
+from otpservice.validation import load_settings
+from tests.support.app import INDEX_KEY, OUTBOX_KEY, PEPPER, Phone, running
+from tests.support.helpers import assert_problem
+from tests.support.servers.redis import RedisServer
+
+IP = "192.0.2.10"
+
+
+def config_text(redis_url: str, per_ip: int | str) -> str:
+    return f"""
+[redis]
+url = "{redis_url}"
+[secrets]
+pepper = "{PEPPER}"
+index_key = "{INDEX_KEY}"
+outbox_key = "{OUTBOX_KEY}"
+[hashing]
+memory_kib = 1024
+time_cost = 1
+[unsafe]
+allow_console_sender = true
+[abuse.fraud_guard]
+enabled = false
+[[abuse.rules]]
+name = "per_ip"
+scope = "ip"
+windows = [{{limit = {per_ip}, seconds = 3600}}]
+"""
+
+
+async def sends_allowed(api: httpx.AsyncClient, start: int) -> int:
+    """How many challenges from IP go through, up to 3 (different numbers each time)."""
+    allowed = 0
+    for n in range(start, start + 3):
+        response = await api.post("/challenge", json={"phone": f"+1415555{n:04d}", "client_ip": IP})
+        if response.status_code != 201:
+            assert_problem(response, 429, "rate_limited")
+            break
+        allowed += 1
+    return allowed
+
+
+@pytest.fixture
+async def configured(
+    tmp_path: Path, redis: Redis, redis_server: RedisServer, phone: Phone
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """An app started from a ConfigMap-like directory: otp.toml -> ..data/otp.toml."""
+    version = tmp_path / "..v1"
+    version.mkdir()
+    (version / "otp.toml").write_text(config_text(redis_server.url, 1))
+    (tmp_path / "..data").symlink_to(version.name)
+    (tmp_path / "otp.toml").symlink_to("..data/otp.toml")
+    settings = load_settings(tmp_path / "otp.toml", environ={})
+    app = create_app(settings, redis=redis, sms=phone.sender)
+    async with running(app) as api:
+        yield api, tmp_path
+
+
+async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
+    configured: tuple[httpx.AsyncClient, Path], redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    api, directory = configured
+    assert await sends_allowed(api, 100) == 1
+
+    # Kubernetes writes a new version directory and swaps the ..data symlink.
+    version = directory / "..v2"
+    version.mkdir()
+    (version / "otp.toml").write_text(
+        (directory / "..v1" / "otp.toml").read_text().replace("limit = 1,", "limit = 3,")
+    )
+    (directory / "..data.tmp").symlink_to(version.name)
+    (directory / "..data.tmp").rename(directory / "..data")
+    for attempt in range(30):
+        await redis.delete(*(await redis.keys("otp:{q:*")) or ["none"])
+        if await sends_allowed(api, 200 + attempt * 10) == 3:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        pytest.fail("the new limit did not apply")
+
+    with caplog.at_level(logging.ERROR, logger="otpservice.live_settings"):
+        (version / "otp.toml").write_text(
+            (version / "otp.toml").read_text().replace("limit = 3,", 'limit = "lots",')
+        )
+        for _ in range(30):
+            if caplog.records:
+                break
+            await asyncio.sleep(0.2)
+    [refusal] = caplog.records
+    assert "abuse.rules[0].windows[0].limit" in refusal.getMessage()
+    await redis.delete(*(await redis.keys("otp:{q:*")) or ["none"])
+    assert await sends_allowed(api, 600) == 3  # the settings in force stayed
