@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 
@@ -20,6 +21,38 @@ def ceil_seconds(milliseconds: int) -> int:
 
 class Model(msgspec.Struct, frozen=True, kw_only=True):
     """Base of the internal value types."""
+
+
+class Destination(Model, frozen=True):
+    """Where a code went: the number's region, calling code and prefix ("GB", "+44", "+4474").
+
+    Stored with its challenge in its wire form, ``"GB|+44|+4474"`` (``wire``, ``parse``): the
+    analytics count by region, the fraud guard by calling code and prefix.
+    """
+
+    region: str = ""
+    calling_code: str = ""
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Destination:
+        """The destination ``wire`` wrote; parts missing from older records are empty."""
+        region, _, rest = text.partition("|")
+        calling_code, _, prefix = rest.partition("|")
+        return cls(region=region, calling_code=calling_code, prefix=prefix)
+
+    def wire(self) -> str:
+        """The stored form: ``"GB|+44|+4474"``, or ``""`` for nowhere known."""
+        if not (self.region or self.calling_code or self.prefix):
+            return ""
+        return f"{self.region}|{self.calling_code}|{self.prefix}"
+
+    def watched(self) -> list[str]:
+        """What the fraud guard watches here: the calling code, then the prefix (or nothing)."""
+        return [self.calling_code, self.prefix] if self.calling_code and self.prefix else []
+
+
+NOWHERE = Destination()
 
 
 class ChallengeStatus(enum.StrEnum):
@@ -89,14 +122,20 @@ class ChallengeView(Model, frozen=True):
     delivery: Delivery = Delivery()
 
 
+# What record_delivery.lua did: wrote the state ("ok", also for a repeated report), kept a
+# later one ("stale"), refused SENDING for a challenge that ended ("ended") or for a number
+# that opted out ("opted_out"), or found no challenge ("missing").
+DeliveryOutcome = Literal["ok", "stale", "ended", "opted_out", "missing"]
+
+
 class DeliveryUpdate(Model, frozen=True):
     """What ``record_delivery`` answered: whether it wrote, and the state it found."""
 
-    outcome: str  # "ok", "stale", "ended" or "missing"
+    outcome: DeliveryOutcome
     previous: DeliveryStatus = DeliveryStatus.QUEUED
     provider: str = ""
     send_id: str = ""
-    where: str = ""  # "region|prefix" of the number, for analytics
+    where: Destination = NOWHERE
 
 
 class CodeHash(Model, frozen=True):
@@ -119,7 +158,7 @@ class ApprovedChallenge(Model, frozen=True):
 
     challenge_id: str
     approved_at_ms: int
-    where: str = ""  # "region|prefix" of the number, for analytics and the fraud guard
+    where: Destination = NOWHERE
     created_at_ms: int = 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast, get_args
 
 from redis.asyncio.cluster import RedisCluster
 
@@ -19,13 +19,16 @@ from otpservice.errors import (
     TooManyAttempts,
 )
 from otpservice.models import (
+    NOWHERE,
     ApprovedChallenge,
     ChallengeStatus,
     ChallengeView,
     CodeHash,
     Delivery,
+    DeliveryOutcome,
     DeliveryStatus,
     DeliveryUpdate,
+    Destination,
     IssuedChallenge,
     Reservation,
     ceil_seconds,
@@ -44,6 +47,85 @@ RESERVATION_LIFETIME_MS = 30 * _MS
 # How many hash tags to try to find a readiness key for each Cluster primary (plenty: slots are
 # spread evenly, so a few dozen tags reach every primary of even a large cluster).
 READINESS_SHARD_SEARCH = 10_000
+
+
+# The replies of the challenge scripts, one named tuple per shape (each script's header lists
+# them); the first member is always the status.
+class IssuedReply(NamedTuple):
+    """``issue_challenge.lua``: {"ok", now ms, expires ms, resend-after ms}."""
+
+    status: bytes
+    created_at_ms: int
+    expires_at_ms: int
+    resend_after_ms: int
+
+
+class RateLimitedReply(NamedTuple):
+    """``issue_challenge.lua``: {"rate_limited", rule name, retry-after ms}."""
+
+    status: bytes
+    rule: bytes
+    retry_after_ms: int
+
+
+class LockedReply(NamedTuple):
+    """``issue_challenge.lua``, ``spend_attempt.lua``: {"locked", retry-after ms}."""
+
+    status: bytes
+    retry_after_ms: int
+
+
+class ReservedReply(NamedTuple):
+    """``spend_attempt.lua``: {"ok", argon2 salt and digest, pepper id, argon2 params}."""
+
+    status: bytes
+    digest: bytes
+    pepper_id: bytes
+    params: bytes
+
+
+class ApprovedReply(NamedTuple):
+    """``record_verdict.lua``: {"approved", approved ms, where, created ms}."""
+
+    status: bytes
+    approved_at_ms: int
+    where: bytes
+    created_at_ms: int | None
+
+
+class IncorrectReply(NamedTuple):
+    """``record_verdict.lua``: {"incorrect", attempts left, locked ms (0: not locked)}."""
+
+    status: bytes
+    attempts_left: int
+    locked_ms: int
+
+
+class ViewReply(NamedTuple):
+    """``read_challenge.lua``: the status and the challenge's public fields."""
+
+    status: bytes
+    attempts_left: int
+    created_at_ms: int
+    expires_at_ms: int
+    masked_phone: bytes
+    purpose: bytes
+    delivery_state: bytes
+    provider: bytes
+    message_id: bytes
+    detail: bytes
+    updated_at_ms: bytes
+    sent_at_ms: bytes
+
+
+class DeliveryReply(NamedTuple):
+    """``record_delivery.lua``: {outcome, state found, provider, send id, where}."""
+
+    outcome: bytes
+    previous: bytes
+    provider: bytes
+    send_id: bytes
+    where: bytes
 
 
 def seconds_from_ms(milliseconds: int) -> int:
@@ -121,7 +203,7 @@ class ChallengeStore:
         client: str,
         masked_phone: str,
         purpose: str,
-        where: str = "",
+        where: Destination = NOWHERE,
     ) -> IssuedChallenge:
         """Store a new challenge if the number's lock and send limits allow it.
 
@@ -136,14 +218,15 @@ class ChallengeStore:
                 client, masked_phone, purpose, *self._code_args,
             ],
             mode="issue",
-            where=where,
+            where=where.wire(),
         )  # fmt: skip
+        issued = IssuedReply(*reply)
         return IssuedChallenge(
             challenge_id=keys.challenge_id,
-            created_at_ms=int(reply[1]),
-            expires_at_ms=int(reply[2]),
+            created_at_ms=int(issued.created_at_ms),
+            expires_at_ms=int(issued.expires_at_ms),
             attempts_left=self._max_attempts,
-            resend_after_ms=int(reply[3]),
+            resend_after_ms=int(issued.resend_after_ms),
         )
 
     async def _issue_script(
@@ -158,9 +241,12 @@ class ChallengeStore:
         if status == "opted_out":
             raise RecipientOptedOut()
         if status == "rate_limited":
-            raise RateLimited(reply_text(reply[1]), seconds_from_ms(int(reply[2])))
+            limited = RateLimitedReply(*reply)
+            raise RateLimited(
+                reply_text(limited.rule), seconds_from_ms(int(limited.retry_after_ms))
+            )
         if status == "locked":
-            raise NumberLocked(seconds_from_ms(int(reply[1])))
+            raise NumberLocked(seconds_from_ms(int(LockedReply(*reply).retry_after_ms)))
         return reply
 
     async def spend_attempt(self, keys: ChallengeKeys, client: str) -> Reservation:
@@ -178,13 +264,16 @@ class ChallengeStore:
         )  # fmt: skip
         status = reply_text(reply[0])
         if status == "locked":
-            raise NumberLocked(seconds_from_ms(int(reply[1])))
+            raise NumberLocked(seconds_from_ms(int(LockedReply(*reply).retry_after_ms)))
         if status != "ok":
             _raise_for_status(status)
+        reserved = ReservedReply(*reply)
         return Reservation(
             reservation_id=reservation_id,
             code_hash=CodeHash(
-                pepper_id=reply_text(reply[2]), params=reply_text(reply[3]), digest=bytes(reply[1])
+                pepper_id=reply_text(reserved.pepper_id),
+                params=reply_text(reserved.params),
+                digest=bytes(reserved.digest),
             ),
         )
 
@@ -207,12 +296,16 @@ class ChallengeStore:
         )  # fmt: skip
         status = reply_text(reply[0])
         if status == "approved":
+            approved = ApprovedReply(*reply)
             return ApprovedChallenge(
-                challenge_id=keys.challenge_id, approved_at_ms=int(reply[1]),
-                where=reply_text(reply[2]), created_at_ms=int(reply[3] or 0),
-            )  # fmt: skip
+                challenge_id=keys.challenge_id,
+                approved_at_ms=int(approved.approved_at_ms),
+                where=Destination.parse(reply_text(approved.where)),
+                created_at_ms=int(approved.created_at_ms or 0),
+            )
         if status == "incorrect":
-            attempts_left, locked_ms = int(reply[1]), int(reply[2])
+            incorrect = IncorrectReply(*reply)
+            attempts_left, locked_ms = int(incorrect.attempts_left), int(incorrect.locked_ms)
             if locked_ms > 0:
                 raise NumberLocked(seconds_from_ms(locked_ms))
             if attempts_left <= 0:
@@ -250,15 +343,26 @@ class ChallengeStore:
         status = reply_text(reply[0])
         if status == "missing":
             _raise_for_status(status)
-        state, provider, message_id, detail, updated, sent = (reply_text(v) for v in reply[6:12])
+        view = ViewReply(*reply)
+        state, provider, message_id, detail, updated, sent = (
+            reply_text(v)
+            for v in (
+                view.delivery_state,
+                view.provider,
+                view.message_id,
+                view.detail,
+                view.updated_at_ms,
+                view.sent_at_ms,
+            )
+        )
         return ChallengeView(
             challenge_id=keys.challenge_id,
             status=ChallengeStatus(status),
-            attempts_left=int(reply[1]),
-            created_at_ms=int(reply[2]),
-            expires_at_ms=int(reply[3]),
-            masked_phone=reply_text(reply[4]),
-            purpose=reply_text(reply[5]),
+            attempts_left=int(view.attempts_left),
+            created_at_ms=int(view.created_at_ms),
+            expires_at_ms=int(view.expires_at_ms),
+            masked_phone=reply_text(view.masked_phone),
+            purpose=reply_text(view.purpose),
             delivery=Delivery(
                 status=DeliveryStatus(state or "queued"),
                 provider=provider or None,
@@ -289,15 +393,16 @@ class ChallengeStore:
             # Kept short: a hash value over 64 bytes would make Redis store the hash unpacked.
             [keys.random_part, state.value, send_id, provider, message_id[:64], detail[:60]],
         )
-        outcome = reply_text(reply[0])
+        outcome = _delivery_outcome(reply_text(reply[0]))
         if outcome == "missing":
             return DeliveryUpdate(outcome=outcome)
+        found = DeliveryReply(*reply)
         return DeliveryUpdate(
             outcome=outcome,
-            previous=DeliveryStatus(reply_text(reply[1])),
-            provider=reply_text(reply[2]),
-            send_id=reply_text(reply[3]),
-            where=reply_text(reply[4]),
+            previous=DeliveryStatus(reply_text(found.previous)),
+            provider=reply_text(found.provider),
+            send_id=reply_text(found.send_id),
+            where=Destination.parse(reply_text(found.where)),
         )
 
     async def read_delivery(self, keys: ChallengeKeys) -> DeliveryUpdate:
@@ -342,3 +447,13 @@ class ChallengeStore:
             if primaries <= keys.keys():
                 break
         return list(keys.values())
+
+
+_DELIVERY_OUTCOMES: frozenset[str] = frozenset(get_args(DeliveryOutcome))
+
+
+def _delivery_outcome(text: str) -> DeliveryOutcome:
+    """``record_delivery.lua``'s first reply value, checked against what it documents."""
+    if text not in _DELIVERY_OUTCOMES:
+        raise RuntimeError(f"record_delivery.lua answered {text!r}")
+    return cast("DeliveryOutcome", text)

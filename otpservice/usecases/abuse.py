@@ -35,7 +35,7 @@ from otpservice.errors import (
     Unavailable,
 )
 from otpservice.metrics import FRAUD_TRIPS
-from otpservice.models import ceil_seconds
+from otpservice.models import NOWHERE, Destination, ceil_seconds
 from otpservice.phone import calling_code_of
 
 if TYPE_CHECKING:
@@ -57,21 +57,18 @@ class Admission:
     """A request the rules let through: what it counted, to give back if it goes no further."""
 
     request_id: str
-    where: str  # "region|calling code|prefix" of the number, stored with its challenge
+    where: Destination  # stored with its challenge
     counted: list[str] = field(default_factory=list)  # quota keys
     destinations: list[str] = field(default_factory=list)  # watched by the fraud guard
 
 
-def where_of(number: PhoneNumber, prefix_digits: int) -> str:
+def where_of(number: PhoneNumber, prefix_digits: int) -> Destination:
     """The number's region, calling code and prefix, as a challenge keeps them."""
-    return f"{number.region}|+{number.country_code}|{number.prefix(prefix_digits)}"
-
-
-def destinations_of(where: str) -> list[str]:
-    """The fraud guard's destinations (calling code first, then prefix) in a ``where_of``
-    text."""
-    parts = where.split("|")
-    return parts[1:3] if len(parts) == 3 and all(parts[1:3]) else []
+    return Destination(
+        region=number.region,
+        calling_code=f"+{number.country_code}",
+        prefix=number.prefix(prefix_digits),
+    )
 
 
 def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:
@@ -168,14 +165,14 @@ class AbusePolicy:
         request_id = secrets.token_urlsafe(9)
         if is_safe(abuse.safe_list, number):
             # Kept out of the fraud guard's counts, sent and verified alike.
-            return Admission(request_id, f"{number.region}||")
+            return Admission(request_id, Destination(region=number.region))
         refusal = geo_refusal(abuse.geo, number)
         if refusal is not None:
             rule, detail = refusal
             if abuse.geo.mode == "enforce":
                 raise DestinationNotAllowed(rule, detail)
             log.info("monitor: rule %s would refuse a challenge (%s)", rule, number.region)
-        destinations = destinations_of(where) if guard.enabled else []
+        destinations = where.watched() if guard.enabled else []
         if destinations:
             await self._check_fraud(destinations, guard)
         counted = await self._count(abuse.rules, number, client, client_ip, request_id)
@@ -192,10 +189,10 @@ class AbusePolicy:
         """Count a code sent, for the fraud guard (written within ``FLUSH_SECONDS``)."""
         self._count_fraud(admission.destinations, "sent")
 
-    def verified(self, where: str) -> None:
+    def verified(self, where: Destination) -> None:
         """Count a code verified for the number ``where`` (as stored with its challenge)."""
         if self._live.current.abuse.fraud_guard.enabled:
-            self._count_fraud(destinations_of(where), "verified")
+            self._count_fraud(where.watched(), "verified")
 
     async def fraud_state(self, destination: str) -> FraudVerdict:
         """The fraud guard's figures and state for a destination ("+44" or "+4470").
@@ -314,7 +311,7 @@ class AbusePolicy:
             elif refusal is None or seconds > (refusal.retry_after_seconds or 0):
                 refusal = RateLimited(rule.name, seconds)
         if failure is not None or refusal is not None:
-            await self.give_back(Admission(request_id, "", counted))
+            await self.give_back(Admission(request_id, NOWHERE, counted))
             if failure is not None:
                 raise failure
             assert refusal is not None

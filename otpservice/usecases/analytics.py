@@ -44,11 +44,6 @@ _DELIVERY_METRICS = {
 _REACHED = {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED}
 
 
-def region_of(where: str) -> str:
-    """The country (ISO code) in a challenge's ``where`` ("GB|+44|+4474")."""
-    return where.split("|", 1)[0]
-
-
 class Percentiles(msgspec.Struct, frozen=True):
     """Time from issuing to verifying, in seconds (interpolated within histogram buckets)."""
 
@@ -112,7 +107,7 @@ class Analytics:
         recorded counts the send too."""
         if update.outcome != "ok" or update.previous == status:
             return
-        country = region_of(update.where)
+        country = update.where.region
         provider = provider or update.provider
         if status in _REACHED and update.previous not in _REACHED:
             self.count("sent", country=country, provider=provider)

@@ -32,7 +32,6 @@ from otpservice.errors import (
 from otpservice.models import ChallengeStatus, DeliveryStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
 from otpservice.sms.templates import MessageTemplates
-from otpservice.usecases.analytics import region_of
 
 if TYPE_CHECKING:
     from otpservice.config.schema import Settings
@@ -197,7 +196,7 @@ class OtpService:
         log.info("challenge approved: %s", challenge_id)
         self._abuse.verified(approved.where)
         self._analytics.verified(
-            country=region_of(approved.where),
+            country=approved.where.region,
             seconds=(approved.approved_at_ms - approved.created_at_ms) / 1000,
         )
         return approved

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -47,6 +48,19 @@ _SETTLED = {
     DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.DELIVERED,
     DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED,
 }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """What a worker does with a message it took over: send it or not, and where only."""
+
+    send: bool
+    # A provider that drops repeats: the send is repeated there and nowhere else.
+    only: str | None = None
+
+
+SETTLED = Takeover(send=False)  # settled by the takeover itself: nothing more to do
+SEND = Takeover(send=True)
 
 
 class _KnownOptOut(Rejected):
@@ -105,10 +119,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         # repeats, or found by a takeover. Never dropped, even when the code has expired.
         only: str | None = entry.provider or None
         if item.reclaimed:
-            decision = await self._on_takeover(item, entry, keys)
-            if decision is False:
+            takeover = await self._on_takeover(item, entry, keys)
+            if not takeover.send:
                 return
-            only = decision if isinstance(decision, str) else only
+            only = takeover.only or only
         if time.time() * 1000 >= entry.deadline_ms:
             # Perhaps sent already (a repeat was due): unknown, not failed.
             state = DeliveryStatus.UNKNOWN if only else DeliveryStatus.FAILED
@@ -174,9 +188,9 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
 
     async def _on_takeover(
         self, item: OutboxItem, entry: OutboxEntry, keys: ChallengeKeys
-    ) -> bool | str:
-        """Another worker had this message and went quiet. False: settled here, stop.
-        True: send normally. A provider name: repeat the send there only."""
+    ) -> Takeover:
+        """Another worker had this message and went quiet: settle it here, send it normally,
+        or repeat the send at the one provider that drops repeats."""
         state = await self._challenges.read_delivery(keys)
         if state.outcome == "missing" or state.previous in _SETTLED:
             # The other worker got that far; it may have died before telling the app (the
@@ -185,15 +199,15 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                 entry.challenge_id, state.previous, provider=state.provider, detail=""
             )
             await self._outbox.finish(item)
-            return False
+            return SETTLED
         if state.previous != DeliveryStatus.SENDING or state.send_id != entry.send_id:
-            return True
+            return SEND
         provider = self._providers.provider(state.provider)
         if provider is not None and provider.deduplicates:
-            return provider.name
+            return Takeover(send=True, only=provider.name)
         await self._settle(item, keys, DeliveryStatus.UNKNOWN, provider=state.provider,
                            detail="worker stopped mid-send")  # fmt: skip
-        return False
+        return SETTLED
 
     async def _retry(
         self,
