@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
-from harness import CORES
+
+from bench.harness import CORES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from harness import CpuUse
+    from bench.harness import CpuUse
 
 
 @dataclass(frozen=True)
@@ -323,9 +324,10 @@ def paired_verify_runs(report: Report) -> list[tuple[LoadResult, LoadResult]]:
     for profile in PROFILES:
         for clients in sorted({r.clients for r in report.loads}):
             ours = [
-                r for r in report.loads
+                r
+                for r in report.loads
                 if r.profile == profile and r.clients == clients and r.endpoint == "/verify"
-            ]  # fmt: skip
+            ]
             theirs = [r for r in report.skeleton if r.profile == profile and r.clients == clients]
             paired += zip(ours, theirs, strict=False)
     return paired
@@ -341,15 +343,19 @@ def rounds_rows(report: Report) -> list[list[str]]:
         if len(runs) < 2:
             continue
         ratios = [o.rps / t.rps for o, t in runs if t.rps]
-        rows.append([
-            name, str(clients), str(len(runs)),
-            f"{statistics.median(o.rps for o, _ in runs):,.0f}",
-            f"{statistics.median(o.ratio for o, _ in runs):.0%}",
-            f"{statistics.median(t.rps for _, t in runs):,.0f}",
-            f"{statistics.median(t.ratio for _, t in runs):.0%}",
-            f"{statistics.median(ratios):.0%}" if ratios else "",
-            f"{min(ratios):.0%}-{max(ratios):.0%}" if ratios else "",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                str(clients),
+                str(len(runs)),
+                f"{statistics.median(o.rps for o, _ in runs):,.0f}",
+                f"{statistics.median(o.ratio for o, _ in runs):.0%}",
+                f"{statistics.median(t.rps for _, t in runs):,.0f}",
+                f"{statistics.median(t.ratio for _, t in runs):.0%}",
+                f"{statistics.median(ratios):.0%}" if ratios else "",
+                f"{min(ratios):.0%}-{max(ratios):.0%}" if ratios else "",
+            ]
+        )
     return rows
 
 
@@ -365,11 +371,16 @@ def summary(report: Report, header: str) -> str:
     for profile in PROFILES:
         cost = report.costs.get(profile.name)
         if cost is not None:
-            rows.append([
-                profile.name, profile.label, f"{cost.hash_s * 1000:.3f}",
-                f"{cost.verify_s * 1000:.3f}", f"{cost.ceiling_rps:,.0f}",
-                f"{cost.parallel_rps:,.0f}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    profile.name,
+                    profile.label,
+                    f"{cost.hash_s * 1000:.3f}",
+                    f"{cost.verify_s * 1000:.3f}",
+                    f"{cost.ceiling_rps:,.0f}",
+                    f"{cost.parallel_rps:,.0f}",
+                ]
+            )
     lines += table(
         ["profile", "parameters", "hash ms", "verify ms", "ceiling/s", f"{CORES} threads/s"],
         rows,
@@ -387,21 +398,45 @@ def summary(report: Report, header: str) -> str:
     for r in [*report.loads, *report.skeleton, *report.floor]:
         reference = pairs.get(id(r))
         of_skeleton = f"{r.rps / reference.rps:.0%}" if reference and reference.rps else ""
-        rows.append([
-            r.profile.name, r.endpoint, str(r.clients), f"{r.rps:,.0f}",
-            f"{r.cost.hash_s * 1000:.3f}", f"{r.ratio:.0%}",
-            f"{r.rps / r.cost.parallel_rps:.0%}", of_skeleton, f"{r.latency_ms['p50']:.1f}",
-            f"{r.latency_ms['p99']:.1f}", f"{r.requests:,}", f"{r.service_cpu_ms:.2f}",
-            f"{r.other_load:.2f}", r.failures(), r.target(),
-        ])  # fmt: skip
+        rows.append(
+            [
+                r.profile.name,
+                r.endpoint,
+                str(r.clients),
+                f"{r.rps:,.0f}",
+                f"{r.cost.hash_s * 1000:.3f}",
+                f"{r.ratio:.0%}",
+                f"{r.rps / r.cost.parallel_rps:.0%}",
+                of_skeleton,
+                f"{r.latency_ms['p50']:.1f}",
+                f"{r.latency_ms['p99']:.1f}",
+                f"{r.requests:,}",
+                f"{r.service_cpu_ms:.2f}",
+                f"{r.other_load:.2f}",
+                r.failures(),
+                r.target(),
+            ]
+        )
     lines += table(
         [
-            "profile", "endpoint", "clients", "req/s", "hash ms", "of ceil", f"of {CORES}-thr",
-            "of skeleton", "p50 ms", "p99 ms", "requests", "svc CPU ms/req", "other load",
-            "non-2xx / errors", "/verify target",
+            "profile",
+            "endpoint",
+            "clients",
+            "req/s",
+            "hash ms",
+            "of ceil",
+            f"of {CORES}-thr",
+            "of skeleton",
+            "p50 ms",
+            "p99 ms",
+            "requests",
+            "svc CPU ms/req",
+            "other load",
+            "non-2xx / errors",
+            "/verify target",
         ],
         rows,
-    )  # fmt: skip
+    )
 
     rounds = rounds_rows(report)
     if rounds:
@@ -412,21 +447,31 @@ def summary(report: Report, header: str) -> str:
         ]
         lines += table(
             [
-                "profile", "clients", "rounds", "service req/s", "of ceil", "skeleton req/s",
-                "of ceil", "service/skeleton", "range",
+                "profile",
+                "clients",
+                "rounds",
+                "service req/s",
+                "of ceil",
+                "skeleton req/s",
+                "of ceil",
+                "service/skeleton",
+                "range",
             ],
             rounds,
-        )  # fmt: skip
+        )
 
     if report.commands:
         lines += ["", "Redis commands per request (INFO commandstats around a batch)"]
         rows = [
             [
-                c.endpoint, str(c.requests), f"{c.round_trips / c.requests:.2f}",
-                f"{c.in_scripts / c.requests:.2f}", c.failures,
+                c.endpoint,
+                str(c.requests),
+                f"{c.round_trips / c.requests:.2f}",
+                f"{c.in_scripts / c.requests:.2f}",
+                c.failures,
             ]
             for c in report.commands
-        ]  # fmt: skip
+        ]
         lines += table(
             ["endpoint", "requests", "round trips/req", "in-script cmds/req", "failures"], rows
         )

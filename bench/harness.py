@@ -36,9 +36,27 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # start). Each benchmark step takes a block of its own, so no step cancels another's challenges
 # (a new challenge for a number replaces that number's previous one).
 AREA_CODES = (
-    "415", "202", "212", "213", "312", "617", "206", "303", "404", "512",
-    "646", "702", "305", "503", "615", "713", "720", "801", "919", "210",
-)  # fmt: skip
+    "415",
+    "202",
+    "212",
+    "213",
+    "312",
+    "617",
+    "206",
+    "303",
+    "404",
+    "512",
+    "646",
+    "702",
+    "305",
+    "503",
+    "615",
+    "713",
+    "720",
+    "801",
+    "919",
+    "210",
+)
 BLOCK_FIRST, BLOCK_LAST = 2_000_000, 9_999_999
 
 # The console sender's line; the code is the first run of 4 to 10 digits in the message.
@@ -98,11 +116,14 @@ _LOOSE_RULES = "\n".join(
     f'[[abuse.rules]]\nname = "{name}"\nscope = "{scope}"\n'
     f"windows = [{{limit = 1000000000, seconds = {seconds}}}]"
     for name, scope, seconds in (
-        ("per_ip", "ip", 3600), ("per_ip_prefix", "ip_prefix", 3600),
-        ("per_prefix", "prefix", 3600), ("per_country", "country", 3600),
-        ("global", "global", 60), ("per_client", "client", 60),
+        ("per_ip", "ip", 3600),
+        ("per_ip_prefix", "ip_prefix", 3600),
+        ("per_prefix", "prefix", 3600),
+        ("per_country", "country", 3600),
+        ("global", "global", 60),
+        ("per_client", "client", 60),
     )
-)  # fmt: skip
+)
 
 
 class RedisProcess:
@@ -115,13 +136,23 @@ class RedisProcess:
         self.port = free_port()
         self.process = subprocess.Popen(
             [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(workdir),
-                "--logfile", str(workdir / "redis.log"),
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                "--logfile",
+                str(workdir / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         self.client = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
         deadline = time.monotonic() + 10
         while True:
@@ -291,9 +322,13 @@ class Otpservice:
         last_line = completed.stdout.strip().splitlines()[-1]
         path, version, acknowledge, providers, outbox_key = json.loads(last_line)
         return cls(
-            source, str(Path(path).parent), version,
-            bool(acknowledge), bool(providers), bool(outbox_key),
-        )  # fmt: skip
+            source,
+            str(Path(path).parent),
+            version,
+            bool(acknowledge),
+            bool(providers),
+            bool(outbox_key),
+        )
 
 
 def wait_ready(
@@ -331,20 +366,28 @@ class Service:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process: subprocess.Popen[bytes] = subprocess.Popen(
                 [
-                    sys.executable, "-m", "otpservice", "serve",
-                    "--config", str(self.config_path), "--port", str(self.port),
+                    sys.executable,
+                    "-m",
+                    "otpservice",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--port",
+                    str(self.port),
                 ],
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
                 cwd=source,
-            )  # fmt: skip
+            )
         self.sms = SmsLog(self.stdout_path)
         try:
             wait_ready(
-                self.process, self.stderr_path, "otpservice",
+                self.process,
+                self.stderr_path,
+                "otpservice",
                 lambda: httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200,
-            )  # fmt: skip
+            )
         except BaseException:
             self.close()
             raise
@@ -387,26 +430,43 @@ class SkeletonProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.redis = redis
         env = {
-            **os.environ, "SKELETON_REDIS_URL": redis_url, "SKELETON_ARGON2": argon2,
+            **os.environ,
+            "SKELETON_REDIS_URL": redis_url,
+            "SKELETON_ARGON2": argon2,
             "SKELETON_REDIS": "1" if redis else "0",
-        }  # fmt: skip
+        }
         err_path = workdir / f"{self.name}.err"
         with err_path.open("wb") as err:
             self.process: subprocess.Popen[bytes] = subprocess.Popen(
                 [
-                    sys.executable, "-m", "uvicorn", "skeleton:app", "--port", str(self.port),
-                    "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "skeleton:app",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(workers),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
                 ],
-                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, cwd=BENCH_DIR,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=BENCH_DIR,
                 env=env,
-            )  # fmt: skip
+            )
         body = {"challenge_id": "warm.up", "code": "000000"}
         try:
             wait_ready(
-                self.process, err_path, f"the {self.name}",
-                lambda: httpx.post(f"{self.base_url}/verify", json=body, timeout=5).status_code
-                == 200,
-            )  # fmt: skip
+                self.process,
+                err_path,
+                f"the {self.name}",
+                lambda: (
+                    httpx.post(f"{self.base_url}/verify", json=body, timeout=5).status_code == 200
+                ),
+            )
         except BaseException:
             self.close()
             raise
@@ -472,9 +532,12 @@ class CpuMeter:
         end = self._read()
         wall, busy, steal, service, ours = (b - a for a, b in zip(self._start, end, strict=True))
         return CpuUse(
-            wall_s=wall, service_s=service, ours_s=ours, other_s=max(busy - ours, 0.0),
+            wall_s=wall,
+            service_s=service,
+            ours_s=ours,
+            other_s=max(busy - ours, 0.0),
             steal_s=steal,
-        )  # fmt: skip
+        )
 
 
 def wait_for_quiet(pids: Sequence[int], limit_cores: float, max_wait_s: float) -> float:
@@ -618,9 +681,21 @@ def run_wrk(
     if wrk is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     command = [
-        wrk, "-t", str(wrk_threads(clients)), "-c", str(clients), "-d", f"{duration_s}s",
-        "--timeout", "10s", "-s", str(LUA_SCRIPT), base_url, "--", *script_args,
-    ]  # fmt: skip
+        wrk,
+        "-t",
+        str(wrk_threads(clients)),
+        "-c",
+        str(clients),
+        "-d",
+        f"{duration_s}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA_SCRIPT),
+        base_url,
+        "--",
+        *script_args,
+    ]
     completed = subprocess.run(
         command, capture_output=True, text=True, timeout=duration_s + 60, check=False
     )

@@ -1,4 +1,4 @@
--- otp.lua: wrk script for the otpservice benchmarks (driven by bench/run.py).
+-- otp.lua: wrk script for the otpservice benchmarks (driven by bench.run).
 --
 -- Two modes, chosen by the first script argument (after wrk's `--`):
 --

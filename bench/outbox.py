@@ -1,7 +1,7 @@
 """Outbox throughput: how fast delivery workers drain queued messages to a slow provider.
 
-    uv run python bench/outbox.py                     # 600 messages, limits off and 100/s
-    uv run python bench/outbox.py --messages 1000 --limits 0,50,200 --latency-ms 50
+    uv run python -m bench.outbox                     # 600 messages, limits off and 100/s
+    uv run python -m bench.outbox --messages 1000 --limits 0,50,200 --latency-ms 50
 
 Starts its own ``redis-server``, a fake gateway (the ``generic`` provider) that answers every
 message after ``--latency-ms``, and ``otpservice serve`` with its in-process workers off. It
@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from harness import (
+from bench.harness import (
     NumberBlocks,
     RedisProcess,
     Service,
@@ -85,14 +85,20 @@ def run_once(workdir: Path, redis: RedisProcess, limit: float, options: argparse
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     rate = f"messages_per_second = {limit}\nburst = {options.burst}\n" if limit else ""
     config = ServiceConfig(
-        redis_url=redis.url, memory_kib=8, time_cost=1, parallelism=1, log_level="warning",
-        acknowledge_console=True, provider_list=True, outbox_key=True,
+        redis_url=redis.url,
+        memory_kib=8,
+        time_cost=1,
+        parallelism=1,
+        log_level="warning",
+        acknowledge_console=True,
+        provider_list=True,
+        outbox_key=True,
         sms_toml=(
             f'[[sms.providers]]\ntype = "generic"\nurl = "{gateway.url}"\n'
             f'secret = "{secret}"\ntimeout_seconds = 5\n{rate}'
         ),
         extra_toml=f"[outbox]\nworkers_in_process = false\nconcurrency = {options.concurrency}\n",
-    )  # fmt: skip
+    )
     redis.client.flushall()
     name = f"outbox-{limit or 'nolimit'}"
     service = Service(workdir, name, config, ROOT)
@@ -107,8 +113,11 @@ def run_once(workdir: Path, redis: RedisProcess, limit: float, options: argparse
             command = ["-m", "otpservice", "worker", "--config", str(service.config_path)]
             worker = subprocess.Popen(
                 [sys.executable, *command],
-                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT,
-            )  # fmt: skip
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
             deadline = started + options.timeout
             while len(gateway.arrivals) < queued and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -149,8 +158,10 @@ def main() -> int:
         f"{options.latency_ms:.0f} ms, one worker process, outbox.concurrency "
         f"{options.concurrency}, burst {options.burst}\n"
     )
-    print(f"{'limit':>10}  {'queued':>8}  {'delivered':>9}  {'seconds':>7}  {'messages/s':>10}"
-          f"  {'busiest second':>16}")  # fmt: skip
+    print(
+        f"{'limit':>10}  {'queued':>8}  {'delivered':>9}  {'seconds':>7}  {'messages/s':>10}"
+        f"  {'busiest second':>16}"
+    )
     for row in rows:
         print(row)
     return 0

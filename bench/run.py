@@ -1,6 +1,6 @@
 """otpservice benchmark: argon2 cost, HTTP throughput and latency, Redis memory and round trips.
 
-Run ``uv run python bench/run.py [--quick]``. It starts its own ``redis-server`` on a free
+Run ``uv run python -m bench.run [--quick]``. It starts its own ``redis-server`` on a free
 loopback port and, for each argon2 profile, its own ``otpservice serve`` (console SMS: its
 stdout tells the code of every challenge), drives it with ``wrk`` and ``bench/otp.lua``, and
 prints figures; nothing is asserted. The summary also goes to ``bench/results/latest.txt``.
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
-from figures import (
+
+from bench.figures import (
     PROFILES,
     CommandFigures,
     HashCost,
@@ -35,7 +36,7 @@ from figures import (
     measure_hash,
     summary,
 )
-from harness import (
+from bench.harness import (
     BENCH_DIR,
     BLOCK_FIRST,
     CORES,
@@ -58,7 +59,7 @@ from harness import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
-    from harness import CpuUse
+    from bench.harness import CpuUse
 
 RESULTS_FILE = BENCH_DIR / "results" / "latest.txt"
 CLIENT_COUNTS = (8, 64)
@@ -299,10 +300,12 @@ class ProfileBench:
         Redis; stopped on the way out."""
         profile = self.profile
         reference = SkeletonProcess(
-            self.workdir, self.store.url,
+            self.workdir,
+            self.store.url,
             f"{profile.memory_kib},{profile.time_cost},{profile.parallelism}",
-            self.options.workers, redis=redis_on,
-        )  # fmt: skip
+            self.options.workers,
+            redis=redis_on,
+        )
         try:
             say(f"[{profile.name}] {reference.name} up on {reference.base_url}")
             yield reference

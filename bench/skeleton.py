@@ -67,10 +67,16 @@ async def verify(data: VerifyRequest) -> Verdict:
     digest = await asyncio.get_running_loop().run_in_executor(
         hashing,
         functools.partial(
-            hash_secret_raw, keyed, SALT, time_cost=TIME_COST, memory_cost=MEMORY_KIB,
-            parallelism=PARALLELISM, hash_len=32, type=Type.ID,
+            hash_secret_raw,
+            keyed,
+            SALT,
+            time_cost=TIME_COST,
+            memory_cost=MEMORY_KIB,
+            parallelism=PARALLELISM,
+            hash_len=32,
+            type=Type.ID,
         ),
-    )  # fmt: skip
+    )
     matched = hmac.compare_digest(digest, stored or digest)
     if USE_REDIS:
         await settle(keys=[key], args=["1" if matched else "0"])

@@ -145,9 +145,10 @@ class SuspectedFraud(RuleRefusal):
 
     def __init__(self, rule: str, retry_after_seconds: int) -> None:
         super().__init__(
-            rule, retry_after_seconds,
+            rule,
+            retry_after_seconds,
             "Codes to this destination are paused: too few of those sent were verified.",
-        )  # fmt: skip
+        )
 
 
 class NumberLocked(Refused):

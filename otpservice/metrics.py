@@ -27,36 +27,46 @@ HTTP_REQUESTS = Counter(
     "otp_http_requests_total", "HTTP requests by route and status", ["route", "method", "status"]
 )
 HTTP_SECONDS = Histogram(
-    "otp_http_request_duration_seconds", "HTTP request latency by route", ["route"],
+    "otp_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
     buckets=_LATENCY,
-)  # fmt: skip
+)
 CHALLENGES = Counter("otp_challenges_total", "Challenges by outcome (issued, refused)", ["outcome"])
 REFUSALS = Counter("otp_throttle_refusals_total", "Challenges refused, by rule", ["rule"])
 VERIFICATIONS = Counter(
     "otp_verifications_total", "Verifications by outcome (approved, failed)", ["outcome"]
 )
 DELIVERIES = Counter(
-    "otp_deliveries_total", "Delivery outcomes (sent, delivered, failed) by provider",
+    "otp_deliveries_total",
+    "Delivery outcomes (sent, delivered, failed) by provider",
     ["status", "provider"],
-)  # fmt: skip
+)
 OPT_OUTS = Counter("otp_opt_out_changes_total", "Opt-outs and opt-ins", ["change"])
 FRAUD_TRIPS = Counter("otp_fraud_guard_trips_total", "Fraud guard trips", ["destination"])
 PROVIDER_SECONDS = Histogram(
-    "otp_provider_send_duration_seconds", "Time a provider took to answer a send", ["provider"],
+    "otp_provider_send_duration_seconds",
+    "Time a provider took to answer a send",
+    ["provider"],
     buckets=_LATENCY,
-)  # fmt: skip
+)
 PROVIDER_ERRORS = Counter(
-    "otp_provider_errors_total", "Sends a provider did not take, by reason",
+    "otp_provider_errors_total",
+    "Sends a provider did not take, by reason",
     ["provider", "reason"],
-)  # fmt: skip
+)
 QUEUE_DEPTH = Gauge(
-    "otp_queue_depth", "Entries in a durable queue (outbox, events, replies), retries included",
-    ["queue"], multiprocess_mode="max",
-)  # fmt: skip
-QUEUE_AGE = Gauge(
-    "otp_queue_oldest_age_seconds", "Age of the oldest entry in a durable queue", ["queue"],
+    "otp_queue_depth",
+    "Entries in a durable queue (outbox, events, replies), retries included",
+    ["queue"],
     multiprocess_mode="max",
-)  # fmt: skip
+)
+QUEUE_AGE = Gauge(
+    "otp_queue_oldest_age_seconds",
+    "Age of the oldest entry in a durable queue",
+    ["queue"],
+    multiprocess_mode="max",
+)
 
 # What each analytics metric (see analytics.py) adds to, and with which labels.
 _EVENT_METRICS: dict[str, tuple[Counter, dict[str, str]]] = {

@@ -67,9 +67,11 @@ class LiveSettings:
             return False
         try:
             new = self._load(
-                old.config_path, environ=self._environ, dev=old.dev_mode,
+                old.config_path,
+                environ=self._environ,
+                dev=old.dev_mode,
                 overrides={"host": old.host, "port": old.port, "workers": old.workers},
-            )  # fmt: skip
+            )
         except ConfigError as exc:
             log.error("config reload refused, the settings in force stay: %s", exc)
             return False
@@ -80,11 +82,15 @@ class LiveSettings:
         if new.log_level != old.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         later = sorted(
-            name for name in old.__struct_fields__
+            name
+            for name in old.__struct_fields__
             if name not in LIVE_SECTIONS and getattr(old, name) != getattr(new, name)
-        )  # fmt: skip
-        log.info("config reloaded from %s%s", old.config_path,
-                 f"; after a restart only: {', '.join(later)}" if later else "")  # fmt: skip
+        )
+        log.info(
+            "config reloaded from %s%s",
+            old.config_path,
+            f"; after a restart only: {', '.join(later)}" if later else "",
+        )
         return True
 
     async def check_file(self) -> None:

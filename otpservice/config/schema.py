@@ -280,9 +280,19 @@ NUMBER_PREFIX_PATTERN = r"^\+[1-9][0-9]{0,14}\Z"
 NumberPrefix = Annotated[str, msgspec.Meta(pattern=NUMBER_PREFIX_PATTERN)]
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
 NumberType = Literal[
-    "premium_rate", "shared_cost", "unknown", "voip", "toll_free", "personal_number", "pager",
-    "uan", "voicemail", "fixed_line", "mobile", "fixed_line_or_mobile",
-]  # fmt: skip
+    "premium_rate",
+    "shared_cost",
+    "unknown",
+    "voip",
+    "toll_free",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+    "fixed_line_or_mobile",
+]
 
 
 class Window(Base, frozen=True):
@@ -313,15 +323,21 @@ class RateRule(Base, frozen=True):
 
 def _default_rules() -> list[RateRule]:
     return [
-        RateRule(name="per_ip", scope="ip",
-                 windows=[Window(limit=10, seconds=3600), Window(limit=20, seconds=86400)]),
+        RateRule(
+            name="per_ip",
+            scope="ip",
+            windows=[Window(limit=10, seconds=3600), Window(limit=20, seconds=86400)],
+        ),
         RateRule(name="per_ip_prefix", scope="ip_prefix", windows=[Window(limit=50, seconds=3600)]),
         RateRule(name="per_prefix", scope="prefix", windows=[Window(limit=300, seconds=3600)]),
         RateRule(name="per_country", scope="country", windows=[Window(limit=1000, seconds=3600)]),
-        RateRule(name="global", scope="global",
-                 windows=[Window(limit=300, seconds=60), Window(limit=20000, seconds=86400)]),
+        RateRule(
+            name="global",
+            scope="global",
+            windows=[Window(limit=300, seconds=60), Window(limit=20000, seconds=86400)],
+        ),
         RateRule(name="per_client", scope="client", windows=[Window(limit=600, seconds=60)]),
-    ]  # fmt: skip
+    ]
 
 
 class GeoSettings(Base, frozen=True):

@@ -138,9 +138,13 @@ class AcsSender:
             **sign_request("POST", self._url, body, self._key, rfc1123(time.time())),
         }
         response = await post(
-            self._client, self.name, self._url,
-            content=body, headers=headers, time_limit=self._timeout,
-        )  # fmt: skip
+            self._client,
+            self.name,
+            self._url,
+            content=body,
+            headers=headers,
+            time_limit=self._timeout,
+        )
         # A 202 can still hold a failed recipient: each one has its own status.
         try:
             result = msgspec.json.decode(response.content, type=_SendResponse).value[0]

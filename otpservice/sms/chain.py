@@ -135,8 +135,10 @@ class ProviderChain:
                     raise  # OutcomeUnknown: perhaps sent, so no other provider is asked
                 log.warning(
                     "provider %s did not take the message for challenge %s (%s); trying the next",
-                    sender.name, message.challenge_id, exc.reason,
-                )  # fmt: skip
+                    sender.name,
+                    message.challenge_id,
+                    exc.reason,
+                )
                 last = exc
                 continue
             finally:

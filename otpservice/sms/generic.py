@@ -53,15 +53,22 @@ class GenericSender:
         """Send one message; ``SendFailure`` when the gateway did not take it."""
         body = msgspec.json.encode(
             GatewayMessage(
-                type="sms.send", id=message.send_id, to=message.to, body=message.body,
+                type="sms.send",
+                id=message.send_id,
+                to=message.to,
+                body=message.body,
                 challenge_id=message.challenge_id,
             )
-        )  # fmt: skip
+        )
         headers = self._signer.headers(message.send_id, body)
         response = await post(
-            self._client, self.name, self._url,
-            content=body, headers=headers, time_limit=self._timeout,
-        )  # fmt: skip
+            self._client,
+            self.name,
+            self._url,
+            content=body,
+            headers=headers,
+            time_limit=self._timeout,
+        )
         try:
             message_id = msgspec.json.decode(response.content or b"{}", type=_Accepted).id
         except msgspec.DecodeError:

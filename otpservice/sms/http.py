@@ -39,9 +39,12 @@ async def post(
     """
     try:
         response = await client.post(
-            url, content=content, headers=headers, auth=auth or httpx.USE_CLIENT_DEFAULT,
+            url,
+            content=content,
+            headers=headers,
+            auth=auth or httpx.USE_CLIENT_DEFAULT,
             timeout=time_limit,
-        )  # fmt: skip
+        )
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         # Nothing reached the provider.
         raise NotAccepted(provider, "unreachable", type(exc).__name__) from exc

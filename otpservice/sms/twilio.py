@@ -123,11 +123,15 @@ class TwilioSender:
                 f"{self._callback_url}?{urlencode({'challenge_id': message.challenge_id})}"
             )
         response = await post(
-            self._client, self.name, self._url,
+            self._client,
+            self.name,
+            self._url,
             content=urlencode(form).encode(),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
-            time_limit=self._timeout, auth=self._auth, refusal=self._refusal,
-        )  # fmt: skip
+            time_limit=self._timeout,
+            auth=self._auth,
+            refusal=self._refusal,
+        )
         try:
             sid = msgspec.json.decode(response.content, type=_Message).sid
         except msgspec.DecodeError:

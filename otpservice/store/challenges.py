@@ -178,13 +178,19 @@ class ChallengeStore:
         )
         self._min_interval_arg = _encoded(limits.min_interval_seconds * _MS)
         self._window_args = _encoded(
-            3600 * _MS, limits.per_hour, "number_per_hour",
-            86400 * _MS, limits.per_day, "number_per_day",
-        )  # fmt: skip
+            3600 * _MS,
+            limits.per_hour,
+            "number_per_hour",
+            86400 * _MS,
+            limits.per_day,
+            "number_per_day",
+        )
         self._lockout_args = _encoded(
-            lockout.max_failures, lockout.base_seconds * _MS,
-            lockout.max_seconds * _MS, lockout.memory_seconds * _MS,
-        )  # fmt: skip
+            lockout.max_failures,
+            lockout.base_seconds * _MS,
+            lockout.max_seconds * _MS,
+            lockout.memory_seconds * _MS,
+        )
         self._prepared = False
 
     async def check_send(self, keys: ChallengeKeys) -> None:
@@ -214,12 +220,18 @@ class ChallengeStore:
         reply = await self._issue_script(
             keys,
             [
-                keys.random_part, code_hash.digest, code_hash.pepper_id, code_hash.params,
-                client, masked_phone, purpose, *self._code_args,
+                keys.random_part,
+                code_hash.digest,
+                code_hash.pepper_id,
+                code_hash.params,
+                client,
+                masked_phone,
+                purpose,
+                *self._code_args,
             ],
             mode="issue",
             where=where.wire(),
-        )  # fmt: skip
+        )
         issued = IssuedReply(*reply)
         return IssuedChallenge(
             challenge_id=keys.challenge_id,
@@ -259,9 +271,14 @@ class ChallengeStore:
         reply = await self._run(
             self._scripts.spend_attempt,
             [keys.challenge, keys.active, keys.guard, keys.inflight],
-            [keys.random_part, client, reservation_id, *self._lockout_args,
-             RESERVATION_LIFETIME_MS],
-        )  # fmt: skip
+            [
+                keys.random_part,
+                client,
+                reservation_id,
+                *self._lockout_args,
+                RESERVATION_LIFETIME_MS,
+            ],
+        )
         status = reply_text(reply[0])
         if status == "locked":
             raise NumberLocked(seconds_from_ms(int(LockedReply(*reply).retry_after_ms)))
@@ -291,9 +308,14 @@ class ChallengeStore:
         reply = await self._run(
             self._scripts.record_verdict,
             [keys.challenge, keys.active, keys.guard, keys.inflight],
-            [keys.random_part, client, reservation.reservation_id, "1" if matched else "0",
-             *self._lockout_args],
-        )  # fmt: skip
+            [
+                keys.random_part,
+                client,
+                reservation.reservation_id,
+                "1" if matched else "0",
+                *self._lockout_args,
+            ],
+        )
         status = reply_text(reply[0])
         if status == "approved":
             approved = ApprovedReply(*reply)

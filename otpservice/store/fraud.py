@@ -54,11 +54,15 @@ class FraudGuardStore:
         reply = await self._run(country, "check", destinations, settings)
         return [
             FraudVerdict(
-                destination=d, tripped=bool(int(r[0])), change=int(r[1]), sent=int(r[2]),
-                verified=int(r[3]), retry_after_seconds=int(r[4]),
+                destination=d,
+                tripped=bool(int(r[0])),
+                change=int(r[1]),
+                sent=int(r[2]),
+                verified=int(r[3]),
+                retry_after_seconds=int(r[4]),
             )
             for d, r in zip(destinations, reply, strict=True)
-        ]  # fmt: skip
+        ]
 
     async def clear(self, country: str, destination: str, settings: FraudGuardSettings) -> bool:
         """Forget a destination's counts (an operator cleared it); whether it was tripped."""
@@ -77,6 +81,13 @@ class FraudGuardStore:
         return await self._commands.run_script(
             self._commands.scripts.fraud_guard,
             [self._keys.fraud_guard(country)],
-            [op, settings.window_seconds, repr(settings.floor), settings.min_sent, sent, verified,
-             *destinations],
-        )  # fmt: skip
+            [
+                op,
+                settings.window_seconds,
+                repr(settings.floor),
+                settings.min_sent,
+                sent,
+                verified,
+                *destinations,
+            ],
+        )

@@ -26,9 +26,10 @@ class InboundStore:
         or was handled already (a provider's repeat, perhaps arriving at the same time)."""
         async with self._commands.command() as redis:
             return bool(
-                await redis.set(self._keys.inbound_seen(e164, message_id), 1, nx=True,
-                                ex=CLAIM_SECONDS)
-            )  # fmt: skip
+                await redis.set(
+                    self._keys.inbound_seen(e164, message_id), 1, nx=True, ex=CLAIM_SECONDS
+                )
+            )
 
     async def release(self, e164: str, message_id: str) -> None:
         """Handling failed half-way: let the provider's repeat do it (every step is safe to
@@ -45,6 +46,7 @@ class InboundStore:
         """True for the first answer to ``keyword`` from ``e164`` within the window."""
         async with self._commands.command() as redis:
             return bool(
-                await redis.set(self._keys.reply_guard(e164, keyword), 1, nx=True,
-                                ex=window_seconds)
-            )  # fmt: skip
+                await redis.set(
+                    self._keys.reply_guard(e164, keyword), 1, nx=True, ex=window_seconds
+                )
+            )

@@ -88,8 +88,11 @@ class OptOutStore:
         changes = []
         for entry in entries:
             at, direction, source, sender = reply_text(entry).split("|", 3)
-            changes.append(OptOutChange(at_ms=int(at), opted_out=direction == "out",
-                                        source=source, sender=sender))  # fmt: skip
+            changes.append(
+                OptOutChange(
+                    at_ms=int(at), opted_out=direction == "out", source=source, sender=sender
+                )
+            )
         return changes
 
     async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:

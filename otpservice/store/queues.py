@@ -87,9 +87,13 @@ class QueueStore(Generic[E]):
         try:
             async with self._commands.command() as redis:
                 reply = await redis.xautoclaim(
-                    self._stream, GROUP, consumer,
-                    min_idle_time=idle_ms, start_id=self._claim_cursor, count=count,
-                )  # fmt: skip
+                    self._stream,
+                    GROUP,
+                    consumer,
+                    min_idle_time=idle_ms,
+                    start_id=self._claim_cursor,
+                    count=count,
+                )
         except ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise

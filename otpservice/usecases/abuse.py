@@ -214,8 +214,9 @@ class AbusePolicy:
         was_tripped = await self._fraud.clear(_country(destination), destination, guard)
         if was_tripped:
             log.warning("fraud guard cleared for %s by an operator", destination)
-            await self._events.fraud_changed(destination, tripped=False, sent=0, verified=0,
-                                             source="admin")  # fmt: skip
+            await self._events.fraud_changed(
+                destination, tripped=False, sent=0, verified=0, source="admin"
+            )
         return was_tripped
 
     def _count_fraud(self, destinations: list[str], what: str) -> None:
@@ -231,8 +232,9 @@ class AbusePolicy:
         guard = self._live.current.abuse.fraud_guard
         for destinations, (sent, verified) in pending.items():
             try:
-                await self._fraud.add(destinations[0], list(destinations), guard, sent=sent,
-                                      verified=verified)  # fmt: skip
+                await self._fraud.add(
+                    destinations[0], list(destinations), guard, sent=sent, verified=verified
+                )
             except Unavailable:
                 counts = self._pending.setdefault(destinations, [0, 0])
                 counts[0] += sent
@@ -249,18 +251,27 @@ class AbusePolicy:
                 tripped = verdict.change > 0
                 if tripped:
                     FRAUD_TRIPS.labels(destination=verdict.destination).inc()
-                log.warning("fraud guard %s for %s: %d verified of %d sent (%s)",
-                            "tripped" if tripped else "cleared", verdict.destination,
-                            verdict.verified, verdict.sent, guard.mode)  # fmt: skip
+                log.warning(
+                    "fraud guard %s for %s: %d verified of %d sent (%s)",
+                    "tripped" if tripped else "cleared",
+                    verdict.destination,
+                    verdict.verified,
+                    verdict.sent,
+                    guard.mode,
+                )
                 try:
                     await self._events.fraud_changed(
-                        verdict.destination, tripped=tripped, sent=verdict.sent,
-                        verified=verdict.verified, source="window",
-                    )  # fmt: skip
+                        verdict.destination,
+                        tripped=tripped,
+                        sent=verdict.sent,
+                        verified=verdict.verified,
+                        source="window",
+                    )
                 except Unavailable:
                     # The refusal matters more than its event: answer it all the same.
-                    log.error("fraud guard: the event for %s could not be queued",
-                              verdict.destination)  # fmt: skip
+                    log.error(
+                        "fraud guard: the event for %s could not be queued", verdict.destination
+                    )
         return verdicts
 
     async def _check_fraud(self, destinations: list[str], guard: FraudGuardSettings) -> None:
@@ -295,19 +306,20 @@ class AbusePolicy:
         failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
         # After a failure (a timeout may have counted anyway) every key is given back:
         # removing a request id that is not there is harmless.
-        counted = [
-            self._quotas.key(rule, subject) for rule, subject in applying
-        ] if failure is not None else [
-            o.key for o in outcomes if not isinstance(o, BaseException) and o.counted
-        ]  # fmt: skip
+        counted = (
+            [self._quotas.key(rule, subject) for rule, subject in applying]
+            if failure is not None
+            else [o.key for o in outcomes if not isinstance(o, BaseException) and o.counted]
+        )
         refusal: RateLimited | None = None
         for (rule, _), outcome in zip(applying, outcomes, strict=True):
             if isinstance(outcome, BaseException) or not outcome.full:
                 continue
             seconds = ceil_seconds(outcome.retry_after_ms)
             if rule.mode == "monitor":
-                log.info("monitor: rule %s would refuse a challenge (retry in %d s)", rule.name,
-                         seconds)  # fmt: skip
+                log.info(
+                    "monitor: rule %s would refuse a challenge (retry in %d s)", rule.name, seconds
+                )
             elif refusal is None or seconds > (refusal.retry_after_seconds or 0):
                 refusal = RateLimited(rule.name, seconds)
         if failure is not None or refusal is not None:

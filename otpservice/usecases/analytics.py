@@ -32,14 +32,22 @@ FLUSH_SECONDS = 1.0
 # Upper bounds (seconds) of the time-to-verify histogram; one more bucket holds the rest.
 TTV_BOUNDS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600)
 METRICS = (
-    "issued", "sent", "delivered", "failed", "verified", "cancelled", "attempts_failed",
-    "opt_outs", "opt_ins",
-)  # fmt: skip
+    "issued",
+    "sent",
+    "delivered",
+    "failed",
+    "verified",
+    "cancelled",
+    "attempts_failed",
+    "opt_outs",
+    "opt_ins",
+)
 GroupBy = Literal["country", "provider", "hour"]
 _DELIVERY_METRICS = {
-    DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.UNDELIVERED: "failed",
+    DeliveryStatus.DELIVERED: "delivered",
+    DeliveryStatus.UNDELIVERED: "failed",
     DeliveryStatus.FAILED: "failed",
-}  # fmt: skip
+}
 # States that mean the provider took the message: "sent" is counted at the first of them.
 _REACHED = {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED}
 
@@ -150,18 +158,21 @@ class Analytics:
                 totals.add(metric, amount, settled)
                 if group_by is not None:
                     key = {
-                        "country": country, "provider": provider,
+                        "country": country,
+                        "provider": provider,
                         "hour": datetime_from_ms(hour * 3_600_000).isoformat(),
-                    }[group_by]  # fmt: skip
+                    }[group_by]
                     groups.setdefault(key, _Tally()).add(metric, amount, settled)
         return AnalyticsReport(
-            start=datetime_from_ms(start_ms), end=datetime_from_ms(end_ms), group_by=group_by,
+            start=datetime_from_ms(start_ms),
+            end=datetime_from_ms(end_ms),
+            group_by=group_by,
             total=totals.figures(),
             groups=[
                 Group(key=key, **msgspec.structs.asdict(tally.figures()))
                 for key, tally in sorted(groups.items())
             ],
-        )  # fmt: skip
+        )
 
     def _add(self, field: str) -> None:
         hour = int(time.time()) // 3600

@@ -78,9 +78,11 @@ class AppEvents:
         if kind is None:
             return
         data: EventData = {
-            "challenge_id": challenge_id, "status": status.value,
-            "provider": provider or None, "detail": detail or None,
-        }  # fmt: skip
+            "challenge_id": challenge_id,
+            "status": status.value,
+            "provider": provider or None,
+            "detail": detail or None,
+        }
         await self._emit(f"{challenge_id}.{kind}", kind, data)
 
     async def inbound_message(
@@ -88,9 +90,12 @@ class AppEvents:
     ) -> None:
         """Queue ``inbound.message``: a reply from ``sender`` to our number ``recipient``."""
         data: EventData = {
-            "message_id": message_id, "from": sender, "to": recipient, "body": body,
+            "message_id": message_id,
+            "from": sender,
+            "to": recipient,
+            "body": body,
             "keyword": keyword,
-        }  # fmt: skip
+        }
         await self._emit(f"inbound.{message_id}", "inbound.message", data)
 
     async def optout_changed(self, phone: str, *, opted_out: bool, source: str, at_ms: int) -> None:
@@ -109,23 +114,32 @@ class AppEvents:
         """Queue ``fraud.tripped`` or ``fraud.cleared`` for a destination ("+44", "+4470")."""
         kind = "fraud.tripped" if tripped else "fraud.cleared"
         data: EventData = {
-            "destination": destination, "sent": sent, "verified": verified, "source": source,
-        }  # fmt: skip
+            "destination": destination,
+            "sent": sent,
+            "verified": verified,
+            "source": source,
+        }
         await self._emit(f"{kind}.{destination}.{int(time.time())}", kind, data)
 
     async def _emit(self, event_id: str, kind: str, data: EventData) -> None:
         now = int(time.time() * 1000)
         if self._queue is not None:
             await self._queue.add(
-                AppEvent(id=event_id, type=kind, occurred_at_ms=now, data=data,
-                         deadline_ms=now + EVENT_LIFETIME_MS)
-            )  # fmt: skip
+                AppEvent(
+                    id=event_id,
+                    type=kind,
+                    occurred_at_ms=now,
+                    data=data,
+                    deadline_ms=now + EVENT_LIFETIME_MS,
+                )
+            )
         if kind in AUDITED:
             await self._audit.record(kind, actor="service", data=_masked(data))
         if self._feed is not None:
             fields = {
-                "id": event_id, "type": kind,
+                "id": event_id,
+                "type": kind,
                 "timestamp": msgspec.json.encode(datetime_from_ms(now)).decode().strip('"'),
                 "data": msgspec.json.encode(data).decode(),
-            }  # fmt: skip
+            }
             await self._feed.append(fields, now)

@@ -54,9 +54,10 @@ class InboundMessages:
         no number of its own (a Twilio Messaging Service picks from a pool). None when the
         number is none of ours: then nothing answers from it."""
         of_kind = [
-            p for p in self._providers
+            p
+            for p in self._providers
             if p.kind == kind and account in (None, getattr(p, "account_sid", None))
-        ]  # fmt: skip
+        ]
         named = [p for p in of_kind if getattr(p, "from_number", None) == our_number]
         pooled = [p for p in of_kind if getattr(p, "from_number", None) is None]
         return next(iter(named or pooled), None)
@@ -89,16 +90,23 @@ class InboundMessages:
     ) -> Keyword | None:
         keyword = match_keyword(message.body, self._extra_words)
         if keyword is Keyword.OPT_OUT:
-            await self._optouts.opt_out(number.e164, source="keyword", sender=message.recipient,
-                                        detail=message.body.strip())  # fmt: skip
+            await self._optouts.opt_out(
+                number.e164, source="keyword", sender=message.recipient, detail=message.body.strip()
+            )
         elif keyword is Keyword.OPT_IN:
             await self._optouts.opt_in(number.e164, source="keyword")
         if keyword is not None and sender is not None:
             await self._replies.answer(keyword, to=number.e164, sender=sender)
-        log.info("inbound SMS from %s%s", number.masked(),
-                 f": keyword {keyword.value}" if keyword else "")  # fmt: skip
+        log.info(
+            "inbound SMS from %s%s",
+            number.masked(),
+            f": keyword {keyword.value}" if keyword else "",
+        )
         await self._events.inbound_message(
-            message.message_id, sender=number.e164, recipient=message.recipient,
-            body=message.body, keyword=keyword.value if keyword else None,
-        )  # fmt: skip
+            message.message_id,
+            sender=number.e164,
+            recipient=message.recipient,
+            body=message.body,
+            keyword=keyword.value if keyword else None,
+        )
         return keyword

@@ -66,9 +66,12 @@ async def export_opt_outs(optouts: OptOuts, out: IO[str], file_format: FileForma
         records, following = await optouts.page(after, _PAGE)
         for record in records:
             row = OptOutRow(
-                phone=record.phone, opted_out_at=datetime_from_ms(record.since_ms),
-                source=record.source, sender=record.sender, detail=record.detail,
-            )  # fmt: skip
+                phone=record.phone,
+                opted_out_at=datetime_from_ms(record.since_ms),
+                source=record.source,
+                sender=record.sender,
+                detail=record.detail,
+            )
             if writer is not None:
                 writer.writerow(_csv_values(row))
             else:
@@ -92,9 +95,13 @@ async def import_opt_outs(
         since = int(row.opted_out_at.timestamp() * 1000) if row.opted_out_at else None
         try:
             _, new = await optouts.opt_out(
-                row.phone, source=row.source, sender=row.sender, detail=row.detail,
-                since_ms=since, announce=False,
-            )  # fmt: skip
+                row.phone,
+                source=row.source,
+                sender=row.sender,
+                detail=row.detail,
+                since_ms=since,
+                announce=False,
+            )
         except InvalidInput as exc:
             errors.append(f"line {line}: {exc.detail}")
             continue

@@ -183,8 +183,9 @@ class OtpService:
         except NumberLocked as exc:
             self._analytics.count("attempts_failed")
             # An audit line and an event: the number is locked (often by this very failure).
-            log.warning("challenge %s failed; number locked for %s s", challenge_id,
-                        exc.retry_after_seconds)  # fmt: skip
+            log.warning(
+                "challenge %s failed; number locked for %s s", challenge_id, exc.retry_after_seconds
+            )
             locked_for = exc.retry_after_seconds or 0
             await self._events.lockout(challenge_id, locked_for_seconds=locked_for)
             raise
@@ -222,8 +223,9 @@ class OtpService:
         )
         if update.outcome == "missing":
             return False
-        log.info("delivery report for challenge %s: %s (%s)", challenge_id, status.value,
-                 update.outcome)  # fmt: skip
+        log.info(
+            "delivery report for challenge %s: %s (%s)", challenge_id, status.value, update.outcome
+        )
         self._analytics.delivery(status, update, provider)
         if update.outcome == "ok":
             # "ok" again for a repeated report: the event goes again with the same id.

@@ -72,6 +72,7 @@ class PersonalData:
             # Events still waiting for the app's callback URL go too.
             events += await self._event_queue.erase(lambda event: about_number(event.data))
         kept = await self._optouts.forget_unless_opted_out(e164)
-        log.info("personal data of %s erased: %d records, %d events", number.masked(), records,
-                 events)  # fmt: skip
+        log.info(
+            "personal data of %s erased: %d records, %d events", number.masked(), records, events
+        )
         return Erasure(records_erased=records, events_erased=events, opt_out_kept=kept)

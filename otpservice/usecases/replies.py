@@ -58,8 +58,10 @@ class KeywordReplies:
         app_name = settings.sms.app_name
         texts = settings.sms.replies
         self._texts = {
-            Keyword.OPT_OUT: texts.opt_out, Keyword.OPT_IN: texts.opt_in, Keyword.HELP: texts.help,
-        }  # fmt: skip
+            Keyword.OPT_OUT: texts.opt_out,
+            Keyword.OPT_IN: texts.opt_in,
+            Keyword.HELP: texts.help,
+        }
         self._texts = {k: v.replace("{app_name}", app_name) for k, v in self._texts.items()}
         self._queue = queue
         self._store = store
@@ -72,16 +74,19 @@ class KeywordReplies:
         if sender.keyword_replies != "service":
             return False
         if not await self._store.claim_reply(to, keyword.value, REPLY_WINDOW_SECONDS):
-            log.info("keyword %s answered within %d s already", keyword.value,
-                     REPLY_WINDOW_SECONDS)  # fmt: skip
+            log.info("keyword %s answered within %d s already", keyword.value, REPLY_WINDOW_SECONDS)
             return False
         reply_id = str(uuid.uuid4())
         key_id, sealed = self._sealer.seal_sms(to, self._texts[keyword], reply_id.encode())
         now = time.time()
         await self._queue.add(
             ReplyEntry(
-                reply_id=reply_id, provider=sender.label, key_id=key_id, sealed=sealed,
-                first_attempt_at=now, deadline_ms=int((now + REPLY_WINDOW_SECONDS) * 1000),
+                reply_id=reply_id,
+                provider=sender.label,
+                key_id=key_id,
+                sealed=sealed,
+                first_attempt_at=now,
+                deadline_ms=int((now + REPLY_WINDOW_SECONDS) * 1000),
             )
-        )  # fmt: skip
+        )
         return True

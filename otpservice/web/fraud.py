@@ -46,19 +46,30 @@ def _policy(request: Request[Any, Any, Any], destination: str) -> AbusePolicy:
     return policy
 
 
-@get("/fraud-guard/{destination:str}", summary="Read the fraud guard of a destination",
-     responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+@get(
+    "/fraud-guard/{destination:str}",
+    summary="Read the fraud guard of a destination",
+    responses=problem_responses(400, 401, 403, 503),
+)
 async def read_fraud_guard(
     destination: FromPath[str], request: Request[Any, Any, Any]
 ) -> FraudGuardState:
     """Codes sent to and verified by a calling code or prefix, and whether it is paused."""
     verdict = await _policy(request, destination).fraud_state(destination)
-    return FraudGuardState(destination=destination, tripped=verdict.tripped, sent=verdict.sent,
-                           verified=verdict.verified)  # fmt: skip
+    return FraudGuardState(
+        destination=destination,
+        tripped=verdict.tripped,
+        sent=verdict.sent,
+        verified=verdict.verified,
+    )
 
 
-@delete("/fraud-guard/{destination:str}", status_code=200, summary="Clear a destination",
-        responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+@delete(
+    "/fraud-guard/{destination:str}",
+    status_code=200,
+    summary="Clear a destination",
+    responses=problem_responses(400, 401, 403, 503),
+)
 async def clear_fraud_guard(
     destination: FromPath[str], request: Request[Any, Any, Any]
 ) -> FraudGuardCleared:

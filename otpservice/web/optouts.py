@@ -84,22 +84,32 @@ async def list_opt_outs(
     return OptOutPage(items=[_state(r.phone, r) for r in records], next=following)
 
 
-@get("/opt-outs/{phone:str}", summary="Read a number's opt-out",
-     responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+@get(
+    "/opt-outs/{phone:str}",
+    summary="Read a number's opt-out",
+    responses=problem_responses(400, 401, 403, 503),
+)
 async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutRecord:
     """Whether ``phone`` (E.164) is opted out, and the history of its opt-outs and opt-ins."""
     optouts = _optouts(request)
     state = _state(phone, await optouts.get(phone))
     history = [
-        OptOutHistoryEntry(at=datetime_from_ms(c.at_ms), opted_out=c.opted_out, source=c.source,
-                           sender=c.sender or None)
+        OptOutHistoryEntry(
+            at=datetime_from_ms(c.at_ms),
+            opted_out=c.opted_out,
+            source=c.source,
+            sender=c.sender or None,
+        )
         for c in await optouts.history(phone)
-    ]  # fmt: skip
+    ]
     return OptOutRecord(**msgspec.structs.asdict(state), history=history)
 
 
-@put("/opt-outs/{phone:str}", summary="Opt a number out",
-     responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+@put(
+    "/opt-outs/{phone:str}",
+    summary="Opt a number out",
+    responses=problem_responses(400, 401, 403, 503),
+)
 async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Opt ``phone`` out (source ``admin``); an existing opt-out is kept as it was."""
     record, _ = await _optouts(request).opt_out(phone, source="admin")
@@ -108,8 +118,12 @@ async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> 
     return state
 
 
-@delete("/opt-outs/{phone:str}", status_code=200, summary="Opt a number back in",
-        responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+@delete(
+    "/opt-outs/{phone:str}",
+    status_code=200,
+    summary="Opt a number back in",
+    responses=problem_responses(400, 401, 403, 503),
+)
 async def remove_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Remove ``phone``'s opt-out."""
     await _optouts(request).opt_in(phone, source="admin")

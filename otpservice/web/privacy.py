@@ -13,14 +13,23 @@ from otpservice.web.context import audit, services
 from otpservice.web.problems import problem_responses
 
 
-@delete("/personal-data/{phone:str}", status_code=200, summary="Erase a number's data",
-        responses=problem_responses(400, 401, 403, 503))  # fmt: skip
+@delete(
+    "/personal-data/{phone:str}",
+    status_code=200,
+    summary="Erase a number's data",
+    responses=problem_responses(400, 401, 403, 503),
+)
 async def erase_personal_data(phone: FromPath[str], request: Request[Any, Any, Any]) -> Erasure:
     """Erase everything held about ``phone`` (E.164) except its opt-out, which is kept."""
     personal_data = services(request).personal_data
     erasure = await personal_data.erase(phone)
-    await audit(request, "admin.erase", phone=mask_numbers(phone),
-                records=erasure.records_erased, events=erasure.events_erased)  # fmt: skip
+    await audit(
+        request,
+        "admin.erase",
+        phone=mask_numbers(phone),
+        records=erasure.records_erased,
+        events=erasure.events_erased,
+    )
     return erasure
 
 

@@ -106,9 +106,12 @@ async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
         report = acs.delivery_report(event)
         if report is not None:
             await otp.record_report(
-                report.challenge_id, report.status, provider="",  # keeps the recorded one
-                message_id=report.message_id, detail=report.detail,
-            )  # fmt: skip
+                report.challenge_id,
+                report.status,
+                provider="",  # keeps the recorded one
+                message_id=report.message_id,
+                detail=report.detail,
+            )
     return Response(None, status_code=200)
 
 
@@ -139,10 +142,12 @@ async def twilio_status(request: Request[Any, Any, Any]) -> None:
     if status is None or not challenge_id:
         return  # queued, sending, accepted...: nothing a delivery state needs
     await otp_service(request).record_report(
-        challenge_id, status, provider=provider.label,
+        challenge_id,
+        status,
+        provider=provider.label,
         message_id=fields.get("MessageSid", ""),
         detail=f"error {fields['ErrorCode']}" if fields.get("ErrorCode") else "",
-    )  # fmt: skip
+    )
 
 
 @post(
@@ -159,9 +164,11 @@ async def twilio_inbound(request: Request[Any, Any, Any]) -> str:
     account = webhook_auth(request).check_twilio(request, form).account_sid
     fields = dict(form)
     message = InboundSms(
-        sender=fields.get("From", ""), recipient=fields.get("To", ""),
-        body=fields.get("Body", ""), message_id=fields.get("MessageSid", ""),
-    )  # fmt: skip
+        sender=fields.get("From", ""),
+        recipient=fields.get("To", ""),
+        body=fields.get("Body", ""),
+        message_id=fields.get("MessageSid", ""),
+    )
     await _reply_received(request, "twilio", message, account)
     return twilio.EMPTY_TWIML
 

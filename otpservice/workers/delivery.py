@@ -45,9 +45,12 @@ log = logging.getLogger("otpservice.delivery")  # a log field: kept as named bef
 
 # States after which a taken-over message is only acknowledged.
 _SETTLED = {
-    DeliveryStatus.SENT, DeliveryStatus.UNKNOWN, DeliveryStatus.DELIVERED,
-    DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED,
-}  # fmt: skip
+    DeliveryStatus.SENT,
+    DeliveryStatus.UNKNOWN,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.UNDELIVERED,
+    DeliveryStatus.FAILED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +129,9 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         if time.time() * 1000 >= entry.deadline_ms:
             # Perhaps sent already (a repeat was due): unknown, not failed.
             state = DeliveryStatus.UNKNOWN if only else DeliveryStatus.FAILED
-            await self._settle(item, keys, state, provider=only or "",
-                               detail="expired before sending")  # fmt: skip
+            await self._settle(
+                item, keys, state, provider=only or "", detail="expired before sending"
+            )
             return
         try:
             opened = open_outbox_entry(self._sealer, entry)
@@ -138,9 +142,12 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             await self._settle(item, keys, DeliveryStatus.FAILED, detail="cannot be opened")
             return
         message = OutboundSms(
-            to=opened.to, body=opened.body, challenge_id=entry.challenge_id,
-            send_id=entry.send_id, first_attempt_at=entry.first_attempt_at,
-        )  # fmt: skip
+            to=opened.to,
+            body=opened.body,
+            challenge_id=entry.challenge_id,
+            send_id=entry.send_id,
+            first_attempt_at=entry.first_attempt_at,
+        )
 
         async def before_attempt(provider: str) -> bool:
             await self._pacer.wait_for_slot(provider, entry.deadline_ms, self.stopping)
@@ -158,33 +165,50 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             log.info("outbox: challenge %s ended before its SMS went out", entry.challenge_id)
             await self._outbox.finish(item)
         except Rejected as exc:
-            log.warning("outbox: %s refused the SMS for challenge %s: %s",
-                        exc.provider, entry.challenge_id, exc.reason)  # fmt: skip
+            log.warning(
+                "outbox: %s refused the SMS for challenge %s: %s",
+                exc.provider,
+                entry.challenge_id,
+                exc.reason,
+            )
             if exc.reason == "opted_out" and not isinstance(exc, _KnownOptOut):
                 # The provider knows of an opt-out we did not (Twilio 21610): remember it.
-                await self._optouts.opt_out(message.to, source="provider_error",
-                                            sender=exc.provider, detail=exc.detail)  # fmt: skip
-            await self._settle(item, keys, DeliveryStatus.FAILED, provider=exc.provider,
-                               detail=exc.reason)  # fmt: skip
+                await self._optouts.opt_out(
+                    message.to, source="provider_error", sender=exc.provider, detail=exc.detail
+                )
+            await self._settle(
+                item, keys, DeliveryStatus.FAILED, provider=exc.provider, detail=exc.reason
+            )
         except OutcomeUnknown as exc:
             provider = self._providers.provider(exc.provider)
             if provider is not None and provider.deduplicates:
                 # The provider drops a repeat of this send id: asking it again is safe.
-                await self._retry(item, msgspec.structs.replace(entry, provider=exc.provider),
-                                  keys, exc)  # fmt: skip
+                await self._retry(
+                    item, msgspec.structs.replace(entry, provider=exc.provider), keys, exc
+                )
                 return
-            log.warning("outbox: the SMS for challenge %s may or may not have gone out via %s",
-                        entry.challenge_id, exc.provider)  # fmt: skip
-            await self._settle(item, keys, DeliveryStatus.UNKNOWN, provider=exc.provider,
-                               detail=exc.reason)  # fmt: skip
+            log.warning(
+                "outbox: the SMS for challenge %s may or may not have gone out via %s",
+                entry.challenge_id,
+                exc.provider,
+            )
+            await self._settle(
+                item, keys, DeliveryStatus.UNKNOWN, provider=exc.provider, detail=exc.reason
+            )
         except NotAccepted as exc:
             # A repeat restricted to one provider stays restricted.
             await self._retry(item, msgspec.structs.replace(entry, provider=only or ""), keys, exc)
         else:
-            await self._settle(item, keys, DeliveryStatus.SENT, provider=receipt.provider,
-                               message_id=receipt.message_id or "")  # fmt: skip
-            log.info("outbox: SMS for challenge %s sent via %s", entry.challenge_id,
-                     receipt.provider)  # fmt: skip
+            await self._settle(
+                item,
+                keys,
+                DeliveryStatus.SENT,
+                provider=receipt.provider,
+                message_id=receipt.message_id or "",
+            )
+            log.info(
+                "outbox: SMS for challenge %s sent via %s", entry.challenge_id, receipt.provider
+            )
 
     async def _on_takeover(
         self, item: OutboxItem, entry: OutboxEntry, keys: ChallengeKeys
@@ -205,8 +229,13 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         provider = self._providers.provider(state.provider)
         if provider is not None and provider.deduplicates:
             return Takeover(send=True, only=provider.name)
-        await self._settle(item, keys, DeliveryStatus.UNKNOWN, provider=state.provider,
-                           detail="worker stopped mid-send")  # fmt: skip
+        await self._settle(
+            item,
+            keys,
+            DeliveryStatus.UNKNOWN,
+            provider=state.provider,
+            detail="worker stopped mid-send",
+        )
         return SETTLED
 
     async def _retry(
@@ -218,15 +247,21 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
     ) -> None:
         settings = self._settings
         retry_after = exc.retry_after_seconds if isinstance(exc, NotAccepted) else None
-        delay = retry_delay(entry.attempt, settings.retry_base_seconds,
-                            settings.retry_max_seconds, retry_after)  # fmt: skip
+        delay = retry_delay(
+            entry.attempt, settings.retry_base_seconds, settings.retry_max_seconds, retry_after
+        )
         due_ms = int((time.time() + delay) * 1000)
         if due_ms >= entry.deadline_ms:
             # No time left. Perhaps sent (a timeout, or a restricted repeat): unknown.
             perhaps = isinstance(exc, OutcomeUnknown) or bool(entry.provider)
             state = DeliveryStatus.UNKNOWN if perhaps else DeliveryStatus.FAILED
-            await self._settle(item, keys, state, provider=exc.provider,
-                               detail=f"no provider took it: {exc.reason}")  # fmt: skip
+            await self._settle(
+                item,
+                keys,
+                state,
+                provider=exc.provider,
+                detail=f"no provider took it: {exc.reason}",
+            )
             return
         await self._challenges.record_delivery(
             keys, DeliveryStatus.RETRYING, send_id=entry.send_id, detail=exc.reason
@@ -236,8 +271,12 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         ):
             log.warning("outbox: %s was taken over meanwhile; its new owner decides", entry.send_id)
             return
-        log.info("outbox: SMS for challenge %s not taken (%s); retry in %.1f s",
-                 entry.challenge_id, exc.reason, delay)  # fmt: skip
+        log.info(
+            "outbox: SMS for challenge %s not taken (%s); retry in %.1f s",
+            entry.challenge_id,
+            exc.reason,
+            delay,
+        )
 
     async def _settle(
         self,
@@ -252,9 +291,13 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         """Record the final outcome on the challenge, tell the app, then forget the message."""
         assert item.entry is not None
         update = await self._challenges.record_delivery(
-            keys, state, send_id=item.entry.send_id, provider=provider,
-            message_id=message_id, detail=detail,
-        )  # fmt: skip
+            keys,
+            state,
+            send_id=item.entry.send_id,
+            provider=provider,
+            message_id=message_id,
+            detail=detail,
+        )
         self._analytics.delivery(state, update, provider)
         if update.outcome == "ok":
             await self._events.delivery_ended(

@@ -81,8 +81,11 @@ class QueueWorker(abc.ABC, Generic[E]):
                     reported = time.monotonic()
                     await self._report_backlog()
             except Unavailable as exc:
-                log.warning("%s: the store is unavailable (%s); retrying shortly",
-                            self.queue_name, exc.__cause__ or exc)  # fmt: skip
+                log.warning(
+                    "%s: the store is unavailable (%s); retrying shortly",
+                    self.queue_name,
+                    exc.__cause__ or exc,
+                )
             except Exception:
                 log.exception("%s: a pass failed; retrying shortly", self.queue_name)
             else:

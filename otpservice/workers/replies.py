@@ -43,9 +43,11 @@ class ReplyWorker(QueueWorker[ReplyEntry]):
         consumer: str | None = None,
     ) -> None:
         super().__init__(
-            queue, concurrency=4, claim_idle_ms=settings.claim_idle_seconds * 1000,
+            queue,
+            concurrency=4,
+            claim_idle_ms=settings.claim_idle_seconds * 1000,
             consumer=consumer,
-        )  # fmt: skip
+        )
         self._providers = providers
         self._sealer = sealer
         self._pacer = pacer
@@ -64,9 +66,12 @@ class ReplyWorker(QueueWorker[ReplyEntry]):
             await self._queue.finish(item)
             return
         message = OutboundSms(
-            to=opened.to, body=opened.body, challenge_id="", send_id=entry.reply_id,
+            to=opened.to,
+            body=opened.body,
+            challenge_id="",
+            send_id=entry.reply_id,
             first_attempt_at=entry.first_attempt_at,
-        )  # fmt: skip
+        )
 
         async def before_attempt(provider: str) -> bool:
             await self._pacer.wait_for_slot(provider, entry.deadline_ms, self.stopping)
@@ -78,8 +83,12 @@ class ReplyWorker(QueueWorker[ReplyEntry]):
             await self._retry_later(item, entry, exc)
             return
         except (Rejected, OutcomeUnknown) as exc:
-            log.warning("replies: answer %s not sent for certain via %s: %s",
-                        entry.reply_id, exc.provider, exc.reason)  # fmt: skip
+            log.warning(
+                "replies: answer %s not sent for certain via %s: %s",
+                entry.reply_id,
+                exc.provider,
+                exc.reason,
+            )
         else:
             log.info("replies: answer %s sent via %s", entry.reply_id, entry.provider)
         await self._queue.finish(item)
@@ -93,20 +102,30 @@ class ReplyWorker(QueueWorker[ReplyEntry]):
             # provider drops repeats.
             provider = self._providers.provider(entry.provider)
             if provider is None or not provider.deduplicates:
-                log.warning("replies: answer %s perhaps sent by a worker that stopped; not "
-                            "repeated", entry.reply_id)  # fmt: skip
+                log.warning(
+                    "replies: answer %s perhaps sent by a worker that stopped; not repeated",
+                    entry.reply_id,
+                )
                 return False
         return True
 
     async def _retry_later(
         self, item: QueueItem[ReplyEntry], entry: ReplyEntry, exc: NotAccepted
     ) -> None:
-        delay = retry_delay(entry.attempt, self._retry.retry_base_seconds,
-                            self._retry.retry_max_seconds, exc.retry_after_seconds)  # fmt: skip
+        delay = retry_delay(
+            entry.attempt,
+            self._retry.retry_base_seconds,
+            self._retry.retry_max_seconds,
+            exc.retry_after_seconds,
+        )
         due_ms = int((time.time() + delay) * 1000)
         if due_ms >= entry.deadline_ms:
-            log.warning("replies: answer %s not taken by %s (%s) in time; dropped",
-                        entry.reply_id, exc.provider, exc.reason)  # fmt: skip
+            log.warning(
+                "replies: answer %s not taken by %s (%s) in time; dropped",
+                entry.reply_id,
+                exc.provider,
+                exc.reason,
+            )
             await self._queue.finish(item)
             return
         await self._queue.retry_later(

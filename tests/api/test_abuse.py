@@ -26,8 +26,12 @@ def numbers(count: int, start: int = 100) -> list[str]:
 
 
 def rule(name: str, scope: str, limit: int, seconds: int = 3600, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "scope": scope, "windows": [{"limit": limit, "seconds": seconds}],
-            **extra}  # fmt: skip
+    return {
+        "name": name,
+        "scope": scope,
+        "windows": [{"limit": limit, "seconds": seconds}],
+        **extra,
+    }
 
 
 def only(*rules: dict[str, Any], **abuse: Any) -> dict[str, Any]:
@@ -46,8 +50,10 @@ def test_each_scope_names_its_subject() -> None:
     def subject(scope: str, ip: str | None = "203.0.113.9", **extra: Any) -> str | None:
         return rule_subject(
             RateRule(name="r", scope=scope, windows=[Window(limit=1, seconds=60)], **extra),  # type: ignore[arg-type]
-            number, client="login-app", address=client_address(ip) if ip else None,
-        )  # fmt: skip
+            number,
+            client="login-app",
+            address=client_address(ip) if ip else None,
+        )
 
     assert subject("ip") == "203.0.113.9"
     assert subject("ip", ip=None) is None
@@ -68,8 +74,9 @@ def test_geo_permissions_and_the_safe_list() -> None:
     mobile, premium = parse_phone(UK_MOBILE), parse_phone(UK_PREMIUM)
     assert geo_refusal(GeoSettings(), mobile) is None
     assert geo_refusal(GeoSettings(), premium) == (
-        "geo_number_type", "codes are not sent to premium_rate numbers",
-    )  # fmt: skip
+        "geo_number_type",
+        "codes are not sent to premium_rate numbers",
+    )
     assert geo_refusal(GeoSettings(deny_countries=["GB"]), mobile)[0] == "geo_country"  # type: ignore[index]
     assert geo_refusal(GeoSettings(allow_countries=["US"]), mobile)[0] == "geo_country"  # type: ignore[index]
     assert geo_refusal(GeoSettings(deny_countries=["GB"], allow_prefixes=["+4474"]), mobile) is None
@@ -196,9 +203,12 @@ async def test_the_safe_list_bypasses_the_abuse_rules_but_not_the_number_limits(
     make_api: ApiFactory,
 ) -> None:
     api = await make_api(
-        **only(rule("per_ip", "ip", 1), geo={"deny_countries": ["GB"]},
-               safe_list={"prefixes": ["+4474"]})
-    )  # fmt: skip
+        **only(
+            rule("per_ip", "ip", 1),
+            geo={"deny_countries": ["GB"]},
+            safe_list={"prefixes": ["+4474"]},
+        )
+    )
     assert (await challenge(api, "+447400123456", "192.0.2.1")).status_code == 201
     assert (await challenge(api, "+447400123457", "192.0.2.1")).status_code == 201
     # The per-number minimum interval still holds.
@@ -317,8 +327,9 @@ async def test_the_fraud_guard_recovers_when_codes_get_verified(
         if f[b"type"] == b"fraud.cleared"
     ]
     assert {(c["destination"], c["source"]) for c in cleared} == {
-        ("+44", "window"), ("+4474", "window"),
-    }  # fmt: skip
+        ("+44", "window"),
+        ("+4474", "window"),
+    }
 
 
 async def test_zone_ids_are_refused_so_they_cannot_mint_addresses(api: httpx.AsyncClient) -> None:
@@ -329,12 +340,18 @@ async def test_zone_ids_are_refused_so_they_cannot_mint_addresses(api: httpx.Asy
 async def test_the_safe_list_stays_out_of_the_fraud_guards_counts(
     make_api: ApiFactory, phone: Phone
 ) -> None:
-    api = await make_api(abuse={"rules": [], "safe_list": {"prefixes": ["+4474"]},
-                                "fraud_guard": {"min_sent": 3, "floor": 0.5}})  # fmt: skip
+    api = await make_api(
+        abuse={
+            "rules": [],
+            "safe_list": {"prefixes": ["+4474"]},
+            "fraud_guard": {"min_sent": 3, "floor": 0.5},
+        }
+    )
     challenge_id = (await issue(api, "+447400123401"))["challenge_id"]
     code = await phone.code_for(challenge_id)
-    assert (await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
-            ).status_code == 200  # fmt: skip
+    assert (
+        await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+    ).status_code == 200
     await asyncio.sleep(0.7)  # past a flush
     state = (await api.get("/fraud-guard/+44")).json()
     assert (state["sent"], state["verified"]) == (0, 0)

@@ -25,8 +25,9 @@ def code_sent_to(acs: FakeAcs, number: str) -> str:
 
 
 async def report(api: httpx.AsyncClient, challenge_id: str, status: str) -> None:
-    response = await api.post("/webhooks/acs", json=[acs_report(challenge_id, status)],
-                              headers=HEADERS)  # fmt: skip
+    response = await api.post(
+        "/webhooks/acs", json=[acs_report(challenge_id, status)], headers=HEADERS
+    )
     assert response.status_code == 200
 
 
@@ -40,8 +41,9 @@ async def analytics(api: httpx.AsyncClient, **params: str) -> dict[str, Any]:
 async def test_analytics_match_a_known_sequence(start_api: StartApi, acs: FakeAcs) -> None:
     api = await start_api(acs_entry(acs), secrets={"acs_webhook_secret": SECRET})
     ids = {number: await issue(api, number) for number in [*US, UK]}
-    assert_problem(await api.post("/challenge", json={"phone": UK_PREMIUM}), 403,
-                   "destination_not_allowed")  # fmt: skip
+    assert_problem(
+        await api.post("/challenge", json={"phone": UK_PREMIUM}), 403, "destination_not_allowed"
+    )
     await delivered_to(acs, 4)
     for challenge_id in ids.values():
         await delivery(api, challenge_id)  # "sent" recorded
@@ -63,14 +65,38 @@ async def test_analytics_match_a_known_sequence(start_api: StartApi, acs: FakeAc
 
     body = await analytics(api)
     total = body["total"]
-    assert {k: total[k] for k in (
-        "issued", "sent", "delivered", "failed", "verified", "cancelled", "expired",
-        "attempts_failed", "opt_outs", "opt_ins", "refused", "conversion_rate", "delivery_rate",
-    )} == {
-        "issued": 4, "sent": 4, "delivered": 2, "failed": 1, "verified": 2, "cancelled": 1,
-        "expired": 0, "attempts_failed": 1, "opt_outs": 1, "opt_ins": 1,
-        "refused": {"geo_number_type": 1}, "conversion_rate": 0.5, "delivery_rate": 0.5,
-    }  # fmt: skip
+    assert {
+        k: total[k]
+        for k in (
+            "issued",
+            "sent",
+            "delivered",
+            "failed",
+            "verified",
+            "cancelled",
+            "expired",
+            "attempts_failed",
+            "opt_outs",
+            "opt_ins",
+            "refused",
+            "conversion_rate",
+            "delivery_rate",
+        )
+    } == {
+        "issued": 4,
+        "sent": 4,
+        "delivered": 2,
+        "failed": 1,
+        "verified": 2,
+        "cancelled": 1,
+        "expired": 0,
+        "attempts_failed": 1,
+        "opt_outs": 1,
+        "opt_ins": 1,
+        "refused": {"geo_number_type": 1},
+        "conversion_rate": 0.5,
+        "delivery_rate": 0.5,
+    }
     assert total["time_to_verify_seconds"]["p50"] <= 5
     assert body["groups"] == []
 
@@ -87,8 +113,13 @@ async def test_analytics_match_a_known_sequence(start_api: StartApi, acs: FakeAc
     # A period before any of it: nothing.
     empty = await analytics(api, **{"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"})
     assert empty["total"]["issued"] == 0
-    assert_problem(await api.get("/analytics", params={"from": "2020-01-02T00:00:00Z",
-                                                       "to": "2020-01-01T00:00:00Z"}),
-                   400, "invalid_period")  # fmt: skip
-    assert_problem(await api.get("/analytics", params={"group_by": "planet"}), 400,
-                   "invalid_request")  # fmt: skip
+    assert_problem(
+        await api.get(
+            "/analytics", params={"from": "2020-01-02T00:00:00Z", "to": "2020-01-01T00:00:00Z"}
+        ),
+        400,
+        "invalid_period",
+    )
+    assert_problem(
+        await api.get("/analytics", params={"group_by": "planet"}), 400, "invalid_request"
+    )

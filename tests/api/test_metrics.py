@@ -31,13 +31,17 @@ async def test_metrics_count_requests_outcomes_and_providers(
     start_api: StartApi, twilio: FakeTwilio
 ) -> None:
     twilio.plan = [Planned("accept"), Planned("busy", retry_after="0")]
-    api = await start_api(twilio_entry(twilio), outbox={"retry_base_seconds": 0.05,
-                                                        "retry_max_seconds": 0.1})  # fmt: skip
+    api = await start_api(
+        twilio_entry(twilio), outbox={"retry_base_seconds": 0.05, "retry_max_seconds": 0.1}
+    )
     before = await samples(api)
     challenge_id = await issue(api)
     assert (await delivery(api, challenge_id))["status"] == "sent"
-    assert_problem(await api.post("/challenge", json={"phone": "+449012345678"}), 403,
-                   "destination_not_allowed")  # fmt: skip
+    assert_problem(
+        await api.post("/challenge", json={"phone": "+449012345678"}),
+        403,
+        "destination_not_allowed",
+    )
     second = await issue(api, "+14155550188")
     assert (await delivery(api, second))["status"] == "sent"  # after one 429
     after = await samples(api)

@@ -377,7 +377,7 @@ async def test_hashing_flood_gets_503_with_retry_after(
     api, _ = await counted(
         hashing={"max_concurrent": 1, "max_waiting": 2, "memory_kib": 8192, "time_cost": 3},
         code={"max_attempts": 10},
-    )  # fmt: skip
+    )
     challenge_id, code = await issue_code(api, phone)
     responses = await asyncio.gather(*(verify(api, challenge_id, wrong(code)) for _ in range(10)))
     busy = [r for r in responses if r.status_code == 503]

@@ -70,14 +70,16 @@ async def test_events_older_than_the_retention_are_trimmed(
     start_api: StartApi, twilio: FakeTwilio, redis: Redis
 ) -> None:
     two_days_ago_ms = int(time.time() * 1000) - 2 * 86_400_000
-    await redis.xadd(FEED, {"id": "old", "type": "inbound.message", "data": "{}"},
-                     id=f"{two_days_ago_ms}-0")  # fmt: skip
+    await redis.xadd(
+        FEED, {"id": "old", "type": "inbound.message", "data": "{}"}, id=f"{two_days_ago_ms}-0"
+    )
     api = await start_api(twilio_entry(twilio), privacy={"retention_days": 1})
     # Trimmed without any new event (the workers trim now and then), kept the day before.
     assert await wait_until_async(lambda: feed(redis), lambda entries: entries == []) == []
     recent_ms = int(time.time() * 1000) - 3_600_000
-    await redis.xadd(FEED, {"id": "recent", "type": "inbound.message", "data": "{}"},
-                     id=f"{recent_ms}-0")  # fmt: skip
+    await redis.xadd(
+        FEED, {"id": "recent", "type": "inbound.message", "data": "{}"}, id=f"{recent_ms}-0"
+    )
     assert (await twilio_inbound(api, "Thanks")).status_code == 200
     assert [e["id"] for e in await feed(redis)][:1] == ["recent"]
     assert len(await feed(redis)) == 2

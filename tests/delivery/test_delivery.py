@@ -257,6 +257,8 @@ async def test_a_stopping_worker_hands_back_what_waits_for_the_rate_limit(
     assert len(twilio.delivered) == 1
     # Handed back: waiting in the queue for a retry, by this or another worker.
     assert await redis.zcard("otp:{outbox}:delayed") == 1
-    states = {cid: (await api.get(f"/challenge/{cid}")).json()["delivery"]["status"]
-              for cid in (first, second)}  # fmt: skip
+    states = {
+        cid: (await api.get(f"/challenge/{cid}")).json()["delivery"]["status"]
+        for cid in (first, second)
+    }
     assert sorted(states.values()) == ["retrying", "sent"]

@@ -28,9 +28,11 @@ async def test_a_delivery_report_becomes_a_signed_challenge_delivered_event(
     # The same webhook-id both times: the app can drop the repeat.
     assert first.headers["webhook-id"] == repeat.headers["webhook-id"]
     assert first.fields["data"] == {
-        "challenge_id": challenge_id, "status": "delivered", "provider": "acs",
+        "challenge_id": challenge_id,
+        "status": "delivered",
+        "provider": "acs",
         "detail": "No error.",
-    }  # fmt: skip
+    }
     assert "timestamp" in first.fields
 
 
@@ -43,8 +45,10 @@ async def test_a_refused_number_becomes_challenge_failed(
     assert await received(app_endpoint) == ["challenge.failed"]
     data = app_endpoint.delivered[0].fields["data"]
     assert (data["challenge_id"], data["status"], data["detail"]) == (
-        challenge_id, "failed", "invalid_number",
-    )  # fmt: skip
+        challenge_id,
+        "failed",
+        "invalid_number",
+    )
 
 
 async def test_events_are_retried_until_the_app_takes_them(
@@ -93,8 +97,9 @@ async def test_replies_and_opt_out_changes_are_relayed_to_the_app(
     for message in app_endpoint.delivered:
         by_type.setdefault(message.body, []).append(message.fields["data"])
     assert {(m["body"], m["keyword"]) for m in by_type["inbound.message"]} == {
-        ("Thanks!", None), ("STOP", "opt_out"),
-    }  # fmt: skip
+        ("Thanks!", None),
+        ("STOP", "opt_out"),
+    }
     [change] = by_type["optout.changed"]
     assert (change["phone"], change["opted_out"], change["source"]) == (PHONE, True, "keyword")
 

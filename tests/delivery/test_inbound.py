@@ -19,12 +19,21 @@ from tests.support.webhooks import (
 @pytest.mark.parametrize(
     ("body", "keyword"),
     [
-        ("STOP", Keyword.OPT_OUT), ("  stop \n", Keyword.OPT_OUT), ("Opt   Out", Keyword.OPT_OUT),
-        ("unsubscribe", Keyword.OPT_OUT), ("revoke", Keyword.OPT_OUT), ("Start", Keyword.OPT_IN),
-        ("UNSTOP", Keyword.OPT_IN), ("help", Keyword.HELP), ("info", Keyword.HELP),
-        ("stop please", None), ("STOP!", None), ("", None), ("Thanks", None),
+        ("STOP", Keyword.OPT_OUT),
+        ("  stop \n", Keyword.OPT_OUT),
+        ("Opt   Out", Keyword.OPT_OUT),
+        ("unsubscribe", Keyword.OPT_OUT),
+        ("revoke", Keyword.OPT_OUT),
+        ("Start", Keyword.OPT_IN),
+        ("UNSTOP", Keyword.OPT_IN),
+        ("help", Keyword.HELP),
+        ("info", Keyword.HELP),
+        ("stop please", None),
+        ("STOP!", None),
+        ("", None),
+        ("Thanks", None),
     ],
-)  # fmt: skip
+)
 def test_keywords_are_the_whole_message_in_any_case(body: str, keyword: Keyword | None) -> None:
     assert match_keyword(body) == keyword
 

@@ -34,8 +34,11 @@ async def test_a_code_sent_through_each_provider_arrives_signed_and_verifies(
     twilio: FakeTwilio,
     gateway: FakeGateway,
 ) -> None:
-    entries = {"acs": (acs_entry(acs), acs), "twilio": (twilio_entry(twilio), twilio),
-               "generic": (gateway_entry(gateway), gateway)}  # fmt: skip
+    entries = {
+        "acs": (acs_entry(acs), acs),
+        "twilio": (twilio_entry(twilio), twilio),
+        "generic": (gateway_entry(gateway), gateway),
+    }
     entry, server = entries[provider]
     api = await start_api(entry)
     challenge_id = await issue(api)
@@ -171,9 +174,10 @@ async def test_the_circuit_opens_after_repeated_failures_and_skips_the_provider(
 ) -> None:
     twilio.plan = [Planned("error")] * 10
     api = await start_api(
-        twilio_entry(twilio), acs_entry(acs),
+        twilio_entry(twilio),
+        acs_entry(acs),
         sms={"breaker_failures": 2, "breaker_seconds": 60},
-    )  # fmt: skip
+    )
     for n in range(4):
         await delivery(api, await issue(api, f"+1415555{n:04d}"))
     assert len(twilio.received) == 2  # then its circuit was open

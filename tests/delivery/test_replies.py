@@ -144,11 +144,17 @@ async def test_a_repeated_reply_changes_nothing_more(
 @pytest.mark.parametrize(
     ("body", "opted_out"),
     [
-        ("STOP", True), ("stop", True), ("  Stop \n", True), ("opt out", True),
-        ("Unsubscribe", True), ("HELP", False), ("please stop texting me", False),
-        ("STOP.", False), ("Thanks", False),
+        ("STOP", True),
+        ("stop", True),
+        ("  Stop \n", True),
+        ("opt out", True),
+        ("Unsubscribe", True),
+        ("HELP", False),
+        ("please stop texting me", False),
+        ("STOP.", False),
+        ("Thanks", False),
     ],
-)  # fmt: skip
+)
 async def test_sample_replies_through_both_webhooks(
     start_api: StartApi, twilio: FakeTwilio, acs: FakeAcs, body: str, opted_out: bool
 ) -> None:
@@ -201,7 +207,9 @@ async def test_every_opt_out_change_is_kept_with_its_source_and_time(
     record = (await api.get(f"/opt-outs/{PHONE}")).json()
     assert record["opted_out"] is True
     assert [(c["opted_out"], c["source"], c["sender"]) for c in record["history"]] == [
-        (True, "admin", None), (False, "keyword", None), (True, "keyword", "+15005550006"),
-    ]  # fmt: skip
+        (True, "admin", None),
+        (False, "keyword", None),
+        (True, "keyword", "+15005550006"),
+    ]
     times = [datetime.fromisoformat(c["at"]) for c in record["history"]]
     assert times == sorted(times, reverse=True)

@@ -15,9 +15,12 @@ from tests.support.servers.providers import TWILIO_SID, TWILIO_TOKEN, FakeAcs, F
 from tests.support.webhooks import HEADERS, SECRET, acs_report
 
 SDK_PARAMS = [
-    ("CallSid", "CA1234567890ABCDE"), ("Caller", "+14158675309"), ("Digits", "1234"),
-    ("From", "+14158675309"), ("To", "+18005551212"),
-]  # fmt: skip
+    ("CallSid", "CA1234567890ABCDE"),
+    ("Caller", "+14158675309"),
+    ("Digits", "1234"),
+    ("From", "+14158675309"),
+    ("To", "+18005551212"),
+]
 
 
 @pytest.mark.parametrize(
@@ -44,11 +47,15 @@ def test_twilio_signature_sorts_repeated_keys_and_accepts_either_port_form() -> 
 
 def test_twilio_status_callback_vector() -> None:
     params = {
-        "AccountSid": "AC00000000000000000000000000000000", "ApiVersion": "2010-04-01",
-        "From": "+15005550006", "MessageSid": "SM11111111111111111111111111111111",
-        "MessageStatus": "delivered", "SmsSid": "SM11111111111111111111111111111111",
-        "SmsStatus": "delivered", "To": "+14155550123",
-    }  # fmt: skip
+        "AccountSid": "AC00000000000000000000000000000000",
+        "ApiVersion": "2010-04-01",
+        "From": "+15005550006",
+        "MessageSid": "SM11111111111111111111111111111111",
+        "MessageStatus": "delivered",
+        "SmsSid": "SM11111111111111111111111111111111",
+        "SmsStatus": "delivered",
+        "To": "+14155550123",
+    }
     url = "https://otp.example.com/webhooks/twilio/status?tenant=acme"
     token = "0123456789abcdef0123456789abcdef"
     assert signature(url, list(params.items()), token) == "mqzKMHyfj6ZNBaXNnKLSsLRi7Zw="
@@ -64,9 +71,13 @@ async def twilio_callback(
 ) -> httpx.Response:
     """POST a status callback the way Twilio does: to the URL it was given, signed."""
     form = {
-        "AccountSid": TWILIO_SID, "MessageSid": "SM" + "1" * 32, "MessageStatus": status,
-        "SmsStatus": status, "ApiVersion": "2010-04-01", **extra,
-    }  # fmt: skip
+        "AccountSid": TWILIO_SID,
+        "MessageSid": "SM" + "1" * 32,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
     parts = urlsplit(callback_url)
     return await api.post(
         f"{parts.path}?{parts.query}",
@@ -155,10 +166,14 @@ async def test_a_forged_twilio_callback_is_403_and_changes_nothing(
 
 def as_cloud_event(event: dict[str, Any]) -> dict[str, Any]:
     return {
-        "source": event["topic"], "subject": event["subject"], "type": event["eventType"],
-        "time": event["eventTime"], "id": event["id"], "data": event["data"],
+        "source": event["topic"],
+        "subject": event["subject"],
+        "type": event["eventType"],
+        "time": event["eventTime"],
+        "id": event["id"],
+        "data": event["data"],
         "specversion": "1.0",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("shape", ["event_grid_pascal", "event_grid_camel", "cloud_event"])
@@ -182,8 +197,9 @@ async def test_acs_delivery_reports_in_either_schema_and_casing(
     assert (state["status"], state["provider"]) == ("delivered", "acs")
     # Event Grid delivers at least once, and a "failed" after "delivered" is stale.
     for late in ("Delivered", "Failed"):
-        assert (await api.post("/webhooks/acs", json=[acs_report(challenge_id, late)],
-                               headers=HEADERS)).status_code == 200  # fmt: skip
+        assert (
+            await api.post("/webhooks/acs", json=[acs_report(challenge_id, late)], headers=HEADERS)
+        ).status_code == 200
     assert (await delivery(api, challenge_id))["status"] == "delivered"
 
 
@@ -206,17 +222,26 @@ async def test_event_grid_subscription_validation_in_both_schemas(
     start_api: StartApi, acs: FakeAcs
 ) -> None:
     api = await start_api(acs_entry(acs), secrets={"acs_webhook_secret": SECRET})
-    validation = [{
-        "id": "2d1781af", "topic": "/subscriptions/x", "subject": "",
-        "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
-                 "validationUrl": "https://rp-eastus2.eventgrid.azure.net:553/validate"},
-        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
-        "eventTime": "2022-10-28T04:23:35.1981776Z", "metadataVersion": "1", "dataVersion": "1",
-    }]  # fmt: skip
+    validation = [
+        {
+            "id": "2d1781af",
+            "topic": "/subscriptions/x",
+            "subject": "",
+            "data": {
+                "validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
+                "validationUrl": "https://rp-eastus2.eventgrid.azure.net:553/validate",
+            },
+            "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+            "eventTime": "2022-10-28T04:23:35.1981776Z",
+            "metadataVersion": "1",
+            "dataVersion": "1",
+        }
+    ]
     response = await api.post(
-        "/webhooks/acs", json=validation,
+        "/webhooks/acs",
+        json=validation,
         headers={**HEADERS, "aeg-event-type": "SubscriptionValidation"},
-    )  # fmt: skip
+    )
     assert response.status_code == 200
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
     handshake = await api.options(

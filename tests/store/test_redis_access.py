@@ -71,16 +71,53 @@ def _make_certificates(directory: Path) -> dict[str, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1, made with openssl."""
     files = {name: directory / f"{name}.pem" for name in ("ca", "ca-key", "server", "server-key")}
     run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", str(files["ca-key"]), "-out", str(files["ca"]))  # fmt: skip
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        str(files["ca-key"]),
+        "-out",
+        str(files["ca"]),
+    )
     csr = directory / "server.csr"
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(files["server-key"]), "-out", str(csr))  # fmt: skip
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(files["server-key"]),
+        "-out",
+        str(csr),
+    )
     ext = directory / "ext.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", str(csr), "-CA", str(files["ca"]),
-        "-CAkey", str(files["ca-key"]), "-CAcreateserial", "-days", "1",
-        "-extfile", str(ext), "-out", str(files["server"]))  # fmt: skip
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(files["ca"]),
+        "-CAkey",
+        str(files["ca-key"]),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(files["server"]),
+    )
     return files
 
 
@@ -89,12 +126,17 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, int, Path]]:
     files = _make_certificates(tmp_path)
     tls_port = free_port()
     server = RedisServer(
-        "--tls-port", str(tls_port),
-        "--tls-cert-file", str(files["server"]),
-        "--tls-key-file", str(files["server-key"]),
-        "--tls-ca-cert-file", str(files["ca"]),
-        "--tls-auth-clients", "no",
-    )  # fmt: skip
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert-file",
+        str(files["server"]),
+        "--tls-key-file",
+        str(files["server-key"]),
+        "--tls-ca-cert-file",
+        str(files["ca"]),
+        "--tls-auth-clients",
+        "no",
+    )
     yield server, tls_port, files["ca"]
     server.close()
 

@@ -46,24 +46,35 @@ FINAL = {"sent", "unknown", "delivered", "undelivered", "failed"}
 
 def acs_entry(server: FakeAcs, **extra: Any) -> dict[str, Any]:
     return {
-        "type": "acs", "connection_string": server.connection_string, "from_number": ACS_FROM,
-        "timeout_seconds": TIMEOUT, **extra,
-    }  # fmt: skip
+        "type": "acs",
+        "connection_string": server.connection_string,
+        "from_number": ACS_FROM,
+        "timeout_seconds": TIMEOUT,
+        **extra,
+    }
 
 
 def twilio_entry(server: FakeTwilio | str, **extra: Any) -> dict[str, Any]:
     url = server if isinstance(server, str) else server.url
     return {
-        "type": "twilio", "account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN,
-        "from_number": TWILIO_FROM, "api_base_url": url, "timeout_seconds": TIMEOUT, **extra,
-    }  # fmt: skip
+        "type": "twilio",
+        "account_sid": TWILIO_SID,
+        "auth_token": TWILIO_TOKEN,
+        "from_number": TWILIO_FROM,
+        "api_base_url": url,
+        "timeout_seconds": TIMEOUT,
+        **extra,
+    }
 
 
 def gateway_entry(server: FakeGateway, **extra: Any) -> dict[str, Any]:
     return {
-        "type": "generic", "url": f"{server.url}/send", "secret": GATEWAY_SECRET,
-        "timeout_seconds": TIMEOUT, **extra,
-    }  # fmt: skip
+        "type": "generic",
+        "url": f"{server.url}/send",
+        "secret": GATEWAY_SECRET,
+        "timeout_seconds": TIMEOUT,
+        **extra,
+    }
 
 
 async def delivered_to(server: FakeProvider, count: int = 1) -> list[str]:

@@ -144,11 +144,17 @@ def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(
     assert token not in logs
 
 
-def test_several_workers_share_the_state_in_redis(
+def test_several_workers_share_the_state_in_redis_and_metrics_add_up(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
     service = ServiceProcess(
-        "--config", str(write_config(tmp_path, redis_server)), "--workers", "2"
+        "--config",
+        str(write_config(tmp_path, redis_server)),
+        "--workers",
+        "2",
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
     )
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -166,6 +172,12 @@ def test_several_workers_share_the_state_in_redis(
                 assert (
                     httpx.post(f"{service.url}/verify", json=body, headers=auth).status_code == 410
                 )
+        # Both processes counted (one file each), and /metrics, from either, sums them.
+        assert len({path.name.rsplit("_", 1)[-1] for path in metrics_dir.glob("counter_*.db")}) == 2
+        for _ in range(4):
+            exposed = httpx.get(f"{service.url}/metrics", headers=auth).text
+            assert 'otp_challenges_total{outcome="issued"} 12.0' in exposed
+            assert 'otp_verifications_total{outcome="approved"} 12.0' in exposed
     finally:
         service.stop()
 
@@ -259,8 +271,11 @@ timeout_seconds = 10
 def otpservice_command(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "otpservice", *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -276,14 +291,16 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
     (tmp_path / "backup.jsonl").write_text(
         '{"phone": "+14155550101"}\n{"phone": "+33612345678", "source": "admin"}\n{oops\n'
     )
-    imported = otpservice_command("opt-outs", "import", str(tmp_path / "from-provider.csv"),
-                                  "--config", str(config))  # fmt: skip
+    imported = otpservice_command(
+        "opt-outs", "import", str(tmp_path / "from-provider.csv"), "--config", str(config)
+    )
     assert imported.returncode == 1  # a row was skipped, and said so
     assert "line 3:" in imported.stderr
     assert "line 5:" in imported.stderr  # a time without its zone
     assert "imported 2 opt-outs" in imported.stderr
-    imported = otpservice_command("opt-outs", "import", str(tmp_path / "backup.jsonl"),
-                                  "--config", str(config))  # fmt: skip
+    imported = otpservice_command(
+        "opt-outs", "import", str(tmp_path / "backup.jsonl"), "--config", str(config)
+    )
     assert "imported 1 opt-outs (1 were opted out already, 1 rows skipped)" in imported.stderr
     assert "line 3: not JSON" in imported.stderr
 
@@ -291,11 +308,14 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
     assert exported.returncode == 0, exported.stderr
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert [(r["phone"], r["source"]) for r in rows] == [
-        ("+14155550101", "twilio"), ("+33612345678", "admin"), ("+447911123456", "import"),
-    ]  # fmt: skip
+        ("+14155550101", "twilio"),
+        ("+33612345678", "admin"),
+        ("+447911123456", "import"),
+    ]
     assert rows[0]["opted_out_at"] == "2024-03-01T10:00:00Z"  # the original time is kept
-    as_csv = otpservice_command("opt-outs", "export", str(tmp_path / "out.csv"),
-                                "--config", str(config))  # fmt: skip
+    as_csv = otpservice_command(
+        "opt-outs", "export", str(tmp_path / "out.csv"), "--config", str(config)
+    )
     assert as_csv.returncode == 0, as_csv.stderr
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert lines[0] == "phone,opted_out_at,source,sender,detail"
@@ -324,14 +344,18 @@ def test_metrics_add_up_across_worker_processes(tmp_path: Path, redis_server: Re
     samples_dir = tmp_path / "prometheus"
     samples_dir.mkdir()
     service = ServiceProcess(
-        "--config", str(write_config(tmp_path, redis_server)), "--workers", "2",
+        "--config",
+        str(write_config(tmp_path, redis_server)),
+        "--workers",
+        "2",
         env={"PROMETHEUS_MULTIPROC_DIR": str(samples_dir)},
-    )  # fmt: skip
+    )
     try:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         for n in range(6):
-            response = httpx.post(f"{service.url}/challenge",
-                                  json={"phone": f"+1415555{n:04d}"}, headers=auth)  # fmt: skip
+            response = httpx.post(
+                f"{service.url}/challenge", json={"phone": f"+1415555{n:04d}"}, headers=auth
+            )
             assert response.status_code == 201, response.text
         pattern = re.compile(
             r'^otp_http_requests_total\{method="POST",route="/challenge",status="201"\} (\S+)$',
@@ -368,8 +392,9 @@ def test_the_pod_listener_serves_only_probes_metrics_and_webhooks(
         assert refused.json()["code"] == "not_found"
         assert httpx.get(f"{pod}/opt-outs", headers=auth).status_code == 404
         # On the API's own address all is as before.
-        created = httpx.post(f"{service.url}/challenge", json={"phone": "+14155550166"},
-                             headers=auth)  # fmt: skip
+        created = httpx.post(
+            f"{service.url}/challenge", json={"phone": "+14155550166"}, headers=auth
+        )
         assert created.status_code == 201
     finally:
         service.stop()
@@ -393,8 +418,9 @@ timeout_seconds = 10
     service = ServiceProcess("--config", config, env=slow)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        created = httpx.post(f"{service.url}/challenge", json={"phone": "+14155550155"},
-                             headers=auth, timeout=30)  # fmt: skip
+        created = httpx.post(
+            f"{service.url}/challenge", json={"phone": "+14155550155"}, headers=auth, timeout=30
+        )
         assert created.status_code == 201
         challenge_id = created.json()["challenge_id"]
         deadline = time.monotonic() + 5
@@ -402,9 +428,16 @@ timeout_seconds = 10
             time.sleep(0.02)
         assert gateway.received  # the send is in the air for two seconds
         answers: list[int] = []
-        verifying = threading.Thread(target=lambda: answers.append(httpx.post(
-            f"{service.url}/verify", json={"challenge_id": challenge_id, "code": "000000"},
-            headers=auth, timeout=30).status_code))  # fmt: skip
+        verifying = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(
+                    f"{service.url}/verify",
+                    json={"challenge_id": challenge_id, "code": "000000"},
+                    headers=auth,
+                    timeout=30,
+                ).status_code
+            )
+        )
         verifying.start()
         time.sleep(0.1)  # the request is being hashed
         started = time.monotonic()

@@ -53,8 +53,11 @@ def read_only_copy(destination: Path) -> None:
             shutil.copy2(source, target)
     for path in [destination, *destination.rglob("*")]:
         mode = path.stat().st_mode
-        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) | stat.S_IROTH
-                   | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0))  # fmt: skip
+        path.chmod(
+            mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+            | stat.S_IROTH
+            | (stat.S_IXOTH if path.is_dir() or mode & stat.S_IXUSR else 0)
+        )
 
 
 @pytest.fixture
@@ -73,8 +76,10 @@ def test_dockerfile_is_hadolint_clean_and_runs_the_install_script() -> None:
     dockerfile = ROOT / "Dockerfile"
     result = subprocess.run(
         [Path(sys.executable).parent / "hadolint", str(dockerfile)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     text = dockerfile.read_text()
     assert "RUN install-service /src /opt/otpservice" in text
@@ -96,16 +101,23 @@ def test_the_install_script_builds_a_working_service_as_non_root(
     if os.geteuid() == 0:
         os.chown(home, NOBODY, NOBODY)
     env = {
-        **os.environ, "HOME": str(home), "UV_CACHE_DIR": str(home / "uv-cache"),
+        **os.environ,
+        "HOME": str(home),
+        "UV_CACHE_DIR": str(home / "uv-cache"),
         "PATH": f"{bin_dir}:/usr/bin:/bin",
-    }  # fmt: skip
+    }
     env.pop("VIRTUAL_ENV", None)
     target = home / "otpservice"
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
     installed = subprocess.run(
         ["sh", str(source / "docker" / "install-service"), str(source), str(target), python],
-        env=env, capture_output=True, text=True, timeout=600, check=False, **as_non_root(),
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        **as_non_root(),
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "installed otpservice" in installed.stdout
     # Nothing was written into the source (it is read-only), no editable link to it.
@@ -117,9 +129,13 @@ def test_the_install_script_builds_a_working_service_as_non_root(
     port = free_port()
     service = subprocess.Popen(
         [str(target / "bin" / "otpservice"), "serve", "--dev", "--port", str(port)],
-        env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         **as_non_root(),  # type: ignore[call-overload]
-    )  # fmt: skip
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         ServiceProcess.wait_for(url, service)

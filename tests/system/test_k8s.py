@@ -17,25 +17,35 @@ import yaml
 from otpservice.validation import load_settings
 
 K8S = Path(__file__).parents[2] / "k8s"
-OVERLAYS = ["base", "overlays/sidecar-example-redis", "overlays/sidecar-external-redis",
-            "overlays/standalone"]  # fmt: skip
+OVERLAYS = [
+    "base",
+    "overlays/sidecar-example-redis",
+    "overlays/sidecar-external-redis",
+    "overlays/standalone",
+]
 VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 SECRET_FILES = {
-    "pepper": "p" * 32, "index-key": "i" * 32,
-    "outbox-key": base64.b64encode(b"o" * 32).decode(), "redis-password": "redis-password",
+    "pepper": "p" * 32,
+    "index-key": "i" * 32,
+    "outbox-key": base64.b64encode(b"o" * 32).decode(),
+    "redis-password": "redis-password",
     "acs-connection-string": "endpoint=https://x.communication.azure.com/;accesskey="
     + base64.b64encode(b"k" * 32).decode(),
-    "twilio-auth-token": "t" * 32, "acs-webhook-secret": "w" * 32,
+    "twilio-auth-token": "t" * 32,
+    "acs-webhook-secret": "w" * 32,
     "events-secret": "whsec_" + base64.b64encode(b"e" * 32).decode(),
-}  # fmt: skip
+}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
     kubectl = Path(sys.executable).parent / "kubectl"
     output = subprocess.run(
         [str(kubectl), "kustomize", str(K8S / overlay)],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return [doc for doc in yaml.safe_load_all(output) if doc]
 
 
@@ -115,8 +125,9 @@ def test_otpservice_probes_the_pod_listener_and_reads_a_config_directory(overlay
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_rendered_config_is_valid(overlay: str, tmp_path: Path) -> None:
     docs = render(overlay)
-    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"
-                    and d["metadata"]["name"] == "otpservice-config"]  # fmt: skip
+    [config_map] = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "otpservice-config"
+    ]
     for name, value in SECRET_FILES.items():
         (tmp_path / name).write_text(value)
     text = config_map["data"]["otpservice.toml"].replace("/run/secrets/otpservice", str(tmp_path))

@@ -33,8 +33,12 @@ def test_alert_rules_are_complete_and_use_exported_metrics() -> None:
     rules = yaml.safe_load((MONITORING / "prometheus-rules.yaml").read_text())
     alerts = [r for group in rules["groups"] for r in group["rules"]]
     names = {a["alert"] for a in alerts}
-    assert {"OtpFraudGuardTripped", "OtpConversionDrop", "OtpProviderErrors",
-            "OtpOutboxBacklog"} <= names  # fmt: skip
+    assert {
+        "OtpFraudGuardTripped",
+        "OtpConversionDrop",
+        "OtpProviderErrors",
+        "OtpOutboxBacklog",
+    } <= names
     for alert in alerts:
         assert alert["labels"]["severity"] in ("warning", "critical")
         assert alert["annotations"]["summary"]
@@ -50,7 +54,8 @@ def test_dashboard_panels_use_exported_metrics() -> None:
     assert used <= exported(), used - exported()
     # Every metric the service exports is on the dashboard.
     plotted = {n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for n in used}
-    families = {n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
-                for n in exported()}  # fmt: skip
+    families = {
+        n.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum") for n in exported()
+    }
     assert families <= plotted, families - plotted
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

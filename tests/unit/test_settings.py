@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from otpservice.cli import limits_table, main
+from otpservice.cli import main
+from otpservice.cli.tables import limits_table
 from otpservice.errors import ConfigError
 from otpservice.validation import load_settings
 

@@ -231,9 +231,11 @@ class FakeAcs(FakeProvider):
     def refusal(self, planned: Planned) -> Answer:
         # HTTP 202 for the request, a failed recipient inside.
         item = {
-            "to": "", "httpStatusCode": planned.error_code, "successful": False,
+            "to": "",
+            "httpStatusCode": planned.error_code,
+            "successful": False,
             "errorMessage": "Invalid To phone number format.",
-        }  # fmt: skip
+        }
         return 202, {"Content-Type": "application/json"}, json.dumps({"value": [item]}).encode()
 
 

@@ -78,13 +78,24 @@ class RedisServer:
         assert REDIS_SERVER is not None
         self._process = subprocess.Popen(
             [
-                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-                "--logfile", str(self.dir / "redis.log"), *self._extra_args,
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+                *self._extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         try:
             _wait_for_ping(self.port)
         except RuntimeError:
@@ -125,15 +136,27 @@ class RedisClusterServers:
             # A node also listens on its port + 10000 (the cluster bus), which must exist.
             self.nodes.append(
                 RedisServer(
-                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
                     port=free_port(below=55535),
                 )
-            )  # fmt: skip
+            )
         subprocess.run(
-            [REDIS_CLI, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self._wait_until_ok()
 
     @property
@@ -147,18 +170,22 @@ class RedisClusterServers:
             states = [
                 subprocess.run(
                     [REDIS_CLI, "-p", str(n.port), "cluster", "info"],
-                    capture_output=True, text=True, check=False,
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 ).stdout
                 for n in self.nodes
-            ]  # fmt: skip
+            ]
             # Every node must report the cluster up and know all three masters.
             known = [
                 subprocess.run(
                     [REDIS_CLI, "-p", str(n.port), "cluster", "nodes"],
-                    capture_output=True, text=True, check=False,
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 ).stdout.count("master")
                 for n in self.nodes
-            ]  # fmt: skip
+            ]
             if all("cluster_state:ok" in s for s in states) and known == [3, 3, 3]:
                 return
             time.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (see bench/README.md): ``python -m bench.run``."""
