@@ -122,6 +122,18 @@ class ChallengeView(Model, frozen=True):
     delivery: Delivery = Delivery()
 
 
+class DeliveryReport(Model, frozen=True):
+    """What is known of one delivery step: the provider, its message id, and why (each may be
+    empty: a report that names no provider keeps the one recorded)."""
+
+    provider: str = ""
+    message_id: str = ""
+    detail: str = ""
+
+
+NO_REPORT = DeliveryReport()
+
+
 # What record_delivery.lua did: wrote the state ("ok", also for a repeated report), kept a
 # later one ("stale"), refused SENDING for a challenge that ended ("ended") or for a number
 # that opted out ("opted_out"), or found no challenge ("missing").

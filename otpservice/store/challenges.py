@@ -19,6 +19,7 @@ from otpservice.errors import (
     TooManyAttempts,
 )
 from otpservice.models import (
+    NO_REPORT,
     NOWHERE,
     ApprovedChallenge,
     ChallengeStatus,
@@ -26,6 +27,7 @@ from otpservice.models import (
     CodeHash,
     Delivery,
     DeliveryOutcome,
+    DeliveryReport,
     DeliveryStatus,
     DeliveryUpdate,
     Destination,
@@ -401,9 +403,7 @@ class ChallengeStore:
         state: DeliveryStatus,
         *,
         send_id: str,
-        provider: str = "",
-        message_id: str = "",
-        detail: str = "",
+        report: DeliveryReport = NO_REPORT,
     ) -> DeliveryUpdate:
         """Move the challenge's delivery state forward; earlier states never replace later ones.
 
@@ -413,7 +413,14 @@ class ChallengeStore:
             self._scripts.record_delivery,
             [keys.challenge, keys.active, keys.optout],
             # Kept short: a hash value over 64 bytes would make Redis store the hash unpacked.
-            [keys.random_part, state.value, send_id, provider, message_id[:64], detail[:60]],
+            [
+                keys.random_part,
+                state.value,
+                send_id,
+                report.provider,
+                report.message_id[:64],
+                report.detail[:60],
+            ],
         )
         outcome = _delivery_outcome(reply_text(reply[0]))
         if outcome == "missing":

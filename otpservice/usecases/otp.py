@@ -29,7 +29,7 @@ from otpservice.errors import (
     TooManyAttempts,
     Unavailable,
 )
-from otpservice.models import ChallengeStatus, DeliveryStatus, IdempotencyRecord
+from otpservice.models import ChallengeStatus, DeliveryReport, DeliveryStatus, IdempotencyRecord
 from otpservice.phone import parse_phone
 from otpservice.sms.templates import MessageTemplates
 
@@ -207,9 +207,7 @@ class OtpService:
         challenge_id: str,
         status: DeliveryStatus,
         *,
-        provider: str,
-        message_id: str = "",
-        detail: str = "",
+        report: DeliveryReport,
     ) -> bool:
         """Record a provider's delivery report; False when the challenge is unknown or gone.
 
@@ -218,19 +216,20 @@ class OtpService:
         keys = self._keys.for_challenge(challenge_id)
         if keys is None:
             return False
-        update = await self._challenges.record_delivery(
-            keys, status, send_id="", provider=provider, message_id=message_id, detail=detail
-        )
+        update = await self._challenges.record_delivery(keys, status, send_id="", report=report)
         if update.outcome == "missing":
             return False
         log.info(
             "delivery report for challenge %s: %s (%s)", challenge_id, status.value, update.outcome
         )
-        self._analytics.delivery(status, update, provider)
+        self._analytics.delivery(status, update, report.provider)
         if update.outcome == "ok":
             # "ok" again for a repeated report: the event goes again with the same id.
             await self._events.delivery_ended(
-                challenge_id, status, provider=provider or update.provider, detail=detail
+                challenge_id,
+                status,
+                provider=report.provider or update.provider,
+                detail=report.detail,
             )
         return True
 

@@ -18,7 +18,7 @@ from litestar import Request, Response, post, route
 
 from otpservice.config.schema import TwilioProvider
 from otpservice.errors import Forbidden, InvalidInput, Unauthorized
-from otpservice.models import InboundSms
+from otpservice.models import DeliveryReport, InboundSms
 from otpservice.sms import acs, twilio
 from otpservice.web.context import otp_service, services
 from otpservice.web.problems import problem_responses
@@ -108,9 +108,9 @@ async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
             await otp.record_report(
                 report.challenge_id,
                 report.status,
-                provider="",  # keeps the recorded one
-                message_id=report.message_id,
-                detail=report.detail,
+                report=DeliveryReport(
+                    provider="", message_id=report.message_id, detail=report.detail
+                ),
             )
     return Response(None, status_code=200)
 
@@ -144,9 +144,11 @@ async def twilio_status(request: Request[Any, Any, Any]) -> None:
     await otp_service(request).record_report(
         challenge_id,
         status,
-        provider=provider.label,
-        message_id=fields.get("MessageSid", ""),
-        detail=f"error {fields['ErrorCode']}" if fields.get("ErrorCode") else "",
+        report=DeliveryReport(
+            provider=provider.label,
+            message_id=fields.get("MessageSid", ""),
+            detail=f"error {fields['ErrorCode']}" if fields.get("ErrorCode") else "",
+        ),
     )
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from otpservice.crypto.sealing import SealError, open_outbox_entry
-from otpservice.models import DeliveryStatus, OutboxEntry
+from otpservice.models import NO_REPORT, DeliveryReport, DeliveryStatus, OutboxEntry
 from otpservice.sms import NotAccepted, OutboundSms, OutcomeUnknown, Rejected
 from otpservice.sms.chain import AttemptCancelled
 from otpservice.workers.queue_worker import QueueWorker, retry_delay
@@ -130,7 +130,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             # Perhaps sent already (a repeat was due): unknown, not failed.
             state = DeliveryStatus.UNKNOWN if only else DeliveryStatus.FAILED
             await self._settle(
-                item, keys, state, provider=only or "", detail="expired before sending"
+                item,
+                keys,
+                state,
+                report=DeliveryReport(provider=only or "", detail="expired before sending"),
             )
             return
         try:
@@ -139,7 +142,9 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             log.error(
                 "outbox: message for challenge %s cannot be opened: %s", entry.challenge_id, exc
             )
-            await self._settle(item, keys, DeliveryStatus.FAILED, detail="cannot be opened")
+            await self._settle(
+                item, keys, DeliveryStatus.FAILED, report=DeliveryReport(detail="cannot be opened")
+            )
             return
         message = OutboundSms(
             to=opened.to,
@@ -152,7 +157,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         async def before_attempt(provider: str) -> bool:
             await self._pacer.wait_for_slot(provider, entry.deadline_ms, self.stopping)
             update = await self._challenges.record_delivery(
-                keys, DeliveryStatus.SENDING, send_id=entry.send_id, provider=provider
+                keys,
+                DeliveryStatus.SENDING,
+                send_id=entry.send_id,
+                report=DeliveryReport(provider=provider),
             )
             if update.outcome == "opted_out":
                 # A STOP (or an operator) got in between accepting and sending.
@@ -177,7 +185,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                     message.to, source="provider_error", sender=exc.provider, detail=exc.detail
                 )
             await self._settle(
-                item, keys, DeliveryStatus.FAILED, provider=exc.provider, detail=exc.reason
+                item,
+                keys,
+                DeliveryStatus.FAILED,
+                report=DeliveryReport(provider=exc.provider, detail=exc.reason),
             )
         except OutcomeUnknown as exc:
             provider = self._providers.provider(exc.provider)
@@ -193,7 +204,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                 exc.provider,
             )
             await self._settle(
-                item, keys, DeliveryStatus.UNKNOWN, provider=exc.provider, detail=exc.reason
+                item,
+                keys,
+                DeliveryStatus.UNKNOWN,
+                report=DeliveryReport(provider=exc.provider, detail=exc.reason),
             )
         except NotAccepted as exc:
             # A repeat restricted to one provider stays restricted.
@@ -203,8 +217,9 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                 item,
                 keys,
                 DeliveryStatus.SENT,
-                provider=receipt.provider,
-                message_id=receipt.message_id or "",
+                report=DeliveryReport(
+                    provider=receipt.provider, message_id=receipt.message_id or ""
+                ),
             )
             log.info(
                 "outbox: SMS for challenge %s sent via %s", entry.challenge_id, receipt.provider
@@ -233,8 +248,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
             item,
             keys,
             DeliveryStatus.UNKNOWN,
-            provider=state.provider,
-            detail="worker stopped mid-send",
+            report=DeliveryReport(provider=state.provider, detail="worker stopped mid-send"),
         )
         return SETTLED
 
@@ -259,12 +273,16 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
                 item,
                 keys,
                 state,
-                provider=exc.provider,
-                detail=f"no provider took it: {exc.reason}",
+                report=DeliveryReport(
+                    provider=exc.provider, detail=f"no provider took it: {exc.reason}"
+                ),
             )
             return
         await self._challenges.record_delivery(
-            keys, DeliveryStatus.RETRYING, send_id=entry.send_id, detail=exc.reason
+            keys,
+            DeliveryStatus.RETRYING,
+            send_id=entry.send_id,
+            report=DeliveryReport(detail=exc.reason),
         )
         if not await self._outbox.retry_later(
             self.consumer, item, msgspec.structs.replace(entry, attempt=entry.attempt + 1), due_ms
@@ -283,24 +301,16 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         item: OutboxItem,
         keys: ChallengeKeys,
         state: DeliveryStatus,
-        *,
-        provider: str = "",
-        message_id: str = "",
-        detail: str = "",
+        report: DeliveryReport = NO_REPORT,
     ) -> None:
         """Record the final outcome on the challenge, tell the app, then forget the message."""
         assert item.entry is not None
         update = await self._challenges.record_delivery(
-            keys,
-            state,
-            send_id=item.entry.send_id,
-            provider=provider,
-            message_id=message_id,
-            detail=detail,
+            keys, state, send_id=item.entry.send_id, report=report
         )
-        self._analytics.delivery(state, update, provider)
+        self._analytics.delivery(state, update, report.provider)
         if update.outcome == "ok":
             await self._events.delivery_ended(
-                item.entry.challenge_id, state, provider=provider, detail=detail
+                item.entry.challenge_id, state, provider=report.provider, detail=report.detail
             )
         await self._outbox.finish(item)

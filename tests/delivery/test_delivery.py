@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.config.schema import Settings
-from otpservice.models import ChallengeRequest, DeliveryStatus
+from otpservice.models import ChallengeRequest, DeliveryReport, DeliveryStatus
 from otpservice.runtime import Runtime
 from otpservice.store import connect
 from otpservice.store.rates import SendSlot
@@ -128,7 +128,10 @@ async def test_a_message_a_dead_worker_was_sending_is_repeated_only_where_repeat
     assert keys is not None
     assert item.entry is not None
     await runtime.stores.challenges.record_delivery(
-        keys, DeliveryStatus.SENDING, send_id=item.entry.send_id, provider=provider
+        keys,
+        DeliveryStatus.SENDING,
+        send_id=item.entry.send_id,
+        report=DeliveryReport(provider=provider),
     )
     await asyncio.sleep(1.1)
     await deliver(runtime, second_worker(runtime, "survivor"))
