@@ -360,9 +360,23 @@ def rounds_rows(report: Report) -> list[list[str]]:
 
 
 def summary(report: Report, header: str) -> str:
-    """The final summary as text."""
+    """The final summary as text: one section per kind of figure."""
     lines = ["=" * 100, header, "=" * 100, ""]
+    for section in (
+        hash_costs_section,
+        http_section,
+        rounds_section,
+        commands_section,
+        memory_section,
+        stderr_section,
+    ):
+        lines += section(report)
+    return "\n".join(lines) + "\n"
 
+
+def hash_costs_section(report: Report) -> list[str]:
+    """argon2id per hash, per profile, and the ceiling it sets."""
+    lines: list[str] = []
     lines.append(
         "argon2id per hash, in-process (median), at the start of each profile; ceiling = cores / "
         "hash time"
@@ -385,7 +399,12 @@ def summary(report: Report, header: str) -> str:
         ["profile", "parameters", "hash ms", "verify ms", "ceiling/s", f"{CORES} threads/s"],
         rows,
     )
+    return lines
 
+
+def http_section(report: Report) -> list[str]:
+    """Every wrk run: throughput, its share of the ceiling and of the skeleton, latency."""
+    lines: list[str] = []
     lines += [
         "",
         "HTTP, driven by wrk: successful responses/s, latency, non-2xx responses "
@@ -437,7 +456,12 @@ def summary(report: Report, header: str) -> str:
         ],
         rows,
     )
+    return lines
 
+
+def rounds_section(report: Report) -> list[str]:
+    """The alternating service and skeleton /verify rounds (``--rounds``), if any."""
+    lines: list[str] = []
     rounds = rounds_rows(report)
     if rounds:
         lines += [
@@ -459,7 +483,12 @@ def summary(report: Report, header: str) -> str:
             ],
             rounds,
         )
+    return lines
 
+
+def commands_section(report: Report) -> list[str]:
+    """Redis commands per request, if measured."""
+    lines: list[str] = []
     if report.commands:
         lines += ["", "Redis commands per request (INFO commandstats around a batch)"]
         rows = [
@@ -480,7 +509,12 @@ def summary(report: Report, header: str) -> str:
                 f"  {c.endpoint}: "
                 + ", ".join(f"{k} {v / c.requests:.2f}" for k, v in c.by_command.items())
             )
+    return lines
 
+
+def memory_section(report: Report) -> list[str]:
+    """Redis memory per live challenge, if measured."""
+    lines: list[str] = []
     if report.memory is not None:
         m = report.memory
         lines += [
@@ -502,7 +536,12 @@ def summary(report: Report, header: str) -> str:
             f"  (Redis hash-max-listpack-value = {m.listpack_value_limit}: a hash with a longer "
             "value is stored as a hashtable, several times larger)"
         )
+    return lines
 
+
+def stderr_section(report: Report) -> list[str]:
+    """The service's log lines by level, and its warnings, errors and notes."""
+    lines: list[str] = []
     lines += ["", "Service stderr (log lines by level; warnings/errors/tracebacks, deduplicated)"]
     for name, (levels, problems) in report.stderr.items():
         counts = ", ".join(f"{k} {v}" for k, v in sorted(levels.items())) or "empty"
@@ -512,4 +551,4 @@ def summary(report: Report, header: str) -> str:
             lines.append(f"    {problem[:150]}")
     if report.notes:
         lines += ["", "Notes"] + [f"  - {note}" for note in report.notes]
-    return "\n".join(lines) + "\n"
+    return lines

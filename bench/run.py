@@ -109,72 +109,7 @@ class Options:
     @classmethod
     def parse(cls, argv: Sequence[str] | None) -> Options:
         """Full or ``--quick`` sizes, with command-line overrides."""
-        parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-        parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
-        parser.add_argument("--duration", type=int, help="seconds per wrk run (10; quick 3)")
-        parser.add_argument(
-            "--log-level",
-            default="info",
-            choices=["debug", "info", "warning", "error"],
-            help="the service's log_level setting (default info, the service default)",
-        )
-        parser.add_argument(
-            "--max-concurrent",
-            type=int,
-            help="the service's hashing.max_concurrent (default: unset, one per core)",
-        )
-        parser.add_argument(
-            "--workers",
-            type=int,
-            default=1,
-            help="the service's worker processes (serve --workers; default 1)",
-        )
-        parser.add_argument(
-            "--profiles",
-            default=",".join(p.name for p in PROFILES),
-            help="comma-separated argon2 profiles to run (default: all)",
-        )
-        parser.add_argument(
-            "--redis-profile",
-            default="off",
-            help="profile under which Redis memory and round trips are measured (default off)",
-        )
-        parser.add_argument(
-            "--quiet-wait",
-            type=float,
-            help="seconds to wait, before each wrk run, for other processes to go under "
-            f"{QUIET_CORES} cores (default 60; quick 10)",
-        )
-        parser.add_argument(
-            "--source",
-            default=str(BENCH_DIR.parent),
-            help="directory to run `python -m otpservice` from, i.e. which checkout is "
-            "benchmarked (default: this repository)",
-        )
-        parser.add_argument(
-            "--no-skeleton",
-            action="store_true",
-            help="skip the reference skeleton's /verify runs (bench/skeleton.py)",
-        )
-        parser.add_argument(
-            "--floor",
-            action="store_true",
-            help="also run the skeleton without Redis (HTTP and the hash only: the floor), "
-            "after each skeleton run with --rounds, else after all of them",
-        )
-        parser.add_argument(
-            "--rounds",
-            type=int,
-            default=1,
-            help="/verify runs per client count; with more than one, the service's and the "
-            "skeleton's (and the floor's) runs alternate, all up, and the summary adds their "
-            "medians (default 1; with --no-skeleton, the service's runs only, no medians)",
-        )
-        parser.add_argument(
-            "--keep-workdir",
-            action="store_true",
-            help="keep the temporary directory (configs, service stdout and stderr)",
-        )
+        parser = _parser()
         args = parser.parse_args(argv)
         by_name = {p.name: p for p in PROFILES}
         names = [n.strip() for n in args.profiles.split(",") if n.strip()]
@@ -207,6 +142,77 @@ class Options:
             rounds=args.rounds,
             source=Path(args.source).resolve(),
         )
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: sizes, the service's settings, what to run beside it."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
+    parser.add_argument("--duration", type=int, help="seconds per wrk run (10; quick 3)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="the service's log_level setting (default info, the service default)",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="the service's hashing.max_concurrent (default: unset, one per core)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="the service's worker processes (serve --workers; default 1)",
+    )
+    parser.add_argument(
+        "--profiles",
+        default=",".join(p.name for p in PROFILES),
+        help="comma-separated argon2 profiles to run (default: all)",
+    )
+    parser.add_argument(
+        "--redis-profile",
+        default="off",
+        help="profile under which Redis memory and round trips are measured (default off)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        help="seconds to wait, before each wrk run, for other processes to go under "
+        f"{QUIET_CORES} cores (default 60; quick 10)",
+    )
+    parser.add_argument(
+        "--source",
+        default=str(BENCH_DIR.parent),
+        help="directory to run `python -m otpservice` from, i.e. which checkout is "
+        "benchmarked (default: this repository)",
+    )
+    parser.add_argument(
+        "--no-skeleton",
+        action="store_true",
+        help="skip the reference skeleton's /verify runs (bench/skeleton.py)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the skeleton without Redis (HTTP and the hash only: the floor), "
+        "after each skeleton run with --rounds, else after all of them",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="/verify runs per client count; with more than one, the service's and the "
+        "skeleton's (and the floor's) runs alternate, all up, and the summary adds their "
+        "medians (default 1; with --no-skeleton, the service's runs only, no medians)",
+    )
+    parser.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary directory (configs, service stdout and stderr)",
+    )
+    return parser
 
 
 def say(text: str) -> None:

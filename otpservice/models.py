@@ -181,12 +181,18 @@ class IdempotencyRecord(Model, frozen=True):
     result: IssuedChallenge | None = None
 
 
+# Who changed an opt-out through the service: a STOP or START, an operator, or a provider that
+# refused a send because the number opted out with it.
+OptOutSource = Literal["keyword", "admin", "provider_error"]
+
+
 class OptOut(Model, frozen=True):
     """A number that must get no message, since when and why."""
 
     phone: str
     since_ms: int
-    source: str  # "keyword", "admin" or "provider_error"
+    # An OptOutSource, or what an imported file named (a backup, another provider's export).
+    source: str
     sender: str  # which of our senders it came through, if known
     detail: str
 

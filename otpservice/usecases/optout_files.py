@@ -94,13 +94,12 @@ async def import_opt_outs(
             continue
         since = int(row.opted_out_at.timestamp() * 1000) if row.opted_out_at else None
         try:
-            _, new = await optouts.opt_out(
+            new = await optouts.restore(
                 row.phone,
                 source=row.source,
                 sender=row.sender,
                 detail=row.detail,
                 since_ms=since,
-                announce=False,
             )
         except InvalidInput as exc:
             errors.append(f"line {line}: {exc.detail}")

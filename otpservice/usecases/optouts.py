@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
-    from otpservice.models import OptOut, OptOutChange
+    from otpservice.models import OptOut, OptOutChange, OptOutSource
     from otpservice.store.optouts import OptOutStore
     from otpservice.usecases.analytics import Analytics
     from otpservice.usecases.events import AppEvents
@@ -31,28 +31,18 @@ class OptOuts:
         self._analytics = analytics
 
     async def opt_out(
-        self,
-        phone: str,
-        *,
-        source: str,
-        sender: str = "",
-        detail: str = "",
-        since_ms: int | None = None,
-        announce: bool = True,
+        self, phone: str, *, source: OptOutSource, sender: str = "", detail: str = ""
     ) -> tuple[OptOut | None, bool]:
-        """Opt ``phone`` out (kept if it already was); its record, and whether this call added
-        it. ``since_ms``: when it happened, for an imported opt-out; ``announce``: tell the app
-        (not for a bulk import, which would flood it).
+        """Opt ``phone`` out (kept if it already was) and tell the app; its record, and whether
+        this call added it.
 
         Raises:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        added = await self._store.add(
-            number.e164, source=source, sender=sender, detail=detail, since_ms=since_ms
-        )
+        added = await self._store.add(number.e164, source=source, sender=sender, detail=detail)
         record = await self._store.get(number.e164)
-        if added and record is not None and announce:
+        if added and record is not None:
             log.info("opt-out recorded for %s (source %s)", number.masked(), source)
             self._analytics.count("opt_outs", country=number.region)
             await self._events.optout_changed(
@@ -60,7 +50,28 @@ class OptOuts:
             )
         return record, added
 
-    async def opt_in(self, phone: str, *, source: str) -> None:
+    async def restore(
+        self,
+        phone: str,
+        *,
+        source: str,
+        sender: str = "",
+        detail: str = "",
+        since_ms: int | None = None,
+    ) -> bool:
+        """Record an opt-out read from a file (a backup, another provider's export) with the
+        source it names and when it happened (``since_ms``; None: now); whether it was new.
+        The app is not told: a bulk import would flood it.
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        number = parse_phone(phone)
+        return await self._store.add(
+            number.e164, source=source, sender=sender, detail=detail, since_ms=since_ms
+        )
+
+    async def opt_in(self, phone: str, *, source: OptOutSource) -> None:
         """Remove ``phone``'s opt-out, if any.
 
         Raises:
