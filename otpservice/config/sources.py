@@ -10,6 +10,7 @@ is the value (a mounted Kubernetes Secret).
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ ENV_PREFIX = "OTP_"
 SourceName = Literal["file", "environment", "flags"]
 # Lowest precedence first; the built-in defaults are below all of them.
 SOURCES: tuple[SourceName, ...] = ("file", "environment", "flags")
+# A list index at the end of a key: "sms.providers[0]".
+_INDEX = re.compile(r"\[\d+\]\Z")
 
 
 @dataclass
@@ -160,10 +163,10 @@ def _name_of(key: str, names: Mapping[str, str], default: str) -> str:
 
 
 def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted keys of every value in ``tree``; list items as ``key[0]``."""
+    """Dotted keys of every value in ``tree``; list items as ``key[0]``. An empty table gives
+    no key: it sets nothing, so nothing under it is blamed on its source."""
     if isinstance(tree, dict):
-        keys = [k for name, v in tree.items() for k in _leaf_keys(v, f"{prefix}.{name}")]
-        return keys or ([prefix[1:]] if prefix else [])
+        return [k for name, v in tree.items() for k in _leaf_keys(v, f"{prefix}.{name}")]
     if isinstance(tree, list) and tree:
         return [k for i, v in enumerate(tree) for k in _leaf_keys(v, f"{prefix}[{i}]")]
     return [prefix[1:]] if prefix else []
@@ -171,8 +174,9 @@ def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
 
 def _parent(key: str) -> str:
     """The enclosing key: ``sms.providers[0].url`` -> ``sms.providers[0]`` -> ``sms.providers``."""
-    if key.endswith("]"):
-        return key[: key.rindex("[")]
+    index = _INDEX.search(key)
+    if index is not None:
+        return key[: index.start()]
     return key.rpartition(".")[0]
 
 

@@ -292,17 +292,18 @@ class OtpService:
                 purpose=request.purpose,
                 where=admission.where,
             )
-            entry = seal_outbox_entry(
-                self._sealer,
-                to=phone.e164,
-                body=self._templates.render(request.locale, code),
-                challenge_id=keys.challenge_id,
-                send_id=str(uuid.uuid4()),
-                first_attempt_at=time.time(),
-                deadline_ms=issued.expires_at_ms,
-            )
             try:
-                await self._outbox.add(entry)
+                await self._outbox.add(
+                    seal_outbox_entry(
+                        self._sealer,
+                        to=phone.e164,
+                        body=self._templates.render(request.locale, code),
+                        challenge_id=keys.challenge_id,
+                        send_id=str(uuid.uuid4()),
+                        first_attempt_at=time.time(),
+                        deadline_ms=issued.expires_at_ms,
+                    )
+                )
             except BaseException:
                 # The code will never be sent: make sure it cannot be used either.
                 await self._challenges.cancel(keys, client)

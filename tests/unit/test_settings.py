@@ -352,3 +352,17 @@ def test_a_runtime_takes_only_checked_settings(tmp_path: Path) -> None:
     checked = load_settings(write(tmp_path, GOOD), environ={})
     assert isinstance(checked, ValidSettings)
     assert checked.secrets.pepper == SECRET
+
+
+def test_only_values_given_are_blamed_on_their_source(tmp_path: Path) -> None:
+    # An empty [secrets] table sets nothing: the missing pepper is not the file's doing.
+    text = GOOD.replace(f'pepper = "{SECRET}"\nindex_key = "{SECRET}i"\n', "").replace(
+        f'outbox_key = "{OUTBOX_KEY}"\n', ""
+    )
+    assert "[secrets]\n\n" in text
+    with pytest.raises(ConfigError, match=r"secrets\.pepper is not set") as missing:
+        load_settings(write(tmp_path, text), environ={})
+    assert "(from" not in str(missing.value)
+    # A key that merely ends in "]" is a key, not a list index.
+    odd = GOOD + '\n[sms.templates]\nen = "{code} is your code"\n"x]" = "{code}"\n'
+    assert load_settings(write(tmp_path, odd), environ={}).sms.templates["x]"] == "{code}"
