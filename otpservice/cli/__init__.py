@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,9 @@ def _openapi(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``otpservice`` command."""
     parser = argparse.ArgumentParser(prog="otpservice", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"otpservice {metadata.version('otpservice')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP API")

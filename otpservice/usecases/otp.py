@@ -321,7 +321,12 @@ class OtpService:
         return issued
 
     async def _replay(self, issued: IssuedChallenge, client: str) -> IssuedChallenge:
-        """The first result of an idempotent request, with the challenge's current state."""
+        """The first result of an idempotent request, with the challenge's current state: its
+        status, attempts left, and how long until a new code may be sent from now."""
+        elapsed_ms = int(time.time() * 1000) - issued.created_at_ms
+        issued = msgspec.structs.replace(
+            issued, resend_after_ms=max(0, issued.resend_after_ms - elapsed_ms)
+        )
         try:
             view = await self._challenges.read(self._keys_for(issued.challenge_id), client)
         except ChallengeNotFound:

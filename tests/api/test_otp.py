@@ -534,3 +534,15 @@ async def test_a_right_code_submitted_before_expiry_counts_even_if_checked_after
         assert (await checking).status_code == 200
         # Approved once, it stays used.
         assert_problem(await verify(api, challenge_id, code), 410, "challenge_used")
+
+
+async def test_an_idempotent_replay_counts_down_resend_after(make_api: ApiFactory) -> None:
+    api = await make_api(send_limits={"min_interval_seconds": 2})
+    headers = {"Idempotency-Key": "count-down"}
+    first = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
+    assert first.json()["resend_after"] == 2
+    await asyncio.sleep(2.1)
+    replay = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["challenge_id"] == first.json()["challenge_id"]
+    assert replay.json()["resend_after"] == 0  # the interval has passed: a new code may go now

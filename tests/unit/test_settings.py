@@ -366,3 +366,12 @@ def test_only_values_given_are_blamed_on_their_source(tmp_path: Path) -> None:
     # A key that merely ends in "]" is a key, not a list index.
     odd = GOOD + '\n[sms.templates]\nen = "{code} is your code"\n"x]" = "{code}"\n'
     assert load_settings(write(tmp_path, odd), environ={}).sms.templates["x]"] == "{code}"
+
+
+def test_version_comes_from_the_installed_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"otpservice {metadata.version('otpservice')}\n"
