@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,34 +19,53 @@ MISSING = (
 )
 
 
-def free_port(below: int = 65536) -> int:
-    """A TCP port on 127.0.0.1, under ``below``, that nothing listens on right now.
+# Servers listen below the kernel's ephemeral range (32768 and up on Linux), so no outgoing
+# connection of another test can hold a chosen port by the time the server binds it.
+_LISTEN_PORTS = range(10000, 32768)
+# A cluster node also listens on its port + 10000 (the cluster bus): both must be free.
+_CLUSTER_BUS_OFFSET = 10000
+
+
+_START_ATTEMPTS = 5
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A TCP port on 127.0.0.1, below the ephemeral range, that nothing listens on right now.
 
     Under pytest-xdist each worker takes only ports of its own residue (port mod the worker
     count), so two workers never pick the same port in the moment between the check and the
     bind (a server that lost that race would answer pings with the other worker's server).
+    With ``cluster_bus`` the port + 10000 is free too.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    top = _LISTEN_PORTS.stop - (_CLUSTER_BUS_OFFSET if cluster_bus else 0)
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            offered: int = sock.getsockname()[1]
-        # The kernel offers ports of one parity to bind(0): step to this worker's residue.
-        port = offered - offered % workers + worker
-        if port >= below:
+        drawn = random.randrange(_LISTEN_PORTS.start, top)
+        port = drawn - drawn % workers + worker
+        if not _LISTEN_PORTS.start <= port < top or not _bindable(port):
             continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
+        if cluster_bus and not _bindable(port + _CLUSTER_BUS_OFFSET):
+            continue
         return port
 
 
-def _wait_for_ping(port: int, deadline_s: float = 10.0) -> None:
+def _wait_for_ping(
+    port: int, process: subprocess.Popen[bytes] | None = None, deadline_s: float = 10.0
+) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"redis-server on port {port} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
@@ -61,14 +81,27 @@ def _wait_for_ping(port: int, deadline_s: float = 10.0) -> None:
 class RedisServer:
     """One redis-server on a free loopback port, with its files in a temporary directory."""
 
-    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+    def __init__(
+        self, *extra_args: str, port: int | None = None, cluster_bus: bool = False
+    ) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError(MISSING)
-        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="otp-redis-"))
         self._extra_args = list(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
-        self.start()
+        if port is not None:
+            self.port = port
+            self.start()
+            return
+        # A port found free can still be taken before the server binds it: draw another.
+        for attempt in range(_START_ATTEMPTS):
+            self.port = free_port(cluster_bus=cluster_bus)
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                if attempt == _START_ATTEMPTS - 1:
+                    raise
 
     @property
     def url(self) -> str:
@@ -97,7 +130,7 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_for_ping(self.port)
+            _wait_for_ping(self.port, self._process)
         except RuntimeError:
             self.stop()
             raise
@@ -133,14 +166,13 @@ class RedisClusterServers:
     def _create(self) -> None:
         assert REDIS_CLI is not None
         for _ in range(3):
-            # A node also listens on its port + 10000 (the cluster bus), which must exist.
             self.nodes.append(
                 RedisServer(
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
-                    port=free_port(below=55535),
+                    cluster_bus=True,
                 )
             )
         subprocess.run(
