@@ -11,10 +11,7 @@ from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 
-from otpservice import __version__
 from otpservice.logs import configure_logging
 from otpservice.runtime import Runtime
 from otpservice.store import connect
@@ -22,6 +19,7 @@ from otpservice.validation import load_settings
 from otpservice.web import ROUTES
 from otpservice.web.guards import Authenticator, authorize
 from otpservice.web.observe import observe_requests
+from otpservice.web.openapi import openapi_config
 from otpservice.web.problems import EXCEPTION_HANDLERS
 from otpservice.web.webhooks import WebhookAuth
 
@@ -34,15 +32,6 @@ if TYPE_CHECKING:
     from otpservice.store import StoreClient
 
 MAX_BODY_BYTES = 16 * 1024
-
-OPENAPI_CONFIG = OpenAPIConfig(
-    title="otpservice",
-    version=__version__,
-    description="Issue and verify SMS one-time codes. Errors are RFC 9457 problems with a "
-    "stable `code`.",
-    path="/openapi",
-    render_plugins=[JsonRenderPlugin()],
-)
 
 
 def create_app_from_environment() -> Litestar:
@@ -97,7 +86,7 @@ def create_app(
             }
         ),
         lifespan=[lifespan],
-        openapi_config=OPENAPI_CONFIG,
+        openapi_config=openapi_config(),
         # Logging is set up by logs.py; Litestar's default config would replace the root
         # handlers and with them the filter that masks phone numbers.
         logging_config=None,

@@ -9,7 +9,9 @@ import phonenumbers
 
 from otpservice.errors import InvalidInput
 
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Also the spec's pattern for phone fields (an ECMAScript regex there).
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+_E164 = re.compile(E164_PATTERN)
 _TYPE_NAMES = {
     value: name.lower()
     for name, value in vars(phonenumbers.PhoneNumberType).items()

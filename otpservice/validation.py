@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
@@ -26,10 +27,12 @@ from otpservice.config.schema import (
     SAFE_MAX_ATTEMPTS,
     SAFE_MAX_TTL_SECONDS,
     SAFE_MIN_DIGITS,
+    SENDER_FORM_WORDS,
     AcsProvider,
     ConsoleProvider,
     GenericProvider,
     RequiredSecrets,
+    SenderForm,
     Settings,
     TwilioProvider,
     ValidSettings,
@@ -37,7 +40,8 @@ from otpservice.config.schema import (
 from otpservice.config.sources import RawSettings, convert_settings, read_sources, with_dev_secrets
 from otpservice.crypto.sealing import decode_key
 from otpservice.crypto.webhook_signing import check_secret
-from otpservice.errors import ConfigError
+from otpservice.errors import ConfigError, InvalidInput
+from otpservice.phone import parse_phone
 from otpservice.sms.acs import parse_connection_string
 from otpservice.sms.templates import MessageTemplates
 
@@ -46,11 +50,24 @@ if TYPE_CHECKING:
 
 
 class Check(NamedTuple):
-    """One rule the settings must follow; ``applies`` says in which mode it runs."""
+    """One rule the settings must follow; ``applies`` says in which mode it runs.
+
+    ``reads_secrets``: the rule looks at a secret's value (its form, its length), so
+    ``config check --no-secrets`` skips it.
+    """
 
     name: str
     run: Callable[[Settings], None]
     applies: Callable[[Settings], bool] = lambda _: True
+    reads_secrets: bool = False
+
+
+class CheckedWithoutSecrets(NamedTuple):
+    """What ``check_without_secrets`` found: the settings (secrets unread, so no runtime
+    takes them) and each ``*_file`` key whose file was not read, with its path."""
+
+    settings: Settings
+    unread_files: dict[str, str]
 
 
 def load_settings(
@@ -81,6 +98,23 @@ def load_settings(
     return validate_settings(settings, raw)
 
 
+def check_without_secrets(
+    path: str | Path | None, *, environ: Mapping[str, str] | None = None
+) -> CheckedWithoutSecrets:
+    """Every check but those of the secrets: for a config whose secret files exist only where
+    the service runs (a Kubernetes pod). Their files are not opened, and the checks of a
+    secret's value (``Check.reads_secrets``) are skipped; that a required secret is given (as
+    a value or a ``*_file``) is still checked.
+
+    Raises:
+        ConfigError: naming the key that is missing or invalid, and where its value came from.
+    """
+    raw = read_sources(path, environ=os.environ if environ is None else environ, files="skip")
+    settings = convert_settings(raw)
+    _run_checks(settings, raw, with_secrets=False)
+    return CheckedWithoutSecrets(settings, raw.unread_files)
+
+
 def validate_settings(settings: Settings, raw: RawSettings | None = None) -> ValidSettings:
     """Run every check of ``CHECKS`` that applies; the settings as ``ValidSettings``.
 
@@ -88,8 +122,17 @@ def validate_settings(settings: Settings, raw: RawSettings | None = None) -> Val
         ConfigError: from the first check that fails, with where the value came from when
             ``raw`` (the sources read) knows.
     """
+    _run_checks(settings, raw, with_secrets=True)
+    secrets = RequiredSecrets(
+        **{**msgspec.structs.asdict(settings.secrets), **_required_secrets(settings)}
+    )
+    fields = msgspec.structs.asdict(settings)
+    return ValidSettings(**{**fields, "secrets": secrets})
+
+
+def _run_checks(settings: Settings, raw: RawSettings | None, *, with_secrets: bool) -> None:
     for check in CHECKS:
-        if not check.applies(settings):
+        if not check.applies(settings) or (check.reads_secrets and not with_secrets):
             continue
         try:
             check.run(settings)
@@ -98,11 +141,6 @@ def validate_settings(settings: Settings, raw: RawSettings | None = None) -> Val
             if origin is None:
                 raise
             raise ConfigError(f"{exc} (from {origin})", key=exc.key) from exc
-    secrets = RequiredSecrets(
-        **{**msgspec.structs.asdict(settings.secrets), **_required_secrets(settings)}
-    )
-    fields = msgspec.structs.asdict(settings)
-    return ValidSettings(**{**fields, "secrets": secrets})
 
 
 def _required_secrets(settings: Settings) -> dict[str, str]:
@@ -170,6 +208,17 @@ def _providers_complete(settings: Settings) -> None:
                 f"{where}.{secret_field} is not set (give it as {where}.{secret_field}_file)",
                 key=f"{where}.{secret_field}",
             )
+        if isinstance(provider, TwilioProvider) and (
+            (provider.from_number is None) == (provider.messaging_service_sid is None)
+        ):
+            raise ConfigError(
+                f"{where}: set exactly one of from_number and messaging_service_sid", key=where
+            )
+
+
+def _provider_credentials_parse(settings: Settings) -> None:
+    for index, provider in enumerate(settings.sms.providers):
+        where = f"sms.providers[{index}]"
         if isinstance(provider, AcsProvider):
             try:
                 parse_connection_string(provider.connection_string)
@@ -179,12 +228,47 @@ def _providers_complete(settings: Settings) -> None:
                 ) from None
         if isinstance(provider, GenericProvider) and provider.secret:
             check_secret(provider.secret, f"{where}.secret")
-        if isinstance(provider, TwilioProvider) and (
-            (provider.from_number is None) == (provider.messaging_service_sid is None)
-        ):
-            raise ConfigError(
-                f"{where}: set exactly one of from_number and messaging_service_sid", key=where
-            )
+
+
+# A short code is digits only; an alphanumeric sender ID needs a letter (else it reads as a
+# number), spaces allowed, at most 11 characters (the GSM sender field).
+_SHORT_CODE = re.compile(r"[0-9]{3,8}")
+_ALPHANUMERIC = re.compile(r"(?=[0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+
+
+def sender_form(sender: str) -> SenderForm | None:
+    """Which kind of sender ``sender`` is: a valid E.164 number (checked with phonenumbers), a
+    short code, an alphanumeric sender ID; None when it is none of them."""
+    if sender.startswith("+"):
+        try:
+            parse_phone(sender)
+        except InvalidInput:
+            return None
+        return "phone_number"
+    if _SHORT_CODE.fullmatch(sender):
+        return "short_code"
+    if _ALPHANUMERIC.fullmatch(sender):
+        return "alphanumeric"
+    return None
+
+
+def _senders_valid(settings: Settings) -> None:
+    for index, provider in enumerate(settings.sms.providers):
+        if not isinstance(provider, AcsProvider | TwilioProvider) or provider.from_number is None:
+            continue
+        sender = provider.from_number
+        if sender_form(sender) in provider.sender_forms:
+            continue
+        accepted = [SENDER_FORM_WORDS[form] for form in provider.sender_forms]
+        hint = ""
+        if sender.isdigit() and len(sender) > 8:
+            hint = " (a phone number starts with '+' and its country code)"
+        raise ConfigError(
+            f"sms.providers[{index}].from_number = {sender!r} is not a sender {provider.kind} "
+            f"accepts{hint}: use {', '.join(accepted[:-1])}{', or ' if accepted[1:] else ''}"
+            f"{accepted[-1]}",
+            key=f"sms.providers[{index}].from_number",
+        )
 
 
 def _templates_render(settings: Settings) -> None:
@@ -251,15 +335,18 @@ def _outbox_keys_decode(settings: Settings) -> None:
 
 
 def _events_signed(settings: Settings) -> None:
-    if settings.events.callback_url is None:
-        return
-    secret = settings.secrets.events_secret
-    if not secret:
+    if settings.events.callback_url is not None and not settings.secrets.events_secret:
         raise ConfigError(
             "events.callback_url is set but secrets.events_secret is not (give "
             "secrets.events_secret_file: 'whsec_' + base64 of 24+ random bytes)",
             key="events.callback_url",
         )
+
+
+def _events_secret_decodes(settings: Settings) -> None:
+    secret = settings.secrets.events_secret
+    if settings.events.callback_url is None or not secret:
+        return
     try:
         Webhook(secret)
     except Exception as exc:  # the package raises what base64 decoding raises
@@ -340,7 +427,11 @@ def _authenticated_bind(settings: Settings) -> None:
 
 
 def _https_only(settings: Settings) -> None:
-    """Codes, numbers and provider credentials travel only over TLS (loopback excepted)."""
+    """Codes, numbers and provider credentials travel only over TLS (loopback excepted).
+
+    The ACS endpoint is inside its connection string, a secret: unread (``NOT_READ``, which
+    names no endpoint), it is not checked.
+    """
     urls: list[tuple[str, str]] = []
     for index, provider in enumerate(settings.sms.providers):
         where = f"sms.providers[{index}]"
@@ -397,18 +488,21 @@ CHECKS: tuple[Check, ...] = (
     Check("lockout durations in order", _lockout_in_order),
     Check("providers named once", _providers_named_once),
     Check("providers complete", _providers_complete),
+    Check("provider credentials parse", _provider_credentials_parse, reads_secrets=True),
+    Check("senders are numbers, short codes or sender IDs", _senders_valid),
     Check("templates render", _templates_render),
     Check("abuse rules distinct", _abuse_rules_distinct),
     Check("geo countries known", _geo_countries_known),
     Check("pod listener on its own port", _pod_port_distinct),
     Check("outbox take-over inside the code's lifetime", _claim_idle_inside_ttl),
-    Check("outbox keys decode", _outbox_keys_decode),
+    Check("outbox keys decode", _outbox_keys_decode, reads_secrets=True),
     Check("events signed", _events_signed),
+    Check("events secret decodes", _events_secret_decodes, reads_secrets=True),
     Check("development mode: one process", _dev_single_process, _in_dev),
     Check("development mode: loopback only", _dev_on_loopback, _in_dev),
     Check("production: a real Redis", _real_redis, _in_production),
     Check("production: secrets given", _secrets_given, _in_production),
-    Check("secrets long enough", _secrets_long_enough, _in_production),
+    Check("secrets long enough", _secrets_long_enough, _in_production, reads_secrets=True),
     Check("production: no unauthenticated bind", _authenticated_bind, _in_production),
     Check(
         "production: https only",

@@ -1,5 +1,5 @@
-"""Command line: ``otpservice serve``, ``worker``, ``config check FILE``, ``opt-outs export`` /
-``import``, ``openapi``."""
+"""Command line: ``otpservice serve``, ``worker``, ``config check FILE``, ``secrets generate
+DIR``, ``opt-outs export`` / ``import``, ``openapi``."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from otpservice.cli.background import opt_outs as opt_outs_command
 from otpservice.cli.background import worker as worker_command
+from otpservice.cli.secrets import generate as generate_secrets
 from otpservice.cli.serve import serve as serve_command
 from otpservice.cli.tables import limits_table
 from otpservice.errors import ConfigError
-from otpservice.validation import load_settings
+from otpservice.validation import check_without_secrets, load_settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -24,15 +25,24 @@ if TYPE_CHECKING:
 def openapi_document() -> str:
     """The OpenAPI spec of the app, as committed in ``openapi/openapi.json``."""
     from otpservice.app import create_app
+    from otpservice.web.openapi import openapi_document as finished_spec
 
     app = create_app(load_settings(dev=True, environ={}))
-    return json.dumps(app.openapi_schema.to_schema(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(finished_spec(app), indent=2, sort_keys=True) + "\n"
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    settings = load_settings(args.file)
-    print(f"{args.file}: valid\n")
-    print(limits_table(settings))
+    if not args.no_secrets:
+        settings = load_settings(args.file)
+        print(f"{args.file}: valid\n")
+        print(limits_table(settings))
+        return 0
+    checked = check_without_secrets(args.file)
+    print(f"{args.file}: valid, except the secrets: they were not checked (--no-secrets)")
+    for key, path in checked.unread_files.items():
+        print(f"  not read: {key} = {path}")
+    print()
+    print(limits_table(checked.settings))
     return 0
 
 
@@ -71,7 +81,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate a file, print the limits")
     check.add_argument("file")
+    check.add_argument(
+        "--no-secrets",
+        action="store_true",
+        help="check all but the secrets: their files (which may exist only in the pod) are not "
+        "read, their values not checked",
+    )
     check.set_defaults(run=_config_check)
+
+    secrets = commands.add_parser("secrets", help="secrets tools")
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    generate = secrets_commands.add_parser(
+        "generate",
+        help="write a new set of secrets and an API token, one file each (mode 0600); "
+        "prints no value",
+    )
+    generate.add_argument("directory", help="where to write them: a new or empty directory")
+    generate.add_argument(
+        "--client", default="app", help="the API client the token is for (default: app)"
+    )
+    generate.set_defaults(run=generate_secrets)
 
     opt_outs = commands.add_parser("opt-outs", help="back up, restore or migrate opt-outs")
     opt_outs_commands = opt_outs.add_subparsers(dest="opt_outs_command", required=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -25,6 +25,16 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+# Each regex a text setting must match, and what it accepts in words: msgspec's own error
+# quotes the regex, and config errors say what is accepted instead (``sources``).
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def matching(pattern: str, words: str) -> msgspec.Meta:
+    """The constraint "matches ``pattern``", explained as ``words`` in config errors."""
+    PATTERN_WORDS[pattern] = words
+    return msgspec.Meta(pattern=pattern, description=words)
 
 
 class CodeSettings(Base, frozen=True):
@@ -91,7 +101,9 @@ class RedisSettings(Base, frozen=True):
     # None means the embedded in-memory store, which only --dev allows.
     url: str | None = None
     cluster: bool = False
-    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,32}\Z")] = "otp"
+    key_prefix: Annotated[
+        str, matching(r"^[A-Za-z0-9_.-]{1,32}\Z", "1 to 32 letters, digits, '_', '.' or '-'")
+    ] = "otp"
     socket_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     connect_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     # Commands in flight per process; more wait for a slot. The client's pool (per node) and,
@@ -104,14 +116,34 @@ class RedisSettings(Base, frozen=True):
 class ApiToken(Base, frozen=True):
     """One API client: its name, the SHA-256 of its bearer token, and its scopes."""
 
-    client: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}\Z")]
-    token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
+    client: Annotated[
+        str, matching(r"^[A-Za-z0-9_.-]{1,64}\Z", "1 to 64 letters, digits, '_', '.' or '-'")
+    ]
+    token_sha256: Annotated[
+        str,
+        matching(
+            r"^[0-9a-f]{64}\Z",
+            "the SHA-256 of the token: 64 lowercase hexadecimal digits "
+            "(`otpservice secrets generate` prints it)",
+        ),
+    ]
     scopes: list[Literal["otp", "admin"]] = msgspec.field(default_factory=lambda: ["otp"])
 
 
-ProviderName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]{1,32}\Z")]
-E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}\Z")]
-HttpsUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s]+\Z")]
+ProviderName = Annotated[
+    str, matching(r"^[a-z0-9_-]{1,32}\Z", "1 to 32 lowercase letters, digits, '_' or '-'")
+]
+E164 = Annotated[
+    str,
+    matching(
+        r"^\+[1-9][0-9]{6,14}\Z",
+        "a phone number in E.164 form: '+', the country code and the number, 7 to 15 digits "
+        "in all, no spaces",
+    ),
+]
+HttpsUrl = Annotated[
+    str, matching(r"^https?://[^\s]+\Z", "an https:// (or http://) URL without spaces")
+]
 
 
 class ProviderBase(Base, frozen=True, kw_only=True, tag_field="type"):
@@ -152,8 +184,22 @@ class ConsoleProvider(ProviderBase, frozen=True, kw_only=True, tag="console"):
     keyword_replies: KeywordResponder = "service"
 
 
+# The forms a provider's sender (``from_number``) can take; see ``SENDER_FORM_WORDS``.
+SenderForm = Literal["phone_number", "short_code", "alphanumeric"]
+SENDER_FORM_WORDS: dict[SenderForm, str] = {
+    "phone_number": "a phone number in E.164 form ('+' and digits, such as +14155550100)",
+    "short_code": "a short code of 3 to 8 digits",
+    "alphanumeric": (
+        "an alphanumeric sender ID of 1 to 11 letters, digits and spaces, with at least one letter"
+    ),
+}
+
+
 class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
     """Azure Communication Services SMS, signed with the resource's access key."""
+
+    # The resource's numbers, short codes and alphanumeric sender IDs can all send.
+    sender_forms: ClassVar[tuple[SenderForm, ...]] = ("phone_number", "short_code", "alphanumeric")
 
     # "endpoint=https://<resource>.communication.azure.com/;accesskey=<base64 key>"
     connection_string: str = ""
@@ -166,13 +212,24 @@ class AcsProvider(ProviderBase, frozen=True, kw_only=True, tag="acs"):
 class TwilioProvider(ProviderBase, frozen=True, kw_only=True, tag="twilio"):
     """Twilio Programmable Messaging (the Messages API)."""
 
-    account_sid: Annotated[str, msgspec.Meta(pattern=r"^AC[0-9a-fA-F]{32}\Z")]
+    # Twilio's From takes a number, a short code or an alphanumeric sender ID.
+    sender_forms: ClassVar[tuple[SenderForm, ...]] = ("phone_number", "short_code", "alphanumeric")
+
+    account_sid: Annotated[
+        str, matching(r"^AC[0-9a-fA-F]{32}\Z", "'AC' and 32 hexadecimal digits (an Account SID)")
+    ]
     auth_token: str = ""
     # One of the two: a sender number, or a Messaging Service that picks one.
     from_number: str | None = None
-    messaging_service_sid: Annotated[str, msgspec.Meta(pattern=r"^MG[0-9a-fA-F]{32}\Z")] | None = (
-        None
-    )
+    messaging_service_sid: (
+        Annotated[
+            str,
+            matching(
+                r"^MG[0-9a-fA-F]{32}\Z", "'MG' and 32 hexadecimal digits (a Messaging Service SID)"
+            ),
+        ]
+        | None
+    ) = None
     api_base_url: HttpsUrl = "https://api.twilio.com"
     # Twilio answers on long codes and toll-free numbers; a short code needs "service".
     keyword_replies: KeywordResponder = "provider"
@@ -228,8 +285,23 @@ class SmsSettings(Base, frozen=True):
     allow_multipart: bool = False
     # Autofill: the 11-character hash of an Android app using the SMS Retriever API, and the
     # origin's domain for the WebOTP API (adds the line "@domain #code").
-    android_app_hash: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/]{11}\Z")] | None = None
-    webotp_domain: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9.-]{1,253}\Z")] | None = None
+    android_app_hash: (
+        Annotated[
+            str,
+            matching(r"^[A-Za-z0-9+/]{11}\Z", "11 characters of letters, digits, '+' or '/'"),
+        ]
+        | None
+    ) = None
+    webotp_domain: (
+        Annotated[
+            str,
+            matching(
+                r"^[a-z0-9.-]{1,253}\Z",
+                "a domain name: lowercase letters, digits, '.' and '-', at most 253",
+            ),
+        ]
+        | None
+    ) = None
     # Words that opt out besides STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT
     # and "OPT OUT" (matched like them: the whole reply, any case).
     extra_opt_out_words: list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]] = (
@@ -277,8 +349,16 @@ class PrivacySettings(Base, frozen=True):
 Mode = Literal["enforce", "monitor"]
 # A calling code or number prefix: "+44", "+4474".
 NUMBER_PREFIX_PATTERN = r"^\+[1-9][0-9]{0,14}\Z"
-NumberPrefix = Annotated[str, msgspec.Meta(pattern=NUMBER_PREFIX_PATTERN)]
-CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
+NumberPrefix = Annotated[
+    str,
+    matching(
+        NUMBER_PREFIX_PATTERN,
+        "a number prefix: '+' and 1 to 15 digits, no spaces (such as +44 or +4474)",
+    ),
+]
+CountryCode = Annotated[
+    str, matching(r"^[A-Z]{2}\Z", "a two-letter ISO 3166 country code in capitals (such as GB)")
+]
 NumberType = Literal[
     "premium_rate",
     "shared_cost",
@@ -311,7 +391,9 @@ class RateRule(Base, frozen=True):
     API client). Rules on an IP are skipped when the app passes no ``client_ip``.
     """
 
-    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,40}\Z")]
+    name: Annotated[
+        str, matching(r"^[a-z0-9_]{1,40}\Z", "1 to 40 lowercase letters, digits or '_'")
+    ]
     scope: Literal["ip", "ip_prefix", "country", "prefix", "global", "client"]
     windows: Annotated[list[Window], msgspec.Meta(min_length=1, max_length=4)]
     # "monitor": count and log what would be refused, refuse nothing.

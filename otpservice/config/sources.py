@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from otpservice.config.schema import PROVIDER_SECRETS, REQUIRED_SECRETS, SECRET_NAMES, Settings
+from otpservice.config.schema import (
+    PATTERN_WORDS,
+    PROVIDER_SECRETS,
+    REQUIRED_SECRETS,
+    SECRET_NAMES,
+    Settings,
+)
 from otpservice.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,6 +35,10 @@ ENV_PREFIX = "OTP_"
 SourceName = Literal["file", "environment", "flags"]
 # Lowest precedence first; the built-in defaults are below all of them.
 SOURCES: tuple[SourceName, ...] = ("file", "environment", "flags")
+# "read": each ``*_file`` secret is read; "skip": its file is left alone and the value is
+# ``NOT_READ`` (``config check --no-secrets``, for files that exist only where the service runs).
+FileReading = Literal["read", "skip"]
+NOT_READ = "<not read: config check --no-secrets>"
 # A list index at the end of a key: "sms.providers[0]".
 _INDEX = re.compile(r"\[\d+\]\Z")
 
@@ -40,6 +50,8 @@ class RawSettings:
     tree: dict[str, Any] = field(default_factory=dict)
     # "code.ttl_seconds" -> "/etc/otp.toml" or "OTP_CODE__TTL_SECONDS" or "a command-line flag"
     origins: dict[str, str] = field(default_factory=dict)
+    # With secret files skipped: "secrets.pepper_file" -> the path that was not read.
+    unread_files: dict[str, str] = field(default_factory=dict)
 
     def origin_of(self, key: str) -> str | None:
         """Where ``key`` (or the nearest enclosing key that was given whole) came from."""
@@ -55,8 +67,10 @@ def read_sources(
     *,
     environ: Mapping[str, str],
     overrides: dict[str, Any] | None = None,
+    files: FileReading = "read",
 ) -> RawSettings:
-    """Merge the sources in ``SOURCES`` order and read the ``*_file`` secrets.
+    """Merge the sources in ``SOURCES`` order and read the ``*_file`` secrets (or, with
+    ``files="skip"``, note their paths in ``unread_files`` and read nothing).
 
     Raises:
         ConfigError: a file that cannot be read or parsed, a malformed variable, a key that only
@@ -84,7 +98,7 @@ def read_sources(
         if forbidden in raw.tree:
             raise ConfigError(why)
     raw.tree["config_path"] = str(path) if path else None
-    _read_secret_files(raw)
+    _read_secret_files(raw, files)
     return raw
 
 
@@ -94,7 +108,7 @@ def convert_settings(raw: RawSettings | dict[str, Any]) -> Settings:
     try:
         return msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        message = str(exc)
+        message = in_words(str(exc))
         where = ""
         if " - at `$." in message:
             message, where = message.split(" - at `$.", 1)
@@ -104,6 +118,15 @@ def convert_settings(raw: RawSettings | dict[str, Any]) -> Settings:
         raise ConfigError(
             f"invalid setting {where or '(top level)'}: {message}{suffix}", key=where or None
         ) from exc
+
+
+def in_words(message: str) -> str:
+    """A msgspec error with "`str` matching regex '...'" saying what is accepted, in words."""
+    for pattern, words in PATTERN_WORDS.items():
+        quoted = f"`str` matching regex {pattern!r}"
+        if quoted in message:
+            return message.replace(quoted, words)
+    return message
 
 
 def with_dev_secrets(settings: Settings) -> Settings:
@@ -188,12 +211,12 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
-def _read_secret_files(raw: RawSettings) -> None:
+def _read_secret_files(raw: RawSettings, files: FileReading) -> None:
     section = raw.tree.get("secrets")
     if section is not None:
         if not isinstance(section, dict):
             raise ConfigError("invalid setting secrets: Expected `object`", key="secrets")
-        _read_files(raw, section, SECRET_NAMES, "secrets")
+        _read_files(raw, section, SECRET_NAMES, "secrets", files)
     sms = raw.tree.get("sms")
     providers = sms.get("providers") if isinstance(sms, dict) else None
     if isinstance(providers, list):
@@ -201,13 +224,18 @@ def _read_secret_files(raw: RawSettings) -> None:
             if isinstance(provider, dict):
                 secret_field = PROVIDER_SECRETS.get(str(provider.get("type")))
                 if secret_field:
-                    _read_files(raw, provider, (secret_field,), f"sms.providers[{index}]")
+                    _read_files(raw, provider, (secret_field,), f"sms.providers[{index}]", files)
 
 
 def _read_files(
-    raw: RawSettings, section: dict[str, Any], names: tuple[str, ...], where: str
+    raw: RawSettings,
+    section: dict[str, Any],
+    names: tuple[str, ...],
+    where: str,
+    files: FileReading,
 ) -> None:
-    """Replace each ``<name>_file`` in ``section`` by the content of the file it names."""
+    """Replace each ``<name>_file`` in ``section`` by the content of the file it names (by
+    ``NOT_READ`` when ``files`` is "skip")."""
     for name in names:
         file_key = f"{name}_file"
         if file_key not in section:
@@ -218,6 +246,10 @@ def _read_files(
                 f"{where}.{name} and {where}.{file_key} are both set; give one",
                 key=f"{where}.{name}",
             )
+        if files == "skip":
+            section[name] = NOT_READ
+            raw.unread_files[f"{where}.{file_key}"] = str(file_path)
+            continue
         try:
             section[name] = Path(str(file_path)).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:

@@ -17,7 +17,7 @@ queued when no callback URL is set. Every event is also appended to the event st
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # How long an event is retried before it is given up (the app was down all that time).
 EVENT_LIFETIME_MS = 24 * 3600 * 1000
-_EVENT_TYPES = {
+_EVENT_TYPES: dict[DeliveryStatus, EventType] = {
     DeliveryStatus.DELIVERED: "challenge.delivered",
     DeliveryStatus.UNDELIVERED: "challenge.failed",
     DeliveryStatus.FAILED: "challenge.failed",
@@ -39,6 +39,71 @@ _EVENT_TYPES = {
 
 
 EventData = dict[str, str | int | bool | None]
+EventType = Literal[
+    "challenge.delivered",
+    "challenge.failed",
+    "inbound.message",
+    "optout.changed",
+    "security.lockout",
+    "fraud.tripped",
+    "fraud.cleared",
+]
+
+
+class ChallengeDeliveryEnded(msgspec.Struct, frozen=True, kw_only=True):
+    """``challenge.delivered``, ``challenge.failed``: the challenge's SMS reached a final state."""
+
+    challenge_id: str
+    status: DeliveryStatus
+    provider: str | None
+    detail: str | None
+
+
+class InboundMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """``inbound.message``: a person replied to one of our numbers."""
+
+    message_id: str
+    sender: str = msgspec.field(name="from")
+    to: str
+    body: str
+    keyword: str | None
+
+
+class OptOutChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """``optout.changed``: a number opted out (``opted_out``) or back in."""
+
+    phone: str
+    opted_out: bool
+    source: str
+
+
+class Lockout(msgspec.Struct, frozen=True, kw_only=True):
+    """``security.lockout``: the challenge's number was locked after too many wrong codes."""
+
+    challenge_id: str
+    locked_for_seconds: int
+
+
+class FraudGuardChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """``fraud.tripped`` and ``fraud.cleared``: the fraud guard paused or resumed a destination."""
+
+    destination: str
+    sent: int
+    verified: int
+    source: str
+
+
+EventBody = ChallengeDeliveryEnded | InboundMessage | OptOutChanged | Lockout | FraudGuardChanged
+# Each event type and the shape of its ``data``: the spec's webhooks are built from this.
+EVENT_DATA: dict[EventType, type[EventBody]] = {
+    "challenge.delivered": ChallengeDeliveryEnded,
+    "challenge.failed": ChallengeDeliveryEnded,
+    "inbound.message": InboundMessage,
+    "optout.changed": OptOutChanged,
+    "security.lockout": Lockout,
+    "fraud.tripped": FraudGuardChanged,
+    "fraud.cleared": FraudGuardChanged,
+}
 # The events the service also keeps in the audit stream (operators' changes are recorded by
 # the routes that make them, with the client's name).
 AUDITED = frozenset({"security.lockout", "fraud.tripped", "fraud.cleared"})
@@ -77,51 +142,45 @@ class AppEvents:
         kind = _EVENT_TYPES.get(status)
         if kind is None:
             return
-        data: EventData = {
-            "challenge_id": challenge_id,
-            "status": status.value,
-            "provider": provider or None,
-            "detail": detail or None,
-        }
+        data = ChallengeDeliveryEnded(
+            challenge_id=challenge_id,
+            status=status,
+            provider=provider or None,
+            detail=detail or None,
+        )
         await self._emit(f"{challenge_id}.{kind}", kind, data)
 
     async def inbound_message(
         self, message_id: str, *, sender: str, recipient: str, body: str, keyword: str | None
     ) -> None:
         """Queue ``inbound.message``: a reply from ``sender`` to our number ``recipient``."""
-        data: EventData = {
-            "message_id": message_id,
-            "from": sender,
-            "to": recipient,
-            "body": body,
-            "keyword": keyword,
-        }
+        data = InboundMessage(
+            message_id=message_id, sender=sender, to=recipient, body=body, keyword=keyword
+        )
         await self._emit(f"inbound.{message_id}", "inbound.message", data)
 
     async def optout_changed(self, phone: str, *, opted_out: bool, source: str, at_ms: int) -> None:
         """Queue ``optout.changed`` for ``phone``."""
-        data: EventData = {"phone": phone, "opted_out": opted_out, "source": source}
+        data = OptOutChanged(phone=phone, opted_out=opted_out, source=source)
         await self._emit(f"optout.{phone}.{at_ms}", "optout.changed", data)
 
     async def lockout(self, challenge_id: str, *, locked_for_seconds: int) -> None:
         """Queue ``security.lockout``: the number of ``challenge_id`` was locked."""
-        data: EventData = {"challenge_id": challenge_id, "locked_for_seconds": locked_for_seconds}
+        data = Lockout(challenge_id=challenge_id, locked_for_seconds=locked_for_seconds)
         await self._emit(f"lockout.{challenge_id}", "security.lockout", data)
 
     async def fraud_changed(
         self, destination: str, *, tripped: bool, sent: int, verified: int, source: str
     ) -> None:
         """Queue ``fraud.tripped`` or ``fraud.cleared`` for a destination ("+44", "+4470")."""
-        kind = "fraud.tripped" if tripped else "fraud.cleared"
-        data: EventData = {
-            "destination": destination,
-            "sent": sent,
-            "verified": verified,
-            "source": source,
-        }
+        kind: EventType = "fraud.tripped" if tripped else "fraud.cleared"
+        data = FraudGuardChanged(
+            destination=destination, sent=sent, verified=verified, source=source
+        )
         await self._emit(f"{kind}.{destination}.{int(time.time())}", kind, data)
 
-    async def _emit(self, event_id: str, kind: str, data: EventData) -> None:
+    async def _emit(self, event_id: str, kind: EventType, body: EventBody) -> None:
+        data: EventData = msgspec.to_builtins(body)
         now = int(time.time() * 1000)
         if self._queue is not None:
             await self._queue.add(

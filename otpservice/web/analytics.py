@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,12 +13,17 @@ from litestar.params import QueryParameter
 from otpservice.errors import InvalidInput
 from otpservice.usecases.analytics import AnalyticsReport, GroupBy
 from otpservice.web.context import services
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 
 DAY_MS = 86_400_000
+_RFC3339_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
 
-@get("/analytics", summary="Usage and conversion", responses=problem_responses(400, 401, 403, 503))
+@get(
+    "/analytics",
+    summary="Usage and conversion",
+    **documented("admin", "invalid_request", "invalid_period", "store_unavailable"),
+)
 async def read_analytics(
     request: Request[Any, Any, Any],
     start: Annotated[
@@ -33,6 +39,13 @@ async def read_analytics(
     """Challenges issued, refused by rule, sent, delivered, failed, verified, expired, attempts
     failed, opt-outs and opt-ins over a period (whole hours), with the conversion and delivery
     rates and time-to-verify percentiles; in total and per country, provider or hour."""
+    for name in ("from", "to"):
+        raw = request.query_params.get(name)
+        # The decoder also takes a bare number as Unix seconds: the API promises RFC 3339 only.
+        if raw is not None and not _RFC3339_START.match(raw):
+            raise InvalidInput(
+                f"{name} is an RFC 3339 time, such as 2026-12-01T00:00:00Z", code="invalid_period"
+            )
     end_ms = _ms(end) if end else int(time.time() * 1000)
     start_ms = _ms(start) if start else end_ms - DAY_MS
     if start_ms > end_ms:

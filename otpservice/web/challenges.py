@@ -9,7 +9,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 
 from otpservice.models import ChallengeRequest, ChallengeView, ceil_seconds, datetime_from_ms
 from otpservice.web.context import caller, otp_service
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 from otpservice.web.schemas import (
     ChallengeCreate,
     ChallengeCreated,
@@ -18,9 +18,6 @@ from otpservice.web.schemas import (
     VerifyApproved,
     VerifyRequest,
 )
-
-_OTP = {"scope": "otp"}
-_OTP_JSON = {"scope": "otp", "json_body": True}
 
 
 def _state(view: ChallengeView) -> ChallengeState:
@@ -46,10 +43,23 @@ def _state(view: ChallengeView) -> ChallengeState:
 
 @post(
     "/challenge",
-    opt=_OTP_JSON,
     status_code=201,
     summary="Send a one-time code",
-    responses=problem_responses(400, 401, 403, 409, 415, 422, 429, 503),
+    **documented(
+        "otp",
+        "invalid_phone",
+        "invalid_client_ip",
+        "recipient_opted_out",
+        "destination_not_allowed",
+        "idempotency_key_in_use",
+        "idempotency_key_reused",
+        "rate_limited",
+        "suspected_fraud",
+        "number_locked",
+        "store_unavailable",
+        "hashing_busy",
+        json_body=True,
+    ),
 )
 async def create_challenge(
     data: JSONBody[ChallengeCreate],
@@ -85,10 +95,21 @@ async def create_challenge(
 
 @post(
     "/verify",
-    opt=_OTP_JSON,
     status_code=200,
     summary="Check a code",
-    responses=problem_responses(400, 401, 403, 404, 410, 415, 429, 503),
+    **documented(
+        "otp",
+        "invalid_code_format",
+        "incorrect_code",
+        "challenge_not_found",
+        "challenge_expired",
+        "challenge_used",
+        "too_many_attempts",
+        "number_locked",
+        "store_unavailable",
+        "hashing_busy",
+        json_body=True,
+    ),
 )
 async def verify_code(
     data: JSONBody[VerifyRequest],
@@ -105,9 +126,8 @@ async def verify_code(
 
 @get(
     "/challenge/{challenge_id:str}",
-    opt=_OTP,
     summary="Read a challenge",
-    responses=problem_responses(401, 403, 404, 503),
+    **documented("otp", "challenge_not_found", "store_unavailable"),
 )
 async def read_challenge(
     challenge_id: FromPath[str],
@@ -119,10 +139,11 @@ async def read_challenge(
 
 @delete(
     "/challenge/{challenge_id:str}",
-    opt=_OTP,
     status_code=200,
     summary="Cancel a challenge",
-    responses=problem_responses(401, 403, 404, 410, 503),
+    **documented(
+        "otp", "challenge_not_found", "challenge_expired", "challenge_used", "store_unavailable"
+    ),
 )
 async def cancel_challenge(
     challenge_id: FromPath[str],

@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from otpservice.config.schema import NUMBER_PREFIX_PATTERN
 from otpservice.errors import InvalidInput
 from otpservice.web.context import audit, services
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 
 if TYPE_CHECKING:
     from otpservice.usecases.abuse import AbusePolicy
@@ -49,7 +49,7 @@ def _policy(request: Request[Any, Any, Any], destination: str) -> AbusePolicy:
 @get(
     "/fraud-guard/{destination:str}",
     summary="Read the fraud guard of a destination",
-    responses=problem_responses(400, 401, 403, 503),
+    **documented("admin", "invalid_destination", "store_unavailable"),
 )
 async def read_fraud_guard(
     destination: FromPath[str], request: Request[Any, Any, Any]
@@ -68,7 +68,7 @@ async def read_fraud_guard(
     "/fraud-guard/{destination:str}",
     status_code=200,
     summary="Clear a destination",
-    responses=problem_responses(400, 401, 403, 503),
+    **documented("admin", "invalid_destination", "store_unavailable"),
 )
 async def clear_fraud_guard(
     destination: FromPath[str], request: Request[Any, Any, Any]

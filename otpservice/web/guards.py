@@ -2,10 +2,13 @@
 
 ``authorize`` runs before every handler of the app, so a new route is protected by default: it
 needs a token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
-``opt={"public": True}`` (health probes only). A handler with ``opt={"json_body": True}`` also
-gets its media type checked. It is the app's ``before_request`` hook rather than a Litestar
-guard: Litestar copies the handler object for every guard call, on every request, which cost
-more than the check itself. It still runs before the body is read or any handler code runs.
+``opt={"public": True}`` (health probes and provider webhooks). The API docs
+(``opt={"docs": True}``) are open when no tokens are configured; with tokens their page and
+assets stay open (nothing secret) and the spec needs the ``admin`` scope. A handler with
+``opt={"json_body": True}`` also gets its media type checked. It is the app's
+``before_request`` hook rather than a Litestar guard: Litestar copies the handler object for
+every guard call, on every request, which cost more than the check itself. It still runs
+before the body is read or any handler code runs.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from litestar import Response
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from otpservice.errors import Forbidden, Unauthorized
+from otpservice.web.openapi import DOCS_PAGE_PATHS
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -45,6 +50,11 @@ class Authenticator:
             t.token_sha256: ApiClient(name=t.client, scopes=frozenset(t.scopes)) for t in tokens
         }
 
+    @property
+    def open(self) -> bool:
+        """No tokens are configured: every caller is the pod's client, with every scope."""
+        return not self._by_digest
+
     def authenticate(self, authorization: str | None) -> ApiClient:
         """The caller for this header value.
 
@@ -64,22 +74,40 @@ class Authenticator:
         return client
 
 
-async def authorize(request: Request[Any, Any, Any]) -> None:
+def _allowed_methods(request: Request[Any, Any, Any]) -> Response[None]:
+    """Litestar's automatic OPTIONS lists only the first handler's methods of a path: list all.
+
+    The methods are no secret: a 405 lists them too, before any authentication.
+    """
+    paths = request.route_handler.paths
+    methods = {m for route in request.app.routes if route.path in paths for m in route.methods}
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
+async def authorize(request: Request[Any, Any, Any]) -> Response[None] | None:
     """Before every handler: authenticate the caller, require the handler's scope, check the body.
 
     Raises:
         Unauthorized, Forbidden; a 415 when a JSON route gets another media type; a 404 for
         any non-public route asked on the pod listener.
+
+    Returns:
+        The answer to an automatic OPTIONS request; None to go on to the handler.
     """
     opt = request.route_handler.opt
     if opt.get("public"):
-        return
+        return None
     pod_port: int | None = request.app.state.pod_port
     if pod_port is not None and request.scope["server"] and request.scope["server"][1] == pod_port:
         # The pod-address listener serves the public routes only; the API is on loopback.
         raise NotFoundException()
-    scope = opt.get("scope", "admin")
+    if request.method == "OPTIONS":
+        # Litestar's automatic one: the only explicit OPTIONS route is public (returned above).
+        return _allowed_methods(request)
     authenticator: Authenticator = request.app.state.authenticator
+    if opt.get("docs") and (authenticator.open or request.url.path.startswith(DOCS_PAGE_PATHS)):
+        return None
+    scope = opt.get("scope", "admin")
     headers = request.headers
     client = authenticator.authenticate(headers.get("authorization"))
     if scope not in client.scopes:
@@ -91,3 +119,4 @@ async def authorize(request: Request[Any, Any, Any]) -> None:
             raise ClientException(
                 "send the body as application/json", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
             )
+    return None

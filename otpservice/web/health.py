@@ -8,24 +8,24 @@ from litestar import Request, Response, get
 
 from otpservice.metrics import exposition
 from otpservice.web.context import otp_service
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 from otpservice.web.schemas import Health
 
 
-@get("/healthz", summary="Liveness", opt={"public": True})
+@get("/healthz", summary="Liveness", **documented("public"))
 async def healthz() -> Health:
     """The process is alive; says nothing about Redis, so a Redis outage never restarts us."""
     return Health()
 
 
-@get("/readyz", summary="Readiness", opt={"public": True}, responses=problem_responses(503))
+@get("/readyz", summary="Readiness", **documented("public", "store_unavailable"))
 async def readyz(request: Request[Any, Any, Any]) -> Health:
     """The store answers a writing script; 503 ``store_unavailable`` otherwise."""
     await otp_service(request).check_ready()
     return Health()
 
 
-@get("/metrics", summary="Prometheus metrics", opt={"public": True}, media_type="text/plain")
+@get("/metrics", summary="Prometheus metrics", media_type="text/plain", **documented("public"))
 async def metrics() -> Response[bytes]:
     """Counters and histograms in the Prometheus text format (no personal data in them)."""
     body, content_type = exposition()

@@ -12,7 +12,7 @@ from litestar.params import FromPath, Parameter
 from otpservice.models import datetime_from_ms
 from otpservice.phone import mask_numbers
 from otpservice.web.context import audit, services
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 
 if TYPE_CHECKING:
     from otpservice.models import OptOut
@@ -73,7 +73,11 @@ def _state(phone: str, record: OptOut | None) -> OptOutState:
     )
 
 
-@get("/opt-outs", summary="List opt-outs", responses=problem_responses(400, 401, 403, 503))
+@get(
+    "/opt-outs",
+    summary="List opt-outs",
+    **documented("admin", "invalid_request", "store_unavailable"),
+)
 async def list_opt_outs(
     request: Request[Any, Any, Any],
     after: Annotated[str, Parameter(description="the `next` of the previous page")] = "",
@@ -87,7 +91,7 @@ async def list_opt_outs(
 @get(
     "/opt-outs/{phone:str}",
     summary="Read a number's opt-out",
-    responses=problem_responses(400, 401, 403, 503),
+    **documented("admin", "invalid_phone", "store_unavailable"),
 )
 async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutRecord:
     """Whether ``phone`` (E.164) is opted out, and the history of its opt-outs and opt-ins."""
@@ -108,7 +112,7 @@ async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) ->
 @put(
     "/opt-outs/{phone:str}",
     summary="Opt a number out",
-    responses=problem_responses(400, 401, 403, 503),
+    **documented("admin", "invalid_phone", "store_unavailable"),
 )
 async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Opt ``phone`` out (source ``admin``); an existing opt-out is kept as it was."""
@@ -122,7 +126,7 @@ async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> 
     "/opt-outs/{phone:str}",
     status_code=200,
     summary="Opt a number back in",
-    responses=problem_responses(400, 401, 403, 503),
+    **documented("admin", "invalid_phone", "store_unavailable"),
 )
 async def remove_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Remove ``phone``'s opt-out."""

@@ -10,14 +10,14 @@ from litestar.params import FromPath
 from otpservice.phone import mask_numbers
 from otpservice.usecases.privacy import Erasure
 from otpservice.web.context import audit, services
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 
 
 @delete(
     "/personal-data/{phone:str}",
     status_code=200,
     summary="Erase a number's data",
-    responses=problem_responses(400, 401, 403, 503),
+    **documented("admin", "invalid_phone", "store_unavailable"),
 )
 async def erase_personal_data(phone: FromPath[str], request: Request[Any, Any, Any]) -> Erasure:
     """Erase everything held about ``phone`` (E.164) except its opt-out, which is kept."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, Response
@@ -48,8 +48,71 @@ _STATUS: list[tuple[type[OtpError], int]] = [
     (Unavailable, 503),
 ]
 
+# Every stable ``code`` a problem can carry. Routes declare theirs (``documented``), and the
+# spec lists them per operation and status.
+ProblemCode = Literal[
+    "invalid_request",
+    "invalid_phone",
+    "invalid_client_ip",
+    "invalid_code_format",
+    "invalid_destination",
+    "invalid_period",
+    "incorrect_code",
+    "unauthorized",
+    "forbidden",
+    "recipient_opted_out",
+    "destination_not_allowed",
+    "not_found",
+    "challenge_not_found",
+    "method_not_allowed",
+    "idempotency_key_in_use",
+    "challenge_expired",
+    "challenge_used",
+    "request_too_large",
+    "unsupported_media_type",
+    "idempotency_key_reused",
+    "too_many_attempts",
+    "rate_limited",
+    "suspected_fraud",
+    "number_locked",
+    "service_unavailable",
+    "store_unavailable",
+    "hashing_busy",
+    "internal_error",
+]
+PROBLEM_STATUS: dict[ProblemCode, int] = {
+    "invalid_request": 400,
+    "invalid_phone": 400,
+    "invalid_client_ip": 400,
+    "invalid_code_format": 400,
+    "invalid_destination": 400,
+    "invalid_period": 400,
+    "incorrect_code": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "recipient_opted_out": 403,
+    "destination_not_allowed": 403,
+    "not_found": 404,
+    "challenge_not_found": 404,
+    "method_not_allowed": 405,
+    "idempotency_key_in_use": 409,
+    "challenge_expired": 410,
+    "challenge_used": 410,
+    "request_too_large": 413,
+    "unsupported_media_type": 415,
+    "idempotency_key_reused": 422,
+    "too_many_attempts": 429,
+    "rate_limited": 429,
+    "suspected_fraud": 429,
+    "number_locked": 429,
+    "service_unavailable": 503,
+    "store_unavailable": 503,
+    "hashing_busy": 503,
+    "internal_error": 500,
+}
+
 # Framework errors by status, with the stable code each gets.
-_HTTP_CODES = {
+_HTTP_CODES: dict[int, ProblemCode] = {
     400: "invalid_request",
     401: "unauthorized",
     403: "forbidden",
@@ -61,16 +124,19 @@ _HTTP_CODES = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI entries saying these statuses answer with a problem."""
+def problem_responses(codes: frozenset[ProblemCode]) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the statuses of these codes, each answering with a problem."""
+    by_status: dict[int, list[str]] = {}
+    for code in sorted(codes):
+        by_status.setdefault(PROBLEM_STATUS[code], []).append(code)
     return {
         status: ResponseSpec(
             data_container=Problem,
             media_type=PROBLEM_JSON,
             generate_examples=False,
-            description=f"Problem ({_HTTP_CODES.get(status, 'see code')})",
+            description=f"{HTTPStatus(status).phrase}: `code` is {' or '.join(by_status[status])}",
         )
-        for status in statuses
+        for status in sorted(by_status)
     }
 
 

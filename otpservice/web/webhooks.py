@@ -21,7 +21,7 @@ from otpservice.errors import Forbidden, InvalidInput, Unauthorized
 from otpservice.models import DeliveryReport, InboundSms
 from otpservice.sms import acs, twilio
 from otpservice.web.context import otp_service, services
-from otpservice.web.problems import problem_responses
+from otpservice.web.openapi import documented
 
 if TYPE_CHECKING:
     from otpservice.config.schema import Settings
@@ -82,10 +82,11 @@ def webhook_auth(request: Request[Any, Any, Any]) -> WebhookAuth:
 
 @post(
     "/webhooks/acs",
-    opt=_PUBLIC,
     status_code=200,
     summary="ACS events (Event Grid): delivery reports and inbound SMS",
-    responses=problem_responses(400, 401, 503),
+    **documented(
+        "public", "invalid_request", "unauthorized", "request_too_large", "store_unavailable"
+    ),
 )
 async def acs_events(request: Request[Any, Any, Any]) -> Response[Any]:
     """Event Grid deliveries, in the Event Grid or the CloudEvents schema; also answers Event
@@ -127,10 +128,11 @@ async def acs_handshake(request: Request[Any, Any, Any]) -> Response[None]:
 
 @post(
     twilio.STATUS_CALLBACK_PATH,
-    opt=_PUBLIC,
     status_code=204,
     summary="Twilio status callbacks",
-    responses=problem_responses(400, 403, 503),
+    **documented(
+        "public", "invalid_request", "forbidden", "request_too_large", "store_unavailable"
+    ),
 )
 async def twilio_status(request: Request[Any, Any, Any]) -> None:
     """A message status from Twilio, for the challenge named in the callback URL."""
@@ -154,11 +156,10 @@ async def twilio_status(request: Request[Any, Any, Any]) -> None:
 
 @post(
     twilio.INBOUND_PATH,
-    opt=_PUBLIC,
     status_code=200,
     media_type="text/xml",
     summary="Twilio inbound messages (STOP, START, ...)",
-    responses=problem_responses(403, 503),
+    **documented("public", "forbidden", "request_too_large", "store_unavailable"),
 )
 async def twilio_inbound(request: Request[Any, Any, Any]) -> str:
     """A message a person sent to one of our Twilio numbers; answered with empty TwiML."""

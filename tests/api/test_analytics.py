@@ -123,3 +123,5 @@ async def test_analytics_match_a_known_sequence(start_api: StartApi, acs: FakeAc
     assert_problem(
         await api.get("/analytics", params={"group_by": "planet"}), 400, "invalid_request"
     )
+    # A bare number would decode as Unix seconds: the API takes RFC 3339 only.
+    assert_problem(await api.get("/analytics", params={"to": "0.5"}), 400, "invalid_period")

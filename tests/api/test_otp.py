@@ -492,6 +492,8 @@ async def test_every_route_but_health_needs_a_token(
     app = phone.watch(create_app(settings, redis=redis, sms=phone.sender))
     # Health and metrics are for probes and Prometheus: no token, and nothing personal.
     public = {"/healthz", "/readyz", "/metrics"}
+    # The API docs page and its assets hold nothing secret; the spec they load needs a token.
+    docs_page = ("/openapi/swagger", "/openapi/assets/")
     # Provider webhooks carry their own credentials: a shared secret (401 without it), a
     # Twilio signature (403 without it). Event Grid's OPTIONS handshake grants nothing.
     webhooks = {
@@ -511,6 +513,12 @@ async def test_every_route_but_health_needs_a_token(
                     assert_problem(response, *webhooks[route.path])
                 elif route.path == "/webhooks/acs" and method == "OPTIONS":
                     assert response.status_code == 200
+                elif method == "OPTIONS":
+                    # Only the methods, as a 405 tells anyone too.
+                    assert response.status_code == 204, (method, path)
+                    assert response.content == b""
+                elif route.path.startswith(docs_page):
+                    assert response.status_code != 401, (method, path)
                 else:
                     assert_problem(response, 401, "unauthorized")
                     checked += 1

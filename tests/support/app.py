@@ -19,6 +19,7 @@ from otpservice.models import OutboxEntry
 from otpservice.sms.console import ConsoleSender
 from otpservice.store.queues import QueueStore
 from tests.support.servers.redis import RedisClusterServers
+from tests.support.spec import DocumentedProblems
 
 ApiFactory = Callable[..., Any]
 
@@ -89,8 +90,11 @@ async def running(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     runtime = app.state.runtime
     await runtime.start()
     transport = httpx.ASGITransport(app=app)
+    hooks = {"response": [DocumentedProblems(app)]}
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://otp.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://otp.test", event_hooks=hooks
+        ) as client:
             yield client
     finally:
         await runtime.stop()

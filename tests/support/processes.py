@@ -55,9 +55,9 @@ class ServiceProcess:
             raise RuntimeError(f"{exc}: {''.join(self.stderr_lines)}") from None
 
     @staticmethod
-    def wait_for(url: str, process: subprocess.Popen[str]) -> None:
-        """Wait until the service at ``url`` answers /healthz (20 s at most)."""
-        deadline = time.monotonic() + 20
+    def wait_for(url: str, process: subprocess.Popen[str], timeout_s: float = 20) -> None:
+        """Wait until the service at ``url`` answers /healthz (``timeout_s`` at most)."""
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError("service exited")

@@ -391,6 +391,9 @@ def test_the_pod_listener_serves_only_probes_metrics_and_webhooks(
         assert refused.status_code == 404
         assert refused.json()["code"] == "not_found"
         assert httpx.get(f"{pod}/opt-outs", headers=auth).status_code == 404
+        # Nor the API docs: their page, assets and spec are on the API's address only.
+        for path in ("/openapi/swagger", "/openapi/assets/docs.js", "/openapi/openapi.json"):
+            assert httpx.get(f"{pod}{path}", headers=auth).status_code == 404, path
         # On the API's own address all is as before.
         created = httpx.post(
             f"{service.url}/challenge", json={"phone": "+14155550166"}, headers=auth

@@ -375,3 +375,161 @@ def test_version_comes_from_the_installed_metadata(capsys: pytest.CaptureFixture
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"otpservice {metadata.version('otpservice')}\n"
+
+
+def provider_with_sender(kind: str, sender: str) -> str:
+    provider = ACS if kind == "acs" else TWILIO
+    return GOOD + re.sub(r'from_number = "[^"]*"', f'from_number = "{sender}"', provider)
+
+
+@pytest.mark.parametrize("kind", ["acs", "twilio"])
+@pytest.mark.parametrize(
+    "sender",
+    ["+18005550100", "+447911123456", "12345", "262966", "hello", "Example Co", "ACME2"],
+)
+def test_a_sender_is_a_number_a_short_code_or_an_alphanumeric_id(
+    tmp_path: Path, kind: str, sender: str
+) -> None:
+    settings = load_settings(write(tmp_path, provider_with_sender(kind, sender)), environ={})
+    assert settings.sms.providers[0].from_number == sender  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["acs", "twilio"])
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "+1 555 hello",  # neither a number nor a sender ID
+        "12",  # too short for a short code, no letter for a sender ID
+        "+99912345",  # no such country code
+        "+15551234567",  # 555 numbers are not valid numbers
+        "14155550100",  # a number without its '+'
+        "Example Company",  # longer than 11 characters
+        "ACME-2",  # a character a sender ID cannot have
+        "",
+    ],
+)
+def test_a_sender_of_no_accepted_form_is_refused_in_words(
+    tmp_path: Path, kind: str, sender: str
+) -> None:
+    path = write(tmp_path, provider_with_sender(kind, sender))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert f"sms.providers[0].from_number = {sender!r} is not a sender {kind} accepts" in message
+    assert "a phone number in E.164 form" in message
+    assert "a short code of 3 to 8 digits" in message
+    assert "an alphanumeric sender ID of 1 to 11 letters, digits and spaces" in message
+    assert f"(from {path})" in message
+    if sender == "14155550100":
+        assert "starts with '+'" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "key", "words"),
+    [
+        (
+            GOOD.replace("[redis]\n", '[redis]\nkey_prefix = "my prefix"\n'),
+            {},
+            "redis.key_prefix",
+            "1 to 32 letters, digits, '_', '.' or '-'",
+        ),
+        (
+            GOOD,
+            {"OTP_API_TOKENS": '[{"client": "app", "token_sha256": "ABC"}]'},
+            "api_tokens[0].token_sha256",
+            "the SHA-256 of the token: 64 lowercase hexadecimal digits",
+        ),
+        (
+            GOOD + TWILIO.replace("AC", "AC-"),
+            {},
+            "sms.providers[0].account_sid",
+            "'AC' and 32 hexadecimal digits",
+        ),
+        (
+            GOOD + '\n[abuse.safe_list]\nnumbers = ["+44 7700 900123"]\n',
+            {},
+            "abuse.safe_list.numbers[0]",
+            "a phone number in E.164 form",
+        ),
+        (
+            GOOD + '\n[abuse.geo]\nallow_countries = ["gb"]\n',
+            {},
+            "abuse.geo.allow_countries[0]",
+            "a two-letter ISO 3166 country code in capitals",
+        ),
+    ],
+)
+def test_a_value_of_the_wrong_form_is_explained_in_words_not_a_regex(
+    tmp_path: Path, text: str, environ: dict[str, str], key: str, words: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ)
+    message = str(caught.value)
+    assert f"invalid setting {key}: Expected {words}" in message
+    assert "regex" not in message
+    assert "\\Z" not in message
+    source = next(iter(environ), str(path))
+    assert f"(from {source})" in message
+
+
+def test_every_pattern_in_the_schema_has_words() -> None:
+    import msgspec
+
+    from otpservice.config.schema import PATTERN_WORDS, Settings
+
+    def patterns(node: object) -> list[str]:
+        if isinstance(node, dict):
+            found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+            return found + [p for value in node.values() for p in patterns(value)]
+        if isinstance(node, list):
+            return [p for value in node for p in patterns(value)]
+        return []
+
+    schema = msgspec.json.schema(Settings)
+    assert patterns(schema)
+    assert set(patterns(schema)) <= set(PATTERN_WORDS)
+
+
+def test_without_secrets_their_files_are_not_read_nor_their_values_checked(
+    tmp_path: Path,
+) -> None:
+    from otpservice.validation import check_without_secrets
+
+    text = (
+        GOOD.replace(
+            f'outbox_key = "{OUTBOX_KEY}"', 'outbox_key_file = "/nonexistent/outbox-key"'
+        ).replace(f'pepper = "{SECRET}"', 'pepper = "short"')  # too short: a value check
+    ) + ACS.replace(
+        'connection_string = "endpoint=https://acs.example/;accesskey=a2V5"',
+        'connection_string_file = "/nonexistent/acs"',
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=r"secrets\.outbox_key_file: cannot read"):
+        load_settings(path, environ={})
+    checked = check_without_secrets(path, environ={})
+    assert checked.unread_files == {
+        "secrets.outbox_key_file": "/nonexistent/outbox-key",
+        "sms.providers[0].connection_string_file": "/nonexistent/acs",
+    }
+    # Not ValidSettings: no runtime takes settings whose secrets were not read.
+    from otpservice.config.schema import ValidSettings
+
+    assert not isinstance(checked.settings, ValidSettings)
+    # Everything else is checked as ever.
+    with pytest.raises(ConfigError, match=r"code\.digits = 4 is under 6"):
+        check_without_secrets(path, environ={"OTP_CODE__DIGITS": "4"})
+
+
+def test_config_check_without_secrets_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD.replace(f'pepper = "{SECRET}"', 'pepper_file = "/nonexistent/pepper"')
+    path = write(tmp_path, text)
+    assert main(["config", "check", str(path)]) == 2
+    assert "secrets.pepper_file: cannot read /nonexistent/pepper" in capsys.readouterr().err
+    assert main(["config", "check", "--no-secrets", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "they were not checked (--no-secrets)" in out
+    assert "not read: secrets.pepper_file = /nonexistent/pepper" in out
+    assert SECRET not in out
