@@ -233,7 +233,8 @@ def _provider_credentials_parse(settings: Settings) -> None:
 # A short code is digits only; an alphanumeric sender ID needs a letter (else it reads as a
 # number), spaces allowed, at most 11 characters (the GSM sender field).
 _SHORT_CODE = re.compile(r"[0-9]{3,8}")
-_ALPHANUMERIC = re.compile(r"(?=[0-9 ]*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+# No space at either end: a carrier would show it, or drop it and make another sender.
+_ALPHANUMERIC = re.compile(r"(?=[0-9 ]*[A-Za-z])(?! )[A-Za-z0-9 ]{1,11}(?<! )")
 
 
 def sender_form(sender: str) -> SenderForm | None:
@@ -263,6 +264,8 @@ def _senders_valid(settings: Settings) -> None:
         hint = ""
         if sender.isdigit() and len(sender) > 8:
             hint = " (a phone number starts with '+' and its country code)"
+        elif sender.startswith("+") and sender[1:].isdigit():
+            hint = " (it has the E.164 form but is not a valid number for its country)"
         raise ConfigError(
             f"sms.providers[{index}].from_number = {sender!r} is not a sender {provider.kind} "
             f"accepts{hint}: use {', '.join(accepted[:-1])}{', or ' if accepted[1:] else ''}"

@@ -22,6 +22,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import NoReturn
 
 UV_VERSION = "0.13.9"
 _WHEELS = "https://files.pythonhosted.org/packages"
@@ -55,7 +56,7 @@ USAGE = (
 )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"bootstrap: {message}", file=sys.stderr)
     raise SystemExit(1)
 
@@ -68,9 +69,8 @@ def _wheel() -> tuple[str, str]:
     if wheel is None:
         _fail(
             f"no pinned uv wheel for {sys.platform}/{machine}; install uv {UV_VERSION} "
-            "(https://docs.astral.sh/uv/) and run `uv run --locked otpservice serve --dev`"
+            "(https://docs.astral.sh/uv/) and run `uv run --locked --no-dev otpservice serve --dev`"
         )
-        raise AssertionError  # unreachable: _fail exits
     return wheel
 
 
@@ -89,7 +89,10 @@ def _download(path: str, sha256: str) -> bytes:
 
 
 def uv_binary() -> Path:
-    """The pinned uv in .tools/, fetched and checked first if it is not there yet."""
+    """The pinned uv in .tools/, fetched and checked first if it is not there yet.
+
+    A binary already there is trusted as it is: only this script writes it, after the check.
+    """
     binary = TOOLS / "uv"
     if binary.exists():
         return binary

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
 import sys
@@ -152,10 +153,14 @@ def _report(directory: Path, client: str, digest: str, *, created: bool) -> str:
         "In the config (TOML):",
         "",
         "[secrets]",
-        *(f'{item.name}_file = "{directory / file_name(item.name)}"' for item in GENERATED),
+        # A JSON string is a TOML basic string: quotes and backslashes in the path are escaped.
+        *(
+            f"{item.name}_file = {json.dumps(str(directory / file_name(item.name)))}"
+            for item in GENERATED
+        ),
         "",
         "[[api_tokens]]",
-        f'client = "{client}"',
+        f"client = {json.dumps(client)}",
         f'token_sha256 = "{digest}"',
         'scopes = ["otp"]',
         "",

@@ -4,7 +4,8 @@
 needs a token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
 ``opt={"public": True}`` (health probes and provider webhooks). The API docs
 (``opt={"docs": True}``) are open when no tokens are configured; with tokens their page and
-assets stay open (nothing secret) and the spec needs the ``admin`` scope. A handler with
+assets (``docs_page``) stay open, holding nothing secret, and the spec needs the ``admin``
+scope. A handler with
 ``opt={"json_body": True}`` also gets its media type checked. It is the app's
 ``before_request`` hook rather than a Litestar guard: Litestar copies the handler object for
 every guard call, on every request, which cost more than the check itself. It still runs
@@ -22,7 +23,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from otpservice.errors import Forbidden, Unauthorized
-from otpservice.web.openapi import DOCS_PAGE_PATHS
+from otpservice.web.openapi import DOCS_PAGE_PATH
 
 if TYPE_CHECKING:
     from litestar import Request
@@ -105,7 +106,9 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[None] | None:
         # Litestar's automatic one: the only explicit OPTIONS route is public (returned above).
         return _allowed_methods(request)
     authenticator: Authenticator = request.app.state.authenticator
-    if opt.get("docs") and (authenticator.open or request.url.path.startswith(DOCS_PAGE_PATHS)):
+    if opt.get("docs") and (
+        authenticator.open or opt.get("docs_page") or request.url.path == DOCS_PAGE_PATH
+    ):
         return None
     scope = opt.get("scope", "admin")
     headers = request.headers

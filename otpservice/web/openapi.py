@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 # (open unless tokens are configured, never on the pod listener).
 Access = Literal["otp", "admin", "public"]
 DOCS_PATH = "/openapi"
+SPEC_PATH = f"{DOCS_PATH}/openapi.json"
+ASSETS_PATH = f"{DOCS_PATH}/assets"
 # The page and its assets hold nothing secret: they open without a token (the spec does not).
-DOCS_PAGE_PATHS = (f"{DOCS_PATH}/swagger", f"{DOCS_PATH}/assets/")
+DOCS_PAGE_PATH = f"{DOCS_PATH}/swagger"
 _STATIC = Path(str(files("otpservice.web") / "static"))
 
 _AUTH_CODES: frozenset[ProblemCode] = frozenset({"unauthorized", "forbidden"})
@@ -206,24 +208,25 @@ class SwaggerPage(OpenAPIRenderPlugin):
         return _SWAGGER_PAGE.encode()
 
 
-_SWAGGER_PAGE = """<!DOCTYPE html>
+_SWAGGER_PAGE = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>otpservice API</title>
-  <link rel="icon" type="image/png" href="assets/favicon-32x32.png">
-  <link rel="stylesheet" href="assets/swagger-ui.css">
+  <link rel="icon" type="image/png" href="{ASSETS_PATH}/favicon-32x32.png">
+  <link rel="stylesheet" href="{ASSETS_PATH}/swagger-ui.css">
 </head>
 <body>
   <form id="token-form" hidden style="font-family: sans-serif; margin: 2em">
     <p>This service needs a token with the <code>admin</code> scope to show its API.</p>
+    <p id="token-refused" hidden>That token was refused.</p>
     <input id="token" type="password" autocomplete="off" placeholder="token" size="50">
     <button type="submit">Open</button>
   </form>
   <div id="swagger-ui"></div>
-  <script src="assets/swagger-ui-bundle.js"></script>
-  <script src="assets/docs.js"></script>
+  <script src="{ASSETS_PATH}/swagger-ui-bundle.js"></script>
+  <script src="{ASSETS_PATH}/docs.js" data-spec="{SPEC_PATH}"></script>
 </body>
 </html>
 """
@@ -253,7 +256,7 @@ def openapi_config() -> OpenAPIConfig:
                 path="/assets",
                 # Swagger UI as vendored, and the script that starts it.
                 directories=[_STATIC / "swagger-ui", _STATIC / "docs"],
-                opt={"docs": True},
+                opt={"docs": True, "docs_page": True},
                 include_in_schema=False,
             )
         ],

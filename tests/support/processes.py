@@ -86,8 +86,12 @@ class ServiceProcess:
         """SIGTERM, then check the shutdown was graceful (uvicorn re-raises the signal after)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=25) in (0, -signal.SIGTERM)
-        self._close_streams()
+        try:
+            assert self.process.wait(timeout=25) in (0, -signal.SIGTERM)
+        finally:
+            # Closed whatever the outcome: left open, they would fail a later test when
+            # collected (ResourceWarning is an error here).
+            self._close_streams()
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as when a node dies."""

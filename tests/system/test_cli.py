@@ -442,7 +442,8 @@ timeout_seconds = 10
             )
         )
         verifying.start()
-        time.sleep(0.1)  # the request is being hashed
+        # The hash takes over a second: by then the request is surely accepted and hashing.
+        time.sleep(0.4)
         started = time.monotonic()
         service.process.send_signal(signal.SIGTERM)
         verifying.join(timeout=30)

@@ -117,7 +117,8 @@ scopes = ["admin"]
 """)
     service = ServiceProcess("--config", str(config))
     try:
-        browser.get(f"{service.url}/openapi/swagger")
+        # With a trailing slash too: the page's links are absolute.
+        browser.get(f"{service.url}/openapi/swagger/")
         field = WebDriverWait(browser, 30).until(
             expected_conditions.visibility_of_element_located((By.ID, "token"))
         )
@@ -130,6 +131,11 @@ scopes = ["admin"]
             )
         )
         assert not browser.find_element(By.ID, "token-form").is_displayed()
+        # The token is in Swagger UI's Authorize dialog: "Try it out" sends it, or another.
+        authorized = browser.execute_script(
+            "return window.ui.authSelectors.authorized().toJS().bearer.value"
+        )
+        assert authorized == ADMIN_TOKEN
         assert requested_hosts(browser) == {"127.0.0.1"}
     finally:
         service.stop()

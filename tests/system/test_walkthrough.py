@@ -219,7 +219,7 @@ def run_walkthrough(service: ServiceProcess, blocks: list[str]) -> list[Answer]:
             bash.kill()
             bash.wait()
         pump.join(timeout=5)
-        for stream in (bash.stdout, bash.stderr):
+        for stream in (bash.stdin, bash.stdout, bash.stderr):
             stream.close()
     return answers
 

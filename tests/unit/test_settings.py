@@ -405,6 +405,7 @@ def test_a_sender_is_a_number_a_short_code_or_an_alphanumeric_id(
         "14155550100",  # a number without its '+'
         "Example Company",  # longer than 11 characters
         "ACME-2",  # a character a sender ID cannot have
+        " ACME",  # a space at either end would be shown, or dropped
         "",
     ],
 )
@@ -422,6 +423,8 @@ def test_a_sender_of_no_accepted_form_is_refused_in_words(
     assert f"(from {path})" in message
     if sender == "14155550100":
         assert "starts with '+'" in message
+    if sender == "+15551234567":
+        assert "not a valid number for its country" in message
 
 
 @pytest.mark.parametrize(
