@@ -29,6 +29,7 @@ from tests.support.delivery import (
     StartApi,
     StartApp,
 )
+from tests.support.processes import ServiceProcess
 from tests.support.servers.providers import (
     FakeAcs,
     FakeApp,
@@ -178,3 +179,12 @@ def app_endpoint() -> Iterator[FakeApp]:
     server = FakeApp()
     yield server
     server.close()
+
+
+@pytest.fixture
+def dev_service() -> Iterator[ServiceProcess]:
+    """``otpservice serve --dev`` as a process on a free port."""
+    service = ServiceProcess("--dev")
+    yield service
+    if not service.stopped:
+        service.stop()

@@ -120,11 +120,8 @@ async def test_with_tokens_the_page_opens_and_the_spec_needs_admin(make_api: Api
     api = await make_api(api_tokens=api_tokens(tokens, {"login": ["otp"], "ops": ["admin"]}))
     assert (await api.get("/openapi/swagger")).status_code == 200
     assert (await api.get("/openapi/assets/docs.js")).status_code == 200
+    # The spec they load needs an admin token (test_tokens_are_required_and_scoped).
     assert_problem(await api.get("/openapi/openapi.json"), 401, "unauthorized")
-    login = {"Authorization": f"Bearer {tokens['login']}"}
-    assert_problem(await api.get("/openapi/openapi.json", headers=login), 403, "forbidden")
-    ops = {"Authorization": f"Bearer {tokens['ops']}"}
-    assert (await api.get("/openapi/openapi.json", headers=ops)).status_code == 200
 
 
 async def test_a_problem_the_operation_does_not_document_fails_the_test(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 import httpx
@@ -114,3 +116,18 @@ class ServiceProcess:
 def _pump(stream: IO[str], put: Callable[[str], None]) -> None:
     for line in stream:
         put(line)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def copy_checkout(destination: Path, *, untracked: bool = False) -> None:
+    """The files git tracks (and, with ``untracked``, the new ones it does not ignore)."""
+    listing = ["git", "ls-files", "-z", *(["-co", "--exclude-standard"] if untracked else [])]
+    names = subprocess.check_output(listing, cwd=ROOT).split(b"\0")
+    for name in filter(None, names):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, copy_checkout
 from tests.support.servers.redis import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,22 +29,6 @@ def readme_commands() -> list[str]:
     return [line.strip("`") for line in lines]
 
 
-def checkout_copy(destination: Path) -> None:
-    """The files a clone of this checkout holds (committed or not), without .venv or .tools."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, listed):
-        source = ROOT / name.decode()
-        if source.is_file():
-            target = destination / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-
-
 def test_the_readme_names_the_bootstrap_commands() -> None:
     run, check = readme_commands()
     assert run == "python3 scripts/bootstrap.py serve --dev"
@@ -58,7 +41,8 @@ def test_the_first_command_installs_the_service_alone_and_serves(tmp_path: Path)
         pytest.fail("/usr/bin/python3 is missing: `sudo apt-get install python3` (.ci/run does)")
     repo, home = tmp_path / "repo", tmp_path / "home"
     home.mkdir()
-    checkout_copy(repo)
+    # What a clone of this checkout would hold, the change being tested included.
+    copy_checkout(repo, untracked=True)
     network = {name: os.environ[name] for name in NETWORK_VARIABLES if name in os.environ}
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin", **network}
     # Isolated and without site, the interpreter sees no pip, nor anything installed.

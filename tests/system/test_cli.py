@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,14 +24,6 @@ from tests.support.servers.redis import RedisServer, free_port
 
 # Starts, kills or times real processes: run in one xdist worker, apart from the rest.
 pytestmark = pytest.mark.xdist_group("processes")
-
-
-@pytest.fixture
-def dev_service() -> Iterator[ServiceProcess]:
-    service = ServiceProcess("--dev")
-    yield service
-    if not service.stopped:
-        service.stop()
 
 
 def test_dev_mode_walkthrough(dev_service: ServiceProcess) -> None:

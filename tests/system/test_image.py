@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, copy_checkout
 from tests.support.servers.redis import free_port
 
 # Starts, kills or times real processes: run in one xdist worker, apart from the rest.
@@ -44,13 +44,7 @@ def uv_binary() -> str:
 
 def read_only_copy(destination: Path) -> None:
     """The files git tracks, as a build context would have them, made read-only."""
-    tracked = subprocess.check_output(["git", "ls-files", "-z"], cwd=ROOT).split(b"\0")
-    for name in filter(None, tracked):
-        source = ROOT / name.decode()
-        if source.is_file():
-            target = destination / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+    copy_checkout(destination)
     for path in [destination, *destination.rglob("*")]:
         mode = path.stat().st_mode
         path.chmod(

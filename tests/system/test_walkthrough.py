@@ -17,7 +17,6 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -174,14 +173,6 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     for line in stream:
         lines.put(line)
     lines.put(None)
-
-
-@pytest.fixture
-def dev_service() -> Iterator[ServiceProcess]:
-    service = ServiceProcess("--dev")
-    yield service
-    if not service.stopped:
-        service.stop()
 
 
 def run_walkthrough(service: ServiceProcess, blocks: list[str]) -> list[Answer]:
