@@ -133,7 +133,10 @@ def _add_constraints(document: dict[str, Any], app: Litestar) -> None:
     """What the use cases check beyond the wire Structs, so a client sees it in the spec."""
     schemas = document["components"]["schemas"]
     digits = app.state.runtime.settings.code.digits
-    schemas["ChallengeCreate"]["properties"]["phone"]["pattern"] = E164_PATTERN
+    create = schemas["ChallengeCreate"]["properties"]
+    create["phone"]["pattern"] = E164_PATTERN
+    # The shortest address is "::"; the use case refuses anything ipaddress does not parse.
+    create["client_ip"]["minLength"] = 2
     schemas["VerifyRequest"]["properties"]["code"].update(
         {"pattern": f"^[0-9]{{{digits}}}$", "minLength": digits, "maxLength": digits}
     )

@@ -70,6 +70,7 @@ async def test_the_spec_constrains_what_the_server_refuses(make_api: ApiFactory)
     schemas = document["components"]["schemas"]  # type: ignore[index]
     assert schemas["VerifyRequest"]["properties"]["code"]["pattern"] == "^[0-9]{6}$"
     assert schemas["ChallengeCreate"]["properties"]["phone"]["pattern"].startswith("^\\+")
+    assert schemas["ChallengeCreate"]["properties"]["client_ip"]["minLength"] == 2
     phone = document["paths"]["/opt-outs/{phone}"]["get"]["parameters"][0]  # type: ignore[index]
     assert phone["schema"]["pattern"].startswith("^\\+")
 
