@@ -101,7 +101,7 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
         feed=EventFeed(commands, keys, retention_ms),
         audit=AuditLog(commands, keys, retention_ms),
         stats=StatsStore(commands, keys),
-        quotas=QuotaStore(commands, keys),
+        quotas=QuotaStore(commands, keys, shards=settings.redis.shards),
         fraud=FraudGuardStore(commands, keys),
         optouts=OptOutStore(commands, keys),
         inbound=InboundStore(commands, keys),

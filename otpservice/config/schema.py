@@ -111,6 +111,9 @@ class RedisSettings(Base, frozen=True):
     max_connections: PositiveInt = 64
     # CA certificates to trust for a rediss:// server (a private CA); default: the system's.
     tls_ca_file: str | None = None
+    # Shards of each shared abuse counter (global, per country, per client, ...): a rule with
+    # limit L counts on min(shards, L // 20) keys of their own slots, so no one master holds it.
+    shards: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
 
 
 class ApiToken(Base, frozen=True):

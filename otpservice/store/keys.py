@@ -27,6 +27,8 @@ Elsewhere::
     P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
     P:{q:R:S}      zset    abuse rule R's rolling windows for subject S (a keyed digest of
                            the IP, prefix, country, client, or "all"), one member per request
+    P:{q:R:S:i}    zset    shard i of the same, when the rule's limit is large enough to
+                           shard (store/quotas.py): each shard its own slot and share of L
     P:{stats:H}    hash    analytics counters of Unix hour H: "<metric>|<country>|<provider>"
     P:{fg:C}       hash    codes sent to and verified by calling code C and its prefixes
                            ("+44", "+4470"), by twelfths of the window, and which are tripped
@@ -150,11 +152,13 @@ class KeySpace:
         """A queue's stream and its delayed-retry set: one slot, so one script holds both."""
         return f"{self._prefix}:{{{name}}}:stream", f"{self._prefix}:{{{name}}}:delayed"
 
-    def quota(self, rule: str, subject: str) -> str:
+    def quota(self, rule: str, subject: str, shard: int | None = None) -> str:
         """A rule's budget for one subject (an IP, a prefix, a client, ...), its own slot. The
-        subject is keyed, like a number, so IP addresses are not kept in clear."""
+        subject is keyed, like a number, so IP addresses are not kept in clear. A sharded rule
+        has one key per ``shard``, each on its own slot; an unsharded one keeps the plain key."""
         digest = hmac.new(self._index_key, f"quota\0{subject}".encode(), hashlib.sha256).digest()
-        return f"{self._prefix}:{{q:{rule}:{_b64(digest[:TAG_BYTES])}}}"
+        suffix = "" if shard is None else f":{shard}"
+        return f"{self._prefix}:{{q:{rule}:{_b64(digest[:TAG_BYTES])}{suffix}}}"
 
     def fraud_guard(self, country: str) -> str:
         """The fraud guard's counts for a calling code ("+44") and its number prefixes."""

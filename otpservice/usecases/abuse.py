@@ -307,7 +307,7 @@ class AbusePolicy:
         # After a failure (a timeout may have counted anyway) every key is given back:
         # removing a request id that is not there is harmless.
         counted = (
-            [self._quotas.key(rule, subject) for rule, subject in applying]
+            [key for rule, subject in applying for key in self._quotas.keys(rule, subject)]
             if failure is not None
             else [o.key for o in outcomes if not isinstance(o, BaseException) and o.counted]
         )

@@ -51,6 +51,8 @@ def test_shared_keys_streams_and_the_consumer_group() -> None:
     assert KEYS.queue("events") == ("otp:{events}:stream", "otp:{events}:delayed")
     assert KEYS.queue("replies") == ("otp:{replies}:stream", "otp:{replies}:delayed")
     assert KEYS.quota("per_ip", "203.0.113.7") == "otp:{q:per_ip:zwsR2ToI4pqpUOC_}"
+    # A sharded rule's keys: the same name, a shard number inside the tag (its own slot).
+    assert KEYS.quota("global", "all", 3) == "otp:{q:global:rAXSXQosysJUCm2H:3}"
     assert KEYS.fraud_guard("+44") == "otp:{fg:+44}"
     assert KEYS.stats(493000) == "otp:{stats:493000}"
     assert KEYS.send_rate("twilio") == "otp:rate:{twilio}"
