@@ -92,6 +92,7 @@ def load_settings(
         raw.tree["dev_mode"] = True
         # Development mode always runs on the embedded store.
         raw.tree.setdefault("redis", {})["url"] = None
+        raw.tree["redis"]["sentinel"] = None
     settings = convert_settings(raw)
     if settings.dev_mode:
         settings = with_dev_secrets(settings)
@@ -375,6 +376,9 @@ def _dev_on_loopback(settings: Settings) -> None:
 
 def _real_redis(settings: Settings) -> None:
     redis = settings.redis
+    if redis.sentinel is not None:
+        _sentinel_redis(settings)
+        return
     if redis.url is None:
         raise ConfigError(
             "redis.url is not set: production needs a real Redis "
@@ -393,6 +397,36 @@ def _real_redis(settings: Settings) -> None:
         if not Path(redis.tls_ca_file).is_file():
             raise ConfigError(
                 f"redis.tls_ca_file: no such file {redis.tls_ca_file}", key="redis.tls_ca_file"
+            )
+
+
+def _sentinel_redis(settings: Settings) -> None:
+    redis = settings.redis
+    assert redis.sentinel is not None
+    if redis.url is not None:
+        raise ConfigError(
+            "redis.url and redis.sentinel are both set: with Sentinel the master's address "
+            "comes from the sentinels; remove redis.url",
+            key="redis.url",
+        )
+    if redis.cluster:
+        raise ConfigError(
+            "redis.cluster and redis.sentinel are both set: choose one", key="redis.cluster"
+        )
+    if redis.tls_ca_file is not None:
+        if not redis.sentinel.tls:
+            raise ConfigError(
+                "redis.tls_ca_file needs redis.sentinel.tls = true", key="redis.tls_ca_file"
+            )
+        if not Path(redis.tls_ca_file).is_file():
+            raise ConfigError(
+                f"redis.tls_ca_file: no such file {redis.tls_ca_file}", key="redis.tls_ca_file"
+            )
+    for node, (_, port) in zip(redis.sentinel.nodes, redis.sentinel.addresses(), strict=True):
+        if not 1 <= port <= 65535:
+            raise ConfigError(
+                f"redis.sentinel.nodes: {node!r} has no valid port (1 to 65535)",
+                key="redis.sentinel.nodes",
             )
 
 

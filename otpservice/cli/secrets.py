@@ -58,6 +58,9 @@ GENERATED: tuple[Generated, ...] = (
     Generated("index_key", _random_text, "names every number's keys in Redis; never rotate it"),
     Generated("outbox_key", _aes_key, "seals messages in the outbox (AES-256-GCM)"),
     Generated("redis_password", _random_text, "the password Redis requires (requirepass)"),
+    Generated(
+        "redis_sentinel_password", _random_text, "the sentinels' password (with redis.sentinel)"
+    ),
     Generated("acs_webhook_secret", _random_text, "what Event Grid sends to /webhooks/acs"),
     Generated("events_secret", _webhook_secret, "signs the events POSTed to events.callback_url"),
 )

@@ -95,10 +95,42 @@ def available_cpus() -> int:
     return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
+class SentinelSettings(Base, frozen=True):
+    """Redis behind Sentinel: the sentinels to ask, and the name of the master they watch.
+
+    The master's password stays ``secrets.redis_password``; the sentinels' own is
+    ``secrets.redis_sentinel_password``.
+    """
+
+    master_name: Annotated[
+        str, matching(r"^[A-Za-z0-9_.-]{1,64}\Z", "1 to 64 letters, digits, '_', '.' or '-'")
+    ]
+    nodes: Annotated[
+        list[
+            Annotated[
+                str,
+                matching(
+                    r"^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}\Z",
+                    "host:port, such as sentinel-0.redis:26379",
+                ),
+            ]
+        ],
+        msgspec.Meta(min_length=1, max_length=16),
+    ]
+    # The sentinels' ACL user, if they have one (the master is reached with redis_password).
+    username: str | None = None
+    # TLS to the sentinels and to the master, trusting redis.tls_ca_file (or the system's CAs).
+    tls: bool = False
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port)."""
+        return [(host, int(port)) for host, _, port in (n.rpartition(":") for n in self.nodes)]
+
+
 class RedisSettings(Base, frozen=True):
     """Where the state lives."""
 
-    # None means the embedded in-memory store, which only --dev allows.
+    # None means the embedded in-memory store, which only --dev allows (or Sentinel's master).
     url: str | None = None
     cluster: bool = False
     key_prefix: Annotated[
@@ -111,6 +143,8 @@ class RedisSettings(Base, frozen=True):
     max_connections: PositiveInt = 64
     # CA certificates to trust for a rediss:// server (a private CA); default: the system's.
     tls_ca_file: str | None = None
+    # Find the master through Sentinel instead of redis.url.
+    sentinel: SentinelSettings | None = None
     # Shards of each shared abuse counter (global, per country, per client, ...): a rule with
     # limit L counts on min(shards, L // 20) keys of their own slots, so no one master holds it.
     shards: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
@@ -506,6 +540,8 @@ class Secrets(Base, frozen=True):
     # Keys the per-number hash tag; separate from the pepper so rotating it keeps counters.
     index_key: str | None = None
     redis_password: str | None = None
+    # AUTH to the sentinels (redis.sentinel), when they need it.
+    redis_sentinel_password: str | None = None
     # Seals messages in the outbox (AES-256-GCM): 32 random bytes, base64.
     outbox_key: str | None = None
     previous_outbox_key: str | None = None

@@ -25,6 +25,7 @@ GENERATED_FILES = {
     "index-key",
     "outbox-key",
     "redis-password",
+    "redis-sentinel-password",
     "acs-webhook-secret",
     "events-secret",
     "api-token",

@@ -536,3 +536,51 @@ def test_config_check_without_secrets_says_so(
     assert "they were not checked (--no-secrets)" in out
     assert "not read: secrets.pepper_file = /nonexistent/pepper" in out
     assert SECRET not in out
+
+
+SENTINEL = GOOD.replace(
+    'url = "rediss://:pw@redis.example:6380/0"',
+    'sentinel = { master_name = "otp", nodes = ["s-0.redis:26379", "s-1.redis:26379"] }',
+)
+
+
+def test_sentinel_is_the_masters_address_and_its_password_a_secret(tmp_path: Path) -> None:
+    (tmp_path / "sentinel-password").write_text("sentinel-secret\n")
+    path = write(tmp_path, SENTINEL)
+    environ = {"OTP_SECRETS__REDIS_SENTINEL_PASSWORD_FILE": str(tmp_path / "sentinel-password")}
+    settings = load_settings(path, environ=environ)
+    assert settings.redis.url is None
+    assert settings.redis.sentinel is not None
+    assert settings.redis.sentinel.addresses() == [("s-0.redis", 26379), ("s-1.redis", 26379)]
+    assert settings.secrets.redis_sentinel_password == "sentinel-secret"
+    assert "sentinel-secret" not in repr(settings.secrets)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        (
+            SENTINEL.replace("[redis]\n", '[redis]\nurl = "redis://redis.example:6379/0"\n'),
+            "redis.url",
+            "remove redis.url",
+        ),
+        (SENTINEL.replace("[redis]\n", "[redis]\ncluster = true\n"), "redis.cluster", "choose one"),
+        (
+            SENTINEL.replace('"s-1.redis:26379"', '"s-1.redis"'),
+            "redis.sentinel.nodes",
+            "host:port, such as",
+        ),
+        (
+            SENTINEL.replace('"s-1.redis:26379"', '"s-1.redis:99999"'),
+            "redis.sentinel.nodes",
+            "no valid port",
+        ),
+    ],
+)
+def test_a_sentinel_setting_that_cannot_work_is_refused_naming_its_key(
+    tmp_path: Path, text: str, key: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert key in str(caught.value)
+    assert words in str(caught.value)

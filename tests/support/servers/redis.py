@@ -141,6 +141,13 @@ class RedisServer:
             self._process.wait(timeout=10)
             self._process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no chance to save or hand over anything, as when a node dies."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -226,3 +233,111 @@ class RedisClusterServers:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+SENTINEL_MASTER = "otp-master"
+
+
+class RedisSentinelGroup:
+    """A real Sentinel group: one primary, one replica, three sentinels, all on loopback.
+
+    The sentinels fail over after 1 s of silence from the primary (quorum 2).
+    """
+
+    def __init__(self) -> None:
+        if REDIS_SERVER is None:
+            raise RuntimeError(MISSING)
+        self.primary = RedisServer()
+        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.sentinel_ports: list[int] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="otp-sentinel-"))
+        try:
+            for index in range(3):
+                self._start_sentinel(index)
+            self.wait_until_watched()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_sentinel(self, index: int) -> None:
+        assert REDIS_SERVER is not None
+        port = free_port()
+        config = self.dir / f"sentinel-{index}.conf"
+        config.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"logfile {self.dir / f'sentinel-{index}.log'}\n"
+            f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {self.primary.port} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n"
+            f"sentinel failover-timeout {SENTINEL_MASTER} 5000\n"
+        )
+        process = subprocess.Popen(
+            [REDIS_SERVER, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.sentinels.append(process)
+        self.sentinel_ports.append(port)
+        _wait_for_ping(port, process)
+
+    @property
+    def nodes(self) -> list[str]:
+        """The sentinels as redis.sentinel.nodes takes them."""
+        return [f"127.0.0.1:{port}" for port in self.sentinel_ports]
+
+    def _ask(self, port: int, *command: str) -> str:
+        assert REDIS_CLI is not None
+        return subprocess.run(
+            [REDIS_CLI, "-p", str(port), *command],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        ).stdout
+
+    def master_port(self) -> int | None:
+        """The primary's port as the first sentinel names it now."""
+        answer = self._ask(
+            self.sentinel_ports[0], "sentinel", "get-master-addr-by-name", SENTINEL_MASTER
+        )
+        lines = answer.split()
+        return int(lines[1]) if len(lines) == 2 else None
+
+    def wait_until_watched(self, deadline_s: float = 20.0) -> None:
+        """Until every sentinel knows the replica and the two other sentinels."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            ready = True
+            for port in self.sentinel_ports:
+                info = self._ask(port, "sentinel", "master", SENTINEL_MASTER)
+                fields = info.split()
+                values = dict(zip(fields[::2], fields[1::2], strict=False))
+                if values.get("num-slaves") != "1" or values.get("num-other-sentinels") != "2":
+                    ready = False
+            if ready:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("the sentinels did not come to watch the primary and its replica")
+
+    def wait_for_new_master(self, old_port: int, deadline_s: float = 25.0) -> int:
+        """Until the sentinels name a master other than ``old_port`` that takes writes."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            port = self.master_port()
+            if (
+                port is not None
+                and port != old_port
+                and "role:master" in self._ask(port, "info", "replication")
+            ):
+                return port
+            time.sleep(0.1)
+        raise RuntimeError("the sentinels did not promote the replica")
+
+    def close(self) -> None:
+        for process in self.sentinels:
+            process.terminate()
+        for process in self.sentinels:
+            process.wait(timeout=10)
+        self.replica.close()
+        self.primary.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
