@@ -430,6 +430,25 @@ def _sentinel_redis(settings: Settings) -> None:
             )
 
 
+def _durable_acknowledgements(settings: Settings) -> None:
+    redis = settings.redis
+    if redis.min_replicas_acked == 0:
+        return
+    if redis.cluster:
+        raise ConfigError(
+            "redis.min_replicas_acked needs one Redis or Sentinel: on Redis Cluster the scripts' "
+            "connections are not pinned, and a WAIT on another connection proves nothing",
+            key="redis.min_replicas_acked",
+        )
+    longest = int(redis.socket_timeout_seconds * 1000) - 100
+    if not 1 <= redis.wait_timeout_ms <= longest:
+        raise ConfigError(
+            f"redis.wait_timeout_ms = {redis.wait_timeout_ms}: it must be 1 to {longest} (the "
+            "socket timeout less 100 ms), so the WAIT ends before the command's deadline",
+            key="redis.wait_timeout_ms",
+        )
+
+
 def _secrets_given(settings: Settings) -> None:
     for name in REQUIRED_SECRETS:
         if not getattr(settings.secrets, name):
@@ -538,6 +557,7 @@ CHECKS: tuple[Check, ...] = (
     Check("development mode: one process", _dev_single_process, _in_dev),
     Check("development mode: loopback only", _dev_on_loopback, _in_dev),
     Check("production: a real Redis", _real_redis, _in_production),
+    Check("durable acknowledgements", _durable_acknowledgements, _in_production),
     Check("production: secrets given", _secrets_given, _in_production),
     Check("secrets long enough", _secrets_long_enough, _in_production, reads_secrets=True),
     Check("production: no unauthenticated bind", _authenticated_bind, _in_production),

@@ -145,6 +145,11 @@ class RedisSettings(Base, frozen=True):
     tls_ca_file: str | None = None
     # Find the master through Sentinel instead of redis.url.
     sentinel: SentinelSettings | None = None
+    # Durable acknowledgements: replicas that must hold a promise-keeping write (an approval, a
+    # spent attempt, an opt-out, ...) before it is answered; 0 answers as soon as the primary has
+    # it. Each such script is followed by WAIT on its own connection.
+    min_replicas_acked: Annotated[int, msgspec.Meta(ge=0, le=16)] = 0
+    wait_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     # Shards of each shared abuse counter (global, per country, per client, ...): a rule with
     # limit L counts on min(shards, L // 20) keys of their own slots, so no one master holds it.
     shards: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16

@@ -64,6 +64,32 @@ class ScriptConnections:
             await self._send(_pack(("SCRIPT", "LOAD", script.script)))
             return await self._send(command)
 
+    async def evalsha_and_wait(
+        self,
+        script: AsyncScript,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, int]:
+        """Run ``script``, then ``WAIT replicas timeout_ms`` in the same pipeline, on the same
+        connection: the script's reply and how many replicas have its writes.
+
+        A WAIT anywhere else (another pooled connection) would answer at once with the replicas'
+        count and prove nothing about this write.
+        """
+        command = _pack(("EVALSHA", script.sha, len(keys), *keys, *args)) + _pack(
+            ("WAIT", replicas, timeout_ms)
+        )
+        try:
+            reply, acked = await self._send(command, replies=2)
+        except NoScriptError:
+            # The WAIT after a NOSCRIPT waited for nothing: load, then send both again.
+            await self._send(_pack(("SCRIPT", "LOAD", script.script)))
+            reply, acked = await self._send(command, replies=2)
+        return reply, int(acked)
+
     async def close(self) -> None:
         """Close the idle connections; any still in use are closed as they come back.
 
@@ -74,34 +100,45 @@ class ScriptConnections:
         while self._idle:
             await self._idle.pop().disconnect(nowait=True)
 
-    async def _send(self, command: bytes) -> Any:
-        """Send one packed command and read its reply; once more, on a new connection, when a
-        reused one turns out to be dropped."""
+    async def _send(self, command: bytes, replies: int = 1) -> Any:
+        """Send packed commands and read their ``replies`` (one: the reply; more: a list); once
+        more, on a new connection, when a reused one turns out to be dropped."""
         reused = bool(self._idle)
         connection = self._idle.pop() if reused else self._connect()
         try:
-            return await self._exchange(connection, command)
+            return await self._exchange(connection, command, replies)
         except RedisConnectionError:
             if not reused:
                 raise
         # Each other stale idle connection costs its own caller one quick failed send the same
         # way: cheaper than closing them all here, inside this caller's deadline.
-        return await self._exchange(self._connect(), command)
+        return await self._exchange(self._connect(), command, replies)
 
-    async def _exchange(self, connection: AbstractConnection, command: bytes) -> Any:
+    async def _exchange(self, connection: AbstractConnection, command: bytes, replies: int) -> Any:
+        answers: list[Any] = []
+        error: ResponseError | None = None
         try:
+            if not connection.is_connected:
+                # Its own connect(): a Sentinel connection asks the sentinels for the master
+                # there; send_packed_command would connect to its default address instead.
+                await connection.connect()  # type: ignore[no-untyped-call]
             await connection.send_packed_command(command, check_health=False)
-            reply = await connection.read_response()
-        except ResponseError:
-            await self._put_back(connection)  # an error reply: the connection is sound
-            raise
+            for _ in range(replies):
+                try:
+                    answers.append(await connection.read_response())
+                except ResponseError as exc:
+                    # An error reply: the connection is sound; the replies after it still come.
+                    error = error or exc
+                    answers.append(None)
         except BaseException:
             # Never reused: dropped, or cut off (by the deadline) with its reply still due.
             # redis-py has closed it already unless it was cut off while connecting.
             await connection.disconnect(nowait=True)
             raise
         await self._put_back(connection)
-        return reply
+        if error is not None:
+            raise error
+        return answers[0] if replies == 1 else answers
 
     async def _put_back(self, connection: AbstractConnection) -> None:
         if self._closed:

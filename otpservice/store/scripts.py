@@ -104,7 +104,12 @@ class StoreCommands:
 
     def __init__(self, client: StoreClient, settings: RedisSettings) -> None:
         self.client = client
-        self.embedded = settings.url is None
+        self.embedded = settings.url is None and settings.sentinel is None
+        # The embedded store has no replicas to wait for.
+        self._replicas = 0 if self.embedded else settings.min_replicas_acked
+        self._wait_ms = settings.wait_timeout_ms
+        # ids of the scripts whose loss in a failover would break a promise (Scripts.register).
+        self.durable: set[int] = set()
         self._timeout_s = settings.socket_timeout_seconds
         # Waiting for a slot counts against the deadline, so a burst waits instead of failing.
         self._slots = asyncio.Semaphore(settings.max_connections)
@@ -150,11 +155,34 @@ class StoreCommands:
         """
         with store_errors():
             async with asyncio.timeout(self._timeout_s), self._slots:
-                if self._direct is None:
+                if self._replicas and id(script) in self.durable:
+                    reply = await self._run_durably(script, keys, args)
+                elif self._direct is None:
                     reply = await script(keys=keys, args=args)
                 else:
                     reply = await self._direct.evalsha(script, keys, args)
         return reply if isinstance(reply, list) else [reply]
+
+    async def _run_durably(
+        self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """The script, then WAIT for ``redis.min_replicas_acked`` replicas on its connection.
+
+        Raises:
+            StoreUnavailable: fewer replicas acknowledged it in ``redis.wait_timeout_ms``. The
+                write may stand (on the primary) or be lost in a failover: callers treat the
+                request as not answered.
+        """
+        # Validation refuses min_replicas_acked on Redis Cluster: its connections are not pinned.
+        assert self._direct is not None
+        reply, acked = await self._direct.evalsha_and_wait(
+            script, keys, args, replicas=self._replicas, timeout_ms=self._wait_ms
+        )
+        if acked < self._replicas:
+            raise StoreUnavailable(
+                f"the write reached {acked} of {self._replicas} replicas in time; retry shortly"
+            )
+        return reply
 
     async def close(self) -> None:
         """Close the connections the scripts keep (the client's own pool stays its owner's)."""
@@ -172,7 +200,9 @@ class Scripts:
         # Every registered script, for preload(): filled by register() so none is left out.
         self._all: list[AsyncScript] = []
 
-        def register(name: str, *, shared: bool = True, writes: bool = True) -> AsyncScript:
+        def register(
+            name: str, *, shared: bool = True, writes: bool = True, durable: bool = False
+        ) -> AsyncScript:
             # A shebang makes Redis check its flags before the script runs: a writing script is
             # refused whole when memory is full, instead of failing half-way (or, without a
             # shebang, passing Redis's lazy out-of-memory check and writing anyway).
@@ -183,21 +213,24 @@ class Scripts:
                 f"{shebang}\n{prelude}\n{body}" if shared else f"{shebang}\n{body}"
             )
             self._all.append(script)
+            if durable:
+                commands.durable.add(id(script))
             return script
 
-        self.issue_challenge = register("issue_challenge")
-        self.spend_attempt = register("spend_attempt")
-        self.record_verdict = register("record_verdict")
-        self.cancel_challenge = register("cancel_challenge")
+        # durable: followed by WAIT when redis.min_replicas_acked is set (docs/operations.md).
+        self.issue_challenge = register("issue_challenge", durable=True)
+        self.spend_attempt = register("spend_attempt", durable=True)
+        self.record_verdict = register("record_verdict", durable=True)
+        self.cancel_challenge = register("cancel_challenge", durable=True)
         self.read_challenge = register("read_challenge", writes=False)
-        self.record_delivery = register("record_delivery")
+        self.record_delivery = register("record_delivery", durable=True)
         self.check_ready = register("check_ready", shared=False)
         self.queue_finish = register("queue_finish", shared=False)
         self.queue_retry = register("queue_retry", shared=False)
         self.queue_release = register("queue_release", shared=False)
         self.queue_touch = register("queue_touch", shared=False)
         self.take_send_slot = register("take_send_slot", shared=False)
-        self.opt_out = register("opt_out", shared=False)
+        self.opt_out = register("opt_out", shared=False, durable=True)
         self.take_quota = register("take_quota")
         self.fraud_guard = register("fraud_guard", shared=False)
         self.add_counts = register("add_counts", shared=False)

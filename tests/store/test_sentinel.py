@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
 
 import httpx
 import pytest
@@ -17,8 +18,9 @@ from tests.support.app import Phone, running
 from tests.support.helpers import assert_problem, wrong
 from tests.support.servers.redis import SENTINEL_MASTER, RedisSentinelGroup
 
-# Starts and kills real processes: in the worker of the other failover tests.
-pytestmark = pytest.mark.xdist_group("processes")
+# Starts and kills real processes, about a minute in all: a worker of its own, beside the
+# cluster tests ("processes").
+pytestmark = pytest.mark.xdist_group("sentinel")
 
 
 @pytest.fixture
@@ -58,9 +60,10 @@ async def test_the_service_finds_the_master_through_the_sentinels(
     code = await phone.code_for(challenge_id)
     approved = await sentinel_api.post("/verify", json={"challenge_id": challenge_id, "code": code})
     assert approved.status_code == 200
-    # It went to the primary the sentinels name (the replica would have refused the write).
+    # The scripts ran on the primary the sentinels name (the challenge's hash is there), not
+    # on whatever a connection's default address (localhost:6379) happens to be.
     primary = Redis(port=sentinel_group.primary.port)
-    assert await primary.dbsize() > 0
+    assert await primary.keys("otp:*:c:*")
     await primary.aclose()
 
 
@@ -108,3 +111,96 @@ async def test_a_failover_is_503s_then_the_promoted_replica(
     fresh = await sentinel_api.post("/challenge", json={"phone": "+14155550125"})
     assert fresh.status_code == 201, fresh.text
     assert (await sentinel_api.get("/readyz")).status_code == 200
+
+
+async def durable_api(
+    group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone, acked: int
+) -> tuple[httpx.AsyncClient, AsyncExitStack]:
+    settings = make_settings(
+        redis={
+            "url": None,
+            "sentinel": {"master_name": SENTINEL_MASTER, "nodes": group.nodes},
+            "socket_timeout_seconds": 1.0,
+            "connect_timeout_seconds": 0.5,
+            "min_replicas_acked": acked,
+            "wait_timeout_ms": 300,
+        },
+        send_limits={"min_interval_seconds": 0},
+    )
+    stack = AsyncExitStack()
+    client = connect(settings)
+    stack.push_async_callback(client.aclose)
+    api = await stack.enter_async_context(
+        running(create_app(settings, redis=client, sms=phone.sender))
+    )
+    return api, stack
+
+
+@pytest.mark.parametrize("acked", [0, 1])
+async def test_an_approval_survives_a_failover_only_when_a_replica_acknowledged_it(
+    sentinel_group: RedisSentinelGroup,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    acked: int,
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, acked)
+    async with stack:
+        created = await api.post("/challenge", json={"phone": "+14155550126"})
+        assert created.status_code == 201, created.text
+        challenge_id = created.json()["challenge_id"]
+        code = await phone.code_for(challenge_id)
+        primary = Redis(port=sentinel_group.primary.port)
+        assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
+        await primary.aclose()
+
+        # The replica stops (and its link is cut, so not even the kernel buffers what follows);
+        # the primary approves the code, then dies with it.
+        sentinel_group.replica.pause()
+        primary = Redis(port=sentinel_group.primary.port)
+        await primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        await primary.aclose()
+        first = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+        old_port = sentinel_group.primary.port
+        sentinel_group.primary.kill()
+        sentinel_group.replica.resume()
+        new_port = sentinel_group.wait_for_new_master(old_port)
+        # The old primary comes back; the sentinels make it the new master's replica, so a
+        # write can be acknowledged again. (Each 503 of a spent attempt counts as a failure:
+        # wait for the replica rather than retry into the budget.)
+        sentinel_group.primary.start()
+        sentinel_group.wait_replica_online(new_port)
+        again = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+        if acked == 0:
+            # Answered 200 at once, lost in the failover: the same code approves again.
+            assert first.status_code == 200
+            assert again.status_code == 200
+        else:
+            # Never answered 200 without a replica: no code approves twice.
+            assert_problem(first, 503, "store_unavailable")
+            assert again.status_code == 200
+            third = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+            assert_problem(third, 410, "challenge_used")
+
+
+async def test_with_a_replica_acknowledging_every_durable_write_answers_normally(
+    sentinel_group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, 1)
+    async with stack:
+        created = await api.post("/challenge", json={"phone": "+14155550127"})
+        assert created.status_code == 201, created.text
+        challenge_id = created.json()["challenge_id"]
+        code = await phone.code_for(challenge_id)
+        wrong_answer = await api.post(
+            "/verify", json={"challenge_id": challenge_id, "code": wrong(code)}
+        )
+        assert_problem(wrong_answer, 400, "incorrect_code")
+        ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+        assert ok.status_code == 200
+        # A silent replica makes a write-and-wait a 503, not a hang: the next challenge.
+        sentinel_group.replica.pause()
+        try:
+            refused = await api.post("/challenge", json={"phone": "+14155550128"})
+            assert_problem(refused, 503, "store_unavailable")
+        finally:
+            sentinel_group.replica.resume()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -141,6 +142,16 @@ class RedisServer:
             self._process.wait(timeout=10)
             self._process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: alive but silent (a replica that stops acknowledging)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no chance to save or hand over anything, as when a node dies."""
         if self._process is not None:
@@ -253,12 +264,23 @@ class RedisSentinelGroup:
         self.sentinel_ports: list[int] = []
         self.dir = Path(tempfile.mkdtemp(prefix="otp-sentinel-"))
         try:
+            self.wait_replica_online()
             for index in range(3):
                 self._start_sentinel(index)
             self.wait_until_watched()
         except BaseException:
             self.close()
             raise
+
+    def wait_replica_online(self, master_port: int | None = None, deadline_s: float = 20.0) -> None:
+        """Until the master sees a replica synced (a WAIT before that acknowledges 0)."""
+        port = self.primary.port if master_port is None else master_port
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if "state=online" in self._ask(port, "info", "replication"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the replica did not sync with the primary")
 
     def _start_sentinel(self, index: int) -> None:
         assert REDIS_SERVER is not None
