@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
+from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
@@ -118,9 +119,9 @@ class ScriptConnections:
         answers: list[Any] = []
         error: ResponseError | None = None
         try:
-            if not connection.is_connected:
-                # Its own connect(): a Sentinel connection asks the sentinels for the master
-                # there; send_packed_command would connect to its default address instead.
+            if isinstance(connection, SentinelManagedConnection) and not connection.is_connected:
+                # Only its own connect() asks the sentinels for the master: send_packed_command
+                # would connect it to its default address (localhost:6379) instead.
                 await connection.connect()  # type: ignore[no-untyped-call]
             await connection.send_packed_command(command, check_health=False)
             for _ in range(replies):

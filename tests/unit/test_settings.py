@@ -584,3 +584,27 @@ def test_a_sentinel_setting_that_cannot_work_is_refused_naming_its_key(
         load_settings(write(tmp_path, text), environ={})
     assert key in str(caught.value)
     assert words in str(caught.value)
+
+
+def test_durable_acknowledgements_are_refused_on_a_cluster(tmp_path: Path) -> None:
+    text = GOOD.replace("[redis]\n", "[redis]\ncluster = true\nmin_replicas_acked = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert "redis.min_replicas_acked" in str(caught.value)
+    assert "Redis Cluster" in str(caught.value)
+
+
+@pytest.mark.parametrize(("timeout_ms", "valid"), [(1, True), (1900, True), (1901, False)])
+def test_the_wait_ends_before_the_commands_deadline(
+    tmp_path: Path, timeout_ms: int, valid: bool
+) -> None:
+    text = GOOD.replace(
+        "[redis]\n", f"[redis]\nmin_replicas_acked = 1\nwait_timeout_ms = {timeout_ms}\n"
+    )
+    path = write(tmp_path, text)
+    if valid:
+        assert load_settings(path, environ={}).redis.wait_timeout_ms == timeout_ms
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert "redis.wait_timeout_ms = 1901: it must be 1 to 1900" in str(caught.value)
