@@ -40,6 +40,21 @@ async def admin(port: int) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+def sentinel_settings(
+    make_settings: Callable[..., Settings], group: RedisSentinelGroup, **redis: object
+) -> Settings:
+    """Settings that find the group's master through its sentinels, with ``redis`` on top."""
+    return make_settings(
+        redis={
+            "url": None,
+            "sentinel": {"master_name": SENTINEL_MASTER, "nodes": group.nodes},
+            "connect_timeout_seconds": 0.5,
+            **redis,
+        },
+        send_limits={"min_interval_seconds": 0},
+    )
+
+
 @pytest.fixture
 def sentinel_group() -> Iterator[RedisSentinelGroup]:
     group = RedisSentinelGroup()
@@ -52,16 +67,8 @@ def sentinel_group() -> Iterator[RedisSentinelGroup]:
 async def sentinel_api(
     sentinel_group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        redis={
-            "url": None,
-            "sentinel": {"master_name": SENTINEL_MASTER, "nodes": sentinel_group.nodes},
-            # A failover is a few seconds of 503s; each one should come back quickly.
-            "socket_timeout_seconds": 0.5,
-            "connect_timeout_seconds": 0.5,
-        },
-        send_limits={"min_interval_seconds": 0},
-    )
+    # A failover is a few seconds of 503s; each one should come back quickly.
+    settings = sentinel_settings(make_settings, sentinel_group, socket_timeout_seconds=0.5)
     client = connect(settings)
     async with running(create_app(settings, redis=client, sms=phone.sender)) as api:
         yield api
@@ -131,17 +138,13 @@ async def test_a_failover_is_503s_then_the_promoted_replica(
 async def durable_api(
     group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone, acked: int
 ) -> tuple[httpx.AsyncClient, AsyncExitStack]:
-    settings = make_settings(
-        redis={
-            "url": None,
-            "sentinel": {"master_name": SENTINEL_MASTER, "nodes": group.nodes},
-            "socket_timeout_seconds": 2.0,
-            "connect_timeout_seconds": 0.5,
-            "min_replicas_acked": acked,
-            # Room for a replica just back from a full sync on a loaded machine.
-            "wait_timeout_ms": 1000,
-        },
-        send_limits={"min_interval_seconds": 0},
+    settings = sentinel_settings(
+        make_settings,
+        group,
+        socket_timeout_seconds=2.0,
+        min_replicas_acked=acked,
+        # Room for a replica just back from a full sync on a loaded machine.
+        wait_timeout_ms=1000,
     )
     stack = AsyncExitStack()
     client = connect(settings)
