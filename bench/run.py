@@ -532,7 +532,7 @@ def wait_for_outbox(client: redis.Redis, deadline_s: float) -> None:
     """Wait until the service's delivery workers have emptied the outbox (if it has one)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        keys = list(client.scan_iter(match="*:{outbox}:stream"))
+        keys = list(client.scan_iter(match="*:{outbox*}:stream"))
         if not keys or all(int(client.xlen(k)) == 0 for k in keys):
             return
         time.sleep(0.1)

@@ -91,13 +91,18 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
     commands = StoreCommands(client, settings.redis)
     retention_ms = settings.privacy.retention_days * 86_400_000
     with_callback = settings.events.callback_url is not None
+    queue_shards = settings.redis.queue_shards
     return Stores(
         commands=commands,
         challenges=ChallengeStore(commands, keys, settings),
         idempotency=IdempotencyStore(commands, keys),
-        outbox=QueueStore(commands, keys, "outbox", OutboxEntry),
-        replies=QueueStore(commands, keys, "replies", ReplyEntry),
-        events=QueueStore(commands, keys, "events", AppEvent) if with_callback else None,
+        outbox=QueueStore(commands, keys, "outbox", OutboxEntry, shards=queue_shards),
+        replies=QueueStore(commands, keys, "replies", ReplyEntry, shards=queue_shards),
+        events=(
+            QueueStore(commands, keys, "events", AppEvent, shards=queue_shards)
+            if with_callback
+            else None
+        ),
         feed=EventFeed(commands, keys, retention_ms),
         audit=AuditLog(commands, keys, retention_ms),
         stats=StatsStore(commands, keys),

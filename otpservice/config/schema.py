@@ -153,6 +153,9 @@ class RedisSettings(Base, frozen=True):
     # Shards of each shared abuse counter (global, per country, per client, ...): a rule with
     # limit L counts on min(shards, L // 20) keys of their own slots, so no one master holds it.
     shards: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
+    # Shard streams of each queue (outbox, replies, events), each its own slot: a master's
+    # failover stops only its shards' deliveries, and no one master takes every enqueue.
+    queue_shards: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
 
 class ApiToken(Base, frozen=True):

@@ -21,9 +21,12 @@ Elsewhere::
 
     P:idem:{H}     string  an idempotency record; H = SHA-256 of client and key, its own slot
     P:ready:{N}    string  written by the readiness script, one N per Cluster primary
-    P:{Q}:stream   stream  queue Q's entries (consumer group "workers"); Q is "outbox" (SMS
-                           to send) or "events" (events for the app's callback URL)
-    P:{Q}:delayed  zset    queue Q's entries waiting for a retry, by due ms
+    P:{Q:i}:stream stream  shard i of queue Q's entries (consumer group "workers"); Q is
+                           "outbox" (SMS to send) or "events" (events for the app's callback
+                           URL); redis.queue_shards shards, each its own slot
+    P:{Q:i}:delayed zset   shard i's entries waiting for a retry, by due ms
+    P:{Q}:stream,   the same, unsharded, as the release before wrote them: drained by
+    P:{Q}:delayed          workers for one release, never added to (docs/operations.md)
     P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
     P:{q:R:S}      zset    abuse rule R's rolling windows for subject S (a keyed digest of
                            the IP, prefix, country, client, or "all"), one member per request
@@ -148,9 +151,11 @@ class KeySpace:
         digest = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
         return f"{self._prefix}:idem:{{{digest[:32]}}}"
 
-    def queue(self, name: str) -> tuple[str, str]:
-        """A queue's stream and its delayed-retry set: one slot, so one script holds both."""
-        return f"{self._prefix}:{{{name}}}:stream", f"{self._prefix}:{{{name}}}:delayed"
+    def queue(self, name: str, shard: int | None) -> tuple[str, str]:
+        """Shard ``shard`` of a queue (None: the unsharded layout of the release before): its
+        stream and its delayed-retry set, in one slot, so one script holds both."""
+        tag = name if shard is None else f"{name}:{shard}"
+        return f"{self._prefix}:{{{tag}}}:stream", f"{self._prefix}:{{{tag}}}:delayed"
 
     def quota(self, rule: str, subject: str, shard: int | None = None) -> str:
         """A rule's budget for one subject (an IP, a prefix, a client, ...), its own slot. The

@@ -1,152 +1,400 @@
-"""QueueStore: a durable work queue, a Redis Stream with a consumer group; two of them.
+"""QueueStore: a durable work queue over shard streams, each a Redis Stream with a consumer group.
 
 The outbox holds SMS to send (added by ``/challenge``, read by the delivery workers); the event
-queue holds events for the login app's callback URL. An entry is read with ``XREADGROUP``;
-until a worker finishes it (acknowledged and deleted in one script) it stays in the group's
-pending list, so a worker that dies mid-way leaves it to be taken over by another
-(``XAUTOCLAIM`` once it has been idle ``claim_idle``). An entry to retry later waits in a sorted
-set by due time and is moved back to the stream when due. A queue's stream and set share one
-hash slot.
+queue holds events for the app; the replies queue the answers to STOP, START and HELP. An entry
+is read with ``XREADGROUP``; until a worker finishes it (acknowledged and deleted in one script)
+it stays in the group's pending list, so a worker that dies mid-way leaves it to be taken over by
+another (``XAUTOCLAIM`` once it has been idle ``claim_idle``). An entry to retry later waits in a
+sorted set by due time and is moved back to its stream when due. A shard's stream and set share
+one hash slot.
+
+A queue is ``redis.queue_shards`` such shards, each on its own hash tag, so on Redis Cluster they
+spread over the masters: no one master takes every enqueue, and a master's failover holds up only
+its own shards. An entry goes to a random shard (another when that one refused it unrun). Workers
+read without blocking, one pipeline per master per pass (at most one connection per master per
+queue), and skip a shard that could not be reached for ``SHARD_DOWN_SECONDS``. The unsharded
+stream of the release before (``KeySpace.queue(name, None)``) is read as one more shard while it
+exists, and never added to: new workers drain what old ones queued during a rolling deploy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
-from redis.exceptions import ResponseError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from otpservice.store.scripts import reply_text
+from otpservice.errors import StoreUnavailable
+from otpservice.store.scripts import reply_text, store_errors
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
 
-GROUP = "workers"
+log = logging.getLogger("otpservice.queues")
 
+GROUP = "workers"
+# A shard that could not be reached is left alone this long, so the others go on at full pace.
+SHARD_DOWN_SECONDS = 1.0
+# How often workers look again for the previous release's unsharded stream once it is gone.
+LEGACY_RECHECK_SECONDS = 30.0
 
 E = TypeVar("E", bound=msgspec.Struct)
 
 
 @dataclass(frozen=True, slots=True)
 class QueueItem(Generic[E]):
-    """An entry as a worker received it: its stream id, and whether it was taken over."""
+    """An entry as a worker received it: its shard and stream id, and whether it was taken
+    over."""
 
     stream_id: str
     entry: E | None  # None: unreadable (written by something else); finish it
     reclaimed: bool = False
+    shard: int = 0  # index into the queue's shards
+
+    @property
+    def ref(self) -> tuple[int, str]:
+        """Names the entry within its queue (stream ids repeat across shards)."""
+        return self.shard, self.stream_id
+
+
+@dataclass(slots=True)
+class _Shard:
+    """One shard's keys and what this process knows of it."""
+
+    index: int
+    stream: str
+    delayed: str
+    legacy: bool  # the previous release's unsharded stream: read, never added to
+    group_ready: bool = False
+    claim_cursor: str = "0-0"
+    skip_until: float = 0.0  # monotonic: unreachable (or, legacy, absent) until then
 
 
 _encoder = msgspec.msgpack.Encoder()
 
 
+def _ran_not(error: StoreUnavailable) -> bool:
+    """True when the store refused a command before running it (no connection could be made,
+    the slot's master is down or read-only, no replicas for ``min-replicas-to-write``), so it
+    can be sent elsewhere without being done twice; a timeout or a WAIT shortfall may have run."""
+    cause = error.__cause__
+    if isinstance(cause, (ClusterDownError, MasterDownError, ReadOnlyError, TryAgainError)):
+        return True
+    if isinstance(cause, ResponseError) and str(cause).startswith("NOREPLICAS"):
+        return True
+    return isinstance(cause, RedisConnectionError) and "connecting to" in str(cause)
+
+
 class QueueStore(Generic[E]):
-    """Adds, hands out, finishes and reschedules the entries of one queue."""
+    """Adds, hands out, finishes and reschedules the entries of one queue's shards."""
 
     def __init__(
-        self, commands: StoreCommands, keys: KeySpace, name: str, entry_type: type[E]
+        self,
+        commands: StoreCommands,
+        keys: KeySpace,
+        name: str,
+        entry_type: type[E],
+        *,
+        shards: int,
     ) -> None:
         self._commands = commands
         self._scripts = commands.scripts
-        self._stream, self._delayed = keys.queue(name)
+        self._name = name
+        layout: list[tuple[int | None, bool]] = [(i, False) for i in range(shards)]
+        self._shards = [
+            _Shard(position, *keys.queue(name, shard), legacy=legacy)
+            for position, (shard, legacy) in enumerate([*layout, (None, True)])
+        ]
+        self._writable = [shard for shard in self._shards if not shard.legacy]
         self._decoder = msgspec.msgpack.Decoder(entry_type)
-        self._group_ready = False
-        self._claim_cursor = "0-0"
+        self._next_read = 0
 
     async def add(self, entry: E) -> None:
-        """Queue an entry; when this returns, it will be handled even if this process dies."""
-        async with self._commands.command() as redis:
-            await redis.xadd(self._stream, {"e": _encoder.encode(entry)})
+        """Queue an entry; when this returns, it will be handled even if this process dies.
 
-    async def read(self, consumer: str, count: int, block_ms: int | None) -> list[QueueItem[E]]:
-        """New entries for ``consumer``, waiting up to ``block_ms`` for one (None: no wait)."""
-        await self._ensure_group()
-        try:
-            async with self._commands.command() as redis:
-                reply = await redis.xreadgroup(
-                    GROUP, consumer, {self._stream: ">"}, count=count, block=block_ms
-                )
-        except ResponseError as exc:
-            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
-                raise
-            # The stream or its group is gone (a restart without persistence, a flush, a
-            # failover to an empty replica): make them again.
-            self._group_ready = False
+        Raises:
+            StoreUnavailable: no shard took it (tried: up to three, skipping known-down ones).
+        """
+        payload = _encoder.encode(entry)
+        now = time.monotonic()
+        up = [shard for shard in self._writable if shard.skip_until <= now] or self._writable
+        for attempt, shard in enumerate(random.sample(up, min(3, len(up)))):
+            try:
+                await self._commands.run_script(self._scripts.queue_add, [shard.stream], [payload])
+            except StoreUnavailable as exc:
+                if attempt == 2 or not _ran_not(exc):
+                    raise
+                self._down(shard, exc)
+            else:
+                return
+        raise StoreUnavailable("no shard of the queue could take the entry")
+
+    async def read(self, consumer: str, count: int) -> list[QueueItem[E]]:
+        """New entries for ``consumer``: about ``count`` (at most ``count`` plus one less than
+        the shards read, when several have entries), without waiting.
+
+        Raises:
+            StoreUnavailable: no shard could be reached.
+        """
+        shards = self._reachable()
+        if not shards:
             return []
-        # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
-        streams: Any = reply or []
-        pairs = streams.items() if isinstance(streams, dict) else streams
-        return [self._item(sid, fields) for _, entries in pairs for sid, fields in entries]
+        # Round-robin: each pass starts one shard further, so none is always served last.
+        start = self._next_read % len(shards)
+        self._next_read += 1
+        shards = shards[start:] + shards[:start]
+        each = max(1, -(-count // len(shards)))
+        # Decided now: another read of this process may make the group meanwhile.
+        creating = {shard.index for shard in shards if not shard.group_ready}
+
+        def queue_read(pipe: Any, shard: _Shard) -> None:
+            if shard.index in creating:
+                pipe.xgroup_create(shard.stream, GROUP, id="0", mkstream=not shard.legacy)
+            pipe.xreadgroup(GROUP, consumer, {shard.stream: ">"}, count=each)
+
+        items: list[QueueItem[E]] = []
+        for shard, replies in await self._pipelined(shards, queue_read):
+            reply = self._settle_group(shard, replies, creating=shard.index in creating)
+            if isinstance(reply, BaseException):
+                continue
+            # RESP2 answers [[stream, entries]], RESP3 {stream: entries}.
+            streams: Any = reply or []
+            pairs = streams.items() if isinstance(streams, dict) else streams
+            items += [
+                self._item(shard, sid, fields) for _, entries in pairs for sid, fields in entries
+            ]
+        return items
 
     async def reclaim(self, consumer: str, idle_ms: int, count: int) -> list[QueueItem[E]]:
-        """Entries another worker took but has not finished for ``idle_ms``: now ``consumer``'s."""
-        await self._ensure_group()
-        try:
-            async with self._commands.command() as redis:
-                reply = await redis.xautoclaim(
-                    self._stream,
-                    GROUP,
-                    consumer,
-                    min_idle_time=idle_ms,
-                    start_id=self._claim_cursor,
-                    count=count,
-                )
-        except ResponseError as exc:
-            if not str(exc).startswith("NOGROUP"):
-                raise
-            self._group_ready = False  # the stream or group is gone: made again next time
+        """Entries another worker took but has not finished for ``idle_ms``: now ``consumer``'s
+        (about ``count``, as in ``read``)."""
+        shards = [shard for shard in self._reachable() if shard.group_ready]
+        if not shards:
             return []
-        # Redis scans a bounded part of the pending list per call: go on from where it stopped.
-        cursor = reply[0]
-        self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-        claimed: list[Any] = reply[1]
-        return [self._item(sid, fields, reclaimed=True) for sid, fields in claimed if fields]
+        each = max(1, -(-count // len(shards)))
+
+        def queue_claim(pipe: Any, shard: _Shard) -> None:
+            pipe.xautoclaim(
+                shard.stream,
+                GROUP,
+                consumer,
+                min_idle_time=idle_ms,
+                start_id=shard.claim_cursor,
+                count=each,
+            )
+
+        items: list[QueueItem[E]] = []
+        for shard, replies in await self._pipelined(shards, queue_claim):
+            reply = replies[0]
+            if isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP"):
+                shard.group_ready = False  # the stream or group is gone: made again next read
+                continue
+            if isinstance(reply, BaseException):
+                self._failed(shard, reply)
+                continue
+            # Redis scans a bounded part of the pending list per call: go on from there.
+            shard.claim_cursor = reply_text(reply[0])
+            claimed: list[Any] = reply[1]
+            items += [
+                self._item(shard, sid, fields, reclaimed=True) for sid, fields in claimed if fields
+            ]
+        return items
 
     async def finish(self, item: QueueItem[E]) -> None:
         """The entry's outcome is final: forget it."""
+        shard = self._shards[item.shard]
         await self._commands.run_script(
-            self._scripts.queue_finish, [self._stream], [GROUP, item.stream_id]
+            self._scripts.queue_finish, [shard.stream], [GROUP, item.stream_id]
         )
 
     async def retry_later(self, consumer: str, item: QueueItem[E], entry: E, due_ms: int) -> bool:
         """Set the entry aside until ``due_ms`` (Unix ms), as ``entry``; False when it is no
         longer ``consumer``'s (another worker took it over: that one decides)."""
+        shard = self._shards[item.shard]
         reply = await self._commands.run_script(
             self._scripts.queue_retry,
-            [self._stream, self._delayed],
+            [shard.stream, shard.delayed],
             [GROUP, item.stream_id, due_ms, _encoder.encode(entry), consumer],
         )
         return bool(int(reply[0]))
 
     async def touch(self, consumer: str, item: QueueItem[E]) -> bool:
         """Keep an entry ``consumer`` is still handling from looking idle; False if not its."""
+        shard = self._shards[item.shard]
         reply = await self._commands.run_script(
-            self._scripts.queue_touch, [self._stream], [GROUP, consumer, item.stream_id]
+            self._scripts.queue_touch, [shard.stream], [GROUP, consumer, item.stream_id]
         )
         return bool(int(reply[0]))
 
     async def release_due(self, limit: int) -> int:
-        """Move entries whose retry is due back to the stream; how many moved."""
-        reply = await self._commands.run_script(
-            self._scripts.queue_release, [self._stream, self._delayed], [limit]
-        )
-        return int(reply[0])
+        """Move entries whose retry is due back to their streams (up to ``limit`` per shard);
+        how many moved. A shard that cannot be reached is skipped."""
+        moved = 0
+        for shard in self._reachable():
+            try:
+                reply = await self._commands.run_script(
+                    self._scripts.queue_release, [shard.stream, shard.delayed], [limit]
+                )
+            except StoreUnavailable as exc:
+                self._down(shard, exc)
+                continue
+            moved += int(reply[0])
+        return moved
 
     async def erase(self, matches: Callable[[E], bool]) -> int:
-        """Delete every entry, waiting or set aside for a retry, that ``matches``; how many.
-        An entry a worker holds right now may still be handled once."""
-        erased = await self._commands.delete_stream_entries(
-            self._stream, lambda fields: self._matches(fields, matches)
-        )
-        async with self._commands.command() as redis:
-            delayed: list[Any] = await redis.zrange(self._delayed, 0, -1)
-            doomed_delayed = [raw for raw in delayed if self._matches({b"e": raw}, matches)]
-            if doomed_delayed:
-                erased += int(await redis.zrem(self._delayed, *doomed_delayed))
+        """Delete every entry, waiting or set aside for a retry, that ``matches``, in every
+        shard; how many. An entry a worker holds right now may still be handled once."""
+        erased = 0
+        for shard in self._shards:
+            erased += await self._commands.delete_stream_entries(
+                shard.stream, lambda fields: self._matches(fields, matches)
+            )
+            async with self._commands.command() as redis:
+                delayed: list[Any] = await redis.zrange(shard.delayed, 0, -1)
+                doomed = [raw for raw in delayed if self._matches({b"e": raw}, matches)]
+                if doomed:
+                    erased += int(await redis.zrem(shard.delayed, *doomed))
         return erased
+
+    async def oldest_age_ms(self, now_ms: int) -> int:
+        """How long the oldest entry in any reachable shard has waited (0 when all are empty)."""
+        oldest = 0
+        for shard in self._reachable():
+            async with self._commands.command() as redis:
+                first: list[Any] = await redis.xrange(shard.stream, "-", "+", count=1) or []
+            if first:
+                age = now_ms - int(reply_text(first[0][0]).split("-", 1)[0])
+                oldest = max(oldest, age)
+        return oldest
+
+    async def backlog(self) -> tuple[int, int]:
+        """Entries in the reachable shards' streams (pending ones included) and waiting for a
+        retry."""
+        waiting = delayed = 0
+        for shard in self._reachable():
+            async with self._commands.command() as redis:
+                waiting += int(await redis.xlen(shard.stream))
+                delayed += int(await redis.zcard(shard.delayed))
+        return waiting, delayed
+
+    def _reachable(self) -> list[_Shard]:
+        now = time.monotonic()
+        return [shard for shard in self._shards if shard.skip_until <= now]
+
+    def _down(self, shard: _Shard, error: BaseException) -> None:
+        if shard.skip_until <= time.monotonic():
+            log.warning(
+                "%s: shard %s cannot be reached (%s); the others go on",
+                self._name,
+                shard.stream,
+                error.__cause__ or error,
+            )
+        shard.skip_until = time.monotonic() + SHARD_DOWN_SECONDS
+
+    def _settle_group(self, shard: _Shard, replies: Sequence[Any], *, creating: bool) -> Any:
+        """What a read pipeline's replies for ``shard`` (``creating``: its group first) say: its
+        XREADGROUP's reply, or an exception when there is nothing to read (no group yet, the
+        legacy stream is gone)."""
+        if creating:
+            created, replies = replies[0], replies[1:]
+            if isinstance(created, ResponseError) and "requires the key to exist" in str(created):
+                shard.skip_until = time.monotonic() + LEGACY_RECHECK_SECONDS  # drained: gone
+                return created
+            if isinstance(created, BaseException) and "BUSYGROUP" not in str(created):
+                return self._failed(shard, created)
+            shard.group_ready = True
+        reply = replies[0]
+        if isinstance(reply, ResponseError) and str(reply).startswith(("NOGROUP", "UNBLOCKED")):
+            # The stream or its group is gone (a restart without persistence, a flush, a
+            # failover to an empty replica): made again next time.
+            shard.group_ready = False
+            return reply
+        if isinstance(reply, BaseException):
+            return self._failed(shard, reply)
+        return reply
+
+    def _failed(self, shard: _Shard, error: BaseException) -> StoreUnavailable:
+        """A command of a pipeline failed: Redis cannot serve the shard now (it is skipped for a
+        while), or a bug, raised."""
+        try:
+            with store_errors():
+                raise error
+        except StoreUnavailable as exc:
+            self._down(shard, exc)
+            return exc
+
+    async def _pipelined(
+        self, shards: list[_Shard], queue: Callable[[Any, _Shard], None]
+    ) -> list[tuple[_Shard, list[Any]]]:
+        """Queue commands for each shard (``queue(pipe, shard)``), one pipeline per master, the
+        pipelines at once; each shard's replies (errors as values). The shards of a master that
+        cannot be reached are marked down and left out.
+
+        Raises:
+            StoreUnavailable: no master could be reached.
+        """
+        by_node: dict[str, list[_Shard]] = {}
+        for shard in shards:
+            by_node.setdefault(self._node_of(shard.stream), []).append(shard)
+
+        async def run(group: list[_Shard]) -> list[tuple[_Shard, list[Any]]]:
+            async with self._commands.command() as redis:
+                pipe: Any = redis.pipeline(transaction=False)
+                sizes = []
+                for shard in group:
+                    before = len(pipe)
+                    queue(pipe, shard)
+                    sizes.append(len(pipe) - before)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            answers, at = [], 0
+            for shard, size in zip(group, sizes, strict=True):
+                answers.append((shard, replies[at : at + size]))
+                at += size
+            return answers
+
+        groups = list(by_node.values())
+        outcomes = await asyncio.gather(*(run(group) for group in groups), return_exceptions=True)
+        answers: list[tuple[_Shard, list[Any]]] = []
+        failure: StoreUnavailable | None = None
+        for group, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, StoreUnavailable):
+                failure = outcome
+                for shard in group:
+                    self._down(shard, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answers += outcome
+        if failure is not None and not answers:
+            raise failure
+        return answers
+
+    def _node_of(self, key: str) -> str:
+        """The master serving ``key`` (one name for all on one Redis)."""
+        client = self._commands.client
+        if not isinstance(client, RedisCluster):
+            return ""
+        try:
+            node = client.get_node_from_key(key)
+        except Exception:  # no slot map yet: one pipeline, which redis-py routes
+            return ""
+        return node.name if node is not None else ""
 
     def _matches(self, fields: dict[Any, Any], matches: Callable[[E], bool]) -> bool:
         entry = self._entry(fields)
@@ -161,33 +409,17 @@ class QueueStore(Generic[E]):
         except msgspec.DecodeError:
             return None
 
-    async def oldest_age_ms(self, now_ms: int) -> int:
-        """How long the oldest entry in the stream has waited (0 when it is empty)."""
-        async with self._commands.command() as redis:
-            first: list[Any] = await redis.xrange(self._stream, "-", "+", count=1) or []
-        if not first:
-            return 0
-        return max(0, now_ms - int(reply_text(first[0][0]).split("-", 1)[0]))
-
-    async def backlog(self) -> tuple[int, int]:
-        """Entries in the stream (pending ones included) and waiting for a retry."""
-        async with self._commands.command() as redis:
-            return int(await redis.xlen(self._stream)), int(await redis.zcard(self._delayed))
-
-    async def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            async with self._commands.command() as redis:
-                await redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
-
     def _item(
-        self, stream_id: bytes | str, fields: dict[Any, Any], *, reclaimed: bool = False
+        self,
+        shard: _Shard,
+        stream_id: bytes | str,
+        fields: dict[Any, Any],
+        *,
+        reclaimed: bool = False,
     ) -> QueueItem[E]:
         return QueueItem(
-            stream_id=reply_text(stream_id), entry=self._entry(fields), reclaimed=reclaimed
+            stream_id=reply_text(stream_id),
+            entry=self._entry(fields),
+            reclaimed=reclaimed,
+            shard=shard.index,
         )

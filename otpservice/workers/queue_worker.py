@@ -1,8 +1,10 @@
 """QueueWorker: the loop shared by the workers of a durable queue (SMS delivery, app events).
 
-Each pass releases retries that are due, takes over entries another worker left idle too long
-(it died), reads new ones, and handles each in its own task, at most ``concurrency`` at once. A
-failed pass is logged and retried: a worker that stops is worse than one that complains.
+Each pass reads new entries from every shard of the queue without blocking (one pipeline per
+master) and handles each in its own task, about ``concurrency`` at once; a pass that found none
+waits ``IDLE_BACKOFF_SECONDS``. Every ``HOUSEKEEPING_SECONDS`` a pass also releases retries that
+are due and takes over entries another worker left idle too long (it died). A failed pass is
+logged and retried: a worker that stops is worse than one that complains.
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ log = logging.getLogger("otpservice.queue_worker")  # a log field: kept as named
 
 E = TypeVar("E", bound=msgspec.Struct)
 
-# How long a worker waits on an empty queue before looking at retries and stale entries.
-READ_BLOCK_MS = 500
+# How long a worker waits before reading again when a pass found nothing: the most a new entry
+# waits for an idle worker, besides the read itself (bench/pickup.py measures it).
+IDLE_BACKOFF_SECONDS = 0.05
+# How often a worker moves due retries back and takes over entries left idle too long.
+HOUSEKEEPING_SECONDS = 0.25
 # How often a worker sets its queue's depth and age gauges.
 GAUGE_SECONDS = 5.0
 
@@ -62,7 +67,7 @@ class QueueWorker(abc.ABC, Generic[E]):
         self._claim_idle_ms = claim_idle_ms
         self.consumer = consumer or consumer_name()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._handling: set[str] = set()  # stream ids of the entries in hand
+        self._handling: set[tuple[int, str]] = set()  # the entries in hand (QueueItem.ref)
         # Set when the worker is asked to stop: waits in ``handle`` should give up then.
         self.stopping = asyncio.Event()
 
@@ -73,10 +78,16 @@ class QueueWorker(abc.ABC, Generic[E]):
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then let the entries in hand finish."""
         self.stopping = stop
-        reported = 0.0
+        reported = housekept = 0.0
         while not stop.is_set():
+            if len(self._in_flight) >= self._concurrency:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                await self.run_once(block_ms=READ_BLOCK_MS)
+                housekeeping = time.monotonic() - housekept >= HOUSEKEEPING_SECONDS
+                if housekeeping:
+                    housekept = time.monotonic()
+                started = await self.run_once(housekeeping=housekeeping)
                 if time.monotonic() - reported >= GAUGE_SECONDS:
                     reported = time.monotonic()
                     await self._report_backlog()
@@ -89,27 +100,31 @@ class QueueWorker(abc.ABC, Generic[E]):
             except Exception:
                 log.exception("%s: a pass failed; retrying shortly", self.queue_name)
             else:
+                if not started:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), IDLE_BACKOFF_SECONDS)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         await self.drain()
 
-    async def run_once(self, block_ms: int | None = None) -> int:
-        """One pass; returns how many entries were started."""
-        await self._queue.release_due(limit=100)
+    async def run_once(self, *, housekeeping: bool = True) -> int:
+        """One pass (with ``housekeeping``: due retries and takeovers too); returns how many
+        entries were started (none when every slot is busy)."""
+        if housekeeping:
+            await self._queue.release_due(limit=100)
         free = self._concurrency - len(self._in_flight)
         if free <= 0:
-            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             return 0
-        items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, free)
-        # An entry this worker is still handling (a slow send) looks idle to XAUTOCLAIM too.
-        items = [item for item in items if item.stream_id not in self._handling]
+        items: list[QueueItem[E]] = []
+        if housekeeping:
+            items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, free)
+            # An entry this worker is still handling (a slow send) looks idle to XAUTOCLAIM too.
+            items = [item for item in items if item.ref not in self._handling]
         if len(items) < free:
-            items += await self._queue.read(
-                self.consumer, free - len(items), None if items else block_ms
-            )
+            items += await self._queue.read(self.consumer, free - len(items))
         for item in items:
-            self._handling.add(item.stream_id)
+            self._handling.add(item.ref)
             task = asyncio.create_task(self._handle(item))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -138,7 +153,7 @@ class QueueWorker(abc.ABC, Generic[E]):
             log.exception("%s: handling %s failed unexpectedly", self.queue_name, item.stream_id)
         finally:
             heartbeat.cancel()
-            self._handling.discard(item.stream_id)
+            self._handling.discard(item.ref)
 
     async def _keep_claimed(self, item: QueueItem[E]) -> None:
         """While an entry is in hand (a slow send, a rate-limit wait), keep it from looking

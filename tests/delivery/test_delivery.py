@@ -30,6 +30,8 @@ from tests.support.delivery import (
     delivery,
     gateway_entry,
     issue,
+    queue_keys,
+    queued,
     twilio_entry,
     verify,
 )
@@ -44,7 +46,7 @@ async def test_the_outbox_holds_neither_code_nor_number_and_forgets_what_is_done
     api, app = await start_app(acs_entry(acs), outbox=MANUAL)
     runtime: Runtime = app.state.runtime
     challenge_id = await issue(api)
-    [(_, fields)] = await redis.xrange("otp:{outbox}:stream")
+    [(_, fields)] = await queued(redis, "outbox")
     stored = repr(fields)
     assert (await delivery(api, challenge_id))["status"] == "queued"
     assert await deliver(runtime) == 1
@@ -52,7 +54,7 @@ async def test_the_outbox_holds_neither_code_nor_number_and_forgets_what_is_done
     for secret in (code, PHONE, PHONE[2:], "is your"):
         assert secret not in stored
     assert await runtime.stores.outbox.backlog() == (0, 0)  # finished entries are deleted
-    assert await redis.xlen("otp:{outbox}:stream") == 0
+    assert await queued(redis, "outbox") == []
     assert (await verify(api, challenge_id, code)).status_code == 200
 
 
@@ -101,7 +103,7 @@ async def test_a_message_taken_by_a_worker_that_died_before_sending_is_sent_by_a
     api, app = await start_app(twilio_entry(twilio), outbox=MANUAL)
     runtime: Runtime = app.state.runtime
     challenge_id = await issue(api)
-    taken = await runtime.stores.outbox.read("worker-that-died", 10, None)
+    taken = await runtime.stores.outbox.read("worker-that-died", 10)
     assert len(taken) == 1
     survivor = second_worker(runtime, "survivor")
     assert await deliver(runtime, survivor) == 0  # not idle long enough yet
@@ -122,7 +124,7 @@ async def test_a_message_a_dead_worker_was_sending_is_repeated_only_where_repeat
     api, app = await start_app(*entries, outbox=MANUAL)
     runtime: Runtime = app.state.runtime
     challenge_id = await issue(api)
-    [item] = await runtime.stores.outbox.read("worker-that-died", 10, None)
+    [item] = await runtime.stores.outbox.read("worker-that-died", 10)
     # The dead worker had recorded its attempt, and may or may not have reached the provider.
     keys = runtime.services.otp._keys.for_challenge(challenge_id)
     assert keys is not None
@@ -208,13 +210,32 @@ async def test_the_senders_rate_limit_holds_across_workers(
     assert min(b - a for a, b in itertools.pairwise(sorted(granted))) >= 250
 
 
+async def test_a_new_worker_sends_what_an_old_release_queued_in_the_unsharded_outbox(
+    start_app: StartApp, acs: FakeAcs, redis: Redis
+) -> None:
+    # A rolling deploy: an old pod queued this SMS in the previous release's layout, one
+    # stream with the consumer group it made; a new pod's worker must send it.
+    api, app = await start_app(acs_entry(acs), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    challenge_id = await issue(api)
+    [(stream_id, fields)] = await queued(redis, "outbox")
+    for key in queue_keys("outbox"):
+        await redis.xdel(key, stream_id)
+    await redis.xgroup_create("otp:{outbox}:stream", "workers", id="0", mkstream=True)
+    await redis.xadd("otp:{outbox}:stream", fields)
+    assert await deliver(runtime) == 1
+    assert (await delivery(api, challenge_id))["status"] == "sent"
+    assert (await verify(api, challenge_id, code_in(acs))).status_code == 200
+    assert await redis.xlen("otp:{outbox}:stream") == 0  # finished where it was
+
+
 async def test_a_worker_survives_its_stream_vanishing_and_keeps_delivering(
     start_api: StartApi, acs: FakeAcs, redis: Redis
 ) -> None:
     api = await start_api(acs_entry(acs))  # workers run in the app, as in production
     await delivery(api, await issue(api, "+14155557100"))
     # A flush or a failover to an empty replica, while the worker waits on the stream.
-    await redis.delete("otp:{outbox}:stream")
+    await redis.delete(*queue_keys("outbox"))
     await asyncio.sleep(0.2)
     state = await delivery(api, await issue(api, "+14155557101"))
     assert state["status"] == "sent"
@@ -259,7 +280,7 @@ async def test_a_stopping_worker_hands_back_what_waits_for_the_rate_limit(
     assert time.monotonic() - started < 2  # it did not sit out the wait
     assert len(twilio.delivered) == 1
     # Handed back: waiting in the queue for a retry, by this or another worker.
-    assert await redis.zcard("otp:{outbox}:delayed") == 1
+    assert sum([await redis.zcard(key) for key in queue_keys("outbox", "delayed")]) == 1
     states = {
         cid: (await api.get(f"/challenge/{cid}")).json()["delivery"]["status"]
         for cid in (first, second)

@@ -6,7 +6,15 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.workers import events_relay as events_module
-from tests.support.delivery import StartApi, acs_entry, code_in, delivery, issue, twilio_entry
+from tests.support.delivery import (
+    StartApi,
+    acs_entry,
+    code_in,
+    delivery,
+    issue,
+    queue_keys,
+    twilio_entry,
+)
 from tests.support.events import received, with_events
 from tests.support.helpers import PHONE
 from tests.support.servers.providers import FakeAcs, FakeApp, FakeTwilio, Planned
@@ -82,7 +90,7 @@ async def test_without_a_callback_url_no_event_is_queued(
     api = await start_api(twilio_entry(twilio))
     challenge_id = await issue(api)
     assert (await delivery(api, challenge_id))["status"] == "failed"
-    assert not await redis.exists("otp:{events}:stream")
+    assert not await redis.exists(*queue_keys("events"), "otp:{events}:stream")
 
 
 async def test_replies_and_opt_out_changes_are_relayed_to_the_app(

@@ -12,7 +12,15 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.config.schema import KeywordReplyTexts
-from tests.support.delivery import StartApi, acs_entry, delivered_to, issue, twilio_entry
+from tests.support.delivery import (
+    QUEUE_SHARDS,
+    StartApi,
+    acs_entry,
+    delivered_to,
+    issue,
+    queue_keys,
+    twilio_entry,
+)
 from tests.support.events import received, with_events
 from tests.support.helpers import PHONE, assert_problem, wait_until
 from tests.support.servers.providers import FakeAcs, FakeApp, FakeProvider, FakeTwilio, Planned
@@ -87,7 +95,8 @@ async def test_stop_and_start_from_a_fresh_start(
     assert [t for t in texts if "code" not in t] == expected
     if mode == "provider":
         # Nothing was ever queued to answer (the stream exists: the worker waits on it).
-        assert (await redis.xinfo_stream("otp:{replies}:stream"))["entries-added"] == 0
+        added = [(await redis.xinfo_stream(key))["entries-added"] for key in queue_keys("replies")]
+        assert added == [0] * QUEUE_SHARDS
 
     kinds = await received(app_endpoint, 4)
     assert sorted(kinds) == ["inbound.message"] * 2 + ["optout.changed"] * 2

@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 from litestar import Litestar
+from redis.asyncio import Redis
 
+from otpservice.config.schema import RedisSettings
 from otpservice.runtime import Runtime
 from otpservice.workers.delivery import DeliveryWorker
 from tests.support.helpers import PHONE, wait_until
@@ -111,6 +113,21 @@ async def issue(api: httpx.AsyncClient, phone: str = PHONE) -> str:
 
 
 MANUAL = {"workers_in_process": False, "claim_idle_seconds": 1}
+# The default redis.queue_shards, which the tests' settings keep.
+QUEUE_SHARDS = RedisSettings().queue_shards
+
+
+def queue_keys(name: str, kind: str = "stream") -> list[str]:
+    """The keys of queue ``name``'s shards ("stream" or "delayed"), for tests' settings."""
+    return [f"otp:{{{name}:{shard}}}:{kind}" for shard in range(QUEUE_SHARDS)]
+
+
+async def queued(redis: Redis, name: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every entry in queue ``name``'s shard streams."""
+    entries = []
+    for key in queue_keys(name):
+        entries += await redis.xrange(key)
+    return entries
 
 
 async def deliver(runtime: Runtime, worker: DeliveryWorker | None = None) -> int:

@@ -47,9 +47,11 @@ def test_shared_keys_streams_and_the_consumer_group() -> None:
     assert KEYS.audit() == "otp:{audit}:stream"
     assert KEYS.event_feed() == "otp:{events}:feed"
     assert KEYS.idempotency("app", "key-1") == "otp:idem:{19313cd170157d1d1f587718f61bf366}"
-    assert KEYS.queue("outbox") == ("otp:{outbox}:stream", "otp:{outbox}:delayed")
-    assert KEYS.queue("events") == ("otp:{events}:stream", "otp:{events}:delayed")
-    assert KEYS.queue("replies") == ("otp:{replies}:stream", "otp:{replies}:delayed")
+    assert KEYS.queue("outbox", 0) == ("otp:{outbox:0}:stream", "otp:{outbox:0}:delayed")
+    assert KEYS.queue("events", 3) == ("otp:{events:3}:stream", "otp:{events:3}:delayed")
+    assert KEYS.queue("replies", 1) == ("otp:{replies:1}:stream", "otp:{replies:1}:delayed")
+    # The previous release's layout, drained by new workers for one release.
+    assert KEYS.queue("outbox", None) == ("otp:{outbox}:stream", "otp:{outbox}:delayed")
     assert KEYS.quota("per_ip", "203.0.113.7") == "otp:{q:per_ip:zwsR2ToI4pqpUOC_}"
     # A sharded rule's keys: the same name, a shard number inside the tag (its own slot).
     assert KEYS.quota("global", "all", 3) == "otp:{q:global:rAXSXQosysJUCm2H:3}"

@@ -1,0 +1,149 @@
+"""Sharded queues: entries spread over the shards' slots, every one read exactly once, and the
+previous release's unsharded stream drained without ever being made again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from otpservice.app import create_app
+from otpservice.config.schema import Settings
+from otpservice.store import StoreClient, connect
+from otpservice.store.keys import KeySpace
+from otpservice.store.queues import GROUP, QueueStore
+from tests.support.app import Phone, cluster_client, running
+from tests.support.servers.redis import RedisClusterServers, RedisServer
+
+# Shares the Redis Cluster of the other cluster modules: one worker starts it.
+pytestmark = pytest.mark.xdist_group("processes")
+
+SHARDS = 4
+
+
+class Job(msgspec.Struct, frozen=True):
+    number: int
+
+
+Queues = Callable[[str], QueueStore[Job]]
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def store(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], phone: Phone
+) -> AsyncIterator[tuple[Queues, StoreClient, KeySpace]]:
+    """Queues of test jobs on the service's own store commands, on one node, then a cluster."""
+    if request.param == "single":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        settings = make_settings(server.url)
+        client = connect(settings)
+        await client.flushall()
+    else:
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster_servers")
+        await (await cluster_client(cluster)).aclose()
+        settings = make_settings(cluster.url, redis={"url": cluster.url, "cluster": True})
+        client = connect(settings)
+    app = create_app(settings, redis=client, sms=phone.sender)
+    async with running(app):
+        runtime = app.state.runtime
+        keys = runtime.keys
+
+        def queue(name: str) -> QueueStore[Job]:
+            return QueueStore(runtime.stores.commands, keys, name, Job, shards=SHARDS)
+
+        yield queue, client, keys
+    await client.aclose()
+
+
+async def read_all(queue: QueueStore[Job], consumer: str = "w") -> list[int]:
+    """Read and finish until a pass finds nothing; the job numbers, in the order read."""
+    numbers: list[int] = []
+    while items := await queue.read(consumer, 10):
+        for item in items:
+            assert item.entry is not None
+            numbers.append(item.entry.number)
+            await queue.finish(item)
+    return numbers
+
+
+async def test_entries_spread_over_the_shards_and_each_is_read_exactly_once(
+    store: tuple[Queues, StoreClient, KeySpace],
+) -> None:
+    make, client, keys = store
+    name = f"spread{time.monotonic_ns()}"
+    queue = make(name)
+    for number in range(200):
+        await queue.add(Job(number))
+    streams = [keys.queue(name, shard)[0] for shard in range(SHARDS)]
+    added = [(await client.xinfo_stream(stream))["entries-added"] for stream in streams]
+    assert sum(added) == 200
+    assert min(added) >= 20  # random shards: each gets about 50
+    if isinstance(client, RedisCluster):
+        masters = {client.get_node_from_key(stream).name for stream in streams}  # type: ignore[union-attr]
+        assert len(masters) >= 2  # spread over the cluster, not all on one master
+    assert sorted(await read_all(queue)) == list(range(200))
+    assert await queue.backlog() == (0, 0)
+
+
+async def test_reads_go_round_the_shards_so_none_waits_behind_the_others(
+    store: tuple[Queues, StoreClient, KeySpace],
+) -> None:
+    make, _, _ = store
+    name = f"fair{time.monotonic_ns()}"
+    queue = make(name)
+    for number in range(400):
+        await queue.add(Job(number))
+    # Four reads of 4 take about one entry from each shard each time, not 4 from one.
+    shards_read = set()
+    for _ in range(4):
+        items = await queue.read("w", 4)
+        assert 4 <= len(items) < 4 + SHARDS
+        shards_read |= {item.shard for item in items}
+    assert shards_read == set(range(SHARDS))
+
+
+async def test_the_previous_releases_stream_is_drained_and_never_made_again(
+    store: tuple[Queues, StoreClient, KeySpace],
+) -> None:
+    make, client, keys = store
+    name = f"legacy{time.monotonic_ns()}"
+    old_stream, old_delayed = keys.queue(name, None)
+    # What an old pod left: a waiting entry (its group made as it made it) and a retry due now.
+    await client.xgroup_create(old_stream, GROUP, id="0", mkstream=True)
+    await client.xadd(old_stream, {"e": msgspec.msgpack.encode(Job(1))})
+    await client.zadd(old_delayed, {msgspec.msgpack.encode(Job(2)): 0})
+    queue = make(name)
+    await queue.add(Job(3))
+    assert await queue.release_due(limit=10) == 1
+    assert sorted(await read_all(queue)) == [1, 2, 3]
+    assert await client.xlen(old_stream) == 0  # finished where it was
+    # A queue with no old stream reads on, and never makes one.
+    fresh = make(f"fresh{time.monotonic_ns()}")
+    await fresh.add(Job(4))
+    assert await read_all(fresh) == [4]
+    fresh_old, _ = keys.queue(fresh._name, None)
+    assert not await client.exists(fresh_old)
+
+
+async def test_an_entry_taken_by_a_worker_that_died_is_taken_over_on_its_shard(
+    store: tuple[Queues, StoreClient, KeySpace],
+) -> None:
+    make, _, _ = store
+    queue = make(f"claim{time.monotonic_ns()}")
+    for number in range(8):
+        await queue.add(Job(number))
+    taken = []
+    while items := await queue.read("died", 8):  # about 8 a read: the rest next time
+        taken += items
+    assert len(taken) == 8
+    assert await queue.read("survivor", 8) == []  # nothing new
+    reclaimed = await queue.reclaim("survivor", idle_ms=0, count=16)
+    assert sorted(item.entry.number for item in reclaimed if item.entry) == list(range(8))
+    assert all(item.reclaimed for item in reclaimed)
+    assert not await queue.touch("died", reclaimed[0])  # no longer the dead one's
+    for item in reclaimed:
+        await queue.finish(item)
+    assert await queue.backlog() == (0, 0)
