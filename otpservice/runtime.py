@@ -73,7 +73,7 @@ class Stores:
     idempotency: IdempotencyStore
     outbox: QueueStore[OutboxEntry]
     replies: QueueStore[ReplyEntry]
-    # None when no callback URL is set: nothing is queued for the app then.
+    # None when neither a callback URL nor the event stream is on: nothing is queued for the app.
     events: QueueStore[AppEvent] | None
     feed: EventFeed
     audit: AuditLog
@@ -90,7 +90,7 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
     """The stores, sharing one ``StoreCommands`` on ``client``."""
     commands = StoreCommands(client, settings.redis)
     retention_ms = settings.privacy.retention_days * 86_400_000
-    with_callback = settings.events.callback_url is not None
+    with_events = settings.events.callback_url is not None or settings.events.stream
     queue_shards = settings.redis.queue_shards
     return Stores(
         commands=commands,
@@ -100,7 +100,7 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
         replies=QueueStore(commands, keys, "replies", ReplyEntry, shards=queue_shards),
         events=(
             QueueStore(commands, keys, "events", AppEvent, shards=queue_shards)
-            if with_callback
+            if with_events
             else None
         ),
         feed=EventFeed(commands, keys, retention_ms),
@@ -145,7 +145,7 @@ def build_services(
     sealer: MessageSealer,
 ) -> Services:
     """The use cases on ``stores``."""
-    events = AppEvents(stores.events, stores.feed if settings.events.stream else None, stores.audit)
+    events = AppEvents(stores.events, stores.audit)
     live = LiveSettings(settings, load=load_settings)
     analytics = Analytics(live, stores.stats)
     abuse = AbusePolicy(live, quotas=stores.quotas, fraud=stores.fraud, events=events)
@@ -256,13 +256,14 @@ class Runtime:
         )
 
     def _events_relay(self) -> EventRelay | None:
-        callback, queue = self.settings.events.callback_url, self.stores.events
-        if callback is None or queue is None:
+        queue = self.stores.events
+        if queue is None:
             return None
         return EventRelay(
             queue,
-            callback_url=callback,
-            secret=self.settings.secrets.events_secret or "",
+            feed=self.stores.feed if self.settings.events.stream else None,
+            callback_url=self.settings.events.callback_url,
+            secret=self.settings.secrets.events_secret,
             client=self._http,
             claim_idle_ms=self.settings.claim_idle_seconds * 1000,
         )

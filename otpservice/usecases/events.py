@@ -6,12 +6,13 @@
 - ``security.lockout``: a number was locked after too many wrong codes;
 - ``fraud.tripped`` / ``fraud.cleared``: the fraud guard paused or resumed a destination.
 
-An event is queued (a durable queue like the outbox) and relayed by ``EventRelay`` workers
-(``workers/events_relay.py``). Its
-``webhook-id`` is stable (what happened, to what), so a repeat (a report that came twice, a relay
-retried after a timeout) can be dropped by the app: delivery is at least once. Nothing is
-queued when no callback URL is set. Every event is also appended to the event stream
-(``EventFeed``) unless ``events.stream`` is off, for apps that prefer to pull.
+An event is queued (a durable, sharded queue like the outbox) and relayed by ``EventRelay``
+workers (``workers/events_relay.py``): appended to the event stream (``EventFeed``, for apps that
+pull) unless ``events.stream`` is off, and POSTed to the callback URL when one is set. Nothing
+is queued when neither is on. The relay, not the request, writes the stream, so its one slot is
+on no request's path and its master's failover holds up no delivery. Its ``webhook-id`` is
+stable (what happened, to what), so a repeat (a report that came twice, a relay retried after a
+timeout) can be dropped by the app: delivery is at least once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from otpservice.phone import mask_numbers
 
 if TYPE_CHECKING:
     from otpservice.store.audit import AuditLog
-    from otpservice.store.feed import EventFeed
     from otpservice.store.queues import QueueStore
 
 # How long an event is retried before it is given up (the app was down all that time).
@@ -122,17 +122,25 @@ class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
     data: EventData
     attempt: int = 0
     deadline_ms: int
+    fed: bool = False  # appended to the event stream already (a POST is being retried)
+
+    def feed_fields(self) -> dict[str, str]:
+        """The event as an entry of the event stream: the POSTed event's fields."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "timestamp": msgspec.json.encode(datetime_from_ms(self.occurred_at_ms))
+            .decode()
+            .strip('"'),
+            "data": msgspec.json.encode(self.data).decode(),
+        }
 
 
 class AppEvents:
-    """Queues events for the app's callback URL and appends them to the event stream (each
-    when configured)."""
+    """Queues events for the app (its callback URL, the event stream) and audits some."""
 
-    def __init__(
-        self, queue: QueueStore[AppEvent] | None, feed: EventFeed | None, audit: AuditLog
-    ) -> None:
-        self._queue = queue
-        self._feed = feed
+    def __init__(self, queue: QueueStore[AppEvent] | None, audit: AuditLog) -> None:
+        self._queue = queue  # None: neither a callback URL nor the event stream is on
         self._audit = audit
 
     async def delivery_ended(
@@ -194,11 +202,3 @@ class AppEvents:
             )
         if kind in AUDITED:
             await self._audit.record(kind, actor="service", data=_masked(data))
-        if self._feed is not None:
-            fields = {
-                "id": event_id,
-                "type": kind,
-                "timestamp": msgspec.json.encode(datetime_from_ms(now)).decode().strip('"'),
-                "data": msgspec.json.encode(data).decode(),
-            }
-            await self._feed.append(fields, now)

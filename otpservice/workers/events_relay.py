@@ -1,5 +1,6 @@
-"""The events relay: POSTs queued events (``usecases/events.py``) to the app's callback URL,
-signed the Standard Webhooks way, retrying until it answers 2xx or a day has passed."""
+"""The events relay: appends queued events (``usecases/events.py``) to the event stream apps
+pull from, and POSTs them to the app's callback URL, signed the Standard Webhooks way,
+retrying until it answers 2xx or a day has passed (each when configured)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from otpservice.usecases.events import AppEvent, EventData
 from otpservice.workers.queue_worker import QueueWorker, retry_delay
 
 if TYPE_CHECKING:
+    from otpservice.store.feed import EventFeed
     from otpservice.store.queues import QueueItem, QueueStore
 
 log = logging.getLogger("otpservice.events")  # a log field: kept as named before the move
@@ -34,7 +36,8 @@ class EventPayload(msgspec.Struct, frozen=True):
 
 
 class EventRelay(QueueWorker[AppEvent]):
-    """POSTs queued events to the app's callback URL, signed; retries until it answers 2xx."""
+    """Appends queued events to the event stream and POSTs them to the app's callback URL,
+    signed; retries a POST until it answers 2xx."""
 
     queue_name = "events"
 
@@ -42,23 +45,33 @@ class EventRelay(QueueWorker[AppEvent]):
         self,
         queue: QueueStore[AppEvent],
         *,
-        callback_url: str,
-        secret: str,
+        feed: EventFeed | None,
+        callback_url: str | None,
+        secret: str | None,
         client: httpx.AsyncClient,
         claim_idle_ms: int,
         consumer: str | None = None,
     ) -> None:
         super().__init__(queue, concurrency=8, claim_idle_ms=claim_idle_ms, consumer=consumer)
-        self._url = callback_url
-        self._signer = WebhookSigner(secret)
+        self._feed = feed
+        # Validation requires events_secret with a callback URL.
+        self._post_to = (callback_url, WebhookSigner(secret)) if callback_url and secret else None
         self._client = client
 
     async def handle(self, item: QueueItem[AppEvent]) -> None:
-        """Relay one event; on failure, schedule a retry (or give up after a day)."""
+        """Relay one event; on a failed POST, schedule a retry (or give up after a day)."""
         event = item.entry
         if event is None:
             await self._queue.finish(item)
             return
+        if self._feed is not None and not event.fed:
+            # At least once: a relay that dies before finishing appends it again.
+            await self._feed.append(event.feed_fields(), int(time.time() * 1000))
+            event = msgspec.structs.replace(event, fed=True)
+        if self._post_to is None:
+            await self._queue.finish(item)
+            return
+        url, signer = self._post_to
         body = msgspec.json.encode(
             EventPayload(
                 type=event.type,
@@ -66,9 +79,9 @@ class EventRelay(QueueWorker[AppEvent]):
                 data=event.data,
             )
         )
-        headers = self._signer.headers(event.id, body)
+        headers = signer.headers(event.id, body)
         try:
-            response = await self._client.post(self._url, content=body, headers=headers, timeout=10)
+            response = await self._client.post(url, content=body, headers=headers, timeout=10)
             accepted = response.is_success
             why = f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from otpservice.config.schema import GeoSettings, RateRule, SafeList, Window
 from otpservice.phone import parse_phone
 from otpservice.usecases.abuse import client_address, geo_refusal, is_safe, rule_subject
 from tests.support.app import ApiFactory, Phone
-from tests.support.helpers import PHONE, api_tokens, assert_problem, issue
+from tests.support.helpers import PHONE, api_tokens, assert_problem, issue, wait_until_async
 
 UK_MOBILE = "+447400123456"
 UK_PREMIUM = "+449012345678"
@@ -226,6 +227,19 @@ async def counted(api: httpx.AsyncClient, destination: str, sent: int) -> dict[s
     return state
 
 
+async def feed_events(
+    redis: Redis, done: Callable[[list[tuple[bytes, dict[str, Any]]]], bool]
+) -> list[tuple[bytes, dict[str, Any]]]:
+    """(type, data) of the event stream's entries, once the relay has appended enough to be
+    ``done`` (5 s at most)."""
+
+    async def entries() -> list[tuple[bytes, dict[str, Any]]]:
+        stream = await redis.xrange("otp:{events}:feed")
+        return [(f[b"type"], json.loads(f[b"data"])) for _, f in stream]
+
+    return await wait_until_async(entries, done)
+
+
 async def fraud_api(make_api: ApiFactory, **guard: Any) -> httpx.AsyncClient:
     settings = {"min_sent": 3, "floor": 0.5, **guard}
     api: httpx.AsyncClient = await make_api(abuse={"rules": [], "fraud_guard": settings})
@@ -253,7 +267,8 @@ async def test_the_fraud_guard_trips_on_low_conversion_and_an_operator_clears_it
     assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
     assert (await api.delete("/fraud-guard/+4474")).json()["was_tripped"] is True
     assert (await challenge(api, "+447400123404")).status_code == 201
-    kinds = [f[b"type"] for _, f in await redis.xrange("otp:{events}:feed")]
+    events = await feed_events(redis, lambda events: len(events) >= 4)
+    kinds = [kind for kind, _ in events]
     assert kinds.count(b"fraud.tripped") == 2, kinds
     assert kinds.count(b"fraud.cleared") == 2
     # The audit stream keeps the trips and who cleared what.
@@ -321,11 +336,10 @@ async def test_the_fraud_guard_recovers_when_codes_get_verified(
             break
         await asyncio.sleep(0.05)
     assert (await challenge(api, "+447400123404")).status_code == 201
-    cleared = [
-        json.loads(f[b"data"])
-        for _, f in await redis.xrange("otp:{events}:feed")
-        if f[b"type"] == b"fraud.cleared"
-    ]
+    events = await feed_events(
+        redis, lambda events: [kind for kind, _ in events].count(b"fraud.cleared") >= 2
+    )
+    cleared = [data for kind, data in events if kind == b"fraud.cleared"]
     assert {(c["destination"], c["source"]) for c in cleared} == {
         ("+44", "window"),
         ("+4474", "window"),

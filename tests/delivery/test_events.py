@@ -83,11 +83,11 @@ async def test_an_unsubscribed_error_tells_the_app_twice(
     assert sorted(await received(app_endpoint, 2)) == ["challenge.failed", "optout.changed"]
 
 
-async def test_without_a_callback_url_no_event_is_queued(
+async def test_with_neither_a_callback_url_nor_the_stream_no_event_is_queued(
     start_api: StartApi, twilio: FakeTwilio, redis: Redis
 ) -> None:
     twilio.plan = [Planned("refuse", error_code=21211)]
-    api = await start_api(twilio_entry(twilio))
+    api = await start_api(twilio_entry(twilio), events={"stream": False})
     challenge_id = await issue(api)
     assert (await delivery(api, challenge_id))["status"] == "failed"
     assert not await redis.exists(*queue_keys("events"), "otp:{events}:stream")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -49,6 +49,21 @@ async def wait_until(condition: Callable[[], bool], within_s: float = 5.0) -> No
     deadline = time.monotonic() + within_s
     while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
+
+
+T = TypeVar("T")
+
+
+async def wait_until_async(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], within_s: float = 5.0
+) -> T:
+    """What ``read`` gives once ``done`` says so (or the last value after ``within_s``)."""
+    for _ in range(int(within_s / 0.05)):
+        value = await read()
+        if done(value):
+            return value
+        await asyncio.sleep(0.05)
+    return value
 
 
 def api_tokens(tokens: dict[str, str], scopes: dict[str, list[str]]) -> list[dict[str, Any]]:
