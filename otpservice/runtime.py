@@ -35,8 +35,7 @@ from otpservice.store.queues import QueueStore
 from otpservice.store.quotas import QuotaStore
 from otpservice.store.rates import SendRates
 from otpservice.store.stats import StatsStore
-from otpservice.usecases.abuse import FLUSH_SECONDS as FRAUD_FLUSH_SECONDS
-from otpservice.usecases.abuse import AbusePolicy
+from otpservice.usecases.abuse import FRAUD_LOOP_SECONDS, AbusePolicy
 from otpservice.usecases.analytics import FLUSH_SECONDS as ANALYTICS_FLUSH_SECONDS
 from otpservice.usecases.analytics import Analytics
 from otpservice.usecases.events import AppEvent, AppEvents
@@ -277,7 +276,7 @@ class Runtime:
         self._tasks = [
             asyncio.create_task(every(WATCH_SECONDS, self._stop, services.live.check_file)),
             asyncio.create_task(
-                every(FRAUD_FLUSH_SECONDS, self._stop, services.abuse.flush_fraud_counts)
+                every(FRAUD_LOOP_SECONDS, self._stop, services.abuse.refresh_fraud_guard)
             ),
             asyncio.create_task(
                 every(ANALYTICS_FLUSH_SECONDS, self._stop, services.analytics.flush)

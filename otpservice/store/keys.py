@@ -33,8 +33,10 @@ Elsewhere::
     P:{q:R:S:i}    zset    shard i of the same, when the rule's limit is large enough to
                            shard (store/quotas.py): each shard its own slot and share of L
     P:{stats:H}    hash    analytics counters of Unix hour H: "<metric>|<country>|<provider>"
-    P:{fg:C}       hash    codes sent to and verified by calling code C and its prefixes
-                           ("+44", "+4470"), by twelfths of the window, and which are tripped
+    P:{fg:C:i}     hash    shard i of the codes sent to and verified by calling code C and
+                           its prefixes ("+44", "+4470"), by twelfths of the window; each
+                           process adds to one shard (store/fraud.py)
+    P:{fg}:tripped hash    the destinations the fraud guard has tripped, and their figures
     P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
                            privacy.retention_days
     P:{optouts}:index zset  every opted-out number (score 0, so pages go by number)
@@ -165,9 +167,14 @@ class KeySpace:
         suffix = "" if shard is None else f":{shard}"
         return f"{self._prefix}:{{q:{rule}:{_b64(digest[:TAG_BYTES])}{suffix}}}"
 
-    def fraud_guard(self, country: str) -> str:
-        """The fraud guard's counts for a calling code ("+44") and its number prefixes."""
-        return f"{self._prefix}:{{fg:{country}}}"
+    def fraud_counts(self, country: str, shard: int) -> str:
+        """Shard ``shard`` of the fraud guard's counts for a calling code ("+44") and its
+        number prefixes, its own slot."""
+        return f"{self._prefix}:{{fg:{country}:{shard}}}"
+
+    def fraud_tripped(self) -> str:
+        """The destinations the fraud guard has tripped, read by every process's loop."""
+        return f"{self._prefix}:{{fg}}:tripped"
 
     def stats(self, hour: int) -> str:
         """The analytics counters of one hour (Unix hours), in a slot of its own."""

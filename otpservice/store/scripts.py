@@ -233,7 +233,8 @@ class Scripts:
         self.take_send_slot = register("take_send_slot", shared=False)
         self.opt_out = register("opt_out", shared=False, durable=True)
         self.take_quota = register("take_quota")
-        self.fraud_guard = register("fraud_guard", shared=False)
+        self.fraud_counts = register("fraud_counts", shared=False)
+        self.fraud_trip = register("fraud_trip", shared=False)
         self.add_counts = register("add_counts", shared=False)
 
     async def preload(self) -> None:

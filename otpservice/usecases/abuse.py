@@ -8,7 +8,10 @@ Before a challenge is issued, in this order:
    (premium rate, shared cost, unknown by default). Refused: ``403 destination_not_allowed``.
 3. The fraud guard: when few codes sent to the number's country or prefix were verified over
    the window, new ones there are refused (``429 suspected_fraud``) until the ratio recovers
-   or an operator clears it.
+   or an operator clears it. A request reads only memory: counts are batched per process and
+   added to the process's shard, and a loop (``refresh_fraud_guard``, every
+   ``FRAUD_LOOP_SECONDS``) sums the shards of the destinations in use or tripped, records trips
+   and clears for the fleet, and keeps the tripped set in memory.
 4. The rate rules (per IP, IP prefix, number prefix, country, client, global): each counts the
    request in its own Redis slot, all at once; if any is full the others give theirs back, so
    a refused request consumes nothing (``429 rate_limited`` with the rule's name).
@@ -24,6 +27,7 @@ import contextlib
 import ipaddress
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,19 +41,30 @@ from otpservice.errors import (
 from otpservice.metrics import FRAUD_TRIPS
 from otpservice.models import NOWHERE, Destination, ceil_seconds
 from otpservice.phone import calling_code_of
+from otpservice.store.fraud import FraudTrip
 
 if TYPE_CHECKING:
     from otpservice.config.live import LiveSettings
     from otpservice.config.schema import FraudGuardSettings, GeoSettings, RateRule, SafeList
     from otpservice.phone import PhoneNumber
-    from otpservice.store.fraud import FraudGuardStore, FraudVerdict
+    from otpservice.store.fraud import FraudCounts, FraudGuardStore
     from otpservice.store.quotas import QuotaStore
     from otpservice.usecases.events import AppEvents
 
 log = logging.getLogger("otpservice.abuse")  # a log field: kept as named before the move
 
-# How often the fraud guard's counts are written to Redis.
-FLUSH_SECONDS = 0.5
+# How often the fraud guard's loop writes this process's counts and reads the fleet's.
+FRAUD_LOOP_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class FraudState:
+    """A destination's conversion over the fraud guard's window, and whether it is tripped."""
+
+    destination: str
+    tripped: bool
+    sent: int
+    verified: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +167,11 @@ class AbusePolicy:
         self._events = events
         # Fraud guard counts not written yet, by destinations: [sent, verified].
         self._pending: dict[tuple[str, ...], list[int]] = {}
+        # The destinations of each country this process sent to, and when last (monotonic):
+        # the loop sums their counts until a window has passed without one.
+        self._watched: dict[tuple[str, ...], float] = {}
+        # The fleet's tripped destinations, as the loop last read them.
+        self._tripped: dict[str, FraudTrip] = {}
 
     async def admit(self, number: PhoneNumber, *, client: str, client_ip: str | None) -> Admission:
         """Check and count a new challenge for ``number``.
@@ -174,7 +194,7 @@ class AbusePolicy:
             log.info("monitor: rule %s would refuse a challenge (%s)", rule, number.region)
         destinations = where.watched() if guard.enabled else []
         if destinations:
-            await self._check_fraud(destinations, guard)
+            self._check_fraud(destinations, guard)
         counted = await self._count(abuse.rules, number, client, client_ip, request_id)
         return Admission(request_id, where, counted, destinations)
 
@@ -194,15 +214,19 @@ class AbusePolicy:
         if self._live.current.abuse.fraud_guard.enabled:
             self._count_fraud(where.watched(), "verified")
 
-    async def fraud_state(self, destination: str) -> FraudVerdict:
-        """The fraud guard's figures and state for a destination ("+44" or "+4470").
+    async def fraud_state(self, destination: str) -> FraudState:
+        """The fraud guard's figures and state for a destination ("+44" or "+4470"), read
+        from the store now.
 
         Raises:
             InvalidInput: ``invalid_destination``: no calling code starts it.
         """
         guard = self._live.current.abuse.fraud_guard
-        [verdict] = await self._fraud_verdicts([destination], guard)
-        return verdict
+        [counts] = await self._fraud.counts(
+            _country(destination), [destination], guard.window_seconds
+        )
+        tripped = destination in await self._fraud.tripped()
+        return FraudState(destination, tripped, counts.sent, counts.verified)
 
     async def clear_fraud(self, destination: str) -> bool:
         """An operator clears a destination: its counts start again. Whether it was tripped.
@@ -211,7 +235,9 @@ class AbusePolicy:
             InvalidInput: ``invalid_destination``.
         """
         guard = self._live.current.abuse.fraud_guard
-        was_tripped = await self._fraud.clear(_country(destination), destination, guard)
+        await self._fraud.clear_counts(_country(destination), destination, guard.window_seconds)
+        was_tripped = await self._fraud.untrip(destination)
+        self._tripped.pop(destination, None)
         if was_tripped:
             log.warning("fraud guard cleared for %s by an operator", destination)
             await self._events.fraud_changed(
@@ -220,67 +246,115 @@ class AbusePolicy:
         return was_tripped
 
     def _count_fraud(self, destinations: list[str], what: str) -> None:
-        """Add to the counts that ``flush_fraud_counts`` writes: a request does not wait for
-        a Redis round trip for them (they only move a ratio over an hour)."""
+        """Add to the counts that the loop writes: a request does not wait for a Redis round
+        trip for them (they only move a ratio over an hour)."""
         if destinations:
             counts = self._pending.setdefault(tuple(destinations), [0, 0])
             counts[0 if what == "sent" else 1] += 1
 
-    async def flush_fraud_counts(self) -> None:
-        """Write the counts gathered since the last flush (kept for the next one on failure)."""
-        pending, self._pending = self._pending, {}
+    async def refresh_fraud_guard(self) -> None:
+        """The fraud guard's loop: write this process's counts to its shard, then sum the
+        shards of every destination in use here or tripped anywhere, record the trips and
+        clears found (each told once, by whichever process records it) and keep the tripped
+        set in memory. With the store unavailable, the counts wait and the set stays."""
         guard = self._live.current.abuse.fraud_guard
+        await self._flush_fraud_counts(guard.window_seconds)
+        if not guard.enabled:
+            self._tripped = {}
+            return
+        try:
+            tripped = await self._fraud.tripped()
+        except Unavailable:
+            return
+        now = time.monotonic()
+        self._watched = {
+            d: seen for d, seen in self._watched.items() if now - seen < guard.window_seconds
+        }
+        self._tripped = tripped  # the fleet's view; _judge updates it as it goes
+        by_country: dict[str, set[str]] = {}
+        for group in [*self._watched, *((d,) for d in tripped)]:
+            by_country.setdefault(_country(group[0]), set()).update(group)
+        for country, destinations in by_country.items():
+            try:
+                window = guard.window_seconds
+                counts = await self._fraud.counts(country, sorted(destinations), window)
+            except Unavailable:
+                continue  # judged again next time; its trips stand meanwhile
+            for count in counts:
+                await self._judge(count, guard, tripped)
+
+    async def _flush_fraud_counts(self, window_seconds: int) -> None:
+        """Write the counts gathered since the last loop (kept for the next one on failure)."""
+        pending, self._pending = self._pending, {}
         for destinations, (sent, verified) in pending.items():
             try:
                 await self._fraud.add(
-                    destinations[0], list(destinations), guard, sent=sent, verified=verified
+                    destinations[0],
+                    list(destinations),
+                    window_seconds,
+                    sent=sent,
+                    verified=verified,
                 )
             except Unavailable:
                 counts = self._pending.setdefault(destinations, [0, 0])
                 counts[0] += sent
                 counts[1] += verified
 
-    async def _fraud_verdicts(
-        self, destinations: list[str], guard: FraudGuardSettings
-    ) -> list[FraudVerdict]:
-        """The destinations' verdicts; a trip or a clear found on the way is told (once,
-        whichever request or read finds it)."""
-        verdicts = await self._fraud.check(_country(destinations[0]), destinations, guard)
-        for verdict in verdicts:
-            if verdict.change:
-                tripped = verdict.change > 0
-                if tripped:
-                    FRAUD_TRIPS.labels(destination=verdict.destination).inc()
-                log.warning(
-                    "fraud guard %s for %s: %d verified of %d sent (%s)",
-                    "tripped" if tripped else "cleared",
-                    verdict.destination,
-                    verdict.verified,
-                    verdict.sent,
-                    guard.mode,
-                )
-                try:
-                    await self._events.fraud_changed(
-                        verdict.destination,
-                        tripped=tripped,
-                        sent=verdict.sent,
-                        verified=verdict.verified,
-                        source="window",
-                    )
-                except Unavailable:
-                    # The refusal matters more than its event: answer it all the same.
-                    log.error(
-                        "fraud guard: the event for %s could not be queued", verdict.destination
-                    )
-        return verdicts
+    async def _judge(
+        self, count: FraudCounts, guard: FraudGuardSettings, tripped: dict[str, FraudTrip]
+    ) -> None:
+        """Trip or clear ``count``'s destination by its figures, in the store and ``tripped``;
+        a change this process recorded first is logged and told."""
+        trips = count.sent >= guard.min_sent and count.verified < guard.floor * count.sent
+        destination = count.destination
+        if trips:
+            trip = FraudTrip(
+                destination=destination,
+                sent=count.sent,
+                verified=count.verified,
+                until_s=count.oldest_leaves_at_s,
+            )
+            tripped[destination] = trip  # in memory first: refused before anyone can read it
+            changed = await self._fraud.trip(trip)
+        elif destination in tripped:
+            del tripped[destination]
+            changed = await self._fraud.untrip(destination)
+        else:
+            return
+        if not changed:
+            return
+        if trips:
+            FRAUD_TRIPS.labels(destination=destination).inc()
+        log.warning(
+            "fraud guard %s for %s: %d verified of %d sent (%s)",
+            "tripped" if trips else "cleared",
+            destination,
+            count.verified,
+            count.sent,
+            guard.mode,
+        )
+        try:
+            await self._events.fraud_changed(
+                destination,
+                tripped=trips,
+                sent=count.sent,
+                verified=count.verified,
+                source="window",
+            )
+        except Unavailable:
+            log.error("fraud guard: the event for %s could not be queued", destination)
 
-    async def _check_fraud(self, destinations: list[str], guard: FraudGuardSettings) -> None:
-        for verdict in await self._fraud_verdicts(destinations, guard):
-            if not verdict.tripped:
+    def _check_fraud(self, destinations: list[str], guard: FraudGuardSettings) -> None:
+        """Refuse a destination the fleet has tripped (memory only), and have the loop watch
+        these destinations."""
+        self._watched[tuple(destinations)] = time.monotonic()
+        for destination in destinations:
+            trip = self._tripped.get(destination)
+            if trip is None:
                 continue
-            rule = f"fraud_guard:{verdict.destination}"
+            rule = f"fraud_guard:{destination}"
             if guard.mode == "enforce":
-                raise SuspectedFraud(rule, verdict.retry_after_seconds)
+                raise SuspectedFraud(rule, max(1, trip.until_s - int(time.time())))
             log.info("monitor: rule %s would refuse a challenge", rule)
 
     async def _count(

@@ -6,14 +6,16 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from otpservice.config.schema import GeoSettings, RateRule, SafeList, Window
+from otpservice.errors import StoreUnavailable
 from otpservice.phone import parse_phone
+from otpservice.store.fraud import FraudGuardStore
 from otpservice.usecases.abuse import client_address, geo_refusal, is_safe, rule_subject
 from tests.support.app import ApiFactory, Phone
 from tests.support.helpers import PHONE, api_tokens, assert_problem, issue, wait_until_async
@@ -217,11 +219,14 @@ async def test_the_safe_list_bypasses_the_abuse_rules_but_not_the_number_limits(
     assert assert_problem(refused, 429, "rate_limited")["rule"] == "number_min_interval"
 
 
-async def counted(api: httpx.AsyncClient, destination: str, sent: int) -> dict[str, Any]:
-    """The destination's state once ``sent`` codes are counted (written every half second)."""
+async def counted(
+    api: httpx.AsyncClient, destination: str, sent: int, *, tripped: bool | None = None
+) -> dict[str, Any]:
+    """The destination's state once ``sent`` codes are counted and, if given, it is ``tripped``
+    or not (the fraud guard's loop writes and judges every half second)."""
     for _ in range(50):
         state: dict[str, Any] = (await api.get(f"/fraud-guard/{destination}")).json()
-        if state["sent"] >= sent:
+        if state["sent"] >= sent and tripped in (None, state["tripped"]):
             return state
         await asyncio.sleep(0.05)
     return state
@@ -252,7 +257,7 @@ async def test_the_fraud_guard_trips_on_low_conversion_and_an_operator_clears_it
     api = await fraud_api(make_api)
     for number in ("+447400123401", "+447400123402", "+447400123403"):
         await issue(api, number)  # none verified: SMS pumping looks like this
-    await counted(api, "+44", 3)
+    await counted(api, "+44", 3, tripped=True)
     refused = await challenge(api, "+447400123404")
     problem = assert_problem(refused, 429, "suspected_fraud")
     assert problem["rule"] == "fraud_guard:+44"
@@ -301,7 +306,7 @@ async def test_the_fraud_guard_in_monitor_mode_refuses_nothing(make_api: ApiFact
     api = await fraud_api(make_api, mode="monitor")
     for number in ("+447400123401", "+447400123402", "+447400123403"):
         assert (await challenge(api, number)).status_code == 201
-    assert (await counted(api, "+44", 3))["tripped"] is True
+    assert (await counted(api, "+44", 3, tripped=True))["tripped"] is True
     assert (await challenge(api, "+447400123404")).status_code == 201
 
 
@@ -324,17 +329,15 @@ async def test_the_fraud_guard_recovers_when_codes_get_verified(
         (await issue(api, number))["challenge_id"]
         for number in ("+447400123401", "+447400123402", "+447400123403")
     ]
-    await counted(api, "+44", 3)
+    await counted(api, "+44", 3, tripped=True)
     assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
     # The codes were real after all: two of the three get verified.
     for challenge_id in ids[:2]:
         code = await phone.code_for(challenge_id)
         ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
         assert ok.status_code == 200
-    for _ in range(50):
-        if (await api.get("/fraud-guard/+44")).json()["verified"] == 2:
-            break
-        await asyncio.sleep(0.05)
+    assert (await counted(api, "+44", 3, tripped=False))["verified"] == 2
+    assert (await counted(api, "+4474", 3, tripped=False))["verified"] == 2
     assert (await challenge(api, "+447400123404")).status_code == 201
     events = await feed_events(
         redis, lambda events: [kind for kind, _ in events].count(b"fraud.cleared") >= 2
@@ -386,3 +389,54 @@ async def test_each_refusal_is_logged_once_with_its_rule(
         "challenge refused by rule number_min_interval (US)",
         "challenge refused by rule geo_number_type (GB)",
     ]
+
+
+def fraud_store(api: httpx.AsyncClient) -> FraudGuardStore:
+    """The fraud guard store of the app behind ``api``."""
+    transport = api._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    store: FraudGuardStore = transport.app.state.runtime.stores.fraud  # type: ignore[attr-defined]
+    return store
+
+
+async def test_two_processes_count_on_their_own_shards_and_both_refuse_the_sum(
+    make_api: ApiFactory, redis: Redis
+) -> None:
+    first, second = await fraud_api(make_api), await fraud_api(make_api)
+    fraud_store(first)._shard, fraud_store(second)._shard = 0, 1
+    await issue(first, "+447400123401")
+    await issue(first, "+447400123402")
+    await issue(second, "+447400123403")
+    # Neither process alone sent min_sent (3): the sum over the shards trips it, and each
+    # process refuses once its own loop has read the fleet's tripped set (a half second).
+    assert (await counted(first, "+44", 3, tripped=True))["tripped"] is True
+    for index, api in enumerate((first, second)):
+        for attempt in range(20):
+            response = await challenge(api, f"+447400126{index}{attempt:02}")
+            if response.status_code == 429:
+                break
+            await asyncio.sleep(0.1)
+        assert_problem(response, 429, "suspected_fraud")
+        assert attempt <= 10  # within a second or so
+    assert await redis.exists("otp:{fg:+44:0}", "otp:{fg:+44:1}") == 2
+    assert not await redis.exists("otp:{fg:+44}")  # no one slot for every process's counts
+
+
+async def test_a_challenge_reads_the_fraud_guard_from_memory_only(
+    make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    api = await fraud_api(make_api)
+    for number in ("+447400123401", "+447400123402", "+447400123403"):
+        await issue(api, number)
+    await counted(api, "+44", 3, tripped=True)
+    store = fraud_store(api)
+
+    async def unreachable(*args: object, **kwargs: object) -> NoReturn:
+        raise StoreUnavailable("the fraud guard's master is failing over")
+
+    for method in ("add", "counts", "tripped", "trip", "untrip"):
+        monkeypatch.setattr(store, method, unreachable)
+    # Its master is down: the guard's last view stands, and other destinations go on.
+    assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
+    assert (await challenge(api, PHONE)).status_code == 201
+    assert (await challenge(api, "+33612345678")).status_code == 201

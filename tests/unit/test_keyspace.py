@@ -55,7 +55,8 @@ def test_shared_keys_streams_and_the_consumer_group() -> None:
     assert KEYS.quota("per_ip", "203.0.113.7") == "otp:{q:per_ip:zwsR2ToI4pqpUOC_}"
     # A sharded rule's keys: the same name, a shard number inside the tag (its own slot).
     assert KEYS.quota("global", "all", 3) == "otp:{q:global:rAXSXQosysJUCm2H:3}"
-    assert KEYS.fraud_guard("+44") == "otp:{fg:+44}"
+    assert KEYS.fraud_counts("+44", 3) == "otp:{fg:+44:3}"
+    assert KEYS.fraud_tripped() == "otp:{fg}:tripped"
     assert KEYS.stats(493000) == "otp:{stats:493000}"
     assert KEYS.send_rate("twilio") == "otp:rate:{twilio}"
     assert KEYS.readiness(2) == "otp:ready:{2}"
