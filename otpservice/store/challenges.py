@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, cast, get_args
 
@@ -454,11 +455,23 @@ class ChallengeStore:
         self._prepared = True
 
     async def check_ready(self) -> None:
-        """Run a writing script on every primary; ``StoreUnavailable`` when one cannot serve."""
+        """Run a writing script on every primary; ``StoreUnavailable`` unless more than half of
+        them took it. On one Redis that is the one; on a Cluster, a master failing over (its
+        slots refused, the others' served) keeps the pod ready: taking every pod out of
+        service then would refuse what the other masters can serve."""
         if not self._prepared:
             await self.prepare()
-        for key in self._readiness_keys():
-            await self._run(self._scripts.check_ready, [key], [])
+        keys = self._readiness_keys()
+        outcomes = await asyncio.gather(
+            *(self._run(self._scripts.check_ready, [key], []) for key in keys),
+            return_exceptions=True,
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, StoreUnavailable):
+                raise failure
+        if 2 * len(failures) >= len(keys):
+            raise failures[0]
 
     def _readiness_keys(self) -> list[str]:
         """One readiness key per primary: on a Cluster, a key in a slot each primary owns."""

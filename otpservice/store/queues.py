@@ -293,6 +293,21 @@ class QueueStore(Generic[E]):
                 delayed += int(await redis.zcard(shard.delayed))
         return waiting, delayed
 
+    async def active_consumers(self, within_ms: int) -> int:
+        """How many workers (consumer names) read any reachable shard in the last
+        ``within_ms``: the fleet's size, as far as this queue can tell."""
+        active: set[str] = set()
+        for shard in self._reachable():
+            if not shard.group_ready:
+                continue
+            try:
+                async with self._commands.command() as redis:
+                    consumers: list[Any] = await redis.xinfo_consumers(shard.stream, GROUP)
+            except ResponseError:
+                continue  # the stream or group is gone: made again by the next read
+            active |= {reply_text(c["name"]) for c in consumers if int(c["idle"]) < within_ms}
+        return len(active)
+
     def _reachable(self) -> list[_Shard]:
         now = time.monotonic()
         return [shard for shard in self._shards if shard.skip_until <= now]

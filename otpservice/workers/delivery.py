@@ -107,6 +107,10 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
         self._optouts = optouts
         self._analytics = analytics
 
+    async def _report_backlog(self) -> None:
+        await super()._report_backlog()
+        self._pacer.fleet_size = self.fleet_size
+
     async def handle(self, item: OutboxItem) -> None:
         """Send one message (see the module docstring for the rules)."""
         await self._deliver_one(item)

@@ -36,6 +36,8 @@ E = TypeVar("E", bound=msgspec.Struct)
 IDLE_BACKOFF_SECONDS = 0.05
 # How often a worker moves due retries back and takes over entries left idle too long.
 HOUSEKEEPING_SECONDS = 0.25
+# A worker that read a shard this recently counts toward the fleet's size.
+FLEET_WITHIN_MS = 10_000
 # How often a worker sets its queue's depth and age gauges.
 GAUGE_SECONDS = 5.0
 
@@ -68,6 +70,8 @@ class QueueWorker(abc.ABC, Generic[E]):
         self.consumer = consumer or consumer_name()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._handling: set[tuple[int, str]] = set()  # the entries in hand (QueueItem.ref)
+        # Workers of this queue in the whole fleet lately (this one included), as last counted.
+        self.fleet_size = 1
         # Set when the worker is asked to stop: waits in ``handle`` should give up then.
         self.stopping = asyncio.Event()
 
@@ -131,7 +135,8 @@ class QueueWorker(abc.ABC, Generic[E]):
         return len(items)
 
     async def _report_backlog(self) -> None:
-        """Set the queue's depth and oldest-entry age gauges."""
+        """Set the queue's depth and oldest-entry age gauges, and ``fleet_size``."""
+        self.fleet_size = max(1, await self._queue.active_consumers(FLEET_WITHIN_MS))
         waiting, delayed = await self._queue.backlog()
         age_ms = await self._queue.oldest_age_ms(int(time.time() * 1000))
         QUEUE_DEPTH.labels(queue=self.queue_name).set(waiting + delayed)

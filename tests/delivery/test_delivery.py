@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.config.schema import Settings
+from otpservice.errors import StoreUnavailable
 from otpservice.models import ChallengeRequest, DeliveryReport, DeliveryStatus
 from otpservice.runtime import Runtime
 from otpservice.store import connect
@@ -227,6 +228,34 @@ async def test_a_new_worker_sends_what_an_old_release_queued_in_the_unsharded_ou
     assert (await delivery(api, challenge_id))["status"] == "sent"
     assert (await verify(api, challenge_id, code_in(acs))).status_code == 200
     assert await redis.xlen("otp:{outbox}:stream") == 0  # finished where it was
+
+
+async def test_with_the_rate_key_unreachable_each_process_sends_at_its_share_of_the_rate(
+    start_app: StartApp, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, app = await start_app(twilio_entry(twilio, messages_per_second=4), outbox=MANUAL)
+    runtime: Runtime = app.state.runtime
+    other = second_worker(runtime, "other-process")
+    for n, worker in enumerate((runtime.worker, other)):  # each sends one: both in the group
+        await issue(api, f"+1415555{8300 + n}")
+        assert await deliver(runtime, worker) == 1
+    await runtime.worker._report_backlog()
+    assert runtime.worker.fleet_size == 2  # counted from the outbox's consumer group
+
+    async def unreachable(provider: str, per_second: float, burst: int) -> SendSlot:
+        raise StoreUnavailable("the rate key's master is failing over")
+
+    monkeypatch.setattr(runtime.stores.rates, "take", unreachable)
+    for n in range(4):
+        await issue(api, f"+1415555{8200 + n}")
+    for _ in range(40):  # a few seconds at most
+        await deliver(runtime)
+        if len(twilio.delivered) == 6:
+            break
+    assert len(twilio.delivered) == 6
+    # Delivery went on, at this process's half of 4 a second: 500 ms apart, not 250.
+    arrivals = sorted(message.at for message in twilio.delivered[2:])
+    assert min(b - a for a, b in itertools.pairwise(arrivals)) >= 0.45
 
 
 async def test_a_worker_survives_its_stream_vanishing_and_keeps_delivering(
