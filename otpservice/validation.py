@@ -434,12 +434,6 @@ def _durable_acknowledgements(settings: Settings) -> None:
     redis = settings.redis
     if redis.min_replicas_acked == 0:
         return
-    if redis.cluster:
-        raise ConfigError(
-            "redis.min_replicas_acked needs one Redis or Sentinel: on Redis Cluster the scripts' "
-            "connections are not pinned, and a WAIT on another connection proves nothing",
-            key="redis.min_replicas_acked",
-        )
     longest = int(redis.socket_timeout_seconds * 1000) - 100
     if not 1 <= redis.wait_timeout_ms <= longest:
         raise ConfigError(

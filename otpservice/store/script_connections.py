@@ -10,24 +10,63 @@ What matters of redis-py's behaviour is kept: the connections are redis-py's own
 client's pool (same address, password, TLS, connect timeout and connect retry); NOSCRIPT loads the
 script and runs it again; a reused connection found dropped (a restarted Redis leaves them stale)
 is tried once more on a new one, which the scripts tolerate (each answers a repeat of the same
-call the same). Redis Cluster and the embedded store keep redis-py's path, for its routing.
+call the same).
+
+On Redis Cluster, ``ClusterScriptConnections`` keeps one such set per primary, made from
+redis-py's node settings, and sends each script to the primary of its keys' slot by redis-py's
+slot map: the same fast path, and a ``WAIT`` after a script is on the script's connection. A
+``MOVED`` (the slot moved: a failover, a resharding) is followed once to the node it names; it,
+a lost connection or a cluster error also has the slot map read again, in the background. The
+embedded store keeps redis-py's path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import logging
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 import hiredis
 from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    DataError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
-    from redis.asyncio import ConnectionPool
+    from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
+
+log = logging.getLogger("otpservice.store")
+
+# Errors after which the slot map is read again: the node is gone, demoted, or the cluster is
+# rearranging itself.
+_MAP_CHANGED = (
+    AskError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    TryAgainError,
+)
+# The least time between two readings of the slot map.
+MAP_REFRESH_SECONDS = 0.5
 
 
 def _pack(command: tuple[Any, ...]) -> bytes:
@@ -40,14 +79,15 @@ def _pack(command: tuple[Any, ...]) -> bytes:
 
 
 class ScriptConnections:
-    """Runs scripts on one Redis over connections made by its client's pool.
+    """Runs scripts on one Redis over connections made by ``connect`` (its client's pool's
+    ``make_connection``, or a cluster node's connection class with its settings).
 
     They are not the pool's: ``close()`` closes them. At most one per command in flight is ever
     made, and ``StoreCommands`` caps those at ``redis.max_connections``.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._connect: Callable[[], AbstractConnection] = pool.make_connection
+    def __init__(self, connect: Callable[[], AbstractConnection]) -> None:
+        self._connect = connect
         self._idle: list[AbstractConnection] = []
         self._closed = False
 
@@ -146,3 +186,94 @@ class ScriptConnections:
             await connection.disconnect(nowait=True)
         else:
             self._idle.append(connection)
+
+
+class ClusterScriptConnections:
+    """Runs scripts on Redis Cluster: on ``ScriptConnections`` of the primary serving the
+    slot of their keys (one slot per script, as every script here is written)."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        self._nodes: dict[str, ScriptConnections] = {}
+        self._refresh: asyncio.Task[None] | None = None
+        self._refreshed_at = 0.0
+
+    async def evalsha(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """As ``ScriptConnections.evalsha``, on the primary of ``keys``' slot."""
+        return await self._routed(keys[0], lambda node: node.evalsha(script, keys, args))
+
+    async def evalsha_and_wait(
+        self,
+        script: AsyncScript,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        replicas: int,
+        timeout_ms: int,
+    ) -> tuple[Any, int]:
+        """As ``ScriptConnections.evalsha_and_wait``, on the primary of ``keys``' slot."""
+        reply, acked = await self._routed(
+            keys[0],
+            lambda node: node.evalsha_and_wait(
+                script, keys, args, replicas=replicas, timeout_ms=timeout_ms
+            ),
+        )
+        return reply, int(acked)
+
+    async def close(self) -> None:
+        """Close every node's connections, and stop a slot-map reading in progress."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError):
+                await self._refresh
+        for node in self._nodes.values():
+            await node.close()
+
+    async def _routed(self, key: str, call: Callable[[ScriptConnections], Awaitable[Any]]) -> Any:
+        node = self._client.get_node_from_key(key)
+        if node is None:
+            self._read_map_again()
+            raise ClusterDownError("no node serves the slot of the script's keys")
+        try:
+            return await call(self._for(node.name, node.connection_class, node.connection_kwargs))
+        except MovedError as moved:
+            # The script did not run there. Follow the redirection once, and learn the new map.
+            self._read_map_again()
+            target = self._client.get_node(host=moved.host, port=moved.port)
+            if target is None:
+                where = f"{moved.host}:{moved.port}"
+                raise ClusterDownError(f"the slot moved to {where}, not yet known") from moved
+            return await call(
+                self._for(target.name, target.connection_class, target.connection_kwargs)
+            )
+        except _MAP_CHANGED:
+            self._read_map_again()
+            raise
+
+    def _for(
+        self,
+        name: str,
+        connection_class: Callable[..., AbstractConnection],
+        connection_kwargs: dict[str, Any],
+    ) -> ScriptConnections:
+        connections = self._nodes.get(name)
+        if connections is None:
+            connect = functools.partial(connection_class, **connection_kwargs)
+            connections = self._nodes[name] = ScriptConnections(connect)
+        return connections
+
+    def _read_map_again(self) -> None:
+        """Have the cluster client read the slot map again, once at a time, at most every
+        ``MAP_REFRESH_SECONDS``: the scripts that fail meanwhile are 503s."""
+        if self._refresh is not None and not self._refresh.done():
+            return
+        if time.monotonic() - self._refreshed_at < MAP_REFRESH_SECONDS:
+            return
+        self._refreshed_at = time.monotonic()
+        self._refresh = asyncio.create_task(self._initialize())
+
+    async def _initialize(self) -> None:
+        try:
+            await self._client.nodes_manager.initialize()
+        except RedisError as exc:
+            log.warning("store: the cluster's slot map could not be read (%s)", exc)

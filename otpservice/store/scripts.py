@@ -22,7 +22,7 @@ import contextlib
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -40,7 +40,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from otpservice.errors import StoreUnavailable
-from otpservice.store.script_connections import ScriptConnections
+from otpservice.store.script_connections import ClusterScriptConnections, ScriptConnections
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -114,13 +114,13 @@ class StoreCommands:
         # Waiting for a slot counts against the deadline, so a burst waits instead of failing.
         self._slots = asyncio.Semaphore(settings.max_connections)
         self.scripts = Scripts(self)
-        # Scripts on one Redis skip redis-py's command layers (script_connections.py); a cluster
-        # needs its routing, and the embedded store is no socket.
-        self._direct = (
-            ScriptConnections(client.connection_pool)
-            if isinstance(client, Redis) and not self.embedded
-            else None
-        )
+        # Scripts skip redis-py's command layers (script_connections.py), on one Redis and per
+        # primary on a cluster; the embedded store is no socket.
+        self._direct: ScriptConnections | ClusterScriptConnections | None = None
+        if isinstance(client, RedisCluster):
+            self._direct = ClusterScriptConnections(client)
+        elif not self.embedded:
+            self._direct = ScriptConnections(client.connection_pool.make_connection)
 
     @contextlib.asynccontextmanager
     async def command(self) -> AsyncIterator[StoreClient]:
@@ -173,8 +173,7 @@ class StoreCommands:
                 write may stand (on the primary) or be lost in a failover: callers treat the
                 request as not answered.
         """
-        # Validation refuses min_replicas_acked on Redis Cluster: its connections are not pinned.
-        assert self._direct is not None
+        assert self._direct is not None  # the embedded store waits for no replica
         reply, acked = await self._direct.evalsha_and_wait(
             script, keys, args, replicas=self._replicas, timeout_ms=self._wait_ms
         )

@@ -46,7 +46,7 @@ async def client(server: RedisServer) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def scripts(client: Redis) -> AsyncIterator[ScriptConnections]:
-    connections = ScriptConnections(client.connection_pool)
+    connections = ScriptConnections(client.connection_pool.make_connection)
     yield connections
     await connections.close()
 
