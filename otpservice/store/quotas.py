@@ -91,8 +91,16 @@ class QuotaStore:
         if first and first[0].counted:
             return first[0]
         more = await self._try(tried[1:], rule, request_id)
+        if not first and not more:
+            # None of them answered (their masters failing over): every other shard at once.
+            rest = [s for s in range(count) if s not in order]
+            tried += [
+                (self._keys.quota(rule.name, subject, s), shard_limits(rule, count, s))
+                for s in rest
+            ]
+            more = await self._try(tried[len(order) :], rule, request_id)
         counted = [taken for taken in more if taken.counted]
-        # Both extra shards may have counted it: keep one, give the other back.
+        # Several shards may have counted it: keep one, give the others back.
         for extra in counted[1:]:
             await self.give_back(extra.key, request_id)
         if counted:

@@ -38,6 +38,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -224,7 +225,7 @@ class ClusterScriptConnections:
         """Close every node's connections, and stop a slot-map reading in progress."""
         if self._refresh is not None:
             self._refresh.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
+            with contextlib.suppress(asyncio.CancelledError, RedisError, RedisClusterException):
                 await self._refresh
         for node in self._nodes.values():
             await node.close()
@@ -275,5 +276,5 @@ class ClusterScriptConnections:
     async def _initialize(self) -> None:
         try:
             await self._client.nodes_manager.initialize()
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             log.warning("store: the cluster's slot map could not be read (%s)", exc)

@@ -25,7 +25,7 @@ from tests.support.servers.redis import SENTINEL_MASTER, RedisSentinelGroup
 # stopped mid-answer (seen only here, under CI load): collected at each test's end (gc below),
 # so it cannot fail a later test, and not counted against these. Still to chase: issue 16 note.
 pytestmark = [
-    pytest.mark.xdist_group("sentinel"),
+    pytest.mark.xdist_group("failover"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
 

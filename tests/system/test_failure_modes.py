@@ -160,15 +160,14 @@ async def test_full_redis_refusing_writes_is_503_and_sends_nothing(
 ) -> None:
     api = await start_app(private_redis.url)
     challenge_id = (await issue(api))["challenge_id"]
+    code = await phone.code_for(challenge_id)  # sent before Redis fills up
     admin = Redis.from_url(private_redis.url)
     await admin.config_set("maxmemory-policy", "noeviction")
     await admin.config_set("maxmemory", "1")
     response = await api.post("/challenge", json={"phone": "+14155550124"})
     assert_problem(response, 503, "store_unavailable")
     assert len(await phone.sent()) == 1
-    response = await api.post(
-        "/verify", json={"challenge_id": challenge_id, "code": await phone.code_for(challenge_id)}
-    )
+    response = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
     assert_problem(response, 503, "store_unavailable")
     assert_problem(await api.get("/readyz"), 503, "store_unavailable")
     await admin.config_set("maxmemory", "0")

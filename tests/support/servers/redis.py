@@ -163,17 +163,26 @@ class RedisServer:
         self.stop()
         self.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the server's process is up (not killed or stopped)."""
+        return self._process is not None
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class RedisClusterServers:
-    """Three cluster-enabled redis-servers joined into one cluster (3 masters, no replicas)."""
+    """Three cluster-enabled redis-servers joined into one cluster (3 masters), each with
+    ``replicas`` replicas. A replicated cluster is set up as docs/deploying.md recommends: a
+    node timeout of 2 s (shorter ones fail over spuriously on a loaded 2-core machine) and
+    ``cluster-require-full-coverage no``, so a master's failure refuses only its own slots."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0) -> None:
         if REDIS_CLI is None:
             raise RuntimeError(MISSING)
+        self.replicas = replicas
         self.nodes: list[RedisServer] = []
         try:
             self._create()
@@ -183,13 +192,19 @@ class RedisClusterServers:
 
     def _create(self) -> None:
         assert REDIS_CLI is not None
-        for _ in range(3):
+        timeout = (
+            ["--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no"]
+            if self.replicas
+            else []
+        )
+        for _ in range(3 * (1 + self.replicas)):
             self.nodes.append(
                 RedisServer(
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
+                    *timeout,
                     cluster_bus=True,
                 )
             )
@@ -200,43 +215,60 @@ class RedisClusterServers:
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in self.nodes),
                 "--cluster-replicas",
-                "0",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
             capture_output=True,
             timeout=30,
         )
-        self._wait_until_ok()
+        self.wait_until_ok()
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
-    def _wait_until_ok(self, deadline_s: float = 20.0) -> None:
+    def ask(self, node: RedisServer, *command: str) -> str:
+        """A redis-cli command's output on ``node`` ("" when it does not answer)."""
         assert REDIS_CLI is not None
+        return subprocess.run(
+            [REDIS_CLI, "-p", str(node.port), *command],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        ).stdout
+
+    def roles(self, seen_by: RedisServer | None = None) -> dict[int, str]:
+        """Each node's role by port ("master", "slave"; "fail" for one seen failed), as
+        ``seen_by`` (the first live node) sees the cluster now."""
+        observer = seen_by or next(n for n in self.nodes if n.running)
+        roles = {}
+        for line in self.ask(observer, "cluster", "nodes").splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            flags = fields[2].split(",")
+            roles[port] = "fail" if "fail" in flags else "master" if "master" in flags else "slave"
+        return roles
+
+    def masters(self) -> list[RedisServer]:
+        """The nodes that are masters now."""
+        roles = self.roles()
+        return [n for n in self.nodes if roles.get(n.port) == "master"]
+
+    def wait_until_ok(self, deadline_s: float = 20.0) -> None:
+        """Until every live node sees the cluster up, three masters, and every replica synced."""
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
-            states = [
-                subprocess.run(
-                    [REDIS_CLI, "-p", str(n.port), "cluster", "info"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout
-                for n in self.nodes
-            ]
-            # Every node must report the cluster up and know all three masters.
-            known = [
-                subprocess.run(
-                    [REDIS_CLI, "-p", str(n.port), "cluster", "nodes"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout.count("master")
-                for n in self.nodes
-            ]
-            if all("cluster_state:ok" in s for s in states) and known == [3, 3, 3]:
+            live = [n for n in self.nodes if n.running]
+            states = [self.ask(n, "cluster", "info") for n in live]
+            masters = [list(self.roles(n).values()).count("master") for n in live]
+            synced = all(
+                "master_link_status:up" in self.ask(n, "info", "replication")
+                for n in live
+                if "role:slave" in self.ask(n, "info", "replication")
+            )
+            if all("cluster_state:ok" in s for s in states) and set(masters) == {3} and synced:
                 return
             time.sleep(0.1)
         raise RuntimeError("the Redis cluster did not become ready")

@@ -1,0 +1,188 @@
+"""A master of a real replicated Redis Cluster (3 masters, 3 replicas) killed under load: only
+the requests whose own slots it held are refused, for the failover, and no promise breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from litestar import Litestar
+from redis.asyncio.cluster import RedisCluster
+
+from otpservice.app import create_app
+from otpservice.config.schema import Settings
+from otpservice.store import connect
+from otpservice.store.keys import KeySpace
+from tests.support.app import INDEX_KEY, Phone, running
+from tests.support.servers.redis import RedisClusterServers, RedisServer
+
+# Starts and kills real processes: in the failover tests' worker (see test_sentinel.py).
+pytestmark = [
+    pytest.mark.xdist_group("failover"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+KEYS = KeySpace("otp", INDEX_KEY)
+
+
+@pytest.fixture
+def replicated_cluster() -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(replicas=1)
+    yield cluster
+    cluster.close()
+    gc.collect()
+
+
+@pytest.fixture
+async def cluster_app(
+    replicated_cluster: RedisClusterServers, make_settings: Callable[..., Settings], phone: Phone
+) -> AsyncIterator[tuple[httpx.AsyncClient, Litestar]]:
+    settings = make_settings(
+        replicated_cluster.url,
+        redis={
+            "url": replicated_cluster.url,
+            "cluster": True,
+            "min_replicas_acked": 1,
+            "socket_timeout_seconds": 1.0,
+            "connect_timeout_seconds": 0.5,
+        },
+        send_limits={"min_interval_seconds": 0},
+        # Shared rules sharded over every master, generous enough for the load; the fraud
+        # guard off (this traffic converts badly on purpose).
+        abuse={
+            "fraud_guard": {"enabled": False},
+            "rules": [
+                {"name": name, "scope": scope, "windows": [{"limit": 100_000, "seconds": 600}]}
+                for name, scope in (("global", "global"), ("per_country", "country"))
+            ],
+        },
+    )
+    client = connect(settings)
+    app = phone.watch(create_app(settings, redis=client, sms=phone.sender))
+    async with running(app) as api:
+        yield api, app
+    await client.aclose()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "verify" or "challenge"
+    on_victim: bool  # the number's slot was on the killed master
+    status: int
+    at: float  # monotonic
+
+
+def master_port(client: RedisCluster, tag: str) -> int:
+    node = client.get_node_from_key(f"otp:{{{tag}}}:c")
+    assert node is not None
+    return int(node.port)
+
+
+async def wait_promoted(cluster: RedisClusterServers, victim: RedisServer) -> float:
+    """When (monotonic) the survivors see three masters again without the victim."""
+    while True:
+        roles = await asyncio.to_thread(cluster.roles)
+        if roles.get(victim.port) == "fail" and list(roles.values()).count("master") == 3:
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+
+
+async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks_no_promise(
+    cluster_app: tuple[httpx.AsyncClient, Litestar],
+    replicated_cluster: RedisClusterServers,
+    phone: Phone,
+) -> None:
+    api, app = cluster_app
+    client = app.state.runtime.stores.commands.client
+    assert isinstance(client, RedisCluster)
+    victim = replicated_cluster.masters()[1]
+    codes: dict[str, str] = {}
+    for n in range(45):
+        created = await api.post("/challenge", json={"phone": f"+1415555{3000 + n}"})
+        assert created.status_code == 201, created.text
+        codes[created.json()["challenge_id"]] = ""
+    for challenge_id in codes:
+        codes[challenge_id] = await phone.code_for(challenge_id)
+    home = {cid: master_port(client, cid.split(".")[0]) for cid in codes}
+    assert victim.port in home.values()
+    fresh = (f"+1415556{n:04}" for n in itertools.count())
+    to_verify = list(codes)
+    approvals: Counter[str] = Counter()
+    accepted: list[str] = []
+    outcomes: list[Outcome] = []
+    done = asyncio.Event()
+
+    async def load() -> None:
+        while not done.is_set():
+            if to_verify:
+                challenge_id = to_verify.pop(0)
+                verified = await api.post(
+                    "/verify", json={"challenge_id": challenge_id, "code": codes[challenge_id]}
+                )
+                on_victim = home[challenge_id] == victim.port
+                outcomes.append(
+                    Outcome("verify", on_victim, verified.status_code, time.monotonic())
+                )
+                if verified.status_code == 200:
+                    approvals[challenge_id] += 1
+                else:
+                    to_verify.append(challenge_id)  # tried again later
+            phone_number = next(fresh)
+            created = await api.post("/challenge", json={"phone": phone_number})
+            on_victim = master_port(client, KEYS.number_tag(phone_number)) == victim.port
+            outcomes.append(Outcome("challenge", on_victim, created.status_code, time.monotonic()))
+            if created.status_code == 201:
+                accepted.append(created.json()["challenge_id"])
+            await asyncio.sleep(0.01)
+
+    async with asyncio.timeout(30):
+        loads = [asyncio.create_task(load()) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        victim.kill()
+        killed_at = time.monotonic()
+        promoted_at = await wait_promoted(replicated_cluster, victim)
+        await asyncio.sleep(1.0)
+        window_end = time.monotonic()
+        # The victim comes back, as a replica of its promoted one: durable writes there can be
+        # acknowledged again.
+        victim.start()
+        await asyncio.to_thread(replicated_cluster.wait_until_ok)
+        for _ in range(100):  # the codes refused meanwhile get verified now (10 s at most)
+            if not to_verify:
+                break
+            await asyncio.sleep(0.1)
+        done.set()
+        await asyncio.gather(*loads)
+        sent = await phone.sent(within_s=10)
+
+    window = [o for o in outcomes if killed_at <= o.at <= window_end]
+    print(f"failover: {promoted_at - killed_at:.1f} s from SIGKILL to promotion")
+    for kind in ("verify", "challenge"):
+        for on_victim in (False, True):
+            some = [o for o in window if o.kind == kind and o.on_victim == on_victim]
+            ok = sum(o.status in (200, 201) for o in some)
+            where = "victim's slots" if on_victim else "other slots"
+            statuses = dict(Counter(o.status for o in some))
+            print(f"  {kind} on {where}: {ok} of {len(some)} succeeded {statuses}")
+    assert {o.status for o in outcomes} <= {200, 201, 503}  # never a 500
+    # Every request whose slot lived on a surviving master succeeded, throughout.
+    survivors = [o for o in window if not o.on_victim]
+    assert survivors
+    assert all(o.status in (200, 201) for o in survivors), Counter(o.status for o in survivors)
+    # The victim's own slots were refused while it was down, then served again.
+    assert any(o.status == 503 for o in window if o.on_victim)
+    # Exactly one approval per code, none lost and none twice.
+    assert to_verify == []
+    assert set(approvals) == set(codes)
+    assert set(approvals.values()) == {1}
+    # Every accepted challenge's SMS went out, once.
+    sent_for = Counter(challenge_id for _, challenge_id, _ in sent)
+    assert set(accepted) | set(codes) <= set(sent_for)
+    assert set(sent_for.values()) == {1}
