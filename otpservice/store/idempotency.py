@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -29,27 +29,26 @@ class IdempotencyStore:
 
     async def claim(self, client: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
         """Claim ``key`` for a request; return the existing record if someone holds it."""
-        name = self._keys.idempotency(client, key)
         pending = _encoder.encode(IdempotencyRecord(fingerprint=fingerprint))
-        # SET NX then GET: the record may expire in between, so try again until one wins.
-        while True:
-            async with self._commands.command() as redis:
-                if await redis.set(name, pending, nx=True, ex=PENDING_TTL_SECONDS):
-                    return None
-                raw = await redis.get(name)
-            if raw is not None:
-                return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
+        reply = await self._run(client, key, "claim", pending, PENDING_TTL_SECONDS)
+        if int(reply[0]) == 1:
+            return None
+        raw = reply[1]
+        return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
 
     async def complete(self, client: str, key: str, record: IdempotencyRecord) -> None:
         """Store the finished request's result for replays, for 24 hours."""
-        async with self._commands.command() as redis:
-            await redis.set(
-                self._keys.idempotency(client, key),
-                _encoder.encode(record),
-                ex=RECORD_TTL_SECONDS,
-            )
+        await self._run(client, key, "complete", _encoder.encode(record), RECORD_TTL_SECONDS)
 
     async def release(self, client: str, key: str) -> None:
         """Forget a claim whose request failed, so a retry runs again."""
-        async with self._commands.command() as redis:
-            await redis.delete(self._keys.idempotency(client, key))
+        await self._run(client, key, "release", b"", 0)
+
+    async def _run(
+        self, client: str, key: str, op: str, record: bytes, ttl_seconds: int
+    ) -> list[Any]:
+        return await self._commands.run_script(
+            self._commands.scripts.idempotency,
+            [self._keys.idempotency(client, key)],
+            [op, record, ttl_seconds],
+        )

@@ -224,6 +224,7 @@ class Scripts:
         self.read_challenge = register("read_challenge", writes=False)
         self.record_delivery = register("record_delivery", durable=True)
         self.check_ready = register("check_ready", shared=False)
+        self.idempotency = register("idempotency", shared=False, durable=True)
         self.queue_add = register("queue_add", shared=False, durable=True)
         self.queue_finish = register("queue_finish", shared=False)
         self.queue_retry = register("queue_retry", shared=False)

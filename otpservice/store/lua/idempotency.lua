@@ -1,0 +1,22 @@
+-- idempotency.lua: the record behind an Idempotency-Key, claimed by one request, completed
+-- with its result or released when it failed. A script so that, with
+-- redis.min_replicas_acked, each step is followed by WAIT on its connection: a claim lost in a
+-- failover would let a retry send a second SMS.
+-- KEYS[1] record   string: the IdempotencyRecord (msgpack)
+-- ARGV[1] "claim", "complete" or "release"
+-- ARGV[2] the record to write (claim: the pending one; complete: the finished one)
+-- ARGV[3] its lifetime in seconds
+-- Returns, for "claim": {1} when this request now holds the key, {0, record} when another
+-- request's record is there; else {1}.
+local op = ARGV[1]
+if op == 'claim' then
+  if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
+    return {1}
+  end
+  return {0, redis.call('GET', KEYS[1])}
+elseif op == 'complete' then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+else
+  redis.call('DEL', KEYS[1])
+end
+return {1}
