@@ -240,6 +240,8 @@ class ServiceConfig:
     outbox_key: bool = False
     # Replaces the console provider section; appended as is.
     sms_toml: str | None = None
+    # More [redis] lines (``cluster = true``, ``min_replicas_acked = 1``).
+    redis_toml: str = ""
     extra_toml: str = ""
 
     def toml(self) -> str:
@@ -264,6 +266,7 @@ workers = {self.workers}
 
 [redis]
 url = "{self.redis_url}"
+{self.redis_toml}
 
 [secrets]
 pepper = "{secrets.token_urlsafe(32)}"

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     MasterDownError,
@@ -163,10 +162,13 @@ class QueueStore(Generic[E]):
         # Decided now: another read of this process may make the group meanwhile.
         creating = {shard.index for shard in shards if not shard.group_ready}
 
-        def queue_read(pipe: Any, shard: _Shard) -> None:
+        def queue_read(shard: _Shard) -> list[tuple[Any, ...]]:
+            read = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", each, "STREAMS")
+            commands: list[tuple[Any, ...]] = [(*read, shard.stream, ">")]
             if shard.index in creating:
-                pipe.xgroup_create(shard.stream, GROUP, id="0", mkstream=not shard.legacy)
-            pipe.xreadgroup(GROUP, consumer, {shard.stream: ">"}, count=each)
+                create = ("XGROUP", "CREATE", shard.stream, GROUP, "0")
+                commands.insert(0, (*create, "MKSTREAM") if not shard.legacy else create)
+            return commands
 
         items: list[QueueItem[E]] = []
         for shard, replies in await self._pipelined(shards, queue_read):
@@ -189,15 +191,9 @@ class QueueStore(Generic[E]):
             return []
         each = max(1, -(-count // len(shards)))
 
-        def queue_claim(pipe: Any, shard: _Shard) -> None:
-            pipe.xautoclaim(
-                shard.stream,
-                GROUP,
-                consumer,
-                min_idle_time=idle_ms,
-                start_id=shard.claim_cursor,
-                count=each,
-            )
+        def queue_claim(shard: _Shard) -> list[tuple[Any, ...]]:
+            claim = ("XAUTOCLAIM", shard.stream, GROUP, consumer, idle_ms, shard.claim_cursor)
+            return [(*claim, "COUNT", each)]
 
         items: list[QueueItem[E]] = []
         for shard, replies in await self._pipelined(shards, queue_claim):
@@ -355,9 +351,9 @@ class QueueStore(Generic[E]):
             return exc
 
     async def _pipelined(
-        self, shards: list[_Shard], queue: Callable[[Any, _Shard], None]
+        self, shards: list[_Shard], commands_for: Callable[[_Shard], list[tuple[Any, ...]]]
     ) -> list[tuple[_Shard, list[Any]]]:
-        """Queue commands for each shard (``queue(pipe, shard)``), one pipeline per master, the
+        """Each shard's commands (``commands_for(shard)``), one pipeline per master, the
         pipelines at once; each shard's replies (errors as values). The shards of a master that
         cannot be reached are marked down and left out.
 
@@ -366,21 +362,16 @@ class QueueStore(Generic[E]):
         """
         by_node: dict[str, list[_Shard]] = {}
         for shard in shards:
-            by_node.setdefault(self._node_of(shard.stream), []).append(shard)
+            by_node.setdefault(self._commands.node_of(shard.stream), []).append(shard)
 
         async def run(group: list[_Shard]) -> list[tuple[_Shard, list[Any]]]:
-            async with self._commands.command() as redis:
-                pipe: Any = redis.pipeline(transaction=False)
-                sizes = []
-                for shard in group:
-                    before = len(pipe)
-                    queue(pipe, shard)
-                    sizes.append(len(pipe) - before)
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
+            per_shard = [commands_for(shard) for shard in group]
+            flat = [command for commands in per_shard for command in commands]
+            replies = await self._commands.pipeline(group[0].stream, flat)
             answers, at = [], 0
-            for shard, size in zip(group, sizes, strict=True):
-                answers.append((shard, replies[at : at + size]))
-                at += size
+            for shard, commands in zip(group, per_shard, strict=True):
+                answers.append((shard, replies[at : at + len(commands)]))
+                at += len(commands)
             return answers
 
         groups = list(by_node.values())
@@ -400,17 +391,6 @@ class QueueStore(Generic[E]):
             raise failure
         return answers
 
-    def _node_of(self, key: str) -> str:
-        """The master serving ``key`` (one name for all on one Redis)."""
-        client = self._commands.client
-        if not isinstance(client, RedisCluster):
-            return ""
-        try:
-            node = client.get_node_from_key(key)
-        except Exception:  # no slot map yet: one pipeline, which redis-py routes
-            return ""
-        return node.name if node is not None else ""
-
     def _matches(self, fields: dict[Any, Any], matches: Callable[[E], bool]) -> bool:
         entry = self._entry(fields)
         return entry is not None and matches(entry)
@@ -428,10 +408,12 @@ class QueueStore(Generic[E]):
         self,
         shard: _Shard,
         stream_id: bytes | str,
-        fields: dict[Any, Any],
+        fields: dict[Any, Any] | list[Any],
         *,
         reclaimed: bool = False,
     ) -> QueueItem[E]:
+        if isinstance(fields, list):  # a raw reply: field, value, field, value, ...
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
         return QueueItem(
             stream_id=reply_text(stream_id),
             entry=self._entry(fields),

@@ -132,6 +132,13 @@ class ScriptConnections:
             reply, acked = await self._send(command, replies=2)
         return reply, int(acked)
 
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one round trip; their replies in order, an error reply as its
+        ``ResponseError`` (a value, not raised)."""
+        packed = b"".join(_pack(command) for command in commands)
+        replies: list[Any] = await self._send(packed, replies=len(commands), errors_as_values=True)
+        return replies
+
     async def close(self) -> None:
         """Close the idle connections; any still in use are closed as they come back.
 
@@ -142,21 +149,30 @@ class ScriptConnections:
         while self._idle:
             await self._idle.pop().disconnect(nowait=True)
 
-    async def _send(self, command: bytes, replies: int = 1) -> Any:
-        """Send packed commands and read their ``replies`` (one: the reply; more: a list); once
-        more, on a new connection, when a reused one turns out to be dropped."""
+    async def _send(
+        self, command: bytes, replies: int = 1, *, errors_as_values: bool = False
+    ) -> Any:
+        """Send packed commands and read their ``replies`` (one: the reply; more, or
+        ``errors_as_values``: a list); once more, on a new connection, when a reused one turns
+        out to be dropped."""
         reused = bool(self._idle)
         connection = self._idle.pop() if reused else self._connect()
         try:
-            return await self._exchange(connection, command, replies)
+            return await self._exchange(connection, command, replies, errors_as_values)
         except RedisConnectionError:
             if not reused:
                 raise
         # Each other stale idle connection costs its own caller one quick failed send the same
         # way: cheaper than closing them all here, inside this caller's deadline.
-        return await self._exchange(self._connect(), command, replies)
+        return await self._exchange(self._connect(), command, replies, errors_as_values)
 
-    async def _exchange(self, connection: AbstractConnection, command: bytes, replies: int) -> Any:
+    async def _exchange(
+        self,
+        connection: AbstractConnection,
+        command: bytes,
+        replies: int,
+        errors_as_values: bool = False,
+    ) -> Any:
         answers: list[Any] = []
         error: ResponseError | None = None
         try:
@@ -171,13 +187,15 @@ class ScriptConnections:
                 except ResponseError as exc:
                     # An error reply: the connection is sound; the replies after it still come.
                     error = error or exc
-                    answers.append(None)
+                    answers.append(exc if errors_as_values else None)
         except BaseException:
             # Never reused: dropped, or cut off (by the deadline) with its reply still due.
             # redis-py has closed it already unless it was cut off while connecting.
             await connection.disconnect(nowait=True)
             raise
         await self._put_back(connection)
+        if errors_as_values:
+            return answers
         if error is not None:
             raise error
         return answers[0] if replies == 1 else answers
@@ -220,6 +238,19 @@ class ClusterScriptConnections:
             ),
         )
         return reply, int(acked)
+
+    async def pipeline(self, key: str, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """As ``ScriptConnections.pipeline``, on the primary of ``key``'s slot (every command's
+        keys must be there)."""
+        replies: list[Any] = await self._routed(key, lambda node: node.pipeline(commands))
+        if any(isinstance(reply, AskError) for reply in replies):
+            self._read_map_again()  # those commands were not run: the map is out of date
+        return replies
+
+    def node_of(self, key: str) -> str:
+        """The name of the primary serving ``key``'s slot ("" when the map has none)."""
+        node = self._client.get_node_from_key(key)
+        return node.name if node is not None else ""
 
     async def close(self) -> None:
         """Close every node's connections, and stop a slot-map reading in progress."""

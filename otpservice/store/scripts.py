@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     BusyLoadingError,
     ClusterDownError,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 # operator fixes it), memory full, snapshots failing, read-only replica, loading, cluster
 # resharding or down, a long script running, no replicas to acknowledge.
 _TRANSIENT_ERRORS = (
+    AskError,  # and MOVED: the slot is elsewhere now (a failover, a resharding)
     AuthenticationError,
     NoPermissionError,
     OutOfMemoryError,
@@ -128,6 +130,29 @@ class StoreCommands:
         with store_errors():
             async with asyncio.timeout(self._timeout_s), self._slots:
                 yield self.client
+
+    async def pipeline(self, key: str, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run ``commands`` in one round trip on the node of ``key`` (every command's keys on
+        that node: on a cluster, in slots of the same primary), under one deadline; their
+        replies, an error reply as its exception (a value, not raised). Redis being down is
+        ``StoreUnavailable``."""
+        with store_errors():
+            async with asyncio.timeout(self._timeout_s), self._slots:
+                if isinstance(self._direct, ClusterScriptConnections):
+                    return await self._direct.pipeline(key, commands)
+                if self._direct is not None:
+                    return await self._direct.pipeline(commands)
+                pipe: Any = self.client.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+                return replies
+
+    def node_of(self, key: str) -> str:
+        """The master serving ``key``: one name for every key on one Redis."""
+        if isinstance(self._direct, ClusterScriptConnections):
+            return self._direct.node_of(key)
+        return ""
 
     async def delete_stream_entries(
         self, key: str, matches: Callable[[dict[Any, Any]], bool], batch: int = 500
