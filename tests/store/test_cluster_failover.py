@@ -41,15 +41,24 @@ def replicated_cluster() -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
+def replicas_acked() -> int:
+    """redis.min_replicas_acked of ``cluster_app`` (parametrized by the durability test)."""
+    return 1
+
+
+@pytest.fixture
 async def cluster_app(
-    replicated_cluster: RedisClusterServers, make_settings: Callable[..., Settings], phone: Phone
+    replicated_cluster: RedisClusterServers,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    replicas_acked: int,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Litestar]]:
     settings = make_settings(
         replicated_cluster.url,
         redis={
             "url": replicated_cluster.url,
             "cluster": True,
-            "min_replicas_acked": 1,
+            "min_replicas_acked": replicas_acked,
             "socket_timeout_seconds": 1.0,
             "connect_timeout_seconds": 0.5,
         },
@@ -200,3 +209,47 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
     )
     assert set(states) <= {"unknown", "failed"}
     assert set(statuses) <= {"cancelled"}
+
+
+@pytest.mark.parametrize("replicas_acked", [0, 1])
+async def test_an_approval_survives_a_cluster_failover_only_when_a_replica_acknowledged_it(
+    cluster_app: tuple[httpx.AsyncClient, Litestar],
+    replicated_cluster: RedisClusterServers,
+    phone: Phone,
+    replicas_acked: int,
+) -> None:
+    api, app = cluster_app
+    client = app.state.runtime.stores.commands.client
+    created = await api.post("/challenge", json={"phone": "+14155550177"})
+    challenge_id = created.json()["challenge_id"]
+    code = await phone.code_for(challenge_id)
+    port = master_port(client, challenge_id.split(".")[0])
+    primary = next(n for n in replicated_cluster.nodes if n.port == port)
+    replica = replicated_cluster.replica_of(primary)
+    assert replicated_cluster.ask(primary, "wait", "1", "5000").strip() == "1"  # it has the code
+
+    replica.pause()  # alive, silent: it cannot connect again to take what it missed
+    # Its link dropped, so nothing the primary writes now waits for it in a socket buffer.
+    replicated_cluster.ask(primary, "client", "kill", "type", "replica")
+    body = {"challenge_id": challenge_id, "code": code}
+    first = await api.post("/verify", json=body)
+    primary.kill()  # the approval, if the primary took one, dies with it
+    replica.resume()
+    replicated_cluster.ask(replica, "cluster", "failover", "takeover")
+    if replicas_acked:
+        primary.start()  # back as the promoted one's replica: writes there can be acked again
+    await asyncio.to_thread(replicated_cluster.wait_until_ok)
+    answers = [first.status_code]
+    async with asyncio.timeout(20):
+        while answers[-1] not in (200, 410) or len(answers) == 1:
+            answers.append((await api.post("/verify", json=body)).status_code)
+            if answers[-1] == 503:
+                await asyncio.sleep(0.2)
+    if replicas_acked:
+        # Answered 503 (no replica took it in time), then approved once after the failover.
+        assert answers[0] == 503
+        assert answers.count(200) == 1
+    else:
+        # Answered 200, lost in the failover: the same code approves a second time.
+        assert answers[0] == 200
+        assert answers.count(200) == 2

@@ -251,6 +251,13 @@ class RedisClusterServers:
             roles[port] = "fail" if "fail" in flags else "master" if "master" in flags else "slave"
         return roles
 
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """The node replicating ``master`` now."""
+        lines = [line.split() for line in self.ask(master, "cluster", "nodes").splitlines()]
+        [master_id] = [f[0] for f in lines if "myself" in f[2]]
+        [port] = [int(f[1].split("@")[0].rsplit(":", 1)[1]) for f in lines if f[3] == master_id]
+        return next(n for n in self.nodes if n.port == port)
+
     def masters(self) -> list[RedisServer]:
         """The nodes that are masters now."""
         roles = self.roles()
