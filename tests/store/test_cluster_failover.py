@@ -20,6 +20,7 @@ from otpservice.app import create_app
 from otpservice.config.schema import Settings
 from otpservice.store import connect
 from otpservice.store.keys import KeySpace
+from otpservice.web.guards import POD_CLIENT
 from tests.support.app import INDEX_KEY, Phone, running
 from tests.support.servers.redis import RedisClusterServers, RedisServer
 
@@ -84,14 +85,14 @@ async def cluster_app(
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # "verify" or "challenge"
-    on_victim: bool  # the number's slot was on the killed master
+    kind: str  # "verify", "challenge" or "keyed challenge" (with an Idempotency-Key)
+    on_victim: bool  # the number's slot (or the key's record's) was on the killed master
     status: int
     at: float  # monotonic
 
 
-def master_port(client: RedisCluster, tag: str) -> int:
-    node = client.get_node_from_key(f"otp:{{{tag}}}:c")
+def master_port(client: RedisCluster, key: str) -> int:
+    node = client.get_node_from_key(key)
     assert node is not None
     return int(node.port)
 
@@ -121,7 +122,7 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
         codes[created.json()["challenge_id"]] = ""
     for challenge_id in codes:
         codes[challenge_id] = await phone.code_for(challenge_id)
-    home = {cid: master_port(client, cid.split(".")[0]) for cid in codes}
+    home = {cid: master_port(client, f"otp:{{{cid.split('.')[0]}}}:c") for cid in codes}
     assert victim.port in home.values()
     fresh = (f"+1415556{n:04}" for n in itertools.count())
     to_verify = list(codes)
@@ -146,9 +147,16 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
                 else:
                     to_verify.append(challenge_id)  # tried again later
             phone_number = next(fresh)
-            created = await api.post("/challenge", json={"phone": phone_number})
-            on_victim = master_port(client, KEYS.number_tag(phone_number)) == victim.port
-            outcomes.append(Outcome("challenge", on_victim, created.status_code, time.monotonic()))
+            keyed = len(outcomes) % 3 == 0
+            key = f"key-{phone_number}"
+            headers = {"Idempotency-Key": key} if keyed else {}
+            created = await api.post("/challenge", json={"phone": phone_number}, headers=headers)
+            slots = [f"otp:{{{KEYS.number_tag(phone_number)}}}:c"]
+            if keyed:  # the record's own slot too
+                slots.append(KEYS.idempotency(POD_CLIENT, key))
+            on_victim = any(master_port(client, slot) == victim.port for slot in slots)
+            kind = "keyed challenge" if keyed else "challenge"
+            outcomes.append(Outcome(kind, on_victim, created.status_code, time.monotonic()))
             if created.status_code == 201:
                 accepted.append(created.json()["challenge_id"])
             await asyncio.sleep(0.01)
@@ -175,7 +183,7 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
 
     window = [o for o in outcomes if killed_at <= o.at <= window_end]
     print(f"failover: {promoted_at - killed_at:.1f} s from SIGKILL to promotion")
-    for kind in ("verify", "challenge"):
+    for kind in ("verify", "challenge", "keyed challenge"):
         for on_victim in (False, True):
             some = [o for o in window if o.kind == kind and o.on_victim == on_victim]
             ok = sum(o.status in (200, 201) for o in some)
@@ -223,7 +231,7 @@ async def test_an_approval_survives_a_cluster_failover_only_when_a_replica_ackno
     created = await api.post("/challenge", json={"phone": "+14155550177"})
     challenge_id = created.json()["challenge_id"]
     code = await phone.code_for(challenge_id)
-    port = master_port(client, challenge_id.split(".")[0])
+    port = master_port(client, f"otp:{{{challenge_id.split('.')[0]}}}:c")
     primary = next(n for n in replicated_cluster.nodes if n.port == port)
     replica = replicated_cluster.replica_of(primary)
     assert replicated_cluster.ask(primary, "wait", "1", "5000").strip() == "1"  # it has the code
