@@ -28,8 +28,7 @@ class NumberRecords:
         doomed = [key for key in await self._scan(e164) if not key.startswith(kept)]
         if not doomed:
             return 0
-        async with self._commands.command() as redis:
-            return int(await redis.delete(*doomed))
+        return await self._commands.erase("del", doomed)
 
     async def _scan(self, e164: str) -> list[str]:
         pattern = self._keys.number_pattern(e164)

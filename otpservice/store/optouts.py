@@ -64,8 +64,7 @@ class OptOutStore:
         Removed first and put back if a record is there after, so an opt-out landing meanwhile
         stays listed."""
         index = self._keys.optout_index()
-        async with self._commands.command() as redis:
-            await redis.zrem(index, e164)
+        await self._commands.erase("zrem", [index], [e164])
         if await self.get(e164) is None:
             return False
         async with self._commands.command() as redis:

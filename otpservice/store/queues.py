@@ -263,9 +263,9 @@ class QueueStore(Generic[E]):
             )
             async with self._commands.command() as redis:
                 delayed: list[Any] = await redis.zrange(shard.delayed, 0, -1)
-                doomed = [raw for raw in delayed if self._matches({b"e": raw}, matches)]
-                if doomed:
-                    erased += int(await redis.zrem(shard.delayed, *doomed))
+            doomed = [raw for raw in delayed if self._matches({b"e": raw}, matches)]
+            if doomed:
+                erased += await self._commands.erase("zrem", [shard.delayed], doomed)
         return erased
 
     async def oldest_age_ms(self, now_ms: int) -> int:

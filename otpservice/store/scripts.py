@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
@@ -154,6 +154,15 @@ class StoreCommands:
             return self._direct.node_of(key)
         return ""
 
+    async def erase(
+        self, op: Literal["del", "xdel", "zrem"], keys: Sequence[str], members: Sequence[Any] = ()
+    ) -> int:
+        """Delete personal data durably (``erase.lua``): ``keys`` of one slot ("del"), or
+        ``members`` of ``keys[0]``, a stream's entries ("xdel") or a sorted set's ("zrem");
+        how many went."""
+        reply = await self.run_script(self.scripts.erase, keys, [op, *members])
+        return int(reply[0])
+
     async def delete_stream_entries(
         self, key: str, matches: Callable[[dict[Any, Any]], bool], batch: int = 500
     ) -> int:
@@ -165,8 +174,7 @@ class StoreCommands:
                 entries: list[Any] = await redis.xrange(key, start, "+", count=batch) or []
             doomed = [entry_id for entry_id, fields in entries if matches(fields)]
             if doomed:
-                async with self.command() as redis:
-                    erased += int(await redis.xdel(key, *doomed))
+                erased += await self.erase("xdel", [key], doomed)
             if len(entries) < batch:
                 return erased
             start = f"({reply_text(entries[-1][0])}"
@@ -250,6 +258,7 @@ class Scripts:
         self.record_delivery = register("record_delivery", durable=True)
         self.check_ready = register("check_ready", shared=False)
         self.idempotency = register("idempotency", shared=False, durable=True)
+        self.erase = register("erase", shared=False, durable=True)
         self.queue_add = register("queue_add", shared=False, durable=True)
         self.queue_finish = register("queue_finish", shared=False)
         self.queue_retry = register("queue_retry", shared=False)

@@ -218,10 +218,13 @@ async def test_with_a_replica_acknowledging_every_durable_write_answers_normally
         assert_problem(wrong_answer, 400, "incorrect_code")
         ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
         assert ok.status_code == 200
-        # A silent replica makes a write-and-wait a 503, not a hang: the next challenge.
+        # A silent replica makes a write-and-wait a 503, not a hang: the next challenge, and
+        # an erasure (data a failover could bring back), each told so.
         sentinel_group.replica.pause()
         try:
             refused = await api.post("/challenge", json={"phone": "+14155550128"})
             assert_problem(refused, 503, "store_unavailable")
+            erasure = await api.delete("/personal-data/+14155550127")
+            assert_problem(erasure, 503, "store_unavailable")
         finally:
             sentinel_group.replica.resume()
