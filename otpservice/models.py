@@ -174,11 +174,24 @@ class ApprovedChallenge(Model, frozen=True):
     created_at_ms: int = 0
 
 
+class InDoubt(Model, frozen=True):
+    """A keyed request answered 503 after its challenge may have been written: the challenge,
+    and its SMS (sealed) to queue, at most once, when a retry finds the challenge there."""
+
+    challenge_id: str
+    entry: OutboxEntry
+    # The challenge as issued, when the write was confirmed and the queueing was in doubt.
+    issued: IssuedChallenge | None = None
+
+
 class IdempotencyRecord(Model, frozen=True):
-    """What an Idempotency-Key stands for: the request's fingerprint and, once done, the result."""
+    """What an Idempotency-Key stands for: the request's fingerprint and, once done, the result
+    (or, after a 503 in doubt, what a retry must finish)."""
 
     fingerprint: str
     result: IssuedChallenge | None = None
+    in_doubt: InDoubt | None = None
+    resolving: bool = False  # a retry is finishing the request in doubt
 
 
 # Who changed an opt-out through the service: a STOP or START, an operator, or a provider that

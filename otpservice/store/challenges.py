@@ -354,6 +354,12 @@ class ChallengeStore:
             _raise_for_status(status)
         return len(reply) > 1
 
+    async def confirm(self, keys: ChallengeKeys) -> bool:
+        """Whether the challenge exists, proven to be on the replicas with
+        ``redis.min_replicas_acked`` (a durable write that changes nothing)."""
+        reply = await self._run(self._scripts.confirm_challenge, [keys.challenge], [])
+        return int(reply[0]) == 1
+
     async def read(self, keys: ChallengeKeys, client: str) -> ChallengeView:
         """The challenge's public view.
 

@@ -36,9 +36,28 @@ class IdempotencyStore:
         raw = reply[1]
         return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
 
-    async def complete(self, client: str, key: str, record: IdempotencyRecord) -> None:
-        """Store the finished request's result for replays, for 24 hours."""
-        await self._run(client, key, "complete", _encoder.encode(record), RECORD_TTL_SECONDS)
+    async def complete(
+        self,
+        client: str,
+        key: str,
+        record: IdempotencyRecord,
+        ttl_seconds: int = RECORD_TTL_SECONDS,
+    ) -> None:
+        """Store the finished request's result for replays (or what a retry must finish), for
+        24 hours (or ``ttl_seconds``)."""
+        await self._run(client, key, "complete", _encoder.encode(record), ttl_seconds)
+
+    async def swap(
+        self, client: str, key: str, expected: IdempotencyRecord, new: IdempotencyRecord
+    ) -> bool:
+        """Put ``new`` in place of ``expected`` (for ``PENDING_TTL_SECONDS``); False when the
+        record there is another (another retry got there first)."""
+        reply = await self._commands.run_script(
+            self._commands.scripts.idempotency,
+            [self._keys.idempotency(client, key)],
+            ["swap", _encoder.encode(new), PENDING_TTL_SECONDS, _encoder.encode(expected)],
+        )
+        return int(reply[0]) == 1
 
     async def release(self, client: str, key: str) -> None:
         """Forget a claim whose request failed, so a retry runs again."""

@@ -25,6 +25,8 @@ Elsewhere::
                            "outbox" (SMS to send) or "events" (events for the app's callback
                            URL); redis.queue_shards shards, each its own slot
     P:{Q:i}:delayed zset   shard i's entries waiting for a retry, by due ms
+    P:{Q:i}:once:D string  set while the entry of dedupe id D (an SMS's send id) may be in
+                           shard i: a retried enqueue adds it once (queue_add.lua)
     P:{Q}:stream,   the same, unsharded, as the release before wrote them: drained by
     P:{Q}:delayed          workers for one release, never added to (docs/operations.md)
     P:rate:{S}     string  next send time of provider S's sender (the fleet-wide rate limit)
@@ -152,6 +154,10 @@ class KeySpace:
         """The record of an Idempotency-Key, scoped to the client."""
         digest = hashlib.sha256(f"{client}\0{key}".encode()).hexdigest()
         return f"{self._prefix}:idem:{{{digest[:32]}}}"
+
+    def queue_once(self, name: str, shard: int, dedupe_id: str) -> str:
+        """The mark of an entry added to shard ``shard`` under ``dedupe_id``, in its slot."""
+        return f"{self._prefix}:{{{name}:{shard}}}:once:{dedupe_id}"
 
     def queue(self, name: str, shard: int | None) -> tuple[str, str]:
         """Shard ``shard`` of a queue (None: the unsharded layout of the release before): its

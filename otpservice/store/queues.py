@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -114,6 +115,7 @@ class QueueStore(Generic[E]):
     ) -> None:
         self._commands = commands
         self._scripts = commands.scripts
+        self._keys = keys
         self._name = name
         layout: list[tuple[int | None, bool]] = [(i, False) for i in range(shards)]
         self._shards = [
@@ -124,8 +126,11 @@ class QueueStore(Generic[E]):
         self._decoder = msgspec.msgpack.Decoder(entry_type)
         self._next_read = 0
 
-    async def add(self, entry: E) -> None:
+    async def add(self, entry: E, *, dedupe_id: str | None = None, remember_ms: int = 0) -> None:
         """Queue an entry; when this returns, it will be handled even if this process dies.
+
+        With ``dedupe_id``, the entry goes first to the shard that id picks, and is added there
+        only once for ``remember_ms``: a retry after an answer that was lost adds nothing.
 
         Raises:
             StoreUnavailable: no shard took it (tried: up to three, skipping known-down ones).
@@ -133,11 +138,20 @@ class QueueStore(Generic[E]):
         payload = _encoder.encode(entry)
         now = time.monotonic()
         up = [shard for shard in self._writable if shard.skip_until <= now] or self._writable
-        for attempt, shard in enumerate(random.sample(up, min(3, len(up)))):
+        order = random.sample(up, min(3, len(up)))
+        if dedupe_id is not None:
+            home = self._writable[zlib.crc32(dedupe_id.encode()) % len(self._writable)]
+            order = [home, *(shard for shard in order if shard is not home)][:3]
+        for attempt, shard in enumerate(order):
+            keys = [shard.stream]
+            if dedupe_id is not None:
+                keys.append(self._keys.queue_once(self._name, shard.index, dedupe_id))
             try:
-                await self._commands.run_script(self._scripts.queue_add, [shard.stream], [payload])
+                await self._commands.run_script(
+                    self._scripts.queue_add, keys, [payload, remember_ms]
+                )
             except StoreUnavailable as exc:
-                if attempt == 2 or not _ran_not(exc):
+                if attempt == len(order) - 1 or not _ran_not(exc):
                     raise
                 self._down(shard, exc)
             else:

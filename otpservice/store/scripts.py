@@ -254,6 +254,7 @@ class Scripts:
         self.spend_attempt = register("spend_attempt", durable=True)
         self.record_verdict = register("record_verdict", durable=True)
         self.cancel_challenge = register("cancel_challenge", durable=True)
+        self.confirm_challenge = register("confirm_challenge", shared=False, durable=True)
         self.read_challenge = register("read_challenge", writes=False)
         self.record_delivery = register("record_delivery", durable=True)
         self.check_ready = register("check_ready", shared=False)

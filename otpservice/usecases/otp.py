@@ -26,10 +26,18 @@ from otpservice.errors import (
     OtpError,
     RecipientOptedOut,
     Refused,
+    StoreUnavailable,
     TooManyAttempts,
     Unavailable,
 )
-from otpservice.models import ChallengeStatus, DeliveryReport, DeliveryStatus, IdempotencyRecord
+from otpservice.models import (
+    ChallengeStatus,
+    DeliveryReport,
+    DeliveryStatus,
+    IdempotencyRecord,
+    InDoubt,
+    IssuedChallenge,
+)
 from otpservice.phone import parse_phone
 from otpservice.sms.templates import MessageTemplates
 
@@ -41,7 +49,6 @@ if TYPE_CHECKING:
         ApprovedChallenge,
         ChallengeRequest,
         ChallengeView,
-        IssuedChallenge,
         OutboxEntry,
     )
     from otpservice.phone import PhoneNumber
@@ -118,26 +125,110 @@ class OtpService:
 
         # Keyed, so the record in Redis does not give the number away to a dictionary attack.
         fingerprint = self._keys.fingerprint(msgspec.json.encode(request))
-        held = await self._idempotency.claim(client, idempotency_key, fingerprint)
+        try:
+            held = await self._idempotency.claim(client, idempotency_key, fingerprint)
+        except Unavailable:
+            # The claim may stand on the primary (no replica acknowledged it): free the key,
+            # so the retry runs instead of being told it is in use for a minute.
+            await self._release(client, idempotency_key)
+            raise
         if held is not None:
             if held.fingerprint != fingerprint:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with a different request body"
                 )
+            if held.in_doubt is not None and not held.resolving:
+                return await self._resolve_in_doubt(held, phone, request, client, idempotency_key)
             if held.result is None:
                 raise IdempotencyKeyInUse(
                     "a request with this Idempotency-Key is still being processed"
                 )
             return await self._replay(held.result, client), True
         try:
-            issued = await self._issue(phone, request, client)
+            issued = await self._issue(phone, request, client, keyed=True)
+        except _InDoubt as doubt:
+            await self._keep_in_doubt(client, idempotency_key, fingerprint, doubt.state)
+            raise doubt.cause from None
         except BaseException:
-            try:
-                await self._idempotency.release(client, idempotency_key)
-            except Unavailable:
-                # The claim expires by itself; the caller should see the original error.
-                log.warning("could not release an idempotency claim; it expires in a minute")
+            await self._release(client, idempotency_key)
             raise
+        await self._complete(client, idempotency_key, fingerprint, issued)
+        return issued, False
+
+    async def _resolve_in_doubt(
+        self,
+        held: IdempotencyRecord,
+        phone: PhoneNumber,
+        request: ChallengeRequest,
+        client: str,
+        idempotency_key: str,
+    ) -> tuple[IssuedChallenge, bool]:
+        """A retry of a keyed request answered 503 in doubt: if its challenge is there (proven
+        on the replicas), queue its SMS, once, and answer it; if a failover lost it, run the
+        request anew. One retry at a time does this; the others are told the key is in use."""
+        state = held.in_doubt
+        assert state is not None
+        fingerprint = held.fingerprint
+        resolving = msgspec.structs.replace(held, resolving=True)
+        if not await self._idempotency.swap(client, idempotency_key, held, resolving):
+            raise IdempotencyKeyInUse("a request with this Idempotency-Key is being finished")
+        keys = self._keys_for(state.challenge_id)
+        try:
+            if not await self._challenges.confirm(keys):
+                log.warning("challenge %s in doubt was lost; issuing anew", state.challenge_id)
+                issued = await self._issue(phone, request, client, keyed=True)
+                await self._complete(client, idempotency_key, fingerprint, issued)
+                return issued, False
+            await self._queue_sms(state.entry)
+            issued = state.issued or await self._issued_as_stored(keys, client)
+        except _InDoubt as doubt:
+            await self._keep_in_doubt(client, idempotency_key, fingerprint, doubt.state)
+            raise doubt.cause from None
+        except Unavailable:
+            await self._keep_in_doubt(client, idempotency_key, fingerprint, state)
+            raise
+        except BaseException:
+            await self._release(client, idempotency_key)
+            raise
+        await self._complete(client, idempotency_key, fingerprint, issued)
+        log.info("challenge %s in doubt confirmed and its SMS queued", state.challenge_id)
+        return await self._replay(issued, client), True
+
+    async def _issued_as_stored(self, keys: ChallengeKeys, client: str) -> IssuedChallenge:
+        """The first answer of a challenge whose issuing was answered 503, from the store."""
+        view = await self._challenges.read(keys, client)
+        return IssuedChallenge(
+            challenge_id=view.challenge_id,
+            created_at_ms=view.created_at_ms,
+            expires_at_ms=view.expires_at_ms,
+            attempts_left=view.attempts_left,
+            resend_after_ms=self._settings.send_limits.min_interval_seconds * 1000,
+            status=view.status,
+        )
+
+    async def _keep_in_doubt(
+        self, client: str, idempotency_key: str, fingerprint: str, state: InDoubt
+    ) -> None:
+        """Keep the key's claim with what a retry must finish, for as long as the code lives."""
+        record = IdempotencyRecord(fingerprint=fingerprint, in_doubt=state)
+        try:
+            await self._idempotency.complete(
+                client, idempotency_key, record, ttl_seconds=self._settings.code.ttl_seconds
+            )
+        except Unavailable:
+            # The pending claim expires in a minute; a retry after it runs anew.
+            log.warning("challenge %s in doubt, and its claim not kept", state.challenge_id)
+
+    async def _release(self, client: str, idempotency_key: str) -> None:
+        try:
+            await self._idempotency.release(client, idempotency_key)
+        except Unavailable:
+            # The claim expires by itself; the caller should see the original error.
+            log.warning("could not release an idempotency claim; it expires in a minute")
+
+    async def _complete(
+        self, client: str, idempotency_key: str, fingerprint: str, issued: IssuedChallenge
+    ) -> None:
         try:
             await self._idempotency.complete(
                 client, idempotency_key, IdempotencyRecord(fingerprint=fingerprint, result=issued)
@@ -148,7 +239,6 @@ class OtpService:
             log.warning(
                 "challenge %s issued, but its idempotency record was not saved", issued.challenge_id
             )
-        return issued, False
 
     async def verify_challenge(
         self, challenge_id: str, code: str, *, client: str
@@ -270,8 +360,14 @@ class OtpService:
         await self._challenges.check_ready()
 
     async def _issue(
-        self, phone: PhoneNumber, request: ChallengeRequest, client: str
+        self, phone: PhoneNumber, request: ChallengeRequest, client: str, *, keyed: bool = False
     ) -> IssuedChallenge:
+        """Issue a challenge and queue its SMS.
+
+        Raises:
+            _InDoubt: (``keyed`` only) the store failed after the challenge may have been
+                written; the caller keeps the key's claim for a retry to finish.
+        """
         settings = self._settings
         keys = self._keys.new_challenge(phone.e164)
         admission: Admission | None = None
@@ -284,30 +380,43 @@ class OtpService:
                 )
                 code = generate_code(settings.code.digits)
                 code_hash = await self._hasher.hash_code(keys.challenge_id, code)
-            issued = await self._challenges.issue(
-                keys,
-                code_hash=code_hash,
-                client=client,
-                masked_phone=phone.masked(),
-                purpose=request.purpose,
-                where=admission.where,
+            entry = seal_outbox_entry(
+                self._sealer,
+                to=phone.e164,
+                body=self._templates.render(request.locale, code),
+                challenge_id=keys.challenge_id,
+                send_id=str(uuid.uuid4()),
+                first_attempt_at=time.time(),
+                deadline_ms=int(time.time() * 1000) + settings.code.ttl_seconds * 1000,
             )
             try:
-                await self._outbox.add(
-                    seal_outbox_entry(
-                        self._sealer,
-                        to=phone.e164,
-                        body=self._templates.render(request.locale, code),
-                        challenge_id=keys.challenge_id,
-                        send_id=str(uuid.uuid4()),
-                        first_attempt_at=time.time(),
-                        deadline_ms=issued.expires_at_ms,
-                    )
+                issued = await self._challenges.issue(
+                    keys,
+                    code_hash=code_hash,
+                    client=client,
+                    masked_phone=phone.masked(),
+                    purpose=request.purpose,
+                    where=admission.where,
                 )
-            except BaseException:
-                # The code will never be sent: make sure it cannot be used either.
+            except StoreUnavailable as exc:
+                if keyed:  # perhaps written: a retry with the key confirms it or issues anew
+                    state = InDoubt(challenge_id=keys.challenge_id, entry=entry)
+                    raise _InDoubt(state, exc) from exc
+                raise
+            try:
+                await self._queue_sms(entry)
+            except StoreUnavailable as exc:
+                if keyed:  # perhaps queued: a retry with the key queues it once more, once
+                    state = InDoubt(challenge_id=keys.challenge_id, entry=entry, issued=issued)
+                    raise _InDoubt(state, exc) from exc
+                # The code may never be sent: make sure it cannot be used either.
                 await self._challenges.cancel(keys, client)
                 raise
+            except BaseException:
+                await self._challenges.cancel(keys, client)
+                raise
+        except _InDoubt:
+            raise  # its counts stand: the challenge may be there
         except BaseException:
             # Not issued after all (a hash that failed, a concurrent request that took the
             # number's last send, a message that cannot be queued): the abuse rules' counts
@@ -319,6 +428,14 @@ class OtpService:
         self._analytics.count("issued", country=phone.region)
         log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
         return issued
+
+    async def _queue_sms(self, entry: OutboxEntry) -> None:
+        """Queue a challenge's SMS, at most once per send id while the code lives."""
+        await self._outbox.add(
+            entry,
+            dedupe_id=entry.send_id,
+            remember_ms=self._settings.code.ttl_seconds * 1000,
+        )
 
     async def _replay(self, issued: IssuedChallenge, client: str) -> IssuedChallenge:
         """The first result of an idempotent request, with the challenge's current state: its
@@ -338,6 +455,16 @@ class OtpService:
         if keys is None:
             raise ChallengeNotFound("no such challenge")
         return keys
+
+
+class _InDoubt(Exception):
+    """Issuing failed after the challenge may have been written: what a keyed retry finishes,
+    and the failure to answer with."""
+
+    def __init__(self, state: InDoubt, cause: StoreUnavailable) -> None:
+        super().__init__(str(cause))
+        self.state = state
+        self.cause = cause
 
 
 def _check_ip(text: str) -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from otpservice.app import create_app
 from otpservice.config.schema import Settings
-from otpservice.store import connect
+from otpservice.store import ChallengeKeys, connect
 from tests.support.app import Phone, running
 from tests.support.helpers import assert_problem, wrong
 from tests.support.servers.redis import SENTINEL_MASTER, RedisSentinelGroup
@@ -228,3 +228,67 @@ async def test_with_a_replica_acknowledging_every_durable_write_answers_normally
             assert_problem(erasure, 503, "store_unavailable")
         finally:
             sentinel_group.replica.resume()
+
+
+async def test_a_keyed_challenge_answered_503_in_doubt_is_finished_by_its_retry_with_one_sms(
+    sentinel_group: RedisSentinelGroup,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, 1)
+    async with stack:
+        body, headers = {"phone": "+14155550129"}, {"Idempotency-Key": "login-42"}
+        challenges = api._transport.app.state.runtime.stores.challenges  # type: ignore[attr-defined]
+        issue = challenges.issue
+        written: list[str] = []
+
+        async def issue_unacknowledged(keys: ChallengeKeys, **kwargs: object) -> object:
+            # The key's claim is acknowledged; then the replica falls silent: the challenge is
+            # written on the primary, unconfirmed, and its SMS not queued.
+            sentinel_group.replica.pause()
+            written.append(keys.challenge_id)
+            return await issue(keys, **kwargs)
+
+        monkeypatch.setattr(challenges, "issue", issue_unacknowledged)
+        try:
+            first = await api.post("/challenge", json=body, headers=headers)
+        finally:
+            sentinel_group.replica.resume()
+            monkeypatch.setattr(challenges, "issue", issue)
+        assert_problem(first, 503, "store_unavailable")
+        sentinel_group.wait_replica_online()
+        assert await phone.sent(within_s=0.5) == []  # nothing went out for the 503
+        # The retry with the same key confirms the challenge on the replica, queues its SMS
+        # once, and answers the challenge the first request made.
+        retry = await api.post("/challenge", json=body, headers=headers)
+        assert retry.status_code == 201, retry.text
+        challenge_id = retry.json()["challenge_id"]
+        assert [challenge_id] == written  # the first request's, not a second one
+        again = await api.post("/challenge", json=body, headers=headers)
+        assert again.json()["challenge_id"] == challenge_id
+        code = await phone.code_for(challenge_id)
+        assert [m for m in await phone.sent() if m[0] == body["phone"]] == [
+            (body["phone"], challenge_id, code)
+        ]
+        verified = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+        assert verified.status_code == 200
+
+
+async def test_a_claim_no_replica_acknowledged_is_freed_so_the_retry_runs(
+    sentinel_group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, 1)
+    async with stack:
+        body, headers = {"phone": "+14155550130"}, {"Idempotency-Key": "login-43"}
+        sentinel_group.replica.pause()
+        try:
+            first = await api.post("/challenge", json=body, headers=headers)
+        finally:
+            sentinel_group.replica.resume()
+        assert_problem(first, 503, "store_unavailable")
+        sentinel_group.wait_replica_online()
+        retry = await api.post("/challenge", json=body, headers=headers)
+        assert retry.status_code == 201, retry.text  # not 409 idempotency_key_in_use
+        await phone.code_for(retry.json()["challenge_id"])
+        assert len([m for m in phone.messages() if m[0] == body["phone"]]) == 1

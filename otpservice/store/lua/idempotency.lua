@@ -3,17 +3,24 @@
 -- redis.min_replicas_acked, each step is followed by WAIT on its connection: a claim lost in a
 -- failover would let a retry send a second SMS.
 -- KEYS[1] record   string: the IdempotencyRecord (msgpack)
--- ARGV[1] "claim", "complete" or "release"
--- ARGV[2] the record to write (claim: the pending one; complete: the finished one)
--- ARGV[3] its lifetime in seconds
+-- ARGV[1] "claim", "complete", "swap" or "release"
+-- ARGV[2] the record to write (claim: the pending one; complete: the finished or in-doubt one;
+--         swap: the one to put in place of ARGV[4])
+-- ARGV[3] its lifetime in seconds    ARGV[4] (swap) the record expected there now
 -- Returns, for "claim": {1} when this request now holds the key, {0, record} when another
--- request's record is there; else {1}.
+-- request's record is there; for "swap": {1} when it was swapped, {0} when the record there
+-- was another (another retry got there first); else {1}.
 local op = ARGV[1]
 if op == 'claim' then
   if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', ARGV[3]) then
     return {1}
   end
   return {0, redis.call('GET', KEYS[1])}
+elseif op == 'swap' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[4] then
+    return {0}
+  end
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 elseif op == 'complete' then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 else
