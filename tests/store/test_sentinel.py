@@ -135,6 +135,26 @@ async def test_a_failover_is_503s_then_the_promoted_replica(
     assert (await sentinel_api.get("/readyz")).status_code == 200
 
 
+@asynccontextmanager
+async def lost_in_failover(group: RedisSentinelGroup) -> AsyncIterator[None]:
+    """Inside, the replica hears nothing (stopped, its link cut, so not even the kernel buffers
+    what follows); after, the primary dies with what was written inside, the sentinels promote
+    the replica, and the old primary comes back as its replica (so writes can be acknowledged
+    again)."""
+    group.replica.pause()
+    try:
+        async with admin(group.primary.port) as primary:
+            await primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        yield
+    finally:
+        old_port = group.primary.port
+        group.primary.kill()
+        group.replica.resume()
+    new_port = group.wait_for_new_master(old_port)
+    group.primary.start()
+    group.wait_replica_online(new_port)
+
+
 async def durable_api(
     group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone, acked: int
 ) -> tuple[httpx.AsyncClient, AsyncExitStack]:
@@ -171,21 +191,9 @@ async def test_an_approval_survives_a_failover_only_when_a_replica_acknowledged_
         async with admin(sentinel_group.primary.port) as primary:
             assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
 
-        # The replica stops (and its link is cut, so not even the kernel buffers what follows);
-        # the primary approves the code, then dies with it.
-        sentinel_group.replica.pause()
-        async with admin(sentinel_group.primary.port) as primary:
-            await primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
-        first = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
-        old_port = sentinel_group.primary.port
-        sentinel_group.primary.kill()
-        sentinel_group.replica.resume()
-        new_port = sentinel_group.wait_for_new_master(old_port)
-        # The old primary comes back; the sentinels make it the new master's replica, so a
-        # write can be acknowledged again. (Each 503 of a spent attempt counts as a failure:
-        # wait for the replica rather than retry into the budget.)
-        sentinel_group.primary.start()
-        sentinel_group.wait_replica_online(new_port)
+        # The primary approves the code (or not), then dies with what its replica never got.
+        async with lost_in_failover(sentinel_group):
+            first = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
         for _ in range(3):  # a 503 costs an attempt of five: a few retries leave room
             again = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
             if again.status_code != 503:
@@ -201,6 +209,43 @@ async def test_an_approval_survives_a_failover_only_when_a_replica_acknowledged_
             assert again.status_code == 200
             third = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
             assert_problem(third, 410, "challenge_used")
+
+
+@pytest.mark.parametrize("acked", [0, 1])
+async def test_a_wrong_guess_and_an_opt_out_survive_a_failover_only_when_acknowledged(
+    sentinel_group: RedisSentinelGroup,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    acked: int,
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, acked)
+    async with stack:
+        created = await api.post("/challenge", json={"phone": "+14155550131"})
+        challenge_id = created.json()["challenge_id"]
+        code = await phone.code_for(challenge_id)
+        stopped = "+14155550132"
+        async with admin(sentinel_group.primary.port) as primary:
+            assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
+        async with lost_in_failover(sentinel_group):
+            guess = await api.post(
+                "/verify", json={"challenge_id": challenge_id, "code": wrong(code)}
+            )
+            opt_out = await api.put(f"/opt-outs/{stopped}")
+        state = (await api.get(f"/challenge/{challenge_id}")).json()
+        if acked == 0:
+            # Both answered as done, both lost: the guess was judged and its attempt is back
+            # (a free guess), and a number that opted out can be sent a code.
+            assert_problem(guess, 400, "incorrect_code")
+            assert opt_out.status_code == 200
+            assert state["attempts_left"] == 5
+            assert (await api.post("/challenge", json={"phone": stopped})).status_code == 201
+        else:
+            # Neither was answered as done: no guess was judged, and the opt-out is retried.
+            assert_problem(guess, 503, "store_unavailable")
+            assert_problem(opt_out, 503, "store_unavailable")
+            assert (await api.put(f"/opt-outs/{stopped}")).status_code == 200
+            refused = await api.post("/challenge", json={"phone": stopped})
+            assert_problem(refused, 403, "recipient_opted_out")
 
 
 async def test_with_a_replica_acknowledging_every_durable_write_answers_normally(
