@@ -237,6 +237,15 @@ class StoreUnavailable(Unavailable):
     retry_after_seconds = 2
 
 
+class QueueWriteInDoubt(StoreUnavailable):
+    """An entry may or may not have been added to a queue's shard ``shard`` (a timeout or a
+    WAIT shortfall after the write may have run)."""
+
+    def __init__(self, shard: int) -> None:
+        super().__init__("the store could not confirm the write; retry shortly")
+        self.shard = shard
+
+
 class HashingBusy(Unavailable):
     """Too many hashes are queued; the process protects its memory limit."""
 

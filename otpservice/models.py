@@ -182,6 +182,8 @@ class InDoubt(Model, frozen=True):
     entry: OutboxEntry
     # The challenge as issued, when the write was confirmed and the queueing was in doubt.
     issued: IssuedChallenge | None = None
+    # The outbox shard that may hold its SMS (a retry adds it there, once); None: not queued.
+    queue_shard: int | None = None
 
 
 class IdempotencyRecord(Model, frozen=True):
@@ -192,6 +194,7 @@ class IdempotencyRecord(Model, frozen=True):
     result: IssuedChallenge | None = None
     in_doubt: InDoubt | None = None
     resolving: bool = False  # a retry is finishing the request in doubt
+    claim_token: str = ""  # tells this request's pending claim from another's
 
 
 # Who changed an opt-out through the service: a STOP or START, an operator, or a provider that

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from otpservice.errors import StoreUnavailable
 from otpservice.models import IdempotencyRecord
 
 if TYPE_CHECKING:
@@ -28,9 +31,21 @@ class IdempotencyStore:
         self._keys = keys
 
     async def claim(self, client: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
-        """Claim ``key`` for a request; return the existing record if someone holds it."""
-        pending = _encoder.encode(IdempotencyRecord(fingerprint=fingerprint))
-        reply = await self._run(client, key, "claim", pending, PENDING_TTL_SECONDS)
+        """Claim ``key`` for a request; return the existing record if someone holds it.
+
+        Raises:
+            StoreUnavailable: the claim could not be confirmed; if this request's claim stands
+                on the primary, it is deleted again (never another request's record), so a
+                retry runs instead of finding the key in use.
+        """
+        record = IdempotencyRecord(fingerprint=fingerprint, claim_token=secrets.token_hex(8))
+        pending = _encoder.encode(record)
+        try:
+            reply = await self._run(client, key, "claim", pending, PENDING_TTL_SECONDS)
+        except StoreUnavailable:
+            with contextlib.suppress(StoreUnavailable):
+                await self._run(client, key, "release_if", pending, 0)
+            raise
         if int(reply[0]) == 1:
             return None
         raw = reply[1]

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import random
 import time
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -37,7 +36,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from otpservice.errors import StoreUnavailable
+from otpservice.errors import QueueWriteInDoubt, StoreUnavailable
 from otpservice.store.scripts import reply_text, store_errors
 
 if TYPE_CHECKING:
@@ -126,36 +125,49 @@ class QueueStore(Generic[E]):
         self._decoder = msgspec.msgpack.Decoder(entry_type)
         self._next_read = 0
 
-    async def add(self, entry: E, *, dedupe_id: str | None = None, remember_ms: int = 0) -> None:
-        """Queue an entry; when this returns, it will be handled even if this process dies.
+    async def add(
+        self,
+        entry: E,
+        *,
+        dedupe_id: str | None = None,
+        remember_ms: int = 0,
+        shard: int | None = None,
+    ) -> int:
+        """Queue an entry; when this returns (the shard it went to), it will be handled even if
+        this process dies.
 
-        With ``dedupe_id``, the entry goes first to the shard that id picks, and is added there
-        only once for ``remember_ms``: a retry after an answer that was lost adds nothing.
+        With ``dedupe_id`` the entry is added to a shard at most once for ``remember_ms``;
+        ``shard`` (where an earlier try may have added it) is tried first, so a retry after an
+        answer that was lost adds nothing.
 
         Raises:
+            QueueWriteInDoubt: the shard it names may hold the entry (a timeout or a WAIT
+                shortfall after the write ran).
             StoreUnavailable: no shard took it (tried: up to three, skipping known-down ones).
         """
         payload = _encoder.encode(entry)
         now = time.monotonic()
-        up = [shard for shard in self._writable if shard.skip_until <= now] or self._writable
+        up = [s for s in self._writable if s.skip_until <= now] or self._writable
         order = random.sample(up, min(3, len(up)))
-        if dedupe_id is not None:
-            home = self._writable[zlib.crc32(dedupe_id.encode()) % len(self._writable)]
-            order = [home, *(shard for shard in order if shard is not home)][:3]
-        for attempt, shard in enumerate(order):
-            keys = [shard.stream]
+        if shard is not None:
+            first = self._shards[shard]
+            order = [first, *(s for s in order if s is not first)][:3]
+        for attempt, target in enumerate(order):
+            keys = [target.stream]
             if dedupe_id is not None:
-                keys.append(self._keys.queue_once(self._name, shard.index, dedupe_id))
+                keys.append(self._keys.queue_once(self._name, target.index, dedupe_id))
             try:
                 await self._commands.run_script(
                     self._scripts.queue_add, keys, [payload, remember_ms]
                 )
             except StoreUnavailable as exc:
-                if attempt == len(order) - 1 or not _ran_not(exc):
+                if not _ran_not(exc):
+                    raise QueueWriteInDoubt(target.index) from exc
+                if attempt == len(order) - 1:
                     raise
-                self._down(shard, exc)
+                self._down(target, exc)
             else:
-                return
+                return target.index
         raise StoreUnavailable("no shard of the queue could take the entry")
 
     async def read(self, consumer: str, count: int) -> list[QueueItem[E]]:

@@ -24,6 +24,7 @@ from otpservice.errors import (
     InvalidInput,
     NumberLocked,
     OtpError,
+    QueueWriteInDoubt,
     RecipientOptedOut,
     Refused,
     StoreUnavailable,
@@ -125,13 +126,7 @@ class OtpService:
 
         # Keyed, so the record in Redis does not give the number away to a dictionary attack.
         fingerprint = self._keys.fingerprint(msgspec.json.encode(request))
-        try:
-            held = await self._idempotency.claim(client, idempotency_key, fingerprint)
-        except Unavailable:
-            # The claim may stand on the primary (no replica acknowledged it): free the key,
-            # so the retry runs instead of being told it is in use for a minute.
-            await self._release(client, idempotency_key)
-            raise
+        held = await self._idempotency.claim(client, idempotency_key, fingerprint)
         if held is not None:
             if held.fingerprint != fingerprint:
                 raise IdempotencyKeyReused(
@@ -170,25 +165,39 @@ class OtpService:
         assert state is not None
         fingerprint = held.fingerprint
         resolving = msgspec.structs.replace(held, resolving=True)
-        if not await self._idempotency.swap(client, idempotency_key, held, resolving):
+        try:
+            taken = await self._idempotency.swap(client, idempotency_key, held, resolving)
+        except Unavailable:
+            await self._keep_in_doubt(client, idempotency_key, fingerprint, state)
+            raise
+        if not taken:
             raise IdempotencyKeyInUse("a request with this Idempotency-Key is being finished")
         keys = self._keys_for(state.challenge_id)
+        confirmed = False
         try:
             if not await self._challenges.confirm(keys):
                 log.warning("challenge %s in doubt was lost; issuing anew", state.challenge_id)
                 issued = await self._issue(phone, request, client, keyed=True)
                 await self._complete(client, idempotency_key, fingerprint, issued)
                 return issued, False
-            await self._queue_sms(state.entry)
+            confirmed = True
+            await self._queue_sms(state.entry, shard=state.queue_shard)
             issued = state.issued or await self._issued_as_stored(keys, client)
         except _InDoubt as doubt:
             await self._keep_in_doubt(client, idempotency_key, fingerprint, doubt.state)
             raise doubt.cause from None
+        except QueueWriteInDoubt as exc:
+            state = msgspec.structs.replace(state, queue_shard=exc.shard)
+            await self._keep_in_doubt(client, idempotency_key, fingerprint, state)
+            raise
         except Unavailable:
             await self._keep_in_doubt(client, idempotency_key, fingerprint, state)
             raise
         except BaseException:
-            await self._release(client, idempotency_key)
+            if confirmed:  # its SMS is queued, or will be by the next retry: keep it so
+                await self._keep_in_doubt(client, idempotency_key, fingerprint, state)
+            else:
+                await self._release(client, idempotency_key)
             raise
         await self._complete(client, idempotency_key, fingerprint, issued)
         log.info("challenge %s in doubt confirmed and its SMS queued", state.challenge_id)
@@ -406,8 +415,14 @@ class OtpService:
             try:
                 await self._queue_sms(entry)
             except StoreUnavailable as exc:
-                if keyed:  # perhaps queued: a retry with the key queues it once more, once
-                    state = InDoubt(challenge_id=keys.challenge_id, entry=entry, issued=issued)
+                if keyed:  # perhaps queued: a retry with the key queues it there, once
+                    shard = exc.shard if isinstance(exc, QueueWriteInDoubt) else None
+                    state = InDoubt(
+                        challenge_id=keys.challenge_id,
+                        entry=entry,
+                        issued=issued,
+                        queue_shard=shard,
+                    )
                     raise _InDoubt(state, exc) from exc
                 # The code may never be sent: make sure it cannot be used either.
                 await self._challenges.cancel(keys, client)
@@ -429,12 +444,14 @@ class OtpService:
         log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
         return issued
 
-    async def _queue_sms(self, entry: OutboxEntry) -> None:
-        """Queue a challenge's SMS, at most once per send id while the code lives."""
+    async def _queue_sms(self, entry: OutboxEntry, shard: int | None = None) -> None:
+        """Queue a challenge's SMS, at most once per send id and shard while the code lives
+        (``shard``: where an earlier try may have put it, tried first)."""
         await self._outbox.add(
             entry,
             dedupe_id=entry.send_id,
             remember_ms=self._settings.code.ttl_seconds * 1000,
+            shard=shard,
         )
 
     async def _replay(self, issued: IssuedChallenge, client: str) -> IssuedChallenge:

@@ -5,7 +5,7 @@
 -- KEYS[1] challenge  hash of the challenge
 -- Returns 1 when it exists, 0 when it does not (a failover lost it, or it expired).
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
+if ttl <= 0 then
   return 0
 end
 redis.call('PEXPIRE', KEYS[1], ttl)

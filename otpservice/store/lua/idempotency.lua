@@ -3,7 +3,8 @@
 -- redis.min_replicas_acked, each step is followed by WAIT on its connection: a claim lost in a
 -- failover would let a retry send a second SMS.
 -- KEYS[1] record   string: the IdempotencyRecord (msgpack)
--- ARGV[1] "claim", "complete", "swap" or "release"
+-- ARGV[1] "claim", "complete", "swap", "release" or "release_if" (only while ARGV[2] is
+--         there: a claim this request made and could not confirm, never another's record)
 -- ARGV[2] the record to write (claim: the pending one; complete: the finished or in-doubt one;
 --         swap: the one to put in place of ARGV[4])
 -- ARGV[3] its lifetime in seconds    ARGV[4] (swap) the record expected there now
@@ -21,6 +22,10 @@ elseif op == 'swap' then
     return {0}
   end
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+elseif op == 'release_if' then
+  if redis.call('GET', KEYS[1]) == ARGV[2] then
+    redis.call('DEL', KEYS[1])
+  end
 elseif op == 'complete' then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 else
