@@ -2,6 +2,7 @@
 
     uv run python -m bench.cluster                    # 3 alternating rounds of 6 s runs
     uv run python -m bench.cluster --rounds 3 --duration 10
+    uv run python -m bench.cluster --challenge-rate 250 --verify-rate 400   # equal, paced load
 
 Starts its own ``redis-server`` and its own Redis Cluster (three masters, each with a replica),
 and beside each two ``otpservice serve`` processes (hashing effectively off, m=8 KiB: what is
@@ -12,11 +13,22 @@ requests/s, p50/p99 latency (the slower process's) and the services' CPU per req
 workers included), with medians over the rounds and the ratio cluster / one Redis; the commands
 each master served during the ``/challenge`` runs (spread: max / mean); and round trips per
 request with ``redis.min_replicas_acked`` 0 and 1 on the cluster. Prints figures only.
+
+By default each wrk connection sends as fast as it is answered, so each store runs at its own
+top rate. With ``--challenge-rate`` and ``--verify-rate`` (requests a second per process) both
+stores get the same paced load, below either's top rate: the service then does the same work
+in both, and its CPU per request compares the cost of each store's path, not two load levels
+(a process at a lower rate batches less per event-loop pass, and pays more per request).
+With ``--pin`` the service processes run on the first CPU and everything else (the Redis
+servers, wrk, this script) on the others, as when Redis has machines of its own: the service's
+CPU then leaves out what six Redis servers competing for its cores cost it (being preempted,
+caches lost, waking a server for every write).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
@@ -217,9 +229,10 @@ class Bench:
 
     def challenge(self, store: str, services: list[Service]) -> Run:
         prefixes = [self.numbers.take() for _ in services]
+        pace = _pace(self.options.challenge_rate)
         run = both(
             services,
-            lambda i: ["challenge", prefixes[i], str(BLOCK_FIRST)],
+            lambda i: ["challenge", prefixes[i], str(BLOCK_FIRST), *pace],
             self.options.duration,
         )
         return Run(store, "/challenge", run.rps, run.p50_ms, run.p99_ms, run.cpu_ms_per_request)
@@ -235,9 +248,10 @@ class Bench:
             path.write_text("".join(f"{i} {c}\n" for i, c in pairs), encoding="utf-8")
             files.append(path)
         # Shorter than the /challenge run that made the pairs, so that they last.
+        pace = _pace(self.options.verify_rate)
         run = both(
             services,
-            lambda i: ["verify", str(files[i]), str(wrk_threads(CLIENTS))],
+            lambda i: ["verify", str(files[i]), str(wrk_threads(CLIENTS)), *pace],
             max(1, self.options.duration // 3),
         )
         return Run(
@@ -272,6 +286,18 @@ class Bench:
         return figures
 
 
+def _pin(services: list[Service], cpus: set[int]) -> None:
+    """Move every thread of the services' processes to ``cpus``."""
+    for service in services:
+        for thread in os.listdir(f"/proc/{service.process.pid}/task"):
+            os.sched_setaffinity(int(thread), cpus)
+
+
+def _pace(rate: float | None) -> list[str]:
+    """otp.lua's pacing argument for ``rate`` requests a second per process (none: unpaced)."""
+    return [] if rate is None else [str(rate / wrk_threads(CLIENTS))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -281,9 +307,29 @@ def main() -> None:
         action="store_true",
         help="the services run no delivery workers: the request path alone",
     )
+    parser.add_argument(
+        "--challenge-rate",
+        type=float,
+        help="paced /challenge requests a second per service process (default: unpaced)",
+    )
+    parser.add_argument(
+        "--verify-rate",
+        type=float,
+        help="paced /verify requests a second per service process (default: unpaced)",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the services on the first CPU, the Redis servers and wrk on the others",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    cpus = sorted(os.sched_getaffinity(0))
+    if options.pin:
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs two CPUs or more")
+        os.sched_setaffinity(0, set(cpus[1:]))  # inherited by the Redis servers and wrk
     with tempfile.TemporaryDirectory(prefix="otp-bench-cluster-") as name:
         workdir = Path(name)
         (workdir / "single").mkdir()
@@ -294,6 +340,9 @@ def main() -> None:
         try:
             fleets["one Redis"] = bench.services("single", single.url, "")
             fleets["cluster"] = bench.services("cluster", cluster.url, "cluster = true")
+            if options.pin:
+                for fleet in fleets.values():
+                    _pin(fleet, {cpus[0]})
             runs: list[Run] = []
             spread: list[float] = []
             for round_number in range(options.rounds):

@@ -243,9 +243,16 @@ class ServiceConfig:
     # More [redis] lines (``cluster = true``, ``min_replicas_acked = 1``).
     redis_toml: str = ""
     extra_toml: str = ""
+    # Drawn once per config, so that every process started with it is one fleet: each can
+    # open the outbox entries and check the codes of the others.
+    pepper: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    index_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    outbox_secret: str = field(
+        default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+    )
 
     def toml(self) -> str:
-        """The config file: generous send limits, console SMS, fresh secrets."""
+        """The config file: generous send limits, console SMS, the config's secrets."""
         concurrency = (
             f"max_concurrent = {self.max_concurrent}\n" if self.max_concurrent is not None else ""
         )
@@ -255,11 +262,7 @@ class ServiceConfig:
             if self.provider_list
             else '[sms]\nprovider = "console"'
         )
-        outbox_key = (
-            f'outbox_key = "{base64.b64encode(secrets.token_bytes(32)).decode()}"\n'
-            if self.outbox_key
-            else ""
-        )
+        outbox_key = f'outbox_key = "{self.outbox_secret}"\n' if self.outbox_key else ""
         return f"""\
 log_level = "{self.log_level}"
 workers = {self.workers}
@@ -269,8 +272,8 @@ url = "{self.redis_url}"
 {self.redis_toml}
 
 [secrets]
-pepper = "{secrets.token_urlsafe(32)}"
-index_key = "{secrets.token_urlsafe(32)}"
+pepper = "{self.pepper}"
+index_key = "{self.index_key}"
 {outbox_key}
 [hashing]
 memory_kib = {self.memory_kib}

@@ -11,9 +11,38 @@
 --       thread runs out of pairs it stops (wrk.thread:stop(), wrk >= 4.1) and counts it in
 --       `exhausted`: the run's rate is then a lower bound, and run.py says so.
 --
+-- An optional last argument RATE (requests a second per thread) paces each thread to that rate
+-- (an open schedule: a request is due every 1/RATE s, sent when a connection is free), so that
+-- two stores can be compared doing the same work; without it each connection sends as fast as
+-- it is answered.
+--
 -- Each thread counts responses by HTTP status, plus the problem's stable `code` for statuses
 -- >= 300 ("503 hashing_busy"); done() prints one machine-readable line:
 --   BENCH_RESULT {"requests": ..., "latency_us": {...}, "statuses": {"200": 123, ...}, ...}
+
+local ffi = require("ffi")
+ffi.cdef([[
+  typedef struct { long tv_sec; long tv_nsec; } otp_timespec;
+  int clock_gettime(int clock_id, otp_timespec *tp);
+]])
+local CLOCK_MONOTONIC = 1
+local timespec = ffi.new("otp_timespec")
+
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, timespec)
+  return tonumber(timespec.tv_sec) * 1000 + tonumber(timespec.tv_nsec) / 1e6
+end
+
+-- Pacing (RATE given): requests a second, the gap between them, when the next one is due.
+local rate, period_ms, next_due_ms
+
+-- How long wrk holds the next request: until its turn in the schedule. A thread that fell
+-- behind (every connection busy) sends at once and does not catch up in a burst.
+local function paced_delay()
+  local now = now_ms()
+  next_due_ms = math.max((next_due_ms or now) + period_ms, now)
+  return math.floor(next_due_ms - now)
+end
 
 local threads = {}
 local thread_count = 0
@@ -38,6 +67,7 @@ function init(args)
     prefix = args[2]
     first_number = tonumber(args[3]) + tid * 1000000
     sent_numbers = 0
+    rate = tonumber(args[4])
   elseif mode == "verify" then
     local path, stride = args[2], tonumber(args[3])
     bodies, next_body = {}, 0
@@ -51,8 +81,14 @@ function init(args)
       end
       line_no = line_no + 1
     end
+    rate = tonumber(args[4])
   else
     error("otp.lua: first argument must be 'challenge' or 'verify', not " .. tostring(mode))
+  end
+  if rate then
+    -- Defined only when pacing: wrk holds every request on a timer once `delay` exists.
+    period_ms = 1000 / rate
+    delay = paced_delay
   end
 end
 
