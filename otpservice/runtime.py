@@ -50,6 +50,7 @@ from otpservice.workers.delivery import DeliveryWorker
 from otpservice.workers.events_relay import EventRelay
 from otpservice.workers.pacing import SendPacer
 from otpservice.workers.periodic import every
+from otpservice.workers.queue_worker import run_together
 from otpservice.workers.replies import ReplyWorker
 
 if TYPE_CHECKING:
@@ -286,7 +287,7 @@ class Runtime:
             workers: list[QueueWorker[Any]] = [self.worker, self.replier]
             if self.relay is not None:
                 workers.append(self.relay)
-            self._tasks += [asyncio.create_task(w.run(self._stop)) for w in workers]
+            self._tasks.append(asyncio.create_task(run_together(workers, self._stop)))
             self._tasks.append(
                 asyncio.create_task(every(RETENTION_CHECK_SECONDS, self._stop, self._trim_feed))
             )

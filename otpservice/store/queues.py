@@ -11,10 +11,11 @@ one hash slot.
 A queue is ``redis.queue_shards`` such shards, each on its own hash tag, so on Redis Cluster they
 spread over the masters: no one master takes every enqueue, and a master's failover holds up only
 its own shards. An entry goes to a random shard (another when that one refused it unrun). Workers
-read without blocking, one pipeline per master per pass (at most one connection per master per
-queue), and skip a shard that could not be reached for ``SHARD_DOWN_SECONDS``. The unsharded
-stream of the release before (``KeySpace.queue(name, None)``) is read as one more shard while it
-exists, and never added to: new workers drain what old ones queued during a rolling deploy.
+read without blocking, one pipeline per master per pass (``read_together``: one for all the
+queues of a process), and skip a shard that could not be reached for ``SHARD_DOWN_SECONDS``. The
+unsharded stream of the release before (``KeySpace.queue(name, None)``) is read as one more
+shard while it exists, and never added to: new workers drain what old ones queued during a
+rolling deploy.
 """
 
 from __future__ import annotations
@@ -177,9 +178,14 @@ class QueueStore(Generic[E]):
         Raises:
             StoreUnavailable: no shard could be reached.
         """
+        items: list[QueueItem[E]] = (await read_together([QueueRead(self, consumer, count)]))[0]
+        return items
+
+    def _read_parts(self, consumer: str, count: int) -> tuple[list[_Part], set[int]]:
+        """The commands of a read (a part per shard), and the shards whose group they create."""
         shards = self._reachable()
         if not shards:
-            return []
+            return [], set()
         # Round-robin: each pass starts one shard further, so none is always served last.
         start = self._next_read % len(shards)
         self._next_read += 1
@@ -196,8 +202,17 @@ class QueueStore(Generic[E]):
                 commands.insert(0, (*create, "MKSTREAM") if not shard.legacy else create)
             return commands
 
+        return [_Part(self, shard, queue_read(shard)) for shard in shards], creating
+
+    def _read_items(
+        self, answers: list[tuple[_Part, list[Any]]], creating: set[int]
+    ) -> list[QueueItem[E]]:
+        """The entries a read's replies (this queue's parts of ``answers``) hand out."""
         items: list[QueueItem[E]] = []
-        for shard, replies in await self._pipelined(shards, queue_read):
+        for part, replies in answers:
+            if part.queue is not self:
+                continue
+            shard = part.shard
             reply = self._settle_group(shard, replies, creating=shard.index in creating)
             if isinstance(reply, BaseException):
                 continue
@@ -217,13 +232,13 @@ class QueueStore(Generic[E]):
             return []
         each = max(1, -(-count // len(shards)))
 
-        def queue_claim(shard: _Shard) -> list[tuple[Any, ...]]:
+        def queue_claim(shard: _Shard) -> _Part:
             claim = ("XAUTOCLAIM", shard.stream, GROUP, consumer, idle_ms, shard.claim_cursor)
-            return [(*claim, "COUNT", each)]
+            return _Part(self, shard, [(*claim, "COUNT", each)])
 
         items: list[QueueItem[E]] = []
-        for shard, replies in await self._pipelined(shards, queue_claim):
-            reply = replies[0]
+        for part, replies in await _pipelined(self._commands, [queue_claim(s) for s in shards]):
+            shard, reply = part.shard, replies[0]
             if isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP"):
                 shard.group_ready = False  # the stream or group is gone: made again next read
                 continue
@@ -376,47 +391,6 @@ class QueueStore(Generic[E]):
             self._down(shard, exc)
             return exc
 
-    async def _pipelined(
-        self, shards: list[_Shard], commands_for: Callable[[_Shard], list[tuple[Any, ...]]]
-    ) -> list[tuple[_Shard, list[Any]]]:
-        """Each shard's commands (``commands_for(shard)``), one pipeline per master, the
-        pipelines at once; each shard's replies (errors as values). The shards of a master that
-        cannot be reached are marked down and left out.
-
-        Raises:
-            StoreUnavailable: no master could be reached.
-        """
-        by_node: dict[str, list[_Shard]] = {}
-        for shard in shards:
-            by_node.setdefault(self._commands.node_of(shard.stream), []).append(shard)
-
-        async def run(group: list[_Shard]) -> list[tuple[_Shard, list[Any]]]:
-            per_shard = [commands_for(shard) for shard in group]
-            flat = [command for commands in per_shard for command in commands]
-            replies = await self._commands.pipeline(group[0].stream, flat)
-            answers, at = [], 0
-            for shard, commands in zip(group, per_shard, strict=True):
-                answers.append((shard, replies[at : at + len(commands)]))
-                at += len(commands)
-            return answers
-
-        groups = list(by_node.values())
-        outcomes = await asyncio.gather(*(run(group) for group in groups), return_exceptions=True)
-        answers: list[tuple[_Shard, list[Any]]] = []
-        failure: StoreUnavailable | None = None
-        for group, outcome in zip(groups, outcomes, strict=True):
-            if isinstance(outcome, StoreUnavailable):
-                failure = outcome
-                for shard in group:
-                    self._down(shard, outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                answers += outcome
-        if failure is not None and not answers:
-            raise failure
-        return answers
-
     def _matches(self, fields: dict[Any, Any], matches: Callable[[E], bool]) -> bool:
         entry = self._entry(fields)
         return entry is not None and matches(entry)
@@ -446,3 +420,85 @@ class QueueStore(Generic[E]):
             reclaimed=reclaimed,
             shard=shard.index,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRead(Generic[E]):
+    """One queue's part of a read of several: the queue, the consumer, about how many."""
+
+    queue: QueueStore[E]
+    consumer: str
+    count: int
+
+
+async def read_together(reads: Sequence[QueueRead[Any]]) -> list[list[QueueItem[Any]]]:
+    """``QueueStore.read`` for several queues of one store at once, in one pipeline per master
+    for all of them: each read's new entries, in the order of ``reads``.
+
+    Raises:
+        StoreUnavailable: no shard could be reached.
+    """
+    plans = [read.queue._read_parts(read.consumer, read.count) for read in reads]
+    parts = [part for plan, _ in plans for part in plan]
+    if not parts:
+        return [[] for _ in reads]
+    answers = await _pipelined(reads[0].queue._commands, parts)
+    return [
+        read.queue._read_items(answers, creating)
+        for read, (_, creating) in zip(reads, plans, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A shard's commands in a pipeline that may serve several queues."""
+
+    queue: QueueStore[Any]
+    shard: _Shard
+    commands: list[tuple[Any, ...]]
+
+
+async def _pipelined(commands: StoreCommands, parts: list[_Part]) -> list[tuple[_Part, list[Any]]]:
+    """Each part's commands, one pipeline per master, the pipelines at once; each part's
+    replies (errors as values). The shards of a master that cannot be reached are marked down
+    and left out.
+
+    Raises:
+        StoreUnavailable: no master could be reached.
+    """
+    by_node: dict[str, list[_Part]] = {}
+    for part in parts:
+        by_node.setdefault(commands.node_of(part.shard.stream), []).append(part)
+
+    async def run(group: list[_Part]) -> list[tuple[_Part, list[Any]]]:
+        flat = [command for part in group for command in part.commands]
+        replies = await commands.pipeline(group[0].shard.stream, flat)
+        answers, at = [], 0
+        for part in group:
+            answers.append((part, replies[at : at + len(part.commands)]))
+            at += len(part.commands)
+        return answers
+
+    groups = list(by_node.values())
+    outcomes: list[list[tuple[_Part, list[Any]]] | BaseException]
+    if len(groups) == 1:  # one Redis: no task for gather() to make
+        try:
+            outcomes = [await run(groups[0])]
+        except StoreUnavailable as exc:
+            outcomes = [exc]
+    else:
+        outcomes = await asyncio.gather(*(run(group) for group in groups), return_exceptions=True)
+    answers: list[tuple[_Part, list[Any]]] = []
+    failure: StoreUnavailable | None = None
+    for group, outcome in zip(groups, outcomes, strict=True):
+        if isinstance(outcome, StoreUnavailable):
+            failure = outcome
+            for part in group:
+                part.queue._down(part.shard, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            answers += outcome
+    if failure is not None and not answers:
+        raise failure
+    return answers

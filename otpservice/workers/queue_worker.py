@@ -1,10 +1,14 @@
-"""QueueWorker: the loop shared by the workers of a durable queue (SMS delivery, app events).
+"""QueueWorker: the loop shared by the workers of the durable queues (SMS delivery, keyword
+replies, app events).
 
-Each pass reads new entries from every shard of the queue without blocking (one pipeline per
-master) and handles each in its own task, about ``concurrency`` at once; a pass that found none
-waits ``IDLE_BACKOFF_SECONDS``. Every ``HOUSEKEEPING_SECONDS`` a pass also releases retries that
-are due and takes over entries another worker left idle too long (it died). A failed pass is
-logged and retried: a worker that stops is worse than one that complains.
+The workers of a process run in one loop (``run_together``). Each pass reads new entries from
+every shard of every queue with room for more, without blocking, in one pipeline per master for
+all of them, and hands each entry to its worker in a task of its own, about ``concurrency`` at
+once per worker; a pass that found none waits ``IDLE_BACKOFF_SECONDS`` (less if a full worker
+frees a slot meanwhile). An idle process thus sends one pipeline per master every 50 ms, not one
+per queue. Every ``HOUSEKEEPING_SECONDS`` a pass also releases retries that are due and takes
+over entries another worker left idle too long (it died). A failed pass is logged and retried: a
+worker that stops is worse than one that complains.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ import os
 import random
 import socket
 import time
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from otpservice.errors import Unavailable
 from otpservice.metrics import QUEUE_AGE, QUEUE_DEPTH
+from otpservice.store.queues import QueueRead, read_together
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from otpservice.store.queues import QueueItem, QueueStore
 
 log = logging.getLogger("otpservice.queue_worker")  # a log field: kept as named before the move
@@ -74,6 +81,8 @@ class QueueWorker(abc.ABC, Generic[E]):
         self.fleet_size = 1
         # Set when the worker is asked to stop: waits in ``handle`` should give up then.
         self.stopping = asyncio.Event()
+        # Set when a task ends while every slot was taken: the loop reads again at once.
+        self.slot_freed = asyncio.Event()
 
     @abc.abstractmethod
     async def handle(self, item: QueueItem[E]) -> None:
@@ -81,58 +90,38 @@ class QueueWorker(abc.ABC, Generic[E]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; then let the entries in hand finish."""
-        self.stopping = stop
-        reported = housekept = 0.0
-        while not stop.is_set():
-            if len(self._in_flight) >= self._concurrency:
-                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            try:
-                housekeeping = time.monotonic() - housekept >= HOUSEKEEPING_SECONDS
-                if housekeeping:
-                    housekept = time.monotonic()
-                started = await self.run_once(housekeeping=housekeeping)
-                if time.monotonic() - reported >= GAUGE_SECONDS:
-                    reported = time.monotonic()
-                    await self._report_backlog()
-            except Unavailable as exc:
-                log.warning(
-                    "%s: the store is unavailable (%s); retrying shortly",
-                    self.queue_name,
-                    exc.__cause__ or exc,
-                )
-            except Exception:
-                log.exception("%s: a pass failed; retrying shortly", self.queue_name)
-            else:
-                if not started:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), IDLE_BACKOFF_SECONDS)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-        await self.drain()
+        await run_together([self], stop)
 
     async def run_once(self, *, housekeeping: bool = True) -> int:
         """One pass (with ``housekeeping``: due retries and takeovers too); returns how many
         entries were started (none when every slot is busy)."""
-        if housekeeping:
-            await self._queue.release_due(limit=100)
-        free = self._concurrency - len(self._in_flight)
-        if free <= 0:
-            return 0
-        items: list[QueueItem[E]] = []
-        if housekeeping:
-            items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, free)
-            # An entry this worker is still handling (a slow send) looks idle to XAUTOCLAIM too.
-            items = [item for item in items if item.ref not in self._handling]
-        if len(items) < free:
-            items += await self._queue.read(self.consumer, free - len(items))
+        return await run_pass([self], housekeeping=housekeeping)
+
+    @property
+    def free_slots(self) -> int:
+        """How many more entries this worker would take now."""
+        return self._concurrency - len(self._in_flight)
+
+    async def _housekeep(self) -> list[QueueItem[E]]:
+        """Move due retries back, and take over entries left idle too long (up to the free
+        slots); those taken over."""
+        await self._queue.release_due(limit=100)
+        items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, self.free_slots)
+        # An entry this worker is still handling (a slow send) looks idle to XAUTOCLAIM too.
+        return [item for item in items if item.ref not in self._handling]
+
+    def _start(self, items: list[QueueItem[E]]) -> None:
         for item in items:
             self._handling.add(item.ref)
             task = asyncio.create_task(self._handle(item))
             self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-        return len(items)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        full = self.free_slots <= 0
+        self._in_flight.discard(task)
+        if full:
+            self.slot_freed.set()
 
     async def _report_backlog(self) -> None:
         """Set the queue's depth and oldest-entry age gauges, and ``fleet_size``."""
@@ -168,3 +157,73 @@ class QueueWorker(abc.ABC, Generic[E]):
                 await asyncio.sleep(self._claim_idle_ms / 3000)
                 if not await self._queue.touch(self.consumer, item):
                     return
+
+
+async def run_pass(workers: Sequence[QueueWorker[Any]], *, housekeeping: bool) -> int:
+    """One pass of ``workers`` (the queues of one store) with free slots: housekeeping if due,
+    then one read of all their queues; how many entries were started.
+
+    Raises:
+        Unavailable: the read could reach no shard.
+    """
+    ready = [worker for worker in workers if worker.free_slots > 0]
+    taken: list[list[QueueItem[Any]]] = [[] for _ in ready]
+    if housekeeping:
+        for worker, items in zip(ready, taken, strict=True):
+            try:
+                items += await worker._housekeep()
+            except Unavailable as exc:
+                log.warning("%s: housekeeping skipped: %s", worker.queue_name, exc)
+    reads = [
+        (i, QueueRead(worker._queue, worker.consumer, worker.free_slots - len(taken[i])))
+        for i, worker in enumerate(ready)
+        if worker.free_slots > len(taken[i])
+    ]
+    if reads:
+        for (i, _), items in zip(reads, await read_together([r for _, r in reads]), strict=True):
+            taken[i] += items
+    for worker, items in zip(ready, taken, strict=True):
+        worker._start(items)
+    return sum(len(items) for items in taken)
+
+
+async def run_together(workers: Sequence[QueueWorker[Any]], stop: asyncio.Event) -> None:
+    """Work the queues of ``workers`` (of one store) in one loop until ``stop`` is set; then
+    let the entries in hand finish."""
+    # One event for all: a full worker's finished task ends the loop's idle wait.
+    wake = asyncio.Event()
+    for worker in workers:
+        worker.stopping, worker.slot_freed = stop, wake
+    reported = housekept = 0.0
+    names = "/".join(worker.queue_name for worker in workers)
+    while not stop.is_set():
+        if all(worker.free_slots <= 0 for worker in workers):
+            busy = set().union(*(worker._in_flight for worker in workers))
+            await asyncio.wait(busy, return_when=asyncio.FIRST_COMPLETED)
+            continue
+        wake.clear()
+        try:
+            housekeeping = time.monotonic() - housekept >= HOUSEKEEPING_SECONDS
+            if housekeeping:
+                housekept = time.monotonic()
+            started = await run_pass(workers, housekeeping=housekeeping)
+            if time.monotonic() - reported >= GAUGE_SECONDS:
+                reported = time.monotonic()
+                for worker in workers:
+                    await worker._report_backlog()
+        except Unavailable as exc:
+            log.warning(
+                "%s: the store is unavailable (%s); retrying shortly", names, exc.__cause__ or exc
+            )
+        except Exception:
+            log.exception("%s: a pass failed; retrying shortly", names)
+        else:
+            if not started:
+                # ``stop`` is looked at once a pass: at most this long after it is set.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), IDLE_BACKOFF_SECONDS)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    for worker in workers:
+        await worker.drain()

@@ -3,8 +3,10 @@ previous release's unsharded stream drained without ever being made again."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import pytest
@@ -14,7 +16,8 @@ from otpservice.app import create_app
 from otpservice.config.schema import Settings
 from otpservice.store import StoreClient, connect
 from otpservice.store.keys import KeySpace
-from otpservice.store.queues import GROUP, QueueItem, QueueStore
+from otpservice.store.queues import GROUP, QueueItem, QueueRead, QueueStore, read_together
+from otpservice.workers.queue_worker import QueueWorker, run_together
 from tests.support.app import Phone, cluster_client, running
 from tests.support.servers.redis import RedisClusterServers, RedisServer
 
@@ -152,3 +155,84 @@ async def test_an_entry_taken_by_a_worker_that_died_is_taken_over_on_its_shard(
     for item in items:
         await queue.finish(item)
     assert await queue.backlog() == (0, 0)
+
+
+def count_pipelines(queue: QueueStore[Job], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the node of every pipeline sent from now on with a command for ``queue``."""
+    commands = queue._commands
+    sent: list[str] = []
+    pipeline = commands.pipeline
+
+    async def counted(key: str, batch: Any) -> list[Any]:
+        if any(queue._name in str(command) for command in batch):  # not the app's own loop
+            sent.append(commands.node_of(key))
+        return await pipeline(key, batch)
+
+    monkeypatch.setattr(commands, "pipeline", counted)
+    return sent
+
+
+async def test_several_queues_are_read_in_one_pipeline_per_master(
+    store: tuple[Queues, StoreClient, KeySpace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make, client, _ = store
+    stamp = time.monotonic_ns()
+    queues = [make(f"together{stamp}-{i}") for i in range(3)]
+    for i, queue in enumerate(queues):
+        for number in range(5):
+            await queue.add(Job(100 * i + number))
+    first = await read_together([QueueRead(q, "w", 1) for q in queues])  # makes the groups
+    sent = count_pipelines(queues[0], monkeypatch)
+    then = await read_together([QueueRead(q, "w", 20) for q in queues])
+    masters = len(client.get_primaries()) if isinstance(client, RedisCluster) else 1
+    # All three queues' shards, one pipeline per master (three queues alone would send three).
+    assert len(sent) == len(set(sent)) <= masters
+    for i in range(3):
+        numbers = [item.entry.number for item in first[i] + then[i] if item.entry]
+        assert sorted(numbers) == [100 * i + n for n in range(5)]  # its own, each once
+
+
+class Collecting(QueueWorker[Job]):
+    """Finishes each job and notes its number; ``finished`` is set after ``expected`` jobs."""
+
+    def __init__(self, queue: QueueStore[Job], expected: int) -> None:
+        super().__init__(queue, concurrency=2, claim_idle_ms=60_000, consumer="c")
+        self.done: list[int] = []
+        self.expected = expected
+        self.finished = asyncio.Event()
+
+    async def handle(self, item: QueueItem[Job]) -> None:
+        assert item.entry is not None
+        await asyncio.sleep(0.01)  # a send takes a while: the slots fill up
+        self.done.append(item.entry.number)
+        await self._queue.finish(item)
+        if len(self.done) >= self.expected:
+            self.finished.set()
+
+
+async def test_workers_of_one_loop_each_handle_their_own_queue_and_idle_as_one(
+    store: tuple[Queues, StoreClient, KeySpace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make, client, _ = store
+    stamp = time.monotonic_ns()
+    outbox, events = make(f"loop-outbox{stamp}"), make(f"loop-events{stamp}")
+    workers = [Collecting(outbox, expected=12), Collecting(events, expected=1)]
+    for number in range(12):  # more than a worker's slots: freed slots are filled again
+        await outbox.add(Job(number))
+    await events.add(Job(99))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_together(workers, stop))
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(worker.finished.wait() for worker in workers))
+    assert sorted(workers[0].done) == list(range(12))
+    assert workers[1].done == [99]
+    # Idle now: each pass reads both queues in one pipeline per master.
+    sent = count_pipelines(outbox, monkeypatch)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await loop
+    masters = len(client.get_primaries()) if isinstance(client, RedisCluster) else 1
+    passes = 0.5 / 0.05  # at most one pass per idle back-off, plus housekeeping's reclaims
+    assert 0 < len(sent) <= masters * (passes + 1) * 1.5
+    # Two loops of their own would have sent about twice as many.
+    assert len(sent) < 2 * masters * passes
