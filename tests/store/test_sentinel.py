@@ -248,6 +248,50 @@ async def test_a_wrong_guess_and_an_opt_out_survive_a_failover_only_when_acknowl
             assert_problem(refused, 403, "recipient_opted_out")
 
 
+@pytest.mark.parametrize("acked", [0, 1])
+async def test_a_cancel_and_a_keyed_challenge_survive_a_failover_only_when_acknowledged(
+    sentinel_group: RedisSentinelGroup,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    acked: int,
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, acked)
+    async with stack:
+        created = await api.post("/challenge", json={"phone": "+14155550133"})
+        challenge_id = created.json()["challenge_id"]
+        code = await phone.code_for(challenge_id)
+        keyed, key = {"phone": "+14155550134"}, {"Idempotency-Key": "login-44"}
+        async with admin(sentinel_group.primary.port) as primary:
+            assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
+        async with lost_in_failover(sentinel_group):
+            cancel = await api.delete(f"/challenge/{challenge_id}")
+            first = await api.post("/challenge", json=keyed, headers=key)
+        for _ in range(3):  # the first requests after the failover may still be 503s
+            retry = await api.post("/challenge", json=keyed, headers=key)
+            if retry.status_code != 503:
+                break
+            await asyncio.sleep(1)
+        assert retry.status_code == 201, retry.text
+        verify = {"challenge_id": challenge_id, "code": code}
+        if acked == 0:
+            # Both answered as done, both lost: the cancelled code approves, and the retry
+            # with the same key makes a second challenge (a second SMS) instead of the first.
+            assert cancel.status_code == 200
+            assert first.status_code == 201
+            assert (await api.post("/verify", json=verify)).status_code == 200
+            assert retry.json()["challenge_id"] != first.json()["challenge_id"]
+        else:
+            # Neither was answered as done: the cancel is retried and holds, and the keyed
+            # request's retry is the one challenge sent for it.
+            assert_problem(cancel, 503, "store_unavailable")
+            assert_problem(first, 503, "store_unavailable")
+            assert (await api.delete(f"/challenge/{challenge_id}")).status_code == 200
+            refused = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+            assert_problem(refused, 410, "challenge_expired")
+            await phone.code_for(retry.json()["challenge_id"])
+            assert len([m for m in phone.messages() if m[0] == keyed["phone"]]) == 1
+
+
 async def test_with_a_replica_acknowledging_every_durable_write_answers_normally(
     sentinel_group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone
 ) -> None:
