@@ -66,13 +66,13 @@ ROUND_TRIP_COMMANDS = ("evalsha", "eval", "wait", "xadd", "xreadgroup", "xautocl
 
 
 class ClusterProcesses:
-    """Six redis-servers joined into one cluster: three masters, one replica each."""
+    """Redis servers joined into one cluster: three masters, ``replicas`` replicas each."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, replicas: int = 1) -> None:
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if server is None or cli is None:
             raise SystemExit("redis-server and redis-cli are needed (apt-get install redis-server)")
-        self.ports = [_cluster_port() for _ in range(6)]
+        self.ports = [_cluster_port() for _ in range(3 * (1 + replicas))]
         self.processes: list[subprocess.Popen[bytes]] = []
         for port in self.ports:
             directory = workdir / f"cluster-{port}"
@@ -106,7 +106,15 @@ class ClusterProcesses:
             _wait_for(redis.Redis(port=port).ping)
         nodes = [f"127.0.0.1:{p}" for p in self.ports]
         subprocess.run(
-            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "1", "--cluster-yes"],
+            [
+                cli,
+                "--cluster",
+                "create",
+                *nodes,
+                "--cluster-replicas",
+                str(replicas),
+                "--cluster-yes",
+            ],
             check=True,
             capture_output=True,
             timeout=60,
@@ -322,6 +330,13 @@ def main() -> None:
         action="store_true",
         help="the services on the first CPU, the Redis servers and wrk on the others",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="replicas per master of the cluster (0: what replication costs the box)",
+    )
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
@@ -334,7 +349,7 @@ def main() -> None:
         workdir = Path(name)
         (workdir / "single").mkdir()
         single = RedisProcess(workdir / "single")
-        cluster = ClusterProcesses(workdir)
+        cluster = ClusterProcesses(workdir, options.replicas)
         bench = Bench(workdir, options)
         fleets: dict[str, list[Service]] = {}
         try:
@@ -371,7 +386,7 @@ def main() -> None:
             for fleet in fleets.values():
                 for service in fleet:
                     service.close()
-            for acked in (0, 1):
+            for acked in (0, 1) if options.replicas else (0,):
                 services = bench.services(
                     f"acked{acked}", cluster.url, f"cluster = true\nmin_replicas_acked = {acked}"
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -23,6 +24,15 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(IdempotencyRecord)
 
 
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """Another request's record, as a claim found it: decoded, and as stored (what ``swap``
+    compares: encoding it again could differ, if a later release added a field)."""
+
+    record: IdempotencyRecord
+    stored: bytes
+
+
 class IdempotencyStore:
     """Claims a key for one request, then keeps that request's result for replays."""
 
@@ -30,7 +40,7 @@ class IdempotencyStore:
         self._commands = commands
         self._keys = keys
 
-    async def claim(self, client: str, key: str, fingerprint: str) -> IdempotencyRecord | None:
+    async def claim(self, client: str, key: str, fingerprint: str) -> HeldRecord | None:
         """Claim ``key`` for a request; return the existing record if someone holds it.
 
         Raises:
@@ -49,7 +59,8 @@ class IdempotencyStore:
         if int(reply[0]) == 1:
             return None
         raw = reply[1]
-        return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)
+        stored = raw.encode() if isinstance(raw, str) else bytes(raw)
+        return HeldRecord(_decoder.decode(stored), stored)
 
     async def complete(
         self,
@@ -63,14 +74,14 @@ class IdempotencyStore:
         await self._run(client, key, "complete", _encoder.encode(record), ttl_seconds)
 
     async def swap(
-        self, client: str, key: str, expected: IdempotencyRecord, new: IdempotencyRecord
+        self, client: str, key: str, expected: HeldRecord, new: IdempotencyRecord
     ) -> bool:
         """Put ``new`` in place of ``expected`` (for ``PENDING_TTL_SECONDS``); False when the
         record there is another (another retry got there first)."""
         reply = await self._commands.run_script(
             self._commands.scripts.idempotency,
             [self._keys.idempotency(client, key)],
-            ["swap", _encoder.encode(new), PENDING_TTL_SECONDS, _encoder.encode(expected)],
+            ["swap", _encoder.encode(new), PENDING_TTL_SECONDS, expected.stored],
         )
         return int(reply[0]) == 1
 

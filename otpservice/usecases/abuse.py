@@ -209,6 +209,14 @@ class AbusePolicy:
         """Count a code sent, for the fraud guard (written within ``FLUSH_SECONDS``)."""
         self._count_fraud(admission.destinations, "sent")
 
+    def issued_after_doubt(self, number: PhoneNumber) -> None:
+        """Count a code sent by the retry that finished a request answered 503 in doubt (the
+        first try stopped before ``issued``), as ``issued`` would have."""
+        abuse = self._live.current.abuse
+        guard = abuse.fraud_guard
+        if guard.enabled and not is_safe(abuse.safe_list, number):
+            self._count_fraud(where_of(number, guard.prefix_digits).watched(), "sent")
+
     def verified(self, where: Destination) -> None:
         """Count a code verified for the number ``where`` (as stored with its challenge)."""
         if self._live.current.abuse.fraud_guard.enabled:

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     )
     from otpservice.phone import PhoneNumber
     from otpservice.store import ChallengeKeys, ChallengeStore, IdempotencyStore, KeySpace
+    from otpservice.store.idempotency import HeldRecord
     from otpservice.store.queues import QueueStore
     from otpservice.usecases.abuse import AbusePolicy, Admission
     from otpservice.usecases.analytics import Analytics
@@ -128,17 +129,18 @@ class OtpService:
         fingerprint = self._keys.fingerprint(msgspec.json.encode(request))
         held = await self._idempotency.claim(client, idempotency_key, fingerprint)
         if held is not None:
-            if held.fingerprint != fingerprint:
+            record = held.record
+            if record.fingerprint != fingerprint:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was used with a different request body"
                 )
-            if held.in_doubt is not None and not held.resolving:
+            if record.in_doubt is not None and not record.resolving:
                 return await self._resolve_in_doubt(held, phone, request, client, idempotency_key)
-            if held.result is None:
+            if record.result is None:
                 raise IdempotencyKeyInUse(
                     "a request with this Idempotency-Key is still being processed"
                 )
-            return await self._replay(held.result, client), True
+            return await self._replay(record.result, client), True
         try:
             issued = await self._issue(phone, request, client, keyed=True)
         except _InDoubt as doubt:
@@ -152,7 +154,7 @@ class OtpService:
 
     async def _resolve_in_doubt(
         self,
-        held: IdempotencyRecord,
+        held: HeldRecord,
         phone: PhoneNumber,
         request: ChallengeRequest,
         client: str,
@@ -161,10 +163,10 @@ class OtpService:
         """A retry of a keyed request answered 503 in doubt: if its challenge is there (proven
         on the replicas), queue its SMS, once, and answer it; if a failover lost it, run the
         request anew. One retry at a time does this; the others are told the key is in use."""
-        state = held.in_doubt
+        state = held.record.in_doubt
         assert state is not None
-        fingerprint = held.fingerprint
-        resolving = msgspec.structs.replace(held, resolving=True)
+        fingerprint = held.record.fingerprint
+        resolving = msgspec.structs.replace(held.record, resolving=True)
         try:
             taken = await self._idempotency.swap(client, idempotency_key, held, resolving)
         except Unavailable:
@@ -200,6 +202,9 @@ class OtpService:
                 await self._release(client, idempotency_key)
             raise
         await self._complete(client, idempotency_key, fingerprint, issued)
+        # Counted now, once its record is complete: the first try stopped before counting.
+        self._abuse.issued_after_doubt(phone)
+        self._analytics.count("issued", country=phone.region)
         log.info("challenge %s in doubt confirmed and its SMS queued", state.challenge_id)
         return await self._replay(issued, client), True
 

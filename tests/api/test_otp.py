@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from otpservice.app import create_app
 from otpservice.config.schema import Settings
 from otpservice.crypto.codes import CodeHasher, Pepper
+from otpservice.errors import QueueWriteInDoubt
 from otpservice.models import ChallengeRequest
 from tests.support.app import INDEX_KEY, PEPPER, ApiFactory, Phone, running
 from tests.support.helpers import PHONE, api_tokens, assert_problem, issue, issue_code, wrong
@@ -253,6 +254,39 @@ async def test_idempotency_key_replays_the_same_challenge(
     other = await api.post("/challenge", json={"phone": "+14155550124"}, headers=headers)
     assert_problem(other, 422, "idempotency_key_reused")
     assert len(await phone.sent()) == 1
+
+
+async def test_a_keyed_challenge_in_doubt_is_finished_by_its_retry_whatever_the_records_bytes(
+    api: httpx.AsyncClient, phone: Phone, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = api._transport.app.state.runtime  # type: ignore[attr-defined]
+    outbox = runtime.stores.outbox
+    headers = {"Idempotency-Key": "in-doubt-bytes"}
+
+    async def perhaps_queued(*args: object, **kwargs: object) -> int:
+        raise QueueWriteInDoubt(0)  # a timeout after the write: it may be on shard 0
+
+    monkeypatch.setattr(outbox, "add", perhaps_queued)
+    first = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
+    assert_problem(first, 503, "store_unavailable")
+    monkeypatch.undo()
+    # The record as another release may have written it: the same fields, in another order
+    # (a compare-and-swap of its re-encoding would never match, and every retry be a 409).
+    [key] = [k async for k in redis.scan_iter("otp:idem:*")]
+    fields = msgspec.msgpack.decode(await redis.get(key))
+    in_doubt = fields["in_doubt"]["challenge_id"]
+    reordered = dict(reversed(list(fields.items())))
+    await redis.set(key, msgspec.msgpack.encode(reordered), keepttl=True)
+    issued_before = (await api.get("/analytics")).json()["total"]["issued"]
+
+    retry = await api.post("/challenge", json={"phone": PHONE}, headers=headers)
+    assert retry.status_code == 201, retry.text
+    assert retry.json()["challenge_id"] == in_doubt  # the first request's challenge
+    code = await phone.code_for(in_doubt)
+    assert len(await phone.sent()) == 1
+    assert (await verify(api, in_doubt, code)).status_code == 200
+    # Counted as issued once, by the retry that finished it.
+    assert (await api.get("/analytics")).json()["total"]["issued"] == issued_before + 1
 
 
 async def test_concurrent_retries_with_one_idempotency_key_send_one_sms(
