@@ -223,11 +223,13 @@ class OtpService:
     async def _keep_in_doubt(
         self, client: str, idempotency_key: str, fingerprint: str, state: InDoubt
     ) -> None:
-        """Keep the key's claim with what a retry must finish, for as long as the code lives."""
+        """Keep the key's claim with what a retry must finish, until the code expires (kept
+        again by a later retry, never longer)."""
         record = IdempotencyRecord(fingerprint=fingerprint, in_doubt=state)
+        left_ms = state.entry.deadline_ms - int(time.time() * 1000)
         try:
             await self._idempotency.complete(
-                client, idempotency_key, record, ttl_seconds=self._settings.code.ttl_seconds
+                client, idempotency_key, record, ttl_seconds=max(1, -(-left_ms // 1000))
             )
         except Unavailable:
             # The pending claim expires in a minute; a retry after it runs anew.
