@@ -249,7 +249,7 @@ async def test_a_wrong_guess_and_an_opt_out_survive_a_failover_only_when_acknowl
 
 
 @pytest.mark.parametrize("acked", [0, 1])
-async def test_a_cancel_and_a_keyed_challenge_survive_a_failover_only_when_acknowledged(
+async def test_a_cancel_an_erasure_and_a_keyed_challenge_survive_a_failover_if_acknowledged(
     sentinel_group: RedisSentinelGroup,
     make_settings: Callable[..., Settings],
     phone: Phone,
@@ -261,11 +261,14 @@ async def test_a_cancel_and_a_keyed_challenge_survive_a_failover_only_when_ackno
         challenge_id = created.json()["challenge_id"]
         code = await phone.code_for(challenge_id)
         keyed, key = {"phone": "+14155550134"}, {"Idempotency-Key": "login-44"}
+        erased = "+14155550135"
+        other = (await api.post("/challenge", json={"phone": erased})).json()["challenge_id"]
         async with admin(sentinel_group.primary.port) as primary:
             assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
         async with lost_in_failover(sentinel_group):
             cancel = await api.delete(f"/challenge/{challenge_id}")
             first = await api.post("/challenge", json=keyed, headers=key)
+            erasure = await api.delete(f"/personal-data/{erased}")
         for _ in range(3):  # the first requests after the failover may still be 503s
             retry = await api.post("/challenge", json=keyed, headers=key)
             if retry.status_code != 503:
@@ -274,17 +277,23 @@ async def test_a_cancel_and_a_keyed_challenge_survive_a_failover_only_when_ackno
         assert retry.status_code == 201, retry.text
         verify = {"challenge_id": challenge_id, "code": code}
         if acked == 0:
-            # Both answered as done, both lost: the cancelled code approves, and the retry
-            # with the same key makes a second challenge (a second SMS) instead of the first.
+            # All answered as done, all lost: the cancelled code approves, the erased number's
+            # challenge is back, and the retry with the same key makes a second challenge (a
+            # second SMS) instead of the first.
             assert cancel.status_code == 200
             assert first.status_code == 201
+            assert erasure.status_code == 200
+            assert (await api.get(f"/challenge/{other}")).status_code == 200
             assert (await api.post("/verify", json=verify)).status_code == 200
             assert retry.json()["challenge_id"] != first.json()["challenge_id"]
         else:
-            # Neither was answered as done: the cancel is retried and holds, and the keyed
-            # request's retry is the one challenge sent for it.
+            # None was answered as done: the cancel and the erasure are retried and hold, and
+            # the keyed request's retry is the one challenge sent for it.
             assert_problem(cancel, 503, "store_unavailable")
             assert_problem(first, 503, "store_unavailable")
+            assert_problem(erasure, 503, "store_unavailable")
+            assert (await api.delete(f"/personal-data/{erased}")).status_code == 200
+            assert_problem(await api.get(f"/challenge/{other}"), 404, "challenge_not_found")
             assert (await api.delete(f"/challenge/{challenge_id}")).status_code == 200
             refused = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
             assert_problem(refused, 410, "challenge_expired")
