@@ -212,7 +212,7 @@ async def test_an_approval_survives_a_failover_only_when_a_replica_acknowledged_
 
 
 @pytest.mark.parametrize("acked", [0, 1])
-async def test_a_wrong_guess_and_an_opt_out_survive_a_failover_only_when_acknowledged(
+async def test_a_wrong_guess_an_opt_out_and_an_opt_in_survive_a_failover_if_acknowledged(
     sentinel_group: RedisSentinelGroup,
     make_settings: Callable[..., Settings],
     phone: Phone,
@@ -223,29 +223,39 @@ async def test_a_wrong_guess_and_an_opt_out_survive_a_failover_only_when_acknowl
         created = await api.post("/challenge", json={"phone": "+14155550131"})
         challenge_id = created.json()["challenge_id"]
         code = await phone.code_for(challenge_id)
-        stopped = "+14155550132"
+        stopped, started = "+14155550132", "+14155550136"
+        assert (await api.put(f"/opt-outs/{started}")).status_code == 200
         async with admin(sentinel_group.primary.port) as primary:
-            assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
+            assert await primary.execute_command("WAIT", 1, 5000) == 1  # on both
         async with lost_in_failover(sentinel_group):
             guess = await api.post(
                 "/verify", json={"challenge_id": challenge_id, "code": wrong(code)}
             )
             opt_out = await api.put(f"/opt-outs/{stopped}")
+            opt_in = await api.delete(f"/opt-outs/{started}")
         state = (await api.get(f"/challenge/{challenge_id}")).json()
         if acked == 0:
-            # Both answered as done, both lost: the guess was judged and its attempt is back
-            # (a free guess), and a number that opted out can be sent a code.
+            # All answered as done, all lost: the guess was judged and its attempt is back (a
+            # free guess), a number that opted out can be sent a code, and one that opted
+            # back in cannot.
             assert_problem(guess, 400, "incorrect_code")
             assert opt_out.status_code == 200
+            assert opt_in.status_code == 200
             assert state["attempts_left"] == 5
             assert (await api.post("/challenge", json={"phone": stopped})).status_code == 201
+            still = await api.post("/challenge", json={"phone": started})
+            assert_problem(still, 403, "recipient_opted_out")
         else:
-            # Neither was answered as done: no guess was judged, and the opt-out is retried.
+            # None was answered as done: no guess was judged, and the opt-out and the opt-in
+            # are retried and hold.
             assert_problem(guess, 503, "store_unavailable")
             assert_problem(opt_out, 503, "store_unavailable")
+            assert_problem(opt_in, 503, "store_unavailable")
             assert (await api.put(f"/opt-outs/{stopped}")).status_code == 200
             refused = await api.post("/challenge", json={"phone": stopped})
             assert_problem(refused, 403, "recipient_opted_out")
+            assert (await api.delete(f"/opt-outs/{started}")).status_code == 200
+            assert (await api.post("/challenge", json={"phone": started})).status_code == 201
 
 
 @pytest.mark.parametrize("acked", [0, 1])
