@@ -41,9 +41,13 @@ async def admin(port: int) -> AsyncIterator[Redis]:
 
 
 def sentinel_settings(
-    make_settings: Callable[..., Settings], group: RedisSentinelGroup, **redis: object
+    make_settings: Callable[..., Settings],
+    group: RedisSentinelGroup,
+    outbox: dict[str, object] | None = None,
+    **redis: object,
 ) -> Settings:
-    """Settings that find the group's master through its sentinels, with ``redis`` on top."""
+    """Settings that find the group's master through its sentinels, with ``redis`` (and
+    ``outbox``) on top."""
     return make_settings(
         redis={
             "url": None,
@@ -52,6 +56,7 @@ def sentinel_settings(
             **redis,
         },
         send_limits={"min_interval_seconds": 0},
+        outbox=outbox or {},
     )
 
 
@@ -156,11 +161,16 @@ async def lost_in_failover(group: RedisSentinelGroup) -> AsyncIterator[None]:
 
 
 async def durable_api(
-    group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone, acked: int
+    group: RedisSentinelGroup,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    acked: int,
+    outbox: dict[str, object] | None = None,
 ) -> tuple[httpx.AsyncClient, AsyncExitStack]:
     settings = sentinel_settings(
         make_settings,
         group,
+        outbox,
         socket_timeout_seconds=2.0,
         min_replicas_acked=acked,
         # Room for a replica just back from a full sync on a loaded machine.
@@ -309,6 +319,55 @@ async def test_a_cancel_an_erasure_and_a_keyed_challenge_survive_a_failover_if_a
             assert_problem(refused, 410, "challenge_expired")
             await phone.code_for(retry.json()["challenge_id"])
             assert len([m for m in phone.messages() if m[0] == keyed["phone"]]) == 1
+
+
+@pytest.mark.parametrize("acked", [0, 1])
+async def test_a_sending_mark_survives_a_failover_only_when_acknowledged(
+    sentinel_group: RedisSentinelGroup,
+    make_settings: Callable[..., Settings],
+    phone: Phone,
+    monkeypatch: pytest.MonkeyPatch,
+    acked: int,
+) -> None:
+    # Taken over a second after its worker let go of it, not half a minute.
+    api, stack = await durable_api(
+        sentinel_group, make_settings, phone, acked, outbox={"claim_idle_seconds": 1}
+    )
+    async with stack:
+        worker = api._transport.app.state.runtime.worker  # type: ignore[attr-defined]
+        handle, gate = worker.handle, asyncio.Event()
+
+        async def held(item: object) -> None:
+            await gate.wait()  # read, then held until the replica is cut off
+            await handle(item)
+
+        monkeypatch.setattr(worker, "handle", held)
+        number = "+14155550137"
+        created = await api.post("/challenge", json={"phone": number})
+        assert created.status_code == 201, created.text
+        async with admin(sentinel_group.primary.port) as primary:
+            await asyncio.sleep(0.3)  # the worker has read it
+            assert await primary.execute_command("WAIT", 1, 5000) == 1  # read: on both
+        async with lost_in_failover(sentinel_group):
+            gate.set()
+            # Marked "sending" (or not: a 503 from its WAIT), then sent (or left for later).
+            await asyncio.sleep(1.5)
+            sent_before_failover = len(phone.messages())
+        for _ in range(75):  # taken over after the failover, and sent: within 15 s
+            if len(phone.messages()) > sent_before_failover:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)  # nothing more comes
+        sent = [m for m in phone.messages() if m[0] == number]
+        if acked == 0:
+            # Sent once with its mark unacknowledged; the mark lost, the takeover found the
+            # message never sent and sent it again: two SMS for one challenge.
+            assert sent_before_failover == 1
+            assert len(sent) == 2
+        else:
+            # The mark was a 503, so the provider was not asked; the takeover sent it, once.
+            assert sent_before_failover == 0
+            assert len(sent) == 1
 
 
 async def test_with_a_replica_acknowledging_every_durable_write_answers_normally(
