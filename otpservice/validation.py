@@ -514,6 +514,30 @@ def _no_console_sender(settings: Settings) -> None:
             )
 
 
+def _api_tokens_distinct(settings: Settings) -> None:
+    seen: dict[str, int] = {}
+    scopes_of: dict[str, tuple[int, list[str]]] = {}
+    for index, token in enumerate(settings.api_tokens):
+        where = f"api_tokens[{index}]"
+        if token.token_sha256 in seen:
+            raise ConfigError(
+                f"{where}.token_sha256 is the same token as api_tokens[{seen[token.token_sha256]}]"
+                ": one token, one client and one set of scopes",
+                key=f"{where}.token_sha256",
+            )
+        seen[token.token_sha256] = index
+        scopes: list[str] = sorted(set(token.scopes))
+        first, first_scopes = scopes_of.setdefault(token.client, (index, scopes))
+        if scopes != first_scopes:
+            # Several tokens for one client are a rotation: the new one must do what the old did.
+            raise ConfigError(
+                f"{where}.scopes ({', '.join(scopes)}) differ from api_tokens[{first}].scopes "
+                f"({', '.join(first_scopes)}) for the same client {token.client!r}: a client's "
+                "tokens (during a rotation) have the same scopes",
+                key=f"{where}.scopes",
+            )
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -555,6 +579,7 @@ CHECKS: tuple[Check, ...] = (
     Check("production: secrets given", _secrets_given, _in_production),
     Check("secrets long enough", _secrets_long_enough, _in_production, reads_secrets=True),
     Check("production: no unauthenticated bind", _authenticated_bind, _in_production),
+    Check("API tokens distinct, a client's tokens alike", _api_tokens_distinct),
     Check(
         "production: https only",
         _https_only,

@@ -157,6 +157,10 @@ async def lost_in_failover(group: RedisSentinelGroup) -> AsyncIterator[None]:
         group.replica.resume()
     new_port = group.wait_for_new_master(old_port)
     group.primary.start()
+    # What the sentinels would tell it, but only at their next look (every 10 s: too late on
+    # a loaded machine for the deadline below).
+    async with admin(group.primary.port) as restarted:
+        await restarted.execute_command("REPLICAOF", "127.0.0.1", new_port)
     group.wait_replica_online(new_port)
 
 

@@ -188,6 +188,30 @@ def test_non_loopback_bind_without_tokens_is_refused(tmp_path: Path) -> None:
     )
 
 
+def tokens_toml(*entries: tuple[str, str, list[str]]) -> str:
+    """``[[api_tokens]]`` tables of (client, token digest, scopes)."""
+    return "".join(
+        f'[[api_tokens]]\nclient = "{client}"\ntoken_sha256 = "{digest}"\nscopes = {scopes!r}\n'
+        for client, digest, scopes in entries
+    ).replace("'", '"')
+
+
+def test_one_token_twice_is_refused_naming_both_entries(tmp_path: Path) -> None:
+    # The last entry used to win: a token meant for "otp" was served with "admin".
+    text = tokens_toml(("login", "a" * 64, ["otp"]), ("ops", "a" * 64, ["admin"]))
+    with pytest.raises(ConfigError, match=r"api_tokens\[1\].token_sha256.*api_tokens\[0\]"):
+        load_settings(write(tmp_path, text + GOOD), environ={})
+
+
+def test_a_clients_tokens_rotate_only_with_the_same_scopes(tmp_path: Path) -> None:
+    rotating = tokens_toml(("login", "a" * 64, ["otp"]), ("login", "b" * 64, ["otp"]))
+    settings = load_settings(write(tmp_path, rotating + GOOD), environ={})
+    assert [t.client for t in settings.api_tokens] == ["login", "login"]
+    widened = tokens_toml(("login", "a" * 64, ["otp"]), ("login", "b" * 64, ["otp", "admin"]))
+    with pytest.raises(ConfigError, match=r"api_tokens\[1\].scopes.*api_tokens\[0\]"):
+        load_settings(write(tmp_path, widened + GOOD), environ={})
+
+
 @pytest.mark.parametrize(
     ("text", "environ"),
     [(GOOD, {"OTP_DEV_MODE": "true"}), ("dev_mode = true\n" + GOOD, {})],
