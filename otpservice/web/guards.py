@@ -1,20 +1,23 @@
-"""Who may call (bearer tokens with scopes, or the trusted pod), and body media types.
+"""Who may call (bearer tokens with scopes, or the trusted pod), body media types, and no
+JSON key twice.
 
 ``authorize`` runs before every handler of the app, so a new route is protected by default: it
 needs a token with the ``admin`` scope unless its handler says ``opt={"scope": ...}`` or
 ``opt={"public": True}`` (health probes and provider webhooks). The API docs
 (``opt={"docs": True}``) are open when no tokens are configured; with tokens their page and
 assets (``docs_page``) stay open, holding nothing secret, and the spec needs the ``admin``
-scope. A handler with
-``opt={"json_body": True}`` also gets its media type checked. It is the app's
-``before_request`` hook rather than a Litestar guard: Litestar copies the handler object for
-every guard call, on every request, which cost more than the check itself. It still runs
-before the body is read or any handler code runs.
+scope. A handler with ``opt={"json_body": True}`` (every API route with a JSON body; the
+provider webhooks are public and their own) also gets its media type checked and its body
+refused when an object holds a key twice. It is the app's ``before_request`` hook rather than
+a Litestar guard: Litestar copies the handler object for every guard call, on every request,
+which cost more than the check itself. It still runs before the body is decoded or any
+handler code runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +25,7 @@ from litestar import Response
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
-from otpservice.errors import Forbidden, Unauthorized
+from otpservice.errors import Forbidden, InvalidInput, Unauthorized
 from otpservice.web.openapi import DOCS_PAGE_PATH
 
 if TYPE_CHECKING:
@@ -122,4 +125,33 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[None] | None:
             raise ClientException(
                 "send the body as application/json", status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE
             )
+        refuse_duplicate_keys(await request.body())
     return None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InvalidInput(f"the key {key[:40]!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
+def refuse_duplicate_keys(body: bytes) -> None:
+    """Refuse a JSON body with a key twice in one object, at any depth, before it is decoded:
+    the decoder keeps the last, and a gateway, a log or a WAF that reads the first would see
+    another request (``{"code": "<wrong>", "code": "<right>"}``). A body that is not JSON is
+    left to the decoder's own error.
+
+    Raises:
+        InvalidInput: ``invalid_request``, naming the key.
+    """
+    if not body:
+        return
+    try:
+        json.loads(body, object_pairs_hook=_unique_pairs)
+    except InvalidInput:
+        raise
+    except (ValueError, RecursionError):
+        return

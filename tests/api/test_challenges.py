@@ -149,6 +149,30 @@ async def test_malformed_code_costs_no_attempt(api: Client, code: str) -> None:
     assert (await api.get(f"/challenge/{challenge_id}")).json()["attempts_left"] == 5
 
 
+@pytest.mark.parametrize("spelling", ['"code"', '"c\\u006fde"'])
+async def test_a_key_twice_is_refused_before_it_is_decoded(
+    api: Client, phone: Phone, spelling: str
+) -> None:
+    # The decoder keeps the last key; a gateway or a log reading the first would see a wrong
+    # code, while the right one was judged (or the other way round).
+    challenge_id, code = await issue_code(api, phone)
+    body = f'{{"challenge_id": "{challenge_id}", "code": "{wrong(code)}", {spelling}: "{code}"}}'
+    twice = await api.post("/verify", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(twice, 400, "invalid_request")
+    assert "'code' appears twice" in problem["detail"]
+    assert (await api.get(f"/challenge/{challenge_id}")).json()["attempts_left"] == 5
+    ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+    assert ok.status_code == 200
+
+
+async def test_a_key_twice_is_refused_at_any_depth(api: Client, phone: Phone) -> None:
+    body = f'{{"phone": "{PHONE}", "meta": {{"a": [{{"b": 1, "b": 2}}]}}}}'
+    twice = await api.post("/challenge", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(twice, 400, "invalid_request")
+    assert "'b' appears twice" in problem["detail"]
+    assert await phone.sent(within_s=0.3) == []
+
+
 async def test_configured_code_length_is_used(make_api: ApiFactory, phone: Phone) -> None:
     api = await make_api(code={"digits": 8})
     challenge_id, code = await issue_code(api, phone)

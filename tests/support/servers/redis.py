@@ -297,8 +297,11 @@ class RedisSentinelGroup:
     def __init__(self) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError(MISSING)
-        self.primary = RedisServer()
-        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port))
+        # A full sync starts at once, not after Redis's default 5 s wait for more replicas: each
+        # failover test syncs a restarted server.
+        sync_now = ("--repl-diskless-sync-delay", "0")
+        self.primary = RedisServer(*sync_now)
+        self.replica = RedisServer(*sync_now, "--replicaof", "127.0.0.1", str(self.primary.port))
         self.sentinels: list[subprocess.Popen[bytes]] = []
         self.sentinel_ports: list[int] = []
         self.dir = Path(tempfile.mkdtemp(prefix="otp-sentinel-"))
@@ -319,7 +322,15 @@ class RedisSentinelGroup:
             if "state=online" in self._ask(port, "info", "replication"):
                 return
             time.sleep(0.05)
-        raise RuntimeError("the replica did not sync with the primary")
+        logs = {
+            server.port: (server.dir / "redis.log").read_text(errors="replace")[-1500:]
+            for server in (self.primary, self.replica)
+            if (server.dir / "redis.log").exists()
+        }
+        raise RuntimeError(
+            f"the replica did not sync with the primary on {port} in {deadline_s} s:\n"
+            f"{self._ask(port, 'info', 'replication')}\nlogs: {logs}"
+        )
 
     def _start_sentinel(self, index: int) -> None:
         assert REDIS_SERVER is not None
