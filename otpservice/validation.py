@@ -9,6 +9,7 @@ templates), and ``config`` sits below those. Add a check by writing a function t
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import re
@@ -39,6 +40,7 @@ from otpservice.config.schema import (
 )
 from otpservice.config.sources import RawSettings, convert_settings, read_sources, with_dev_secrets
 from otpservice.crypto.sealing import decode_key
+from otpservice.crypto.strength import weakness
 from otpservice.crypto.webhook_signing import check_secret
 from otpservice.errors import ConfigError, InvalidInput
 from otpservice.phone import parse_phone
@@ -463,6 +465,52 @@ def _secrets_long_enough(settings: Settings) -> None:
             )
 
 
+# The secrets judged for strength and told apart; the keys among them are judged as the bytes
+# their base64 stands for.
+_STRENGTH_CHECKED = (
+    "pepper",
+    "previous_pepper",
+    "index_key",
+    "outbox_key",
+    "previous_outbox_key",
+    "events_secret",
+    "acs_webhook_secret",
+)
+
+
+def _secret_material(name: str, value: str) -> tuple[bytes, bool]:
+    """What a secret's strength is judged on, and whether those are key bytes."""
+    if name in ("outbox_key", "previous_outbox_key"):
+        return decode_key(value, f"secrets.{name}"), True
+    if name == "events_secret":
+        text = value.removeprefix("whsec_")
+        return base64.b64decode(text + "=" * (-len(text) % 4)), True
+    return value.encode(), False
+
+
+def _secrets_strong_and_distinct(settings: Settings) -> None:
+    seen: dict[bytes | str, str] = {}
+    for name in _STRENGTH_CHECKED:
+        value = getattr(settings.secrets, name)
+        if not value:
+            continue
+        material, binary = _secret_material(name, value)
+        why = weakness(material, binary=binary)
+        if why is not None:
+            raise ConfigError(
+                f"secrets.{name} is too weak: {why}; use `otpservice secrets generate` "
+                "(or openssl rand -hex 32)",
+                key=f"secrets.{name}",
+            )
+        for form in (value, material):
+            if form in seen:
+                raise ConfigError(
+                    f"secrets.{name} is the same as secrets.{seen[form]}: give each its own",
+                    key=f"secrets.{name}",
+                )
+            seen[form] = name
+
+
 def _authenticated_bind(settings: Settings) -> None:
     if (
         not _is_loopback(settings.host)
@@ -578,6 +626,12 @@ CHECKS: tuple[Check, ...] = (
     Check("durable acknowledgements", _durable_acknowledgements, _in_production),
     Check("production: secrets given", _secrets_given, _in_production),
     Check("secrets long enough", _secrets_long_enough, _in_production, reads_secrets=True),
+    Check(
+        "secrets strong and distinct",
+        _secrets_strong_and_distinct,
+        _in_production,
+        reads_secrets=True,
+    ),
     Check("production: no unauthenticated bind", _authenticated_bind, _in_production),
     Check("API tokens distinct, a client's tokens alike", _api_tokens_distinct),
     Check(

@@ -24,16 +24,17 @@ OVERLAYS = [
     "overlays/standalone",
 ]
 VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
+# Fixed, and strong enough for the settings checks (what `secrets generate` writes).
 SECRET_FILES = {
-    "pepper": "p" * 32,
-    "index-key": "i" * 32,
-    "outbox-key": base64.b64encode(b"o" * 32).decode(),
+    "pepper": "pV8m1Qe3rT6yU9iO2pA5sD7fG0hJ4kLz",
+    "index-key": "iX3c6Vb9Nm2Qw5Er8Ty1Ui4Op7As0Df",
+    "outbox-key": base64.b64encode(bytes(range(1, 33))).decode(),
     "redis-password": "redis-password",
     "acs-connection-string": "endpoint=https://x.communication.azure.com/;accesskey="
     + base64.b64encode(b"k" * 32).decode(),
     "twilio-auth-token": "t" * 32,
-    "acs-webhook-secret": "w" * 32,
-    "events-secret": "whsec_" + base64.b64encode(b"e" * 32).decode(),
+    "acs-webhook-secret": "wK2j5Hg8Fd1Sa4Lp7Ok0Ij3Uh6Yg9Tf",
+    "events-secret": "whsec_" + base64.b64encode(bytes(range(100, 132))).decode(),
 }
 
 

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import base64
 import re
+import secrets
 from pathlib import Path
 
 import pytest
 
 from otpservice.cli import main
+from otpservice.cli.secrets import GENERATED
 from otpservice.cli.tables import limits_table
 from otpservice.errors import ConfigError
 from otpservice.validation import load_settings
 
-SECRET = "s" * 32
+SECRET = "Z4QpYzUfB6skYlh4ZD7WxyHZyX-jp3Sh"
 OUTBOX_KEY = "b3V0Ym94LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE="
 GOOD = f"""
 [redis]
@@ -186,6 +189,52 @@ def test_non_loopback_bind_without_tokens_is_refused(tmp_path: Path) -> None:
     load_settings(
         path, environ={"OTP_HOST": "0.0.0.0", "OTP_UNSAFE__ALLOW_UNAUTHENTICATED_BIND": "true"}
     )
+
+
+@pytest.mark.parametrize(
+    ("pepper", "why"),
+    [
+        ("s" * 32, "distinct symbols"),
+        ("correcthorsebattery", "under 128"),
+        ("abcdefgh" * 4 + "a" * 12, "makes up"),
+        ("0123456789abcdef", "under 128"),
+    ],
+)
+def test_a_weak_secret_is_refused_saying_why(tmp_path: Path, pepper: str, why: str) -> None:
+    text = GOOD.replace(f'pepper = "{SECRET}"', f'pepper = "{pepper}"')
+    with pytest.raises(ConfigError, match=rf"secrets\.pepper is too weak: .*{why}"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_an_all_zero_outbox_key_is_refused(tmp_path: Path) -> None:
+    zeros = base64.b64encode(bytes(32)).decode()
+    with pytest.raises(ConfigError, match=r"secrets\.outbox_key is too weak: it is all zero"):
+        load_settings(write(tmp_path, GOOD.replace(OUTBOX_KEY, zeros)), environ={})
+
+
+@pytest.mark.parametrize("attempt", range(20))
+def test_generated_secrets_pass(tmp_path: Path, attempt: int) -> None:
+    # What the docs tell operators to use: openssl rand -hex 32 (its alphabet), and every
+    # secret `secrets generate` writes, tried twenty times over.
+    made = {generated.name: generated.make() for generated in GENERATED}
+    pepper = secrets.token_hex(32)
+    environ = {
+        f"OTP_SECRETS__{name.upper()}": value
+        for name, value in made.items()
+        if name not in ("pepper", "redis_password", "redis_sentinel_password")
+    }
+    text = GOOD.replace(SECRET, pepper, 1)
+    settings = load_settings(write(tmp_path, text), environ=environ)
+    assert (settings.secrets.pepper, settings.secrets.events_secret) == (
+        pepper,
+        made["events_secret"],
+    )
+
+
+def test_one_secret_used_twice_is_refused_naming_both(tmp_path: Path) -> None:
+    text = GOOD.replace(f'index_key = "{SECRET}i"', f'index_key = "{SECRET}"')
+    with pytest.raises(ConfigError, match=r"secrets\.index_key is the same as secrets\.pepper"):
+        load_settings(write(tmp_path, text), environ={})
 
 
 def tokens_toml(*entries: tuple[str, str, list[str]]) -> str:
