@@ -226,6 +226,7 @@ class Bench:
             parallelism=1,
             log_level="warning",
             acknowledge_console=True,
+            acknowledge_weak_limits=self.otpservice.acknowledge_weak_limits,
             provider_list=True,
             outbox_key=True,
             redis_toml=redis_toml,

@@ -234,6 +234,8 @@ class ServiceConfig:
     workers: int = 1
     # Newer otpservice refuses the console sender outside --dev unless acknowledged.
     acknowledge_console: bool = False
+    # Newer otpservice refuses the loose send limits and light hashing below unless told.
+    acknowledge_weak_limits: bool = False
     # Newer otpservice lists providers (``[[sms.providers]]``) instead of ``sms.provider``.
     provider_list: bool = False
     # Newer otpservice seals its outbox and needs ``secrets.outbox_key``.
@@ -256,7 +258,11 @@ class ServiceConfig:
         concurrency = (
             f"max_concurrent = {self.max_concurrent}\n" if self.max_concurrent is not None else ""
         )
-        unsafe = "\n[unsafe]\nallow_console_sender = true\n" if self.acknowledge_console else ""
+        unsafe = "\n[unsafe]\n" if self.acknowledge_console or self.acknowledge_weak_limits else ""
+        if self.acknowledge_console:
+            unsafe += "allow_console_sender = true\n"
+        if self.acknowledge_weak_limits:
+            unsafe += "allow_weak_limits = true\n"
         console = self.sms_toml or (
             '[[sms.providers]]\ntype = "console"'
             if self.provider_list
@@ -309,6 +315,7 @@ class Otpservice:
     acknowledge_console: bool  # has ``unsafe.allow_console_sender``
     provider_list: bool  # has ``sms.providers``
     outbox_key: bool  # needs ``secrets.outbox_key``
+    acknowledge_weak_limits: bool = False  # has ``unsafe.allow_weak_limits``
 
     @classmethod
     def probe(cls, source: Path) -> Otpservice:
@@ -318,7 +325,8 @@ class Otpservice:
             "otpservice.__file__, getattr(otpservice, '__version__', '?'), "
             "'allow_console_sender' in s.UnsafeOverrides.__struct_fields__, "
             "'providers' in s.SmsSettings.__struct_fields__, "
-            "'outbox_key' in s.Secrets.__struct_fields__]))"
+            "'outbox_key' in s.Secrets.__struct_fields__, "
+            "'allow_weak_limits' in s.UnsafeOverrides.__struct_fields__]))"
         )
         completed = subprocess.run(
             [sys.executable, "-c", code], cwd=source, capture_output=True, text=True, check=False
@@ -326,7 +334,7 @@ class Otpservice:
         if completed.returncode != 0:
             raise SystemExit(f"cannot import otpservice from {source}:\n{completed.stderr}")
         last_line = completed.stdout.strip().splitlines()[-1]
-        path, version, acknowledge, providers, outbox_key = json.loads(last_line)
+        path, version, acknowledge, providers, outbox_key, weak = json.loads(last_line)
         return cls(
             source,
             str(Path(path).parent),
@@ -334,6 +342,7 @@ class Otpservice:
             bool(acknowledge),
             bool(providers),
             bool(outbox_key),
+            bool(weak),
         )
 
 

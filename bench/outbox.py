@@ -91,6 +91,7 @@ def run_once(workdir: Path, redis: RedisProcess, limit: float, options: argparse
         parallelism=1,
         log_level="warning",
         acknowledge_console=True,
+        acknowledge_weak_limits=True,
         provider_list=True,
         outbox_key=True,
         sms_toml=(

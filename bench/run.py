@@ -256,6 +256,7 @@ class ProfileBench:
             max_concurrent=options.max_concurrent,
             workers=options.workers,
             acknowledge_console=self.otpservice.acknowledge_console,
+            acknowledge_weak_limits=self.otpservice.acknowledge_weak_limits,
             provider_list=self.otpservice.provider_list,
             outbox_key=self.otpservice.outbox_key,
         )

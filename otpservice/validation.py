@@ -26,8 +26,14 @@ from otpservice.config.schema import (
     PROVIDER_SECRETS,
     REQUIRED_SECRETS,
     SAFE_MAX_ATTEMPTS,
+    SAFE_MAX_LOCKOUT_FAILURES,
+    SAFE_MAX_SENDS_PER_DAY,
+    SAFE_MAX_SENDS_PER_HOUR,
     SAFE_MAX_TTL_SECONDS,
     SAFE_MIN_DIGITS,
+    SAFE_MIN_HASH_MEMORY_KIB,
+    SAFE_MIN_LOCKOUT_SECONDS,
+    SAFE_MIN_SEND_INTERVAL_SECONDS,
     SENDER_FORM_WORDS,
     AcsProvider,
     ConsoleProvider,
@@ -174,6 +180,57 @@ def _refuse_unsafe_code(settings: Settings) -> None:
             "set unsafe.allow_short_codes = true if you mean it",
             key="code.digits",
         )
+
+
+def _refuse_weak_limits(settings: Settings) -> None:
+    if settings.unsafe.allow_weak_limits:
+        return
+    lockout, sends, memory = settings.lockout, settings.send_limits, settings.hashing.memory_kib
+    weakened = (  # key, value, the bound it passes, whether it does
+        (
+            "lockout.max_failures",
+            lockout.max_failures,
+            f"over {SAFE_MAX_LOCKOUT_FAILURES}",
+            lockout.max_failures > SAFE_MAX_LOCKOUT_FAILURES,
+        ),
+        (
+            "lockout.base_seconds",
+            lockout.base_seconds,
+            f"under {SAFE_MIN_LOCKOUT_SECONDS}",
+            lockout.base_seconds < SAFE_MIN_LOCKOUT_SECONDS,
+        ),
+        (
+            "send_limits.min_interval_seconds",
+            sends.min_interval_seconds,
+            f"under {SAFE_MIN_SEND_INTERVAL_SECONDS}",
+            sends.min_interval_seconds < SAFE_MIN_SEND_INTERVAL_SECONDS,
+        ),
+        (
+            "send_limits.per_hour",
+            sends.per_hour,
+            f"over {SAFE_MAX_SENDS_PER_HOUR}",
+            sends.per_hour > SAFE_MAX_SENDS_PER_HOUR,
+        ),
+        (
+            "send_limits.per_day",
+            sends.per_day,
+            f"over {SAFE_MAX_SENDS_PER_DAY}",
+            sends.per_day > SAFE_MAX_SENDS_PER_DAY,
+        ),
+        (
+            "hashing.memory_kib",
+            memory,
+            f"under {SAFE_MIN_HASH_MEMORY_KIB}",
+            memory < SAFE_MIN_HASH_MEMORY_KIB,
+        ),
+    )
+    for key, value, bound, passed in weakened:
+        if passed:
+            raise ConfigError(
+                f"{key} = {value} is {bound}, which weakens a protection; "
+                "set unsafe.allow_weak_limits = true if you mean it",
+                key=key,
+            )
 
 
 def _hashing_memory_fits(settings: Settings) -> None:
@@ -606,6 +663,7 @@ def _in_production(settings: Settings) -> bool:
 # In order: the first that fails is the error reported.
 CHECKS: tuple[Check, ...] = (
     Check("unsafe code settings need an override", _refuse_unsafe_code),
+    Check("weakened limits need an override", _refuse_weak_limits),
     Check("argon2 memory fits its lanes", _hashing_memory_fits),
     Check("lockout durations in order", _lockout_in_order),
     Check("providers named once", _providers_named_once),

@@ -17,6 +17,13 @@ import msgspec
 SAFE_MAX_TTL_SECONDS = 600
 SAFE_MAX_ATTEMPTS = 10
 SAFE_MIN_DIGITS = 6
+# Past these, a protection is weakened: ``unsafe.allow_weak_limits`` must say so.
+SAFE_MAX_LOCKOUT_FAILURES = 20
+SAFE_MIN_LOCKOUT_SECONDS = 300
+SAFE_MIN_SEND_INTERVAL_SECONDS = 10
+SAFE_MAX_SENDS_PER_HOUR = 20
+SAFE_MAX_SENDS_PER_DAY = 50
+SAFE_MIN_HASH_MEMORY_KIB = 8192
 MIN_SECRET_BYTES = 16
 
 
@@ -538,6 +545,8 @@ class UnsafeOverrides(Base, frozen=True):
     allow_console_sender: bool = False
     # Provider and callback URLs over plain http to a non-loopback host.
     allow_plain_http: bool = False
+    # Lockout, per-number send limits or argon2 memory past their safe range (SAFE_*).
+    allow_weak_limits: bool = False
 
 
 class Secrets(Base, frozen=True):

@@ -91,6 +91,7 @@ memory_kib = 1024
 time_cost = 1
 [unsafe]
 allow_console_sender = true
+allow_weak_limits = true
 [[api_tokens]]
 client = "login-app"
 token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"

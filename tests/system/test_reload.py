@@ -33,6 +33,7 @@ memory_kib = 1024
 time_cost = 1
 [unsafe]
 allow_console_sender = true
+allow_weak_limits = true
 [abuse.fraud_guard]
 enabled = false
 [[abuse.rules]]
@@ -104,3 +105,22 @@ async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
     assert "abuse.rules[0].windows[0].limit" in refusal.getMessage()
     await redis.delete(*(await redis.keys("otp:{q:*")) or ["none"])
     assert await sends_allowed(api, 600) == 3  # the settings in force stayed
+
+    # A reload that drops the acknowledgement of the light hashing is refused as well.
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="otpservice.live_settings"):
+        (version / "otp.toml").write_text(
+            (version / "otp.toml")
+            .read_text()
+            .replace('limit = "lots",', "limit = 2,")
+            .replace("allow_weak_limits = true\n", "")
+        )
+        for _ in range(30):
+            if caplog.records:
+                break
+            await asyncio.sleep(0.2)
+    [refusal] = caplog.records
+    assert "hashing.memory_kib" in refusal.getMessage()
+    assert "allow_weak_limits" in refusal.getMessage()
+    await redis.delete(*(await redis.keys("otp:{q:*")) or ["none"])
+    assert await sends_allowed(api, 700) == 3  # still the limit of 3

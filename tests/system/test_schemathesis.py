@@ -28,6 +28,8 @@ per_day = 100000
 [hashing]
 memory_kib = 1024
 time_cost = 1
+[unsafe]
+allow_weak_limits = true
 [abuse.fraud_guard]
 enabled = false
 [[abuse.rules]]

@@ -237,6 +237,30 @@ def test_one_secret_used_twice_is_refused_naming_both(tmp_path: Path) -> None:
         load_settings(write(tmp_path, text), environ={})
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "safe", "weak"),
+    [
+        ("lockout", "max_failures", 20, 21),
+        ("lockout", "base_seconds", 300, 299),
+        ("send_limits", "min_interval_seconds", 10, 9),
+        ("send_limits", "per_hour", 20, 21),
+        ("send_limits", "per_day", 50, 51),
+        ("hashing", "memory_kib", 8192, 8191),
+    ],
+)
+def test_a_weakened_protection_needs_an_acknowledgement(
+    tmp_path: Path, section: str, key: str, safe: int, weak: int
+) -> None:
+    def config(value: int) -> Path:
+        extra = {"lockout": "max_seconds = 86400\n"}.get(section, "")
+        return write(tmp_path, f"{GOOD}\n[{section}]\n{key} = {value}\n{extra}")
+
+    load_settings(config(safe), environ={})  # the threshold itself is fine
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} = {weak} .*allow_weak_limits"):
+        load_settings(config(weak), environ={})
+    load_settings(config(weak), environ={"OTP_UNSAFE__ALLOW_WEAK_LIMITS": "true"})
+
+
 def tokens_toml(*entries: tuple[str, str, list[str]]) -> str:
     """``[[api_tokens]]`` tables of (client, token digest, scopes)."""
     return "".join(
