@@ -357,6 +357,38 @@ async def test_unknown_ids_take_a_hash_like_known_ones(
     assert hasher.evaluations - before == 2
 
 
+async def test_an_altered_id_and_another_clients_id_each_cost_one_hash_and_say_nothing(
+    counted: Callable[..., Any], phone: Phone
+) -> None:
+    # The red team's timing check, by counting hashes instead of measuring time: neither an id
+    # changed in one character nor a challenge of another client answers faster (no hash) or
+    # differently (404 both) than a wrong guess.
+    tokens = {
+        "alpha": "alpha-token-0123456789abcdef0123456789",
+        "beta": "beta-token-0123456789abcdef01234567890",
+    }
+    api, hasher = await counted(api_tokens=api_tokens(tokens, {"alpha": ["otp"], "beta": ["otp"]}))
+    alpha = {"Authorization": f"Bearer {tokens['alpha']}"}
+    beta = {"Authorization": f"Bearer {tokens['beta']}"}
+    created = await api.post("/challenge", json={"phone": PHONE}, headers=alpha)
+    challenge_id = created.json()["challenge_id"]
+    code = await phone.code_for(challenge_id)
+    last = challenge_id[-1]
+    altered = challenge_id[:-1] + ("A" if last != "A" else "B")
+    for caller, target in ((alpha, altered), (beta, challenge_id)):
+        before = hasher.evaluations
+        answer = await api.post(
+            "/verify", json={"challenge_id": target, "code": code}, headers=caller
+        )
+        assert_problem(answer, 404, "challenge_not_found")
+        assert hasher.evaluations - before == 1
+    # Neither touched alpha's challenge: its budget is whole and its code still approves.
+    state = (await api.get(f"/challenge/{challenge_id}", headers=alpha)).json()
+    assert state["attempts_left"] == 5
+    ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code}, headers=alpha)
+    assert ok.status_code == 200
+
+
 async def test_refused_sends_cost_no_hash(counted: Callable[..., Any], phone: Phone) -> None:
     api, hasher = await counted()
     await issue(api)
