@@ -9,7 +9,6 @@ templates), and ``config`` sits below those. Add a check by writing a function t
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import os
 import re
@@ -47,7 +46,7 @@ from otpservice.config.schema import (
 from otpservice.config.sources import RawSettings, convert_settings, read_sources, with_dev_secrets
 from otpservice.crypto.sealing import decode_key
 from otpservice.crypto.strength import weakness
-from otpservice.crypto.webhook_signing import check_secret
+from otpservice.crypto.webhook_signing import check_secret, secret_key
 from otpservice.errors import ConfigError, InvalidInput
 from otpservice.phone import parse_phone
 from otpservice.sms.acs import parse_connection_string
@@ -540,8 +539,7 @@ def _secret_material(name: str, value: str) -> tuple[bytes, bool]:
     if name in ("outbox_key", "previous_outbox_key"):
         return decode_key(value, f"secrets.{name}"), True
     if name == "events_secret":
-        text = value.removeprefix("whsec_")
-        return base64.b64decode(text + "=" * (-len(text) % 4)), True
+        return secret_key(value, f"secrets.{name}"), True
     return value.encode(), False
 
 

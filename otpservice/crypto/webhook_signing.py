@@ -19,11 +19,11 @@ from otpservice.errors import ConfigError
 MIN_SECRET_BYTES = 24
 
 
-def check_secret(secret: str, where: str) -> None:
-    """Refuse a secret that is not ``whsec_`` + base64 of at least 24 bytes.
+def secret_key(secret: str, where: str) -> bytes:
+    """The key bytes of a Standard Webhooks secret: ``whsec_`` + base64 of at least 24 bytes.
 
     Raises:
-        ConfigError: naming ``where``.
+        ConfigError: naming ``where``, when it is not one.
     """
     text = secret.removeprefix("whsec_")
     try:
@@ -36,6 +36,16 @@ def check_secret(secret: str, where: str) -> None:
             "(echo whsec_$(openssl rand -base64 32))",
             key=where,
         )
+    return key
+
+
+def check_secret(secret: str, where: str) -> None:
+    """Refuse a secret that is not ``whsec_`` + base64 of at least 24 bytes.
+
+    Raises:
+        ConfigError: naming ``where``.
+    """
+    secret_key(secret, where)
 
 
 class WebhookSigner:

@@ -381,14 +381,22 @@ class QueueStore(Generic[E]):
             return self._failed(shard, reply)
         return reply
 
-    def _failed(self, shard: _Shard, error: BaseException) -> StoreUnavailable:
-        """A command of a pipeline failed: Redis cannot serve the shard now (it is skipped for a
-        while), or a bug, raised."""
+    def _failed(self, shard: _Shard, error: BaseException) -> BaseException:
+        """A command of a pipeline failed: Redis cannot serve the shard now, or the shard holds
+        something else (a bug or a hand-made key, logged). Either way the shard is skipped for a
+        while and the other shards, and the other queues of a shared read, go on."""
         try:
             with store_errors():
                 raise error
         except StoreUnavailable as exc:
             self._down(shard, exc)
+            return exc
+        except Exception as exc:
+            if shard.skip_until <= time.monotonic():
+                log.error(
+                    "%s: shard %s failed (%r); skipped for a while", self._name, shard.stream, exc
+                )
+            shard.skip_until = time.monotonic() + SHARD_DOWN_SECONDS
             return exc
 
     def _matches(self, fields: dict[Any, Any], matches: Callable[[E], bool]) -> bool:

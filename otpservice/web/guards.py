@@ -141,8 +141,9 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def refuse_duplicate_keys(body: bytes) -> None:
     """Refuse a JSON body with a key twice in one object, at any depth, before it is decoded:
     the decoder keeps the last, and a gateway, a log or a WAF that reads the first would see
-    another request (``{"code": "<wrong>", "code": "<right>"}``). A body that is not JSON is
-    left to the decoder's own error.
+    another request (``{"code": "<wrong>", "code": "<right>"}``). Numbers are not converted
+    (Python refuses integers over 4300 digits where msgspec accepts them), and a body Python
+    cannot parse is refused here rather than waved through to a decoder that might accept it.
 
     Raises:
         InvalidInput: ``invalid_request``, naming the key.
@@ -150,8 +151,14 @@ def refuse_duplicate_keys(body: bytes) -> None:
     if not body:
         return
     try:
-        json.loads(body, object_pairs_hook=_unique_pairs)
+        json.loads(
+            body,
+            object_pairs_hook=_unique_pairs,
+            parse_int=len,
+            parse_float=len,
+            parse_constant=len,
+        )
     except InvalidInput:
         raise
     except (ValueError, RecursionError):
-        return
+        raise InvalidInput("the body is not valid JSON") from None

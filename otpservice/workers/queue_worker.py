@@ -104,8 +104,10 @@ class QueueWorker(abc.ABC, Generic[E]):
 
     async def _housekeep(self) -> list[QueueItem[E]]:
         """Move due retries back, and take over entries left idle too long (up to the free
-        slots); those taken over."""
+        slots, none when full); those taken over."""
         await self._queue.release_due(limit=100)
+        if self.free_slots <= 0:
+            return []
         items = await self._queue.reclaim(self.consumer, self._claim_idle_ms, self.free_slots)
         # An entry this worker is still handling (a slow send) looks idle to XAUTOCLAIM too.
         return [item for item in items if item.ref not in self._handling]
@@ -160,31 +162,36 @@ class QueueWorker(abc.ABC, Generic[E]):
 
 
 async def run_pass(workers: Sequence[QueueWorker[Any]], *, housekeeping: bool) -> int:
-    """One pass of ``workers`` (the queues of one store) with free slots: housekeeping if due,
-    then one read of all their queues; how many entries were started.
+    """One pass of ``workers`` (the queues of one store): housekeeping if due (for every
+    worker, so a full one's due retries still move back), then one read of the queues of those
+    with free slots; how many entries were started. One queue's failure holds up no other, and
+    what was taken is started even when a later step fails.
 
     Raises:
         Unavailable: the read could reach no shard.
     """
-    ready = [worker for worker in workers if worker.free_slots > 0]
-    taken: list[list[QueueItem[Any]]] = [[] for _ in ready]
-    if housekeeping:
-        for worker, items in zip(ready, taken, strict=True):
-            try:
-                items += await worker._housekeep()
-            except Unavailable as exc:
-                log.warning("%s: housekeeping skipped: %s", worker.queue_name, exc)
-    reads = [
-        (i, QueueRead(worker._queue, worker.consumer, worker.free_slots - len(taken[i])))
-        for i, worker in enumerate(ready)
-        if worker.free_slots > len(taken[i])
-    ]
-    if reads:
-        for (i, _), items in zip(reads, await read_together([r for _, r in reads]), strict=True):
-            taken[i] += items
-    for worker, items in zip(ready, taken, strict=True):
-        worker._start(items)
-    return sum(len(items) for items in taken)
+    taken: dict[QueueWorker[Any], list[QueueItem[Any]]] = {worker: [] for worker in workers}
+    try:
+        if housekeeping:
+            for worker in workers:
+                try:
+                    taken[worker] += await worker._housekeep()
+                except Unavailable as exc:
+                    log.warning("%s: housekeeping skipped: %s", worker.queue_name, exc)
+                except Exception:
+                    log.exception("%s: housekeeping failed; the others go on", worker.queue_name)
+        reading = [worker for worker in workers if worker.free_slots > len(taken[worker])]
+        reads = [
+            QueueRead(worker._queue, worker.consumer, worker.free_slots - len(taken[worker]))
+            for worker in reading
+        ]
+        if reads:
+            for worker, items in zip(reading, await read_together(reads), strict=True):
+                taken[worker] += items
+    finally:
+        for worker, items in taken.items():
+            worker._start(items)
+    return sum(len(items) for items in taken.values())
 
 
 async def run_together(workers: Sequence[QueueWorker[Any]], stop: asyncio.Event) -> None:

@@ -165,6 +165,19 @@ async def test_a_key_twice_is_refused_before_it_is_decoded(
     assert ok.status_code == 200
 
 
+async def test_a_key_twice_is_refused_beside_a_number_python_would_not_read(
+    api: Client, phone: Phone
+) -> None:
+    # Python's json refuses integers over 4300 digits where msgspec reads them: the check must
+    # not wave such a body through to a decoder that keeps the last "code".
+    challenge_id, code = await issue_code(api, phone)
+    body = f'{{"challenge_id": "{challenge_id}", "code": {"7" * 5000}, "code": "{code}"}}'
+    twice = await api.post("/verify", content=body, headers={"Content-Type": "application/json"})
+    problem = assert_problem(twice, 400, "invalid_request")
+    assert "'code' appears twice" in problem["detail"]
+    assert (await api.get(f"/challenge/{challenge_id}")).json()["status"] == "pending"
+
+
 async def test_a_key_twice_is_refused_at_any_depth(api: Client, phone: Phone) -> None:
     body = f'{{"phone": "{PHONE}", "meta": {{"a": [{{"b": 1, "b": 2}}]}}}}'
     twice = await api.post("/challenge", content=body, headers={"Content-Type": "application/json"})

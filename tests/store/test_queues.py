@@ -236,3 +236,28 @@ async def test_workers_of_one_loop_each_handle_their_own_queue_and_idle_as_one(
     assert 0 < len(sent) <= masters * (passes + 1) * 1.5
     # Two loops of their own would have sent about twice as many.
     assert len(sent) < 2 * masters * passes
+
+
+async def test_a_broken_queue_holds_up_none_of_the_others_in_its_loop(
+    store: tuple[Queues, StoreClient, KeySpace],
+) -> None:
+    # A queue whose streams are not streams (a hand-made key, a bug) answers WRONGTYPE: its
+    # shards are skipped and logged, and the queues read in the same pipeline still deliver.
+    make, client, _ = store
+    stamp = time.monotonic_ns()
+    broken, outbox, events = (make(f"broken{name}{stamp}") for name in ("-x", "-outbox", "-events"))
+    for shard in broken._shards:
+        await client.set(shard.stream, "not a stream")
+    workers = [Collecting(broken, 1), Collecting(outbox, 6), Collecting(events, 1)]
+    for number in range(6):
+        await outbox.add(Job(number))
+    await events.add(Job(99))
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_together(workers, stop))
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(workers[1].finished.wait(), workers[2].finished.wait())
+    finally:
+        stop.set()
+        await loop
+    assert (sorted(workers[1].done), workers[2].done, workers[0].done) == (list(range(6)), [99], [])

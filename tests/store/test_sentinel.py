@@ -99,12 +99,8 @@ async def test_the_service_finds_the_master_through_the_sentinels(
 async def test_a_failover_is_503s_then_the_promoted_replica(
     sentinel_api: httpx.AsyncClient, sentinel_group: RedisSentinelGroup, phone: Phone
 ) -> None:
-    created = await sentinel_api.post("/challenge", json={"phone": "+14155550124"})
-    challenge_id = created.json()["challenge_id"]
-    code = await phone.code_for(challenge_id)
-    async with admin(sentinel_group.primary.port) as primary:
-        # The challenge is on the replica before the primary dies (WAIT: acknowledged by 1).
-        assert await primary.execute_command("WAIT", 1, 5000) == 1
+    # The challenge is on the replica before the primary dies.
+    challenge_id, code = await issued_on_both(sentinel_api, sentinel_group, phone, "+14155550124")
     wrong_answer = await sentinel_api.post(
         "/verify", json={"challenge_id": challenge_id, "code": wrong(code)}
     )
@@ -189,6 +185,20 @@ async def durable_api(
     return api, stack
 
 
+async def issued_on_both(
+    api: httpx.AsyncClient, group: RedisSentinelGroup, phone: Phone, number: str
+) -> tuple[str, str]:
+    """A challenge for ``number`` and its code, once the replica has it and every write made
+    before (WAIT: acknowledged by 1)."""
+    created = await api.post("/challenge", json={"phone": number})
+    assert created.status_code == 201, created.text
+    challenge_id = created.json()["challenge_id"]
+    code = await phone.code_for(challenge_id)
+    async with admin(group.primary.port) as primary:
+        assert await primary.execute_command("WAIT", 1, 5000) == 1
+    return challenge_id, code
+
+
 @pytest.mark.parametrize("acked", [0, 1])
 async def test_an_approval_survives_a_failover_only_when_a_replica_acknowledged_it(
     sentinel_group: RedisSentinelGroup,
@@ -198,12 +208,7 @@ async def test_an_approval_survives_a_failover_only_when_a_replica_acknowledged_
 ) -> None:
     api, stack = await durable_api(sentinel_group, make_settings, phone, acked)
     async with stack:
-        created = await api.post("/challenge", json={"phone": "+14155550126"})
-        assert created.status_code == 201, created.text
-        challenge_id = created.json()["challenge_id"]
-        code = await phone.code_for(challenge_id)
-        async with admin(sentinel_group.primary.port) as primary:
-            assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
+        challenge_id, code = await issued_on_both(api, sentinel_group, phone, "+14155550126")
 
         # The primary approves the code (or not), then dies with what its replica never got.
         async with lost_in_failover(sentinel_group):
@@ -234,13 +239,9 @@ async def test_a_wrong_guess_an_opt_out_and_an_opt_in_survive_a_failover_if_ackn
 ) -> None:
     api, stack = await durable_api(sentinel_group, make_settings, phone, acked)
     async with stack:
-        created = await api.post("/challenge", json={"phone": "+14155550131"})
-        challenge_id = created.json()["challenge_id"]
-        code = await phone.code_for(challenge_id)
         stopped, started = "+14155550132", "+14155550136"
         assert (await api.put(f"/opt-outs/{started}")).status_code == 200
-        async with admin(sentinel_group.primary.port) as primary:
-            assert await primary.execute_command("WAIT", 1, 5000) == 1  # on both
+        challenge_id, code = await issued_on_both(api, sentinel_group, phone, "+14155550131")
         async with lost_in_failover(sentinel_group):
             guess = await api.post(
                 "/verify", json={"challenge_id": challenge_id, "code": wrong(code)}
@@ -281,14 +282,10 @@ async def test_a_cancel_an_erasure_and_a_keyed_challenge_survive_a_failover_if_a
 ) -> None:
     api, stack = await durable_api(sentinel_group, make_settings, phone, acked)
     async with stack:
-        created = await api.post("/challenge", json={"phone": "+14155550133"})
-        challenge_id = created.json()["challenge_id"]
-        code = await phone.code_for(challenge_id)
         keyed, key = {"phone": "+14155550134"}, {"Idempotency-Key": "login-44"}
         erased = "+14155550135"
         other = (await api.post("/challenge", json={"phone": erased})).json()["challenge_id"]
-        async with admin(sentinel_group.primary.port) as primary:
-            assert await primary.execute_command("WAIT", 1, 5000) == 1  # issued: on both
+        challenge_id, code = await issued_on_both(api, sentinel_group, phone, "+14155550133")
         async with lost_in_failover(sentinel_group):
             cancel = await api.delete(f"/challenge/{challenge_id}")
             first = await api.post("/challenge", json=keyed, headers=key)

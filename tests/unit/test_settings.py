@@ -212,6 +212,18 @@ def test_an_all_zero_outbox_key_is_refused(tmp_path: Path) -> None:
         load_settings(write(tmp_path, GOOD.replace(OUTBOX_KEY, zeros)), environ={})
 
 
+@pytest.mark.parametrize("events_secret", ["whsec_" + "A" * 33, "whsec_not base64 at all!"])
+def test_an_events_secret_that_does_not_decode_is_refused_naming_it(
+    tmp_path: Path, events_secret: str
+) -> None:
+    # No events.callback_url, so nothing else reads it: the strength check still must not
+    # crash on it (a length of 1 mod 4 used to raise binascii.Error, a traceback at start-up).
+    environ = {"OTP_SECRETS__EVENTS_SECRET": events_secret}
+    with pytest.raises(ConfigError, match=r"secrets\.events_secret must be 'whsec_'") as raised:
+        load_settings(write(tmp_path, GOOD), environ=environ)
+    assert raised.value.key == "secrets.events_secret"
+
+
 @pytest.mark.parametrize("attempt", range(20))
 def test_generated_secrets_pass(tmp_path: Path, attempt: int) -> None:
     # What the docs tell operators to use: openssl rand -hex 32 (its alphabet), and every
