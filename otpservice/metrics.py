@@ -44,6 +44,11 @@ DELIVERIES = Counter(
 )
 OPT_OUTS = Counter("otp_opt_out_changes_total", "Opt-outs and opt-ins", ["change"])
 FRAUD_TRIPS = Counter("otp_fraud_guard_trips_total", "Fraud guard trips", ["destination"])
+FRAUD_ALERTS = Counter(
+    "otp_fraud_guard_alerts_total",
+    "Calling codes whose conversion would trip the fraud guard, left to an operator",
+    ["destination"],
+)
 PROVIDER_SECONDS = Histogram(
     "otp_provider_send_duration_seconds",
     "Time a provider took to answer a send",

@@ -24,28 +24,31 @@ class Model(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Destination(Model, frozen=True):
-    """Where a code went: the number's region, calling code and prefix ("GB", "+44", "+4474").
+    """Where a code went, and who asked: the number's region, calling code and prefix ("GB",
+    "+44", "+4474"), and the fraud guard's source (a keyed digest of the API client and the
+    end user's network; empty when not counted).
 
-    Stored with its challenge in its wire form, ``"GB|+44|+4474"`` (``wire``, ``parse``): the
-    analytics count by region, the fraud guard by calling code and prefix.
+    Stored with its challenge in its wire form, ``"GB|+44|+4474|<source>"`` (``wire``,
+    ``parse``): the analytics count by region, the fraud guard by calling code, prefix and
+    source.
     """
 
     region: str = ""
     calling_code: str = ""
     prefix: str = ""
+    source: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Destination:
         """The destination ``wire`` wrote; parts missing from older records are empty."""
-        region, _, rest = text.partition("|")
-        calling_code, _, prefix = rest.partition("|")
-        return cls(region=region, calling_code=calling_code, prefix=prefix)
+        region, calling_code, prefix, source = [*text.split("|", 3), "", "", ""][:4]
+        return cls(region=region, calling_code=calling_code, prefix=prefix, source=source)
 
     def wire(self) -> str:
-        """The stored form: ``"GB|+44|+4474"``, or ``""`` for nowhere known."""
+        """The stored form: ``"GB|+44|+4474|<source>"``, or ``""`` for nowhere known."""
         if not (self.region or self.calling_code or self.prefix):
             return ""
-        return f"{self.region}|{self.calling_code}|{self.prefix}"
+        return f"{self.region}|{self.calling_code}|{self.prefix}|{self.source}"
 
     def watched(self) -> list[str]:
         """What the fraud guard watches here: the calling code, then the prefix (or nothing)."""
@@ -53,6 +56,9 @@ class Destination(Model, frozen=True):
 
 
 NOWHERE = Destination()
+
+# Whom a tripped fraud guard refuses: everyone, or only the sources that made it trip.
+FraudScope = Literal["everyone", "sources"]
 
 
 class ChallengeStatus(enum.StrEnum):

@@ -501,6 +501,12 @@ class FraudGuardSettings(Base, frozen=True):
     window_seconds: Annotated[int, msgspec.Meta(ge=300, le=86400)] = 3600
     # The prefix watched besides the country: calling code plus this many national digits.
     prefix_digits: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2
+    # A prefix trips for everyone only when its unverified codes came from at least this many
+    # sources (an API client and a /24 or /64) with none above half; else only for them.
+    min_sources: Annotated[int, msgspec.Meta(ge=2, le=100)] = 5
+    # A whole calling code trips only so: "prefixes" once three of its prefixes have tripped
+    # for everyone, "operator" never (an alert, for an operator to act on).
+    country_trip: Literal["prefixes", "operator"] = "operator"
 
 
 class SafeList(Base, frozen=True):

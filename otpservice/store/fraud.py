@@ -1,8 +1,11 @@
-"""FraudGuardStore: codes sent and verified per destination, in shards, and the tripped set.
+"""FraudGuardStore: codes sent and verified per destination and per source, in shards, and the
+tripped set.
 
-A destination is a calling code ("+44") or a number prefix ("+4470"). A country and its
-prefixes share each shard's hash (one slot), so counting or reading a number's two destinations
-is one call per shard. Each process adds its batched counts to one shard of its own
+A destination is a calling code ("+44") or a number prefix ("+4470"); a source is an API client
+and an end-user network (keyed). A country, its prefixes and their sources share each shard's
+slot, so counting or reading a number's destinations is one call per shard. Besides the
+window, each destination keeps its last seven days (the baseline its conversion is judged
+against). Each process adds its batched counts to one shard of its own
 (``FRAUD_SHARDS`` of them, chosen at random), so no single slot takes every process's writes;
 the fraud guard's loop sums the shards. Which destinations are tripped is one hash the loops of
 every process read and write; requests read only the loop's copy in memory.
@@ -11,12 +14,13 @@ every process read and write; requests read only the loop's copy in memory.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
 from otpservice.errors import StoreUnavailable
-from otpservice.models import Model
+from otpservice.models import FraudScope, Model
+from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
     from otpservice.store.keys import KeySpace
@@ -27,23 +31,52 @@ FRAUD_SHARDS = 4
 
 
 class FraudCounts(Model, frozen=True):
-    """A destination's codes sent and verified over the window, summed over the shards."""
+    """A destination's codes sent and verified over the window, summed over the shards, and
+    over the last seven whole days (its baseline)."""
 
     destination: str
     sent: int
     verified: int
     # Unix second when its oldest counted bucket leaves the window (0: nothing counted).
     oldest_leaves_at_s: int
+    baseline_sent: int = 0
+    baseline_verified: int = 0
+    # How many of those seven days hold counts (0: no baseline yet).
+    baseline_days: int = 0
+
+
+class SourceCounts(Model, frozen=True):
+    """Codes one source sent and verified in a flush: a source is a keyed digest of an API
+    client and an end-user network (``KeySpace.fraud_source``)."""
+
+    source: str
+    sent: int = 0
+    verified: int = 0
 
 
 class FraudTrip(Model, frozen=True):
-    """A tripped destination, as recorded for the fleet: its figures and when the oldest codes
-    counted against it leave the window (the soonest it can clear by itself)."""
+    """A tripped destination, as recorded for the fleet: its figures, when the oldest codes
+    counted against it leave the window (the soonest it can clear by itself), and whom it
+    refuses: everyone, or only the sources listed (a prefix's few contributing sources)."""
 
     destination: str
     sent: int
     verified: int
     until_s: int
+    # A record of the release before has neither: it refused everyone.
+    scope: FraudScope = "everyone"
+    sources: list[str] = msgspec.field(default_factory=list)
+
+
+class _ShardCounts(NamedTuple):
+    """One destination of ``fraud_counts.lua``'s "read" reply."""
+
+    sent: int
+    verified: int
+    oldest_leaves_at_s: int
+    baseline_sent: int
+    baseline_verified: int
+    baseline_days: int
 
 
 _trip_encoder = msgspec.msgpack.Encoder()
@@ -58,6 +91,11 @@ class FraudGuardStore:
         self._keys = keys
         self._shard = random.randrange(FRAUD_SHARDS) if shard is None else shard  # noqa: S311
 
+    def source(self, client: str, network: str) -> str:
+        """The source a request from ``network`` (its /24 or /64, "" for none) through API
+        client ``client`` counts as: a keyed digest, so no address is stored."""
+        return self._keys.fraud_source(client, network)
+
     async def add(
         self,
         country: str,
@@ -66,52 +104,115 @@ class FraudGuardStore:
         *,
         sent: int,
         verified: int,
+        sources: list[SourceCounts],
+        now_s: int,
     ) -> None:
-        """Count codes sent to and verified by each destination of ``country``, in this
-        process's shard."""
-        await self._run(
-            self._keys.fraud_counts(country, self._shard),
-            ["add", window_seconds, sent, verified, *destinations],
+        """Count codes sent to and verified by each destination of ``country`` (the prefix
+        last), and by each source for the prefix, in this process's shard."""
+        prefix = destinations[-1]
+        per_source = [v for c in sources for v in (c.source, c.sent, c.verified)]
+        head = ["add", window_seconds, now_s, sent, verified, len(destinations)]
+        await self._commands.run_script(
+            self._commands.scripts.fraud_counts,
+            [
+                self._keys.fraud_counts(country, self._shard),
+                *self._keys.fraud_sources(country, self._shard, prefix),
+            ],
+            [*head, *destinations, *per_source],
         )
 
     async def counts(
-        self, country: str, destinations: list[str], window_seconds: int
+        self, country: str, destinations: list[str], window_seconds: int, *, now_s: int
     ) -> list[FraudCounts]:
-        """Each destination's counts over the window, summed over the shards that answer.
+        """Each destination's counts over the window and its baseline, summed over the shards
+        that answer.
 
         Raises:
             StoreUnavailable: no shard answered.
         """
-        totals = {d: [0, 0, 0] for d in destinations}
+        totals = {d: [0] * 6 for d in destinations}
         answered = False
         for shard in range(FRAUD_SHARDS):
             try:
-                reply = await self._run(
-                    self._keys.fraud_counts(country, shard),
-                    ["read", window_seconds, 0, 0, *destinations],
+                reply = await self._commands.run_script(
+                    self._commands.scripts.fraud_counts,
+                    [self._keys.fraud_counts(country, shard)],
+                    ["read", window_seconds, now_s, *destinations],
                 )
             except StoreUnavailable:
                 continue  # its counts are missing until its master is back
             answered = True
-            for destination, (sent, verified, leaves_at) in zip(destinations, reply, strict=True):
+            for destination, answer in zip(destinations, reply, strict=True):
+                found = _ShardCounts(*(int(value) for value in answer))
                 total = totals[destination]
-                total[0] += int(sent)
-                total[1] += int(verified)
-                if int(leaves_at) and (not total[2] or int(leaves_at) < total[2]):
-                    total[2] = int(leaves_at)
+                total[0] += found.sent
+                total[1] += found.verified
+                if found.oldest_leaves_at_s and (
+                    not total[2] or found.oldest_leaves_at_s < total[2]
+                ):
+                    total[2] = found.oldest_leaves_at_s
+                total[3] += found.baseline_sent
+                total[4] += found.baseline_verified
+                total[5] = max(total[5], found.baseline_days)
         if not answered:
             raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
         return [
-            FraudCounts(destination=d, sent=s, verified=v, oldest_leaves_at_s=t)
-            for d, (s, v, t) in totals.items()
+            FraudCounts(
+                destination=d,
+                sent=t[0],
+                verified=t[1],
+                oldest_leaves_at_s=t[2],
+                baseline_sent=t[3],
+                baseline_verified=t[4],
+                baseline_days=t[5],
+            )
+            for d, t in totals.items()
         ]
 
-    async def clear_counts(self, country: str, destination: str, window_seconds: int) -> None:
-        """Forget a destination's counts in every shard (an operator cleared it)."""
+    async def unverified_by_source(
+        self, country: str, prefix: str, window_seconds: int, *, now_s: int
+    ) -> dict[str, int]:
+        """Each source's codes sent to ``prefix`` and not verified over the window (sources
+        with none left out), summed over the shards that answer.
+
+        Raises:
+            StoreUnavailable: no shard answered.
+        """
+        totals: dict[str, int] = {}
+        answered = False
         for shard in range(FRAUD_SHARDS):
-            await self._run(
-                self._keys.fraud_counts(country, shard),
-                ["clear", window_seconds, 0, 0, destination],
+            try:
+                reply = await self._commands.run_script(
+                    self._commands.scripts.fraud_counts,
+                    [
+                        self._keys.fraud_counts(country, shard),
+                        *self._keys.fraud_sources(country, shard, prefix),
+                    ],
+                    ["sources", window_seconds, now_s, prefix],
+                )
+            except StoreUnavailable:
+                continue
+            answered = True
+            for source, unverified in zip(reply[::2], reply[1::2], strict=True):
+                name = reply_text(source)
+                totals[name] = totals.get(name, 0) + int(unverified)
+        if not answered:
+            raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
+        return totals
+
+    async def clear_counts(
+        self, country: str, destination: str, window_seconds: int, *, now_s: int
+    ) -> None:
+        """Forget a destination's window counts and sources in every shard (an operator
+        cleared it); its baseline is history and stays."""
+        for shard in range(FRAUD_SHARDS):
+            await self._commands.run_script(
+                self._commands.scripts.fraud_counts,
+                [
+                    self._keys.fraud_counts(country, shard),
+                    *self._keys.fraud_sources(country, shard, destination),
+                ],
+                ["clear", window_seconds, now_s, destination],
             )
 
     async def tripped(self) -> dict[str, FraudTrip]:
@@ -119,7 +220,9 @@ class FraudGuardStore:
         async with self._commands.command() as redis:
             raw: dict[Any, Any] = await redis.hgetall(self._keys.fraud_tripped())
         trips = {}
-        for value in raw.values():
+        for name, value in raw.items():
+            if "|" in reply_text(name):
+                continue  # a trip's scope, beside it
             try:
                 trip = _trip_decoder.decode(value)
             except msgspec.DecodeError:
@@ -129,20 +232,19 @@ class FraudGuardStore:
 
     async def trip(self, trip: FraudTrip) -> bool:
         """Record a destination as tripped (its figures refreshed if it was); True when it was
-        not tripped before."""
-        return await self._change("trip", trip.destination, _trip_encoder.encode(trip))
+        not tripped before, or tripped for other people."""
+        return await self._change(
+            "trip", trip.destination, _trip_encoder.encode(trip), trip.scope.encode()
+        )
 
     async def untrip(self, destination: str) -> bool:
         """Record a destination as no longer tripped; True when it was tripped."""
         return await self._change("clear", destination, b"")
 
-    async def _change(self, op: str, destination: str, value: bytes) -> bool:
+    async def _change(self, op: str, destination: str, value: bytes, scope: bytes = b"") -> bool:
         reply = await self._commands.run_script(
             self._commands.scripts.fraud_trip,
             [self._keys.fraud_tripped()],
-            [op, destination, value],
+            [op, destination, value, scope],
         )
         return bool(int(reply[0]))
-
-    async def _run(self, key: str, args: list[Any]) -> list[Any]:
-        return await self._commands.run_script(self._commands.scripts.fraud_counts, [key], args)

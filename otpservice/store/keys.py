@@ -38,6 +38,9 @@ Elsewhere::
     P:{fg:C:i}     hash    shard i of the codes sent to and verified by calling code C and
                            its prefixes ("+44", "+4470"), by twelfths of the window; each
                            process adds to one shard (store/fraud.py)
+    P:{fg:C:i}:src:X:j zset  in the same slot, the codes each source (an API client and end-user
+                           network, keyed) sent to prefix X and has not verified, in twelfth j
+                           of the window
     P:{fg}:tripped hash    the destinations the fraud guard has tripped, and their figures
     P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
                            privacy.retention_days
@@ -177,6 +180,18 @@ class KeySpace:
         """Shard ``shard`` of the fraud guard's counts for a calling code ("+44") and its
         number prefixes, its own slot."""
         return f"{self._prefix}:{{fg:{country}:{shard}}}"
+
+    def fraud_sources(self, country: str, shard: int, prefix: str) -> list[str]:
+        """The twelve source sets (one per twelfth of the window) of a prefix in shard ``shard``
+        of its country's counts: the counts' slot, so one script holds them all."""
+        base = self.fraud_counts(country, shard)
+        return [f"{base}:src:{prefix}:{slot}" for slot in range(12)]
+
+    def fraud_source(self, client: str, network: str) -> str:
+        """The fraud guard's name for a source: an API client and an end user's network (its
+        /24 or /64, or "" when the app sent no address), keyed so no address is kept."""
+        data = f"fraud-source\0{client}\0{network}".encode()
+        return _b64(hmac.new(self._index_key, data, hashlib.sha256).digest()[:12])
 
     def fraud_tripped(self) -> str:
         """The destinations the fraud guard has tripped, read by every process's loop."""

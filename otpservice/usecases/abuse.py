@@ -6,10 +6,13 @@ Before a challenge is issued, in this order:
    the lockout and the attempt budget still apply).
 2. Geo permissions: allowed and denied countries and prefixes, and number types
    (premium rate, shared cost, unknown by default). Refused: ``403 destination_not_allowed``.
-3. The fraud guard: when few codes sent to the number's country or prefix were verified over
-   the window, new ones there are refused (``429 suspected_fraud``) until the ratio recovers
-   or an operator clears it. A request reads only memory: counts are batched per process and
-   added to the process's shard, and a loop (``refresh_fraud_guard``, every
+3. The fraud guard: when few codes sent to the number's prefix were verified over the window
+   (below its baseline's, ``low_conversion``), new ones there are refused (``429
+   suspected_fraud``) until the ratio recovers or an operator clears it: for everyone when the
+   unverified codes came from many sources (``trip_scope``), else only for the sources that
+   sent them, so one attacker cannot switch a prefix off for everyone. A whole calling code is
+   refused only as ``country_trip`` says. A request reads only memory: counts are batched per
+   process and added to the process's shard, and a loop (``refresh_fraud_guard``, every
    ``FRAUD_LOOP_SECONDS``) sums the shards of the destinations in use or tripped, records trips
    and clears for the fleet, and keeps the tripped set in memory.
 4. The rate rules (per IP, IP prefix, number prefix, country, client, global): each counts the
@@ -38,10 +41,10 @@ from otpservice.errors import (
     SuspectedFraud,
     Unavailable,
 )
-from otpservice.metrics import FRAUD_TRIPS
-from otpservice.models import NOWHERE, Destination, ceil_seconds
+from otpservice.metrics import FRAUD_ALERTS, FRAUD_TRIPS
+from otpservice.models import NOWHERE, Destination, FraudScope, ceil_seconds
 from otpservice.phone import calling_code_of
-from otpservice.store.fraud import FraudTrip
+from otpservice.store.fraud import FraudTrip, SourceCounts
 
 if TYPE_CHECKING:
     from otpservice.config.live import LiveSettings
@@ -55,6 +58,13 @@ log = logging.getLogger("otpservice.abuse")  # a log field: kept as named before
 
 # How often the fraud guard's loop writes this process's counts and reads the fleet's.
 FRAUD_LOOP_SECONDS = 0.5
+# A calling code trips with ``country_trip = "prefixes"`` once this many of its prefixes have
+# tripped for everyone.
+COUNTRY_TRIP_PREFIXES = 3
+# The end-user networks the fraud guard tells apart: one /24 (IPv4) or /64 (IPv6) is one source,
+# so an attacker's neighbouring addresses count as one.
+SOURCE_IPV4_BITS, SOURCE_IPV6_BITS = 24, 64
+DAY_SECONDS = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +75,19 @@ class FraudState:
     tripped: bool
     sent: int
     verified: int
+    scope: FraudScope | None = None  # whom it refuses, when tripped
+    refused_sources: int = 0  # for the scope "sources"
+    baseline_sent: int = 0
+    baseline_verified: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Fraud guard counts of one destination group not written yet, in all and by source."""
+
+    sent: int = 0
+    verified: int = 0
+    by_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [sent, verified]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +100,54 @@ class Admission:
     destinations: list[str] = field(default_factory=list)  # watched by the fraud guard
 
 
-def where_of(number: PhoneNumber, prefix_digits: int) -> Destination:
-    """The number's region, calling code and prefix, as a challenge keeps them."""
+def where_of(number: PhoneNumber, prefix_digits: int, source: str = "") -> Destination:
+    """The number's region, calling code and prefix, and the fraud guard's source of the
+    request, as a challenge keeps them."""
     return Destination(
         region=number.region,
         calling_code=f"+{number.country_code}",
         prefix=number.prefix(prefix_digits),
+        source=source,
     )
+
+
+def source_network(client_ip: str | None) -> str:
+    """The end user's network as the fraud guard counts it: the /24 or /64 of the address the
+    app sent, or "" when it sent none (then the API client is the whole source)."""
+    if client_ip is None:
+        return ""
+    address = client_address(client_ip)
+    bits = SOURCE_IPV4_BITS if address.version == 4 else SOURCE_IPV6_BITS
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
+
+def low_conversion(count: FraudCounts, guard: FraudGuardSettings) -> bool:
+    """Whether a destination's window looks like SMS pumping: its conversion under
+    min(``floor``, half its baseline's) with at least max(``min_sent``, three times its mean
+    sends per window). Without a baseline (fewer than ``min_sent`` codes over the last seven
+    days), ``floor`` and ``min_sent`` alone."""
+    floor, min_sent = guard.floor, float(guard.min_sent)
+    if count.baseline_days and count.baseline_sent >= guard.min_sent:
+        floor = min(floor, 0.5 * count.baseline_verified / count.baseline_sent)
+        per_window = (
+            count.baseline_sent * guard.window_seconds / (count.baseline_days * DAY_SECONDS)
+        )
+        min_sent = max(min_sent, 3 * per_window)
+    return count.sent >= min_sent and count.verified < floor * count.sent
+
+
+def trip_scope(unverified: dict[str, int], min_sources: int) -> tuple[FraudScope, list[str]]:
+    """Whom a tripped prefix refuses, from its sources' unverified codes: everyone when they
+    came from at least ``min_sources`` sources with none above half of them (or, from counts
+    of the release before, from no known source); else only the sources that made it trip (all
+    of them when they are few, the one above half when there is one)."""
+    total = sum(unverified.values())
+    if not total:
+        return "everyone", []
+    if len(unverified) < min_sources:
+        return "sources", sorted(unverified)
+    above_half = sorted(source for source, n in unverified.items() if 2 * n > total)
+    return ("sources", above_half) if above_half else ("everyone", [])
 
 
 def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:
@@ -165,13 +229,15 @@ class AbusePolicy:
         self._quotas = quotas
         self._fraud = fraud
         self._events = events
-        # Fraud guard counts not written yet, by destinations: [sent, verified].
-        self._pending: dict[tuple[str, ...], list[int]] = {}
+        # Fraud guard counts not written yet, by destinations.
+        self._pending: dict[tuple[str, ...], _Pending] = {}
         # The destinations of each country this process sent to, and when last (monotonic):
         # the loop sums their counts until a window has passed without one.
         self._watched: dict[tuple[str, ...], float] = {}
         # The fleet's tripped destinations, as the loop last read them.
         self._tripped: dict[str, FraudTrip] = {}
+        # Calling codes this process has alerted on (``country_trip = "operator"``).
+        self._alerted: set[str] = set()
 
     async def admit(self, number: PhoneNumber, *, client: str, client_ip: str | None) -> Admission:
         """Check and count a new challenge for ``number``.
@@ -181,7 +247,6 @@ class AbusePolicy:
         """
         abuse = self._live.current.abuse
         guard = abuse.fraud_guard
-        where = where_of(number, guard.prefix_digits)
         request_id = secrets.token_urlsafe(9)
         if is_safe(abuse.safe_list, number):
             # Kept out of the fraud guard's counts, sent and verified alike.
@@ -192,9 +257,11 @@ class AbusePolicy:
             if abuse.geo.mode == "enforce":
                 raise DestinationNotAllowed(rule, detail)
             log.info("monitor: rule %s would refuse a challenge (%s)", rule, number.region)
+        source = self._fraud.source(client, source_network(client_ip)) if guard.enabled else ""
+        where = where_of(number, guard.prefix_digits, source)
         destinations = where.watched() if guard.enabled else []
         if destinations:
-            self._check_fraud(destinations, guard)
+            self._check_fraud(destinations, source, guard)
         counted = await self._count(abuse.rules, number, client, client_ip, request_id)
         return Admission(request_id, where, counted, destinations)
 
@@ -207,20 +274,23 @@ class AbusePolicy:
 
     def issued(self, admission: Admission) -> None:
         """Count a code sent, for the fraud guard (written within ``FLUSH_SECONDS``)."""
-        self._count_fraud(admission.destinations, "sent")
+        self._count_fraud(admission.destinations, admission.where.source, "sent")
 
-    def issued_after_doubt(self, number: PhoneNumber) -> None:
+    def issued_after_doubt(
+        self, number: PhoneNumber, *, client: str, client_ip: str | None
+    ) -> None:
         """Count a code sent by the retry that finished a request answered 503 in doubt (the
         first try stopped before ``issued``), as ``issued`` would have."""
         abuse = self._live.current.abuse
         guard = abuse.fraud_guard
         if guard.enabled and not is_safe(abuse.safe_list, number):
-            self._count_fraud(where_of(number, guard.prefix_digits).watched(), "sent")
+            source = self._fraud.source(client, source_network(client_ip))
+            self._count_fraud(where_of(number, guard.prefix_digits).watched(), source, "sent")
 
     def verified(self, where: Destination) -> None:
         """Count a code verified for the number ``where`` (as stored with its challenge)."""
         if self._live.current.abuse.fraud_guard.enabled:
-            self._count_fraud(where.watched(), "verified")
+            self._count_fraud(where.watched(), where.source, "verified")
 
     async def fraud_state(self, destination: str) -> FraudState:
         """The fraud guard's figures and state for a destination ("+44" or "+4470"), read
@@ -231,10 +301,19 @@ class AbusePolicy:
         """
         guard = self._live.current.abuse.fraud_guard
         [counts] = await self._fraud.counts(
-            _country(destination), [destination], guard.window_seconds
+            _country(destination), [destination], guard.window_seconds, now_s=int(time.time())
         )
-        tripped = destination in await self._fraud.tripped()
-        return FraudState(destination, tripped, counts.sent, counts.verified)
+        trip = (await self._fraud.tripped()).get(destination)
+        return FraudState(
+            destination,
+            tripped=trip is not None,
+            sent=counts.sent,
+            verified=counts.verified,
+            scope=trip.scope if trip else None,
+            refused_sources=len(trip.sources) if trip else 0,
+            baseline_sent=counts.baseline_sent,
+            baseline_verified=counts.baseline_verified,
+        )
 
     async def clear_fraud(self, destination: str) -> bool:
         """An operator clears a destination: its counts start again. Whether it was tripped.
@@ -243,7 +322,9 @@ class AbusePolicy:
             InvalidInput: ``invalid_destination``.
         """
         guard = self._live.current.abuse.fraud_guard
-        await self._fraud.clear_counts(_country(destination), destination, guard.window_seconds)
+        await self._fraud.clear_counts(
+            _country(destination), destination, guard.window_seconds, now_s=int(time.time())
+        )
         was_tripped = await self._fraud.untrip(destination)
         self._tripped.pop(destination, None)
         if was_tripped:
@@ -253,12 +334,19 @@ class AbusePolicy:
             )
         return was_tripped
 
-    def _count_fraud(self, destinations: list[str], what: str) -> None:
+    def _count_fraud(self, destinations: list[str], source: str, what: str) -> None:
         """Add to the counts that the loop writes: a request does not wait for a Redis round
         trip for them (they only move a ratio over an hour)."""
-        if destinations:
-            counts = self._pending.setdefault(tuple(destinations), [0, 0])
-            counts[0 if what == "sent" else 1] += 1
+        if not destinations:
+            return
+        pending = self._pending.setdefault(tuple(destinations), _Pending())
+        index = 0 if what == "sent" else 1
+        if index == 0:
+            pending.sent += 1
+        else:
+            pending.verified += 1
+        if source:
+            pending.by_source.setdefault(source, [0, 0])[index] += 1
 
     async def refresh_fraud_guard(self) -> None:
         """The fraud guard's loop: write this process's counts to its shard, then sum the
@@ -266,7 +354,8 @@ class AbusePolicy:
         clears found (each told once, by whichever process records it) and keep the tripped
         set in memory. With the store unavailable, the counts wait and the set stays."""
         guard = self._live.current.abuse.fraud_guard
-        await self._flush_fraud_counts(guard.window_seconds)
+        now_s = int(time.time())
+        await self._flush_fraud_counts(guard.window_seconds, now_s)
         if not guard.enabled:
             self._tripped = {}
             return
@@ -285,80 +374,166 @@ class AbusePolicy:
         for country, destinations in by_country.items():
             try:
                 window = guard.window_seconds
-                counts = await self._fraud.counts(country, sorted(destinations), window)
+                counts = await self._fraud.counts(
+                    country, sorted(destinations | {country}), window, now_s=now_s
+                )
             except Unavailable:
                 continue  # judged again next time; its trips stand meanwhile
             for count in counts:
-                await self._judge(count, guard, tripped)
+                if count.destination != country:
+                    await self._judge_prefix(count, country, guard, tripped, now_s)
+            for count in counts:
+                if count.destination == country:
+                    await self._judge_country(count, guard, tripped)
 
-    async def _flush_fraud_counts(self, window_seconds: int) -> None:
+    async def _flush_fraud_counts(self, window_seconds: int, now_s: int) -> None:
         """Write the counts gathered since the last loop (kept for the next one on failure)."""
         pending, self._pending = self._pending, {}
-        for destinations, (sent, verified) in pending.items():
+        for destinations, counts in pending.items():
             try:
                 await self._fraud.add(
                     destinations[0],
                     list(destinations),
                     window_seconds,
-                    sent=sent,
-                    verified=verified,
+                    sent=counts.sent,
+                    verified=counts.verified,
+                    sources=[
+                        SourceCounts(source=source, sent=sent, verified=verified)
+                        for source, (sent, verified) in counts.by_source.items()
+                    ],
+                    now_s=now_s,
                 )
             except Unavailable:
-                counts = self._pending.setdefault(destinations, [0, 0])
-                counts[0] += sent
-                counts[1] += verified
+                kept = self._pending.setdefault(destinations, _Pending())
+                kept.sent += counts.sent
+                kept.verified += counts.verified
+                for source, (sent, verified) in counts.by_source.items():
+                    by_source = kept.by_source.setdefault(source, [0, 0])
+                    by_source[0] += sent
+                    by_source[1] += verified
 
-    async def _judge(
+    async def _judge_prefix(
+        self,
+        count: FraudCounts,
+        country: str,
+        guard: FraudGuardSettings,
+        tripped: dict[str, FraudTrip],
+        now_s: int,
+    ) -> None:
+        """Trip (for everyone or for its sources) or clear a prefix by its figures."""
+        if not low_conversion(count, guard):
+            await self._clear(count, guard, tripped)
+            return
+        try:
+            unverified = await self._fraud.unverified_by_source(
+                country, count.destination, guard.window_seconds, now_s=now_s
+            )
+        except Unavailable:
+            return  # judged again next time; a trip already recorded stands
+        scope, sources = trip_scope(unverified, guard.min_sources)
+        await self._trip(count, guard, tripped, scope, sources)
+
+    async def _judge_country(
         self, count: FraudCounts, guard: FraudGuardSettings, tripped: dict[str, FraudTrip]
     ) -> None:
-        """Trip or clear ``count``'s destination by its figures, in the store and ``tripped``;
-        a change this process recorded first is logged and told."""
-        trips = count.sent >= guard.min_sent and count.verified < guard.floor * count.sent
-        destination = count.destination
-        if trips:
-            trip = FraudTrip(
-                destination=destination,
-                sent=count.sent,
-                verified=count.verified,
-                until_s=count.oldest_leaves_at_s,
-            )
-            tripped[destination] = trip  # in memory first: refused before anyone can read it
-            changed = await self._fraud.trip(trip)
-        elif destination in tripped:
-            del tripped[destination]
-            changed = await self._fraud.untrip(destination)
+        """A calling code trips only as ``country_trip`` says: for everyone once enough of its
+        prefixes have (``"prefixes"``), or never, an alert for an operator (``"operator"``)."""
+        country = count.destination
+        if guard.country_trip == "prefixes":
+            tripped_prefixes = [
+                d
+                for d, trip in tripped.items()
+                if d != country and _country(d) == country and trip.scope == "everyone"
+            ]
+            if len(tripped_prefixes) >= COUNTRY_TRIP_PREFIXES:
+                await self._trip(count, guard, tripped, "everyone", [])
+                return
+        elif low_conversion(count, guard):
+            if country not in self._alerted:
+                self._alerted.add(country)
+                FRAUD_ALERTS.labels(destination=country).inc()
+                log.warning(
+                    "fraud guard alert for %s: %d verified of %d sent; not tripped "
+                    "(country_trip = operator): pause it with abuse.geo if it is pumping",
+                    country,
+                    count.verified,
+                    count.sent,
+                )
         else:
+            self._alerted.discard(country)
+        await self._clear(count, guard, tripped)
+
+    async def _trip(
+        self,
+        count: FraudCounts,
+        guard: FraudGuardSettings,
+        tripped: dict[str, FraudTrip],
+        scope: FraudScope,
+        sources: list[str],
+    ) -> None:
+        """Record ``count``'s destination as tripped for ``scope``; a change this process
+        recorded first is logged and told."""
+        trip = FraudTrip(
+            destination=count.destination,
+            sent=count.sent,
+            verified=count.verified,
+            until_s=count.oldest_leaves_at_s,
+            scope=scope,
+            sources=sources,
+        )
+        tripped[count.destination] = trip  # in memory first: refused before anyone can read it
+        if await self._fraud.trip(trip):
+            FRAUD_TRIPS.labels(destination=count.destination).inc()
+            await self._tell(count, guard, tripped=True, scope=scope, sources=len(sources))
+
+    async def _clear(
+        self, count: FraudCounts, guard: FraudGuardSettings, tripped: dict[str, FraudTrip]
+    ) -> None:
+        """Record ``count``'s destination as no longer tripped, if it was."""
+        if count.destination not in tripped:
             return
-        if not changed:
-            return
-        if trips:
-            FRAUD_TRIPS.labels(destination=destination).inc()
+        del tripped[count.destination]
+        if await self._fraud.untrip(count.destination):
+            await self._tell(count, guard, tripped=False, scope=None, sources=0)
+
+    async def _tell(
+        self,
+        count: FraudCounts,
+        guard: FraudGuardSettings,
+        *,
+        tripped: bool,
+        scope: FraudScope | None,
+        sources: int,
+    ) -> None:
+        whom = {None: "", "everyone": " for everyone", "sources": f" for {sources} source(s)"}
         log.warning(
-            "fraud guard %s for %s: %d verified of %d sent (%s)",
-            "tripped" if trips else "cleared",
-            destination,
+            "fraud guard %s for %s%s: %d verified of %d sent (%s)",
+            "tripped" if tripped else "cleared",
+            count.destination,
+            whom[scope],
             count.verified,
             count.sent,
             guard.mode,
         )
         try:
             await self._events.fraud_changed(
-                destination,
-                tripped=trips,
+                count.destination,
+                tripped=tripped,
                 sent=count.sent,
                 verified=count.verified,
                 source="window",
+                scope=scope,
             )
         except Unavailable:
-            log.error("fraud guard: the event for %s could not be queued", destination)
+            log.error("fraud guard: the event for %s could not be queued", count.destination)
 
-    def _check_fraud(self, destinations: list[str], guard: FraudGuardSettings) -> None:
-        """Refuse a destination the fleet has tripped (memory only), and have the loop watch
-        these destinations."""
+    def _check_fraud(self, destinations: list[str], source: str, guard: FraudGuardSettings) -> None:
+        """Refuse a destination the fleet has tripped for everyone or for this source (memory
+        only), and have the loop watch these destinations."""
         self._watched[tuple(destinations)] = time.monotonic()
         for destination in destinations:
             trip = self._tripped.get(destination)
-            if trip is None:
+            if trip is None or (trip.scope == "sources" and source not in trip.sources):
                 continue
             rule = f"fraud_guard:{destination}"
             if guard.mode == "enforce":

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from otpservice.models import DeliveryStatus, datetime_from_ms
+from otpservice.models import DeliveryStatus, FraudScope, datetime_from_ms
 from otpservice.phone import mask_numbers
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ class FraudGuardChanged(msgspec.Struct, frozen=True, kw_only=True):
     sent: int
     verified: int
     source: str
+    # Whom a trip refuses: everyone, or only the sources that made it trip (null for a clear).
+    scope: FraudScope | None = None
 
 
 EventBody = ChallengeDeliveryEnded | InboundMessage | OptOutChanged | Lockout | FraudGuardChanged
@@ -178,12 +180,19 @@ class AppEvents:
         await self._emit(f"lockout.{challenge_id}", "security.lockout", data)
 
     async def fraud_changed(
-        self, destination: str, *, tripped: bool, sent: int, verified: int, source: str
+        self,
+        destination: str,
+        *,
+        tripped: bool,
+        sent: int,
+        verified: int,
+        source: str,
+        scope: FraudScope | None = None,
     ) -> None:
         """Queue ``fraud.tripped`` or ``fraud.cleared`` for a destination ("+44", "+4470")."""
         kind: EventType = "fraud.tripped" if tripped else "fraud.cleared"
         data = FraudGuardChanged(
-            destination=destination, sent=sent, verified=verified, source=source
+            destination=destination, sent=sent, verified=verified, source=source, scope=scope
         )
         await self._emit(f"{kind}.{destination}.{int(time.time())}", kind, data)
 

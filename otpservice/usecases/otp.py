@@ -203,7 +203,7 @@ class OtpService:
             raise
         await self._complete(client, idempotency_key, fingerprint, issued)
         # Counted now, once its record is complete: the first try stopped before counting.
-        self._abuse.issued_after_doubt(phone)
+        self._abuse.issued_after_doubt(phone, client=client, client_ip=request.client_ip)
         self._analytics.count("issued", country=phone.region)
         log.info("challenge %s in doubt confirmed and its SMS queued", state.challenge_id)
         return await self._replay(issued, client), True

@@ -11,6 +11,7 @@ from litestar.params import FromPath
 
 from otpservice.config.schema import NUMBER_PREFIX_PATTERN
 from otpservice.errors import InvalidInput
+from otpservice.models import FraudScope
 from otpservice.web.context import audit, services
 from otpservice.web.openapi import documented
 
@@ -27,6 +28,22 @@ class FraudGuardState(msgspec.Struct, frozen=True, kw_only=True):
     tripped: bool
     sent: int
     verified: int
+    scope: Annotated[
+        FraudScope | None,
+        msgspec.Meta(
+            description="whom a trip refuses: everyone, or only the sources (an API client and "
+            "an end-user /24 or /64) that made it trip; null when not tripped"
+        ),
+    ] = None
+    refused_sources: Annotated[
+        int, msgspec.Meta(description='how many sources it refuses, for the scope "sources"')
+    ] = 0
+    baseline_sent: Annotated[
+        int, msgspec.Meta(description="codes sent over the last seven whole days")
+    ] = 0
+    baseline_verified: Annotated[
+        int, msgspec.Meta(description="codes verified over the last seven whole days")
+    ] = 0
 
 
 class FraudGuardCleared(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +78,10 @@ async def read_fraud_guard(
         tripped=verdict.tripped,
         sent=verdict.sent,
         verified=verdict.verified,
+        scope=verdict.scope,
+        refused_sources=verdict.refused_sources,
+        baseline_sent=verdict.baseline_sent,
+        baseline_verified=verdict.baseline_verified,
     )
 
 

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from otpservice.config.schema import GeoSettings, RateRule, SafeList, Window
-from otpservice.errors import StoreUnavailable
 from otpservice.phone import parse_phone
-from otpservice.store.fraud import FraudGuardStore
 from otpservice.usecases.abuse import client_address, geo_refusal, is_safe, rule_subject
-from tests.support.app import ApiFactory, Phone
-from tests.support.helpers import PHONE, api_tokens, assert_problem, issue, wait_until_async
+from tests.support.app import ApiFactory
+from tests.support.helpers import PHONE, api_tokens, assert_problem, challenge
 
 UK_MOBILE = "+447400123456"
 UK_PREMIUM = "+449012345678"
@@ -40,11 +36,6 @@ def rule(name: str, scope: str, limit: int, seconds: int = 3600, **extra: Any) -
 def only(*rules: dict[str, Any], **abuse: Any) -> dict[str, Any]:
     """Abuse settings with just these rules (and no fraud guard unless given)."""
     return {"abuse": {"rules": list(rules), "fraud_guard": {"enabled": False}, **abuse}}
-
-
-async def challenge(api: httpx.AsyncClient, number: str, ip: str | None = None) -> httpx.Response:
-    body = {"phone": number} | ({"client_ip": ip} if ip else {})
-    return await api.post("/challenge", json=body)
 
 
 def test_each_scope_names_its_subject() -> None:
@@ -219,97 +210,6 @@ async def test_the_safe_list_bypasses_the_abuse_rules_but_not_the_number_limits(
     assert assert_problem(refused, 429, "rate_limited")["rule"] == "number_min_interval"
 
 
-async def counted(
-    api: httpx.AsyncClient, destination: str, sent: int, *, tripped: bool | None = None
-) -> dict[str, Any]:
-    """The destination's state once ``sent`` codes are counted and, if given, it is ``tripped``
-    or not (the fraud guard's loop writes and judges every half second)."""
-    for _ in range(50):
-        state: dict[str, Any] = (await api.get(f"/fraud-guard/{destination}")).json()
-        if state["sent"] >= sent and tripped in (None, state["tripped"]):
-            return state
-        await asyncio.sleep(0.05)
-    return state
-
-
-async def feed_events(
-    redis: Redis, done: Callable[[list[tuple[bytes, dict[str, Any]]]], bool]
-) -> list[tuple[bytes, dict[str, Any]]]:
-    """(type, data) of the event stream's entries, once the relay has appended enough to be
-    ``done`` (5 s at most)."""
-
-    async def entries() -> list[tuple[bytes, dict[str, Any]]]:
-        stream = await redis.xrange("otp:{events}:feed")
-        return [(f[b"type"], json.loads(f[b"data"])) for _, f in stream]
-
-    return await wait_until_async(entries, done)
-
-
-async def fraud_api(make_api: ApiFactory, **guard: Any) -> httpx.AsyncClient:
-    settings = {"min_sent": 3, "floor": 0.5, **guard}
-    api: httpx.AsyncClient = await make_api(abuse={"rules": [], "fraud_guard": settings})
-    return api
-
-
-async def test_the_fraud_guard_trips_on_low_conversion_and_an_operator_clears_it(
-    make_api: ApiFactory, redis: Redis
-) -> None:
-    api = await fraud_api(make_api)
-    for number in ("+447400123401", "+447400123402", "+447400123403"):
-        await issue(api, number)  # none verified: SMS pumping looks like this
-    await counted(api, "+44", 3, tripped=True)
-    refused = await challenge(api, "+447400123404")
-    problem = assert_problem(refused, 429, "suspected_fraud")
-    assert problem["rule"] == "fraud_guard:+44"
-    assert int(refused.headers["Retry-After"]) > 0
-    # Other destinations go on.
-    assert (await challenge(api, PHONE)).status_code == 201
-    state = (await api.get("/fraud-guard/+44")).json()
-    assert (state["tripped"], state["sent"], state["verified"]) == (True, 3, 0)
-    cleared = (await api.delete("/fraud-guard/+44")).json()
-    assert cleared["was_tripped"] is True
-    # The prefix was counted too and trips on its own.
-    assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
-    assert (await api.delete("/fraud-guard/+4474")).json()["was_tripped"] is True
-    assert (await challenge(api, "+447400123404")).status_code == 201
-    events = await feed_events(redis, lambda events: len(events) >= 4)
-    kinds = [kind for kind, _ in events]
-    assert kinds.count(b"fraud.tripped") == 2, kinds
-    assert kinds.count(b"fraud.cleared") == 2
-    # The audit stream keeps the trips and who cleared what.
-    audit = [(f[b"kind"], f[b"actor"]) for _, f in await redis.xrange("otp:{audit}:stream")]
-    assert audit.count((b"fraud.tripped", b"service")) == 2
-    assert [a for a in audit if a[0] == b"admin.fraud_clear"] == [
-        (b"admin.fraud_clear", b"default")
-    ] * 2
-    assert_problem(await api.get("/fraud-guard/44"), 400, "invalid_destination")
-
-
-async def test_verified_codes_keep_the_fraud_guard_quiet(
-    make_api: ApiFactory, phone: Phone
-) -> None:
-    api = await fraud_api(make_api)
-    for i, number in enumerate(("+447400123401", "+447400123402", "+447400123403")):
-        challenge_id = (await issue(api, number))["challenge_id"]
-        if i < 2:
-            code = await phone.code_for(challenge_id)
-            ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
-            assert ok.status_code == 200
-    await counted(api, "+44", 3)
-    # 2 of 3 verified: above the floor of one half.
-    assert (await challenge(api, "+447400123404")).status_code == 201
-    state = await counted(api, "+4474", 4)
-    assert (state["tripped"], state["sent"], state["verified"]) == (False, 4, 2)
-
-
-async def test_the_fraud_guard_in_monitor_mode_refuses_nothing(make_api: ApiFactory) -> None:
-    api = await fraud_api(make_api, mode="monitor")
-    for number in ("+447400123401", "+447400123402", "+447400123403"):
-        assert (await challenge(api, number)).status_code == 201
-    assert (await counted(api, "+44", 3, tripped=True))["tripped"] is True
-    assert (await challenge(api, "+447400123404")).status_code == 201
-
-
 async def test_a_number_refused_after_the_rules_counted_gives_their_counts_back(
     make_api: ApiFactory, redis: Redis
 ) -> None:
@@ -321,57 +221,9 @@ async def test_a_number_refused_after_the_rules_counted_gives_their_counts_back(
     assert await redis.zcard(ceiling) == 1
 
 
-async def test_the_fraud_guard_recovers_when_codes_get_verified(
-    make_api: ApiFactory, phone: Phone, redis: Redis
-) -> None:
-    api = await fraud_api(make_api)
-    ids = [
-        (await issue(api, number))["challenge_id"]
-        for number in ("+447400123401", "+447400123402", "+447400123403")
-    ]
-    await counted(api, "+44", 3, tripped=True)
-    assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
-    # The codes were real after all: two of the three get verified.
-    for challenge_id in ids[:2]:
-        code = await phone.code_for(challenge_id)
-        ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
-        assert ok.status_code == 200
-    assert (await counted(api, "+44", 3, tripped=False))["verified"] == 2
-    assert (await counted(api, "+4474", 3, tripped=False))["verified"] == 2
-    assert (await challenge(api, "+447400123404")).status_code == 201
-    events = await feed_events(
-        redis, lambda events: [kind for kind, _ in events].count(b"fraud.cleared") >= 2
-    )
-    cleared = [data for kind, data in events if kind == b"fraud.cleared"]
-    assert {(c["destination"], c["source"]) for c in cleared} == {
-        ("+44", "window"),
-        ("+4474", "window"),
-    }
-
-
 async def test_zone_ids_are_refused_so_they_cannot_mint_addresses(api: httpx.AsyncClient) -> None:
     refused = await challenge(api, PHONE, "fe80::1%eth0")
     assert_problem(refused, 400, "invalid_client_ip")
-
-
-async def test_the_safe_list_stays_out_of_the_fraud_guards_counts(
-    make_api: ApiFactory, phone: Phone
-) -> None:
-    api = await make_api(
-        abuse={
-            "rules": [],
-            "safe_list": {"prefixes": ["+4474"]},
-            "fraud_guard": {"min_sent": 3, "floor": 0.5},
-        }
-    )
-    challenge_id = (await issue(api, "+447400123401"))["challenge_id"]
-    code = await phone.code_for(challenge_id)
-    assert (
-        await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
-    ).status_code == 200
-    await asyncio.sleep(0.7)  # past a flush
-    state = (await api.get("/fraud-guard/+44")).json()
-    assert (state["sent"], state["verified"]) == (0, 0)
 
 
 async def test_each_refusal_is_logged_once_with_its_rule(
@@ -389,54 +241,3 @@ async def test_each_refusal_is_logged_once_with_its_rule(
         "challenge refused by rule number_min_interval (US)",
         "challenge refused by rule geo_number_type (GB)",
     ]
-
-
-def fraud_store(api: httpx.AsyncClient) -> FraudGuardStore:
-    """The fraud guard store of the app behind ``api``."""
-    transport = api._transport
-    assert isinstance(transport, httpx.ASGITransport)
-    store: FraudGuardStore = transport.app.state.runtime.stores.fraud  # type: ignore[attr-defined]
-    return store
-
-
-async def test_two_processes_count_on_their_own_shards_and_both_refuse_the_sum(
-    make_api: ApiFactory, redis: Redis
-) -> None:
-    first, second = await fraud_api(make_api), await fraud_api(make_api)
-    fraud_store(first)._shard, fraud_store(second)._shard = 0, 1
-    await issue(first, "+447400123401")
-    await issue(first, "+447400123402")
-    await issue(second, "+447400123403")
-    # Neither process alone sent min_sent (3): the sum over the shards trips it, and each
-    # process refuses once its own loop has read the fleet's tripped set (a half second).
-    assert (await counted(first, "+44", 3, tripped=True))["tripped"] is True
-    for index, api in enumerate((first, second)):
-        for attempt in range(20):
-            response = await challenge(api, f"+447400126{index}{attempt:02}")
-            if response.status_code == 429:
-                break
-            await asyncio.sleep(0.1)
-        assert_problem(response, 429, "suspected_fraud")
-        assert attempt <= 10  # within a second or so
-    assert await redis.exists("otp:{fg:+44:0}", "otp:{fg:+44:1}") == 2
-    assert not await redis.exists("otp:{fg:+44}")  # no one slot for every process's counts
-
-
-async def test_a_challenge_reads_the_fraud_guard_from_memory_only(
-    make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    api = await fraud_api(make_api)
-    for number in ("+447400123401", "+447400123402", "+447400123403"):
-        await issue(api, number)
-    await counted(api, "+44", 3, tripped=True)
-    store = fraud_store(api)
-
-    async def unreachable(*args: object, **kwargs: object) -> NoReturn:
-        raise StoreUnavailable("the fraud guard's master is failing over")
-
-    for method in ("add", "counts", "tripped", "trip", "untrip"):
-        monkeypatch.setattr(store, method, unreachable)
-    # Its master is down: the guard's last view stands, and other destinations go on.
-    assert_problem(await challenge(api, "+447400123404"), 429, "suspected_fraud")
-    assert (await challenge(api, PHONE)).status_code == 201
-    assert (await challenge(api, "+33612345678")).status_code == 201

@@ -24,6 +24,12 @@ async def issue(api: Client, phone_number: str = PHONE, **extra: Any) -> dict[st
     return body
 
 
+async def challenge(api: Client, number: str, ip: str | None = None) -> httpx.Response:
+    """``POST /challenge`` for ``number``, from end-user address ``ip`` when given."""
+    body = {"phone": number} | ({"client_ip": ip} if ip else {})
+    return await api.post("/challenge", json=body)
+
+
 async def issue_code(api: Client, phone: Phone, phone_number: str = PHONE) -> tuple[str, str]:
     """Issue a challenge and return its id with the code the phone received."""
     challenge_id: str = (await issue(api, phone_number))["challenge_id"]

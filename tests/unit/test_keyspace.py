@@ -56,6 +56,15 @@ def test_shared_keys_streams_and_the_consumer_group() -> None:
     # A sharded rule's keys: the same name, a shard number inside the tag (its own slot).
     assert KEYS.quota("global", "all", 3) == "otp:{q:global:rAXSXQosysJUCm2H:3}"
     assert KEYS.fraud_counts("+44", 3) == "otp:{fg:+44:3}"
+    # A prefix's source sets share its counts' slot (one script holds both).
+    sources = KEYS.fraud_sources("+44", 3, "+4474")
+    assert sources[0] == "otp:{fg:+44:3}:src:+4474:0"
+    assert len(sources) == 12
+    # A source is keyed: no address, no client name, in the key space.
+    source = KEYS.fraud_source("login-app", "203.0.113.0/24")
+    assert "203" not in source
+    assert "login" not in source
+    assert source != KEYS.fraud_source("other-app", "203.0.113.0/24")
     assert KEYS.fraud_tripped() == "otp:{fg}:tripped"
     assert KEYS.stats(493000) == "otp:{stats:493000}"
     assert KEYS.send_rate("twilio") == "otp:rate:{twilio}"

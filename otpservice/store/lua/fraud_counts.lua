@@ -1,54 +1,122 @@
 -- fraud_counts.lua: codes sent to and verified by the destinations of one country (the
--- country itself and its number prefixes) over a sliding window, in one shard of the
--- country's counts, kept in a ring of twelve slots per destination. Each process adds to its
--- own shard; the fraud guard's loop sums the shards (store/fraud.py). A destination never
--- holds more than 36 fields in a shard.
--- KEYS[1] counts   hash: "<dest>|b|<slot>" the bucket number a slot holds, "<dest>|s|<slot>"
---                  sent and "<dest>|v|<slot>" verified in it
--- ARGV[1] "add", "read" or "clear"
+-- country itself and its number prefixes), in one shard of the country's counts: over a
+-- sliding window, in a ring of twelve slots per destination; over the last seven whole days,
+-- in a ring of eight day slots (the baseline); and, for a prefix, the codes each source (an
+-- API client and end-user network, as a keyed digest) sent and has not verified, in one
+-- sorted set per window slot. Each process adds to its own shard; the fraud guard's loop sums
+-- the shards (store/fraud.py). A destination holds at most 72 fields in a shard's hash, and a
+-- source set at most SOURCES_KEPT members (the fewest unverified go first).
+-- KEYS[1]      counts hash: "<dest>|b|<slot>" the bucket a window slot holds, "<dest>|s|<slot>"
+--              sent and "<dest>|v|<slot>" verified in it; "<dest>|d|<day slot>" the day a
+--              day slot holds, "<dest>|ds|..." and "<dest>|dv|..." its sent and verified;
+--              "<dest>|sb|<slot>" the bucket the source set of a window slot holds
+-- KEYS[2..13]  (for "add", "sources" and "clear") the source sets of the prefix's twelve window
+--              slots, zsets: member a source, score its codes sent and not yet verified
+-- ARGV[1] "add", "read", "sources" or "clear"
 -- ARGV[2] window seconds
--- ARGV[3] codes sent, ARGV[4] codes verified (for "add"; else 0)
--- ARGV[5..] destinations ("+44", "+4470")
--- Returns, for "read": per destination {sent, verified, the bucket-end second when its oldest
---   counted bucket leaves the window (0: none counted)}; else {}.
--- A changed window length renumbers the buckets: the counts start again.
+-- ARGV[3] now, Unix seconds (the caller's clock: the fleet's clocks agree well within a slot)
+-- "add":     ARGV[4] codes sent, ARGV[5] codes verified, ARGV[6] n, ARGV[7..6+n] destinations
+--            (the prefix last), then triples (source, sent, verified) for the prefix
+-- "read":    ARGV[4..] destinations
+-- "sources", "clear": ARGV[4] the prefix
+-- Returns, for "read": per destination {sent, verified, the second its oldest counted bucket
+--   leaves the window (0: none counted), baseline sent, baseline verified, baseline days
+--   counted}; for "sources": {source, unverified, source, unverified, ...}; else {}.
+-- A changed window length renumbers the buckets: the window's counts start again.
 local SLOTS = 12
-local t = redis.call('TIME')
-local now_s = tonumber(t[1])
+local DAY_SLOTS = 8
+local BASELINE_DAYS = 7
+local SOURCES_KEPT = 256
+local DAY = 86400
+local op = ARGV[1]
 local window_s = tonumber(ARGV[2])
+local now_s = tonumber(ARGV[3])
 local size = math.max(1, math.floor(window_s / SLOTS))
 local bucket = math.floor(now_s / size)
-local op = ARGV[1]
+local day = math.floor(now_s / DAY)
+local counts = KEYS[1]
 local out = {}
 
--- Every slot's fields of a destination: bucket, sent, verified, slot by slot.
-local function slot_fields(dest)
-  local fields = {}
-  for slot = 0, SLOTS - 1 do
-    fields[#fields + 1] = dest .. '|b|' .. slot
-    fields[#fields + 1] = dest .. '|s|' .. slot
-    fields[#fields + 1] = dest .. '|v|' .. slot
-  end
-  return fields
+local function field(dest, kind, slot)
+  return dest .. '|' .. kind .. '|' .. slot
 end
 
-for i = 5, #ARGV do
-  local dest = ARGV[i]
-  if op == 'clear' then
-    redis.call('HDEL', KEYS[1], unpack(slot_fields(dest)))
-  elseif op == 'add' then
-    local slot = bucket % SLOTS
-    if tonumber(redis.call('HGET', KEYS[1], dest .. '|b|' .. slot) or '-1') ~= bucket then
-      -- The slot held an older bucket: it starts again.
-      redis.call('HSET', KEYS[1], dest .. '|b|' .. slot, bucket, dest .. '|s|' .. slot, 0,
-                 dest .. '|v|' .. slot, 0)
+-- The source set of window slot ``slot`` (0-based), when it holds bucket ``wanted``.
+local function source_set(dest, slot, wanted)
+  local held = tonumber(redis.call('HGET', counts, field(dest, 'sb', slot)) or '-1')
+  if held == wanted then return KEYS[2 + slot] end
+  return nil
+end
+
+-- Add one to a slot counter, restarting the slot when it held an older bucket.
+local function bump(dest, stamp_kind, sent_kind, verified_kind, slot, current, sent, verified)
+  if tonumber(redis.call('HGET', counts, field(dest, stamp_kind, slot)) or '-1') ~= current then
+    redis.call('HSET', counts, field(dest, stamp_kind, slot), current,
+               field(dest, sent_kind, slot), 0, field(dest, verified_kind, slot), 0)
+  end
+  if sent ~= 0 then redis.call('HINCRBY', counts, field(dest, sent_kind, slot), sent) end
+  if verified ~= 0 then redis.call('HINCRBY', counts, field(dest, verified_kind, slot), verified) end
+end
+
+if op == 'add' then
+  local sent, verified, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+  for i = 7, 6 + n do
+    bump(ARGV[i], 'b', 's', 'v', bucket % SLOTS, bucket, sent, verified)
+    bump(ARGV[i], 'd', 'ds', 'dv', day % DAY_SLOTS, day, sent, verified)
+  end
+  redis.call('EXPIRE', counts, DAY * DAY_SLOTS)
+  local prefix = ARGV[6 + n]
+  local slot = bucket % SLOTS
+  local current = KEYS[2 + slot]
+  if 7 + n <= #ARGV then
+    if not source_set(prefix, slot, bucket) then
+      redis.call('DEL', current)
+      redis.call('HSET', counts, field(prefix, 'sb', slot), bucket)
     end
-    if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|s|' .. slot, ARGV[3]) end
-    if ARGV[4] ~= '0' then redis.call('HINCRBY', KEYS[1], dest .. '|v|' .. slot, ARGV[4]) end
-  else
-    local values = redis.call('HMGET', KEYS[1], unpack(slot_fields(dest)))
+  end
+  for i = 7 + n, #ARGV, 3 do
+    local source, source_sent, source_verified = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    if source_sent > 0 then redis.call('ZINCRBY', current, source_sent, source) end
+    -- A verified code takes back one of the source's newest unverified sends in the window.
+    local back = 0
+    while source_verified > 0 and back < SLOTS do
+      local wanted = bucket - back
+      local set = source_set(prefix, wanted % SLOTS, wanted)
+      local held = set and tonumber(redis.call('ZSCORE', set, source) or '0') or 0
+      if held > 0 then
+        local taken = math.min(held, source_verified)
+        source_verified = source_verified - taken
+        if held - taken <= 0 then
+          redis.call('ZREM', set, source)
+        else
+          redis.call('ZINCRBY', set, -taken, source)
+        end
+      end
+      back = back + 1
+    end
+  end
+  if 7 + n <= #ARGV then
+    local kept = redis.call('ZCARD', current)
+    if kept > SOURCES_KEPT then redis.call('ZPOPMIN', current, kept - SOURCES_KEPT) end
+    redis.call('EXPIRE', current, window_s * 2)
+  end
+elseif op == 'read' then
+  for i = 4, #ARGV do
+    local dest = ARGV[i]
+    local fields = {}
+    for slot = 0, SLOTS - 1 do
+      fields[#fields + 1] = field(dest, 'b', slot)
+      fields[#fields + 1] = field(dest, 's', slot)
+      fields[#fields + 1] = field(dest, 'v', slot)
+    end
+    for slot = 0, DAY_SLOTS - 1 do
+      fields[#fields + 1] = field(dest, 'd', slot)
+      fields[#fields + 1] = field(dest, 'ds', slot)
+      fields[#fields + 1] = field(dest, 'dv', slot)
+    end
+    local values = redis.call('HMGET', counts, unpack(fields))
     local sent, verified, oldest = 0, 0, nil
-    for j = 1, #values, 3 do
+    for j = 1, SLOTS * 3, 3 do
       local held = tonumber(values[j] or '-1')
       if held > bucket - SLOTS then  -- still inside the window
         sent = sent + tonumber(values[j + 1] or '0')
@@ -56,10 +124,48 @@ for i = 5, #ARGV do
         if not oldest or held < oldest then oldest = held end
       end
     end
-    out[#out + 1] = {sent, verified, oldest and ((oldest + SLOTS) * size) or 0}
+    local base_sent, base_verified, base_days = 0, 0, 0
+    for j = SLOTS * 3 + 1, #values, 3 do
+      local held = tonumber(values[j] or '-1')
+      if held < day and held >= day - BASELINE_DAYS then  -- a whole day of the last seven
+        base_sent = base_sent + tonumber(values[j + 1] or '0')
+        base_verified = base_verified + tonumber(values[j + 2] or '0')
+        base_days = base_days + 1
+      end
+    end
+    out[#out + 1] = {sent, verified, oldest and ((oldest + SLOTS) * size) or 0,
+                     base_sent, base_verified, base_days}
   end
-end
-if op == 'add' then
-  redis.call('EXPIRE', KEYS[1], window_s * 2)
+elseif op == 'sources' then
+  local totals, order = {}, {}
+  for back = 0, SLOTS - 1 do
+    local wanted = bucket - back
+    local set = source_set(ARGV[4], wanted % SLOTS, wanted)
+    if set then
+      local members = redis.call('ZRANGE', set, 0, -1, 'WITHSCORES')
+      for j = 1, #members, 2 do
+        local source = members[j]
+        if not totals[source] then order[#order + 1] = source; totals[source] = 0 end
+        totals[source] = totals[source] + tonumber(members[j + 1])
+      end
+    end
+  end
+  for _, source in ipairs(order) do
+    if totals[source] > 0 then
+      out[#out + 1] = source
+      out[#out + 1] = totals[source]
+    end
+  end
+else  -- clear: the window's counts and sources; the baseline is history, kept
+  local dest = ARGV[4]
+  local fields = {}
+  for slot = 0, SLOTS - 1 do
+    fields[#fields + 1] = field(dest, 'b', slot)
+    fields[#fields + 1] = field(dest, 's', slot)
+    fields[#fields + 1] = field(dest, 'v', slot)
+    fields[#fields + 1] = field(dest, 'sb', slot)
+  end
+  redis.call('HDEL', counts, unpack(fields))
+  if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
 end
 return out

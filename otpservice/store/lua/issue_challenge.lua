@@ -15,7 +15,8 @@
 -- ARGV[8] attempts allowed      ARGV[9] ttl ms      ARGV[10] tombstone ms (kept after expiry)
 -- ARGV[11] minimum interval between sends, ms
 -- ARGV[12] mode: "issue", or "check" (ARGV[1..10] unused, nothing written)
--- ARGV[13] where the number is, for analytics and the fraud guard: "region|prefix" ("GB|+4474")
+-- ARGV[13] where the number is and who asked, for analytics and the fraud guard:
+--          "region|calling code|prefix|source" ("GB|+44|+4474|<keyed digest>"; models.Destination)
 -- ARGV[14..] triples of rolling windows: window ms, limit, rule name
 -- Returns {"ok", now ms, expires ms, resend-after ms} ("check": {"ok"})
 --       | {"rate_limited", rule name, retry-after ms} | {"locked", retry-after ms}
