@@ -109,7 +109,7 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
         quotas=QuotaStore(commands, keys, shards=settings.redis.shards),
         fraud=FraudGuardStore(commands, keys),
         optouts=OptOutStore(commands, keys),
-        inbound=InboundStore(commands, keys),
+        inbound=InboundStore(commands, keys, seen_seconds=retention_ms // 1000),
         numbers=NumberRecords(commands, keys),
         rates=SendRates(commands, keys),
     )

@@ -8,8 +8,9 @@ if TYPE_CHECKING:
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
 
-# Providers repeat a webhook for up to a day (Event Grid: 24 h); a repeat after that is new.
-SEEN_SECONDS = 24 * 3600
+# Providers repeat a webhook for up to a day (Event Grid: 24 h). A handled reply's mark is
+# kept as long as the reply itself (``privacy.retention_days``), so a replay is caught for that
+# long too; a keyword's, for as long as the opt-out it changed (``OptOutStore``).
 # How long a reply stays claimed by a handler that may have died (a repeat then acts on it).
 CLAIM_SECONDS = 120
 
@@ -17,9 +18,10 @@ CLAIM_SECONDS = 120
 class InboundStore:
     """Remembers handled replies (so a repeat changes nothing) and the keyword answers sent."""
 
-    def __init__(self, commands: StoreCommands, keys: KeySpace) -> None:
+    def __init__(self, commands: StoreCommands, keys: KeySpace, *, seen_seconds: int) -> None:
         self._commands = commands
         self._keys = keys
+        self._seen_seconds = seen_seconds
 
     async def claim(self, e164: str, message_id: str) -> bool:
         """Take the reply ``message_id`` from ``e164`` in hand; False when it is being handled
@@ -38,9 +40,9 @@ class InboundStore:
             await redis.delete(self._keys.inbound_seen(e164, message_id))
 
     async def handled(self, e164: str, message_id: str) -> None:
-        """The reply was handled: ignore repeats for a day."""
+        """The reply was handled: ignore repeats for the retention time."""
         async with self._commands.command() as redis:
-            await redis.expire(self._keys.inbound_seen(e164, message_id), SEEN_SECONDS)
+            await redis.expire(self._keys.inbound_seen(e164, message_id), self._seen_seconds)
 
     async def claim_reply(self, e164: str, keyword: str, window_seconds: int) -> bool:
         """True for the first answer to ``keyword`` from ``e164`` within the window."""

@@ -106,6 +106,16 @@ class KeySpace:
         """The number's opt-out changes (beside its opt-out record)."""
         return f"{self.optout(e164)}:log"
 
+    def optout_keywords(self, e164: str) -> str:
+        """The keyed digests of the keyword replies that reached the number's opt-out (beside
+        it, kept like its history: a replayed STOP or START changes nothing)."""
+        return f"{self.optout(e164)}:kw"
+
+    def keyword_digest(self, message_id: str) -> str:
+        """A keyword reply's provider message id, keyed: no message id is kept in clear."""
+        digest = hmac.new(self._index_key, f"keyword\0{message_id}".encode(), hashlib.sha256)
+        return _b64(digest.digest()[:16])
+
     def inbound_seen(self, e164: str, message_id: str) -> str:
         """Marks a reply from ``e164`` as handled, so a provider's repeat changes nothing."""
         digest = hashlib.sha256(message_id.encode()).hexdigest()[:24]

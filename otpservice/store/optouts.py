@@ -10,7 +10,7 @@ skip, never one too few.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from otpservice.models import OptOut, OptOutChange
 from otpservice.store.scripts import reply_text
@@ -18,6 +18,14 @@ from otpservice.store.scripts import reply_text
 if TYPE_CHECKING:
     from otpservice.store.keys import KeySpace
     from otpservice.store.scripts import StoreCommands
+
+
+class OptOutReply(NamedTuple):
+    """``opt_out.lua``'s reply: whether the opt-out changed, and whether the keyword that asked
+    was a replay."""
+
+    changed: bool
+    replayed: bool
 
 
 class OptOutStore:
@@ -35,29 +43,37 @@ class OptOutStore:
         sender: str = "",
         detail: str = "",
         since_ms: int | None = None,
-    ) -> bool:
-        """Opt the number out; False when it already was (the first record is kept).
+        keyword_id: str = "",
+    ) -> OptOutReply:
+        """Opt the number out (nothing changes when it already was: the first record is kept,
+        or when ``keyword_id``, the message id of the STOP that asked, was seen before).
 
         ``since_ms``: when it happened, for an imported opt-out; default now.
         """
         async with self._commands.command() as redis:
             await redis.zadd(self._keys.optout_index(), {e164: 0})
-        reply = await self._commands.run_script(
-            self._commands.scripts.opt_out,
-            [self._keys.optout(e164), self._keys.optout_history(e164)],
-            ["add", e164, source, sender, detail[:60], "" if since_ms is None else since_ms],
-        )
-        return bool(int(reply[0]))
+        since = "" if since_ms is None else since_ms
+        return await self._run(e164, ["add", e164, source, sender, detail[:60], since], keyword_id)
 
-    async def remove(self, e164: str, *, source: str) -> bool:
-        """Opt the number back in; False when it was not opted out."""
+    async def remove(self, e164: str, *, source: str, keyword_id: str = "") -> OptOutReply:
+        """Opt the number back in (nothing changes when it was not opted out, or when
+        ``keyword_id``, the message id of the START that asked, was seen before)."""
+        reply = await self._run(e164, ["remove", e164, source, "", "", ""], keyword_id)
+        await self.forget_unless_opted_out(e164)
+        return reply
+
+    async def _run(self, e164: str, args: list[str | int], keyword_id: str) -> OptOutReply:
+        digest = self._keys.keyword_digest(keyword_id) if keyword_id else ""
         reply = await self._commands.run_script(
             self._commands.scripts.opt_out,
-            [self._keys.optout(e164), self._keys.optout_history(e164)],
-            ["remove", e164, source, "", "", ""],
+            [
+                self._keys.optout(e164),
+                self._keys.optout_history(e164),
+                self._keys.optout_keywords(e164),
+            ],
+            [*args, digest],
         )
-        await self.forget_unless_opted_out(e164)
-        return bool(int(reply[0]))
+        return OptOutReply(changed=bool(int(reply[0])), replayed=bool(int(reply[1])))
 
     async def forget_unless_opted_out(self, e164: str) -> bool:
         """Drop the number from the index if it has no opt-out record; whether it has one.

@@ -91,10 +91,14 @@ class InboundMessages:
         keyword = match_keyword(message.body, self._extra_words)
         if keyword is Keyword.OPT_OUT:
             await self._optouts.opt_out(
-                number.e164, source="keyword", sender=message.recipient, detail=message.body.strip()
+                number.e164,
+                source="keyword",
+                sender=message.recipient,
+                detail=message.body.strip(),
+                keyword_id=message.message_id,
             )
         elif keyword is Keyword.OPT_IN:
-            await self._optouts.opt_in(number.e164, source="keyword")
+            await self._optouts.opt_in(number.e164, source="keyword", keyword_id=message.message_id)
         if keyword is not None and sender is not None:
             await self._replies.answer(keyword, to=number.e164, sender=sender)
         log.info(

@@ -31,16 +31,28 @@ class OptOuts:
         self._analytics = analytics
 
     async def opt_out(
-        self, phone: str, *, source: OptOutSource, sender: str = "", detail: str = ""
+        self,
+        phone: str,
+        *,
+        source: OptOutSource,
+        sender: str = "",
+        detail: str = "",
+        keyword_id: str = "",
     ) -> tuple[OptOut | None, bool]:
         """Opt ``phone`` out (kept if it already was) and tell the app; its record, and whether
-        this call added it.
+        this call added it. ``keyword_id``: the message id of the STOP that asked; one seen
+        before (a replay) changes nothing.
 
         Raises:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        added = await self._store.add(number.e164, source=source, sender=sender, detail=detail)
+        reply = await self._store.add(
+            number.e164, source=source, sender=sender, detail=detail, keyword_id=keyword_id
+        )
+        if reply.replayed:
+            log.warning("a replayed STOP from %s changed nothing", number.masked())
+        added = reply.changed
         record = await self._store.get(number.e164)
         if added and record is not None:
             log.info("opt-out recorded for %s (source %s)", number.masked(), source)
@@ -67,18 +79,23 @@ class OptOuts:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        return await self._store.add(
+        reply = await self._store.add(
             number.e164, source=source, sender=sender, detail=detail, since_ms=since_ms
         )
+        return reply.changed
 
-    async def opt_in(self, phone: str, *, source: OptOutSource) -> None:
-        """Remove ``phone``'s opt-out, if any.
+    async def opt_in(self, phone: str, *, source: OptOutSource, keyword_id: str = "") -> None:
+        """Remove ``phone``'s opt-out, if any. ``keyword_id``: the message id of the START that
+        asked; one seen before (a replay) changes nothing.
 
         Raises:
             InvalidInput: ``invalid_phone``.
         """
         number = parse_phone(phone)
-        if await self._store.remove(number.e164, source=source):
+        reply = await self._store.remove(number.e164, source=source, keyword_id=keyword_id)
+        if reply.replayed:
+            log.warning("a replayed START from %s changed nothing", number.masked())
+        if reply.changed:
             log.info("opt-out removed for %s (source %s)", number.masked(), source)
             self._analytics.count("opt_ins", country=number.region)
             await self._events.optout_changed(

@@ -94,11 +94,11 @@ async def test_erasing_a_number_keeps_only_its_opt_out(
     erased = response.json()
     assert erased["opt_out_kept"] is True
     assert erased["events_erased"] == 3  # optout.changed, two inbound.message
-    # Left: the opt-out, its history, and the marks of the two replies handled.
-    left = sorted(
-        k.decode().split("}:")[1].split(":")[0] for k in await redis.keys(f"otp:{{{tag}}}:*")
-    )
-    assert left == ["in", "in", "optout", "optout"]
+    # Left: the opt-out, its history, the digests of the keywords that asked for it, and the
+    # marks of the two replies handled.
+    left = sorted(k.decode().split("}:")[1] for k in await redis.keys(f"otp:{{{tag}}}:*"))
+    assert [key.split(":")[0] for key in left] == ["in", "in", "optout", "optout", "optout"]
+    assert left[2:] == ["optout", "optout:kw", "optout:log"]
     assert len(await feed(redis)) == others_events - 3
     assert all(PHONE not in json.dumps(e) for e in await feed(redis))
     assert_problem(await api.get(f"/challenge/{challenge_id}"), 404, "challenge_not_found")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from redis.asyncio import Redis
 
 from otpservice.keywords import Keyword, match_keyword
 from tests.support.delivery import StartApi, acs_entry, twilio_entry
@@ -54,6 +57,34 @@ async def test_stop_and_start_by_twilio(start_api: StartApi, twilio: FakeTwilio)
     assert (await twilio_inbound(api, "START")).status_code == 200
     assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
     assert (await api.post("/challenge", json={"phone": PHONE})).status_code == 201
+
+
+async def test_a_replayed_stop_changes_nothing_after_its_short_mark_is_gone(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis
+) -> None:
+    # A captured, correctly signed STOP (Twilio signs no time) replayed after the user opted
+    # back in and after the reply's dedupe mark has expired (deleted here, as expiry would).
+    api = await start_api(twilio_entry(twilio))
+    stop, start = "SM" + uuid.uuid4().hex, "SM" + uuid.uuid4().hex
+    assert (await twilio_inbound(api, "STOP", sid=stop)).status_code == 200
+    assert (await twilio_inbound(api, "START", sid=start)).status_code == 200
+    marks = [key async for key in redis.scan_iter("otp:*:in:*")]
+    assert len(marks) == 2
+    await redis.delete(*marks)
+    assert (await twilio_inbound(api, "STOP", sid=stop)).status_code == 200
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
+    assert (await api.post("/challenge", json={"phone": PHONE})).status_code == 201
+    # Nor does a replayed START lift a later, real STOP.
+    assert (await twilio_inbound(api, "STOP")).status_code == 200
+    await redis.delete(*[key async for key in redis.scan_iter("otp:*:in:*")])
+    assert (await twilio_inbound(api, "START", sid=start)).status_code == 200
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is True
+    # The service keeps digests of the message ids, never the ids themselves.
+    dump = [key async for key in redis.scan_iter("otp:*")]
+    assert not [key for key in dump if stop.encode() in key or start.encode() in key]
+    for key in dump:
+        if await redis.type(key) == b"set":
+            assert not {stop.encode(), start.encode()} & await redis.smembers(key)
 
 
 async def test_a_forged_twilio_stop_changes_nothing(
