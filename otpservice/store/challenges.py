@@ -249,7 +249,7 @@ class ChallengeStore:
     ) -> list[Any]:
         reply = await self._run(
             self._scripts.issue_challenge,
-            [keys.sends, keys.active, keys.guard, keys.challenge, keys.optout],
+            [keys.sends, keys.active, keys.guard, keys.challenge, keys.optout, keys.actives],
             [*challenge_args, *self._min_interval_arg, mode, where, *self._window_args],
         )
         status = reply_text(reply[0])
@@ -273,7 +273,7 @@ class ChallengeStore:
         reservation_id = secrets.token_urlsafe(12)
         reply = await self._run(
             self._scripts.spend_attempt,
-            [keys.challenge, keys.active, keys.guard, keys.inflight],
+            [keys.challenge, keys.active, keys.guard, keys.inflight, keys.actives],
             [
                 keys.random_part,
                 client,
@@ -310,7 +310,7 @@ class ChallengeStore:
         """
         reply = await self._run(
             self._scripts.record_verdict,
-            [keys.challenge, keys.active, keys.guard, keys.inflight],
+            [keys.challenge, keys.active, keys.guard, keys.inflight, keys.actives],
             [
                 keys.random_part,
                 client,
@@ -346,7 +346,7 @@ class ChallengeStore:
         """
         reply = await self._run(
             self._scripts.cancel_challenge,
-            [keys.challenge, keys.active],
+            [keys.challenge, keys.active, keys.actives],
             [keys.random_part, client],
         )
         status = reply_text(reply[0])
@@ -368,7 +368,7 @@ class ChallengeStore:
         """
         reply = await self._run(
             self._scripts.read_challenge,
-            [keys.challenge, keys.active],
+            [keys.challenge, keys.active, keys.actives],
             [keys.random_part, client],
         )
         status = reply_text(reply[0])
@@ -418,7 +418,7 @@ class ChallengeStore:
         """
         reply = await self._run(
             self._scripts.record_delivery,
-            [keys.challenge, keys.active, keys.optout],
+            [keys.challenge, keys.active, keys.optout, keys.actives],
             # Kept short: a hash value over 64 bytes would make Redis store the hash unpacked.
             [
                 keys.random_part,

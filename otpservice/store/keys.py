@@ -8,13 +8,18 @@ Every script touches keys of one tag only, so it runs on one Cluster slot. A cha
 Per number (tag ``T``)::
 
     P:{T}:c:R      hash    one challenge (status, hash, pepper id, attempts, expiry, client)
-    P:{T}:active   string  id part R of the number's current challenge; a new one replaces it
+    P:{T}:actives  hash    client -> id part R of its current challenge for the number; that
+                           client's next one replaces it, another client's does not
+    P:{T}:active   string  id part R of the newest challenge of any client: what the release
+                           before reads (written for it for one release, then dropped)
     P:{T}:sends    zset    send times (ms) for the rolling send windows, member R
     P:{T}:guard    hash    settled failures, lock-until and lockout level of the number
     P:{T}:inflight zset    the number's verification attempts awaiting a verdict
     P:{T}:optout   hash    the number's opt-out (no expiry: the law wants it kept)
     P:{T}:optout:log list  its opt-out and opt-in changes, newest first, at most 100
-    P:{T}:in:M     string  a reply M (digest of its message id) already handled; 1 day
+    P:{T}:optout:kw  set   keyed digests of the keyword replies that reached its opt-out
+    P:{T}:in:M     string  a reply M (digest of its message id) already handled; kept
+                           privacy.retention_days
     P:{T}:reply:K  string  the service answered keyword K (opt_out, opt_in, help); 5 minutes
 
 Elsewhere::
@@ -80,6 +85,7 @@ class ChallengeKeys:
     random_part: str
     challenge: str
     active: str
+    actives: str
     sends: str
     guard: str
     inflight: str
@@ -226,6 +232,7 @@ class KeySpace:
             random_part=random_part,
             challenge=f"{base}:c:{random_part}",
             active=f"{base}:active",
+            actives=f"{base}:actives",
             sends=f"{base}:sends",
             guard=f"{base}:guard",
             inflight=f"{base}:inflight",

@@ -203,6 +203,58 @@ async def test_another_clients_challenge_is_not_found(make_api: ApiFactory, phon
     assert ok.status_code == 200
 
 
+async def test_another_clients_new_challenge_leaves_the_pending_one_working(
+    make_api: ApiFactory, phone: Phone
+) -> None:
+    # Before, client beta asking for a code for a number ended client alpha's pending one.
+    tokens = {
+        "alpha": "alpha-token-0123456789abcdef0123456789",
+        "beta": "beta-token-0123456789abcdef01234567890",
+    }
+    api = await make_api(
+        api_tokens=api_tokens(tokens, {"alpha": ["otp"], "beta": ["otp"]}),
+        send_limits={"min_interval_seconds": 0, "per_hour": 4},
+    )
+    alpha = {"Authorization": f"Bearer {tokens['alpha']}"}
+    beta = {"Authorization": f"Bearer {tokens['beta']}"}
+    first = (await api.post("/challenge", json={"phone": PHONE}, headers=alpha)).json()
+    first_code = await phone.code_for(first["challenge_id"])
+    theirs = (await api.post("/challenge", json={"phone": PHONE}, headers=beta)).json()
+    their_code = await phone.code_for(theirs["challenge_id"])
+    state = (await api.get(f"/challenge/{first['challenge_id']}", headers=alpha)).json()
+    assert state["status"] == "pending"
+    for headers, challenge, code in ((alpha, first, first_code), (beta, theirs, their_code)):
+        verify = {"challenge_id": challenge["challenge_id"], "code": code}
+        assert (await api.post("/verify", json=verify, headers=headers)).status_code == 200
+    # A client's own new challenge still replaces its pending one.
+    old = (await api.post("/challenge", json={"phone": PHONE}, headers=alpha)).json()
+    old_code = await phone.code_for(old["challenge_id"])
+    assert (await api.post("/challenge", json={"phone": PHONE}, headers=alpha)).status_code == 201
+    replaced = {"challenge_id": old["challenge_id"], "code": old_code}
+    assert_problem(
+        await api.post("/verify", json=replaced, headers=alpha), 410, "challenge_expired"
+    )
+    # The number's own limits are shared: the fourth send of the hour was alpha's, so beta is
+    # refused, with the exact wait (a client can learn the number was sent codes recently).
+    refused = await api.post("/challenge", json={"phone": PHONE}, headers=beta)
+    assert assert_problem(refused, 429, "rate_limited")["rule"] == "number_per_hour"
+
+
+async def test_a_challenge_of_the_release_before_is_current_by_its_one_active_key(
+    api: httpx.AsyncClient, phone: Phone, redis: Redis
+) -> None:
+    # The release before kept one "active" string per number and no per-client hash; a
+    # challenge it issued stays usable through the deploy, and new ones write both.
+    challenge_id, code = await issue_code(api, phone)
+    [actives] = [key async for key in redis.scan_iter("otp:*:actives")]
+    [active] = [key async for key in redis.scan_iter("otp:*:active")]
+    assert await redis.hget(actives, "default") == await redis.get(active)
+    await redis.delete(actives)  # as the release before left it
+    assert (await api.get(f"/challenge/{challenge_id}")).json()["status"] == "pending"
+    ok = await api.post("/verify", json={"challenge_id": challenge_id, "code": code})
+    assert ok.status_code == 200
+
+
 async def test_tokens_are_required_and_scoped(make_api: ApiFactory, phone: Phone) -> None:
     tokens = {
         "login": "login-token-0123456789abcdef012345678",

@@ -23,16 +23,27 @@ local function window_wait(key, now, window_ms, limit)
   return tonumber(oldest[2]) + window_ms - now
 end
 
+-- Whether random_part is its client's current challenge for the number: the newest that client
+-- asked for (actives hash: client -> random part), so another client's new challenge does not
+-- end it. The release before kept one current challenge for all clients (the active string,
+-- still written for it); a challenge that release issued is current while it is that one.
+-- Drop the active string in the release after.
+local function is_current(active_key, actives_key, random_part, client)
+  if redis.call('HGET', actives_key, client) == random_part then return true end
+  return redis.call('GET', active_key) == random_part
+end
+
 -- "missing", "approved", "cancelled", "expired" or "pending" (attempt budget not considered).
--- Another client's challenge reads as missing; one replaced by a newer challenge as cancelled.
-local function challenge_status(challenge_key, active_key, random_part, client, now)
+-- Another client's challenge reads as missing; one replaced by a newer challenge of its client
+-- as cancelled.
+local function challenge_status(challenge_key, active_key, actives_key, random_part, client, now)
   local fields = redis.call('HMGET', challenge_key, 'st', 'cl', 'ex')
   local st, cl, ex = fields[1], fields[2], fields[3]
   if not st or cl ~= client then return 'missing' end
   if st == 'a' then return 'approved' end
   if st == 'c' then return 'cancelled' end
   if now >= tonumber(ex) then return 'expired' end
-  if redis.call('GET', active_key) ~= random_part then return 'cancelled' end
+  if not is_current(active_key, actives_key, random_part, client) then return 'cancelled' end
   return 'pending'
 end
 

@@ -1,5 +1,6 @@
 -- issue_challenge.lua: check a number's lock and send limits; if all pass, store a new challenge
--- and make it the number's current one (the previous code stops working). One atomic step: a
+-- and make it the client's current one for the number (that client's previous code stops
+-- working; another client's does not). One atomic step: a
 -- refused request consumes nothing. In "check" mode it only answers whether a send would pass
 -- now, so the service can refuse before it spends a hash on the code (it checks again when it
 -- issues). Retrying the call for the same challenge id answers the same and counts nothing more.
@@ -8,6 +9,8 @@
 -- KEYS[3] guard      hash: f failures, u locked-until ms, l lockout level
 -- KEYS[4] challenge  hash of the new challenge
 -- KEYS[5] optout     hash: the number's opt-out (see opt_out.lua); while it exists nothing is sent
+-- KEYS[6] actives    hash: client -> random part of its current challenge for the number (one
+--                    pending challenge per number and client; KEYS[2] for the release before)
 -- ARGV[1] random part of the new challenge id
 -- ARGV[2] keyed argon2id digest of the code (salt and hash, raw bytes)
 -- ARGV[3] pepper id        ARGV[4] argon2 parameters ("memory_kib,time_cost,parallelism")
@@ -90,6 +93,8 @@ redis.call('HSET', challenge_key, 'st', 'p', 'h', code_hash, 'pid', pepper_id, '
   'g', where)
 redis.call('PEXPIRE', challenge_key, ttl_ms + tombstone_ms)
 redis.call('SET', active_key, random_part, 'PX', ttl_ms + tombstone_ms)
+redis.call('HSET', KEYS[6], client, random_part)
+redis.call('PEXPIRE', KEYS[6], ttl_ms + tombstone_ms)
 
 local _, resend_after = longest_wait()
 return {'ok', now, expires, resend_after}

@@ -2,15 +2,16 @@
 -- other scripts compute it. Read-only.
 -- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
 -- KEYS[2] active     string: random part of the number's current challenge
+-- KEYS[3] actives    hash: client -> random part of its current challenge for the number
 -- ARGV[1] random part of the challenge id     ARGV[2] client name
 -- Returns {"missing"} | {status, attempts left, created ms, expires ms, masked phone, purpose,
 --   delivery state, provider, provider message id, detail, updated ms, sent ms}
 -- with status "pending", "approved", "cancelled", "expired" or "too_many_attempts"; delivery
 -- fields are "" when not recorded yet (see record_delivery.lua).
-local challenge_key, active_key = KEYS[1], KEYS[2]
+local challenge_key, active_key, actives_key = KEYS[1], KEYS[2], KEYS[3]
 local random_part, client = ARGV[1], ARGV[2]
 
-local status = challenge_status(challenge_key, active_key, random_part, client, now_ms())
+local status = challenge_status(challenge_key, active_key, actives_key, random_part, client, now_ms())
 if status == 'missing' then
   return {status}
 end

@@ -3,6 +3,7 @@
 -- KEYS[1] challenge  hash of the challenge (fields in _prelude.lua)
 -- KEYS[2] active     string: random part of the number's current challenge
 -- KEYS[3] optout     hash: the number's opt-out (see opt_out.lua)
+-- KEYS[4] actives    hash: client -> random part of its current challenge for the number
 -- ARGV[1] random part of the challenge id
 -- ARGV[2] new state: queued 0, sending 1, retrying 1, unknown 2, sent 2.5,
 --         delivered 3, undelivered 3, failed 3 (rank); a lower rank never replaces a higher
@@ -24,7 +25,7 @@ local provider, message_id, detail = ARGV[4], ARGV[5], ARGV[6]
 local RANK = {queued = 0, sending = 1, retrying = 1, unknown = 2, sent = 2.5,
               delivered = 3, undelivered = 3, failed = 3}
 
-local f = redis.call('HMGET', challenge_key, 'st', 'ex', 'ds', 'dp', 'dsid', 'g')
+local f = redis.call('HMGET', challenge_key, 'st', 'ex', 'ds', 'dp', 'dsid', 'g', 'cl')
 if not f[1] then
   return {'missing'}
 end
@@ -35,7 +36,7 @@ end
 local now = now_ms()
 if state == 'sending' then
   local live = f[1] == 'p' and now < tonumber(f[2])
-    and redis.call('GET', active_key) == random_part
+    and is_current(active_key, KEYS[4], random_part, f[7])
   if not live then
     return answer('ended')
   end

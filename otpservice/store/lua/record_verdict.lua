@@ -6,6 +6,7 @@
 -- KEYS[2] active     string: random part of the number's current challenge
 -- KEYS[3] guard      hash: f settled failures, u locked-until ms, l lockout level
 -- KEYS[4] inflight   zset of the number's reservations awaiting a verdict: id -> reserved ms
+-- KEYS[5] actives    hash: client -> random part of its current challenge for the number
 -- ARGV[1] random part of the challenge id     ARGV[2] client name
 -- ARGV[3] reservation id                      ARGV[4] "1" when the code matched, else "0"
 -- ARGV[5] failures that lock the number       ARGV[6] first lock ms (doubles each time)
@@ -14,13 +15,14 @@
 --       | {"incorrect", attempts left, ms the number stays locked (0 if not locked)}
 --       | {"missing"} | {"approved_before"} | {"cancelled"} | {"expired"}
 local challenge_key, active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local actives_key = KEYS[5]
 local random_part, client, reservation = ARGV[1], ARGV[2], ARGV[3]
 local matched = ARGV[4] == '1'
 local max_failures, lock_base_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local lock_max_ms, memory_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
 
 local now = now_ms()
-local status = challenge_status(challenge_key, active_key, random_part, client, now)
+local status = challenge_status(challenge_key, active_key, actives_key, random_part, client, now)
 -- 0 when a retry already settled it, or when it went stale and was counted as a failure.
 local settling = redis.call('ZREM', inflight_key, reservation)
 

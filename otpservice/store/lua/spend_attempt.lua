@@ -8,6 +8,7 @@
 -- KEYS[2] active     string: random part of the number's current challenge
 -- KEYS[3] guard      hash: f settled failures, u locked-until ms, l lockout level
 -- KEYS[4] inflight   zset of the number's reservations awaiting a verdict: id -> reserved ms
+-- KEYS[5] actives    hash: client -> random part of its current challenge for the number
 -- ARGV[1] random part of the challenge id     ARGV[2] client name
 -- ARGV[3] reservation id (unique per request)
 -- ARGV[4] failures that lock the number       ARGV[5] first lock ms (doubles each time)
@@ -17,13 +18,14 @@
 --       | {"locked", retry-after ms} | {"too_many_attempts"}
 --       | {"missing"} | {"approved"} | {"cancelled"} | {"expired"}
 local challenge_key, active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local actives_key = KEYS[5]
 local random_part, client, reservation = ARGV[1], ARGV[2], ARGV[3]
 local max_failures, lock_base_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lock_max_ms, memory_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local lifetime_ms = tonumber(ARGV[8])
 
 local now = now_ms()
-local status = challenge_status(challenge_key, active_key, random_part, client, now)
+local status = challenge_status(challenge_key, active_key, actives_key, random_part, client, now)
 if status ~= 'pending' then
   return {status}
 end
