@@ -204,7 +204,9 @@ class Runtime:
                 f"validate_settings), not {type(settings).__name__}"
             )
         self.settings = settings
-        self.keys = KeySpace(settings.redis.key_prefix, settings.secrets.index_key)
+        self.keys = KeySpace(
+            settings.redis.key_prefix, settings.secrets.index_key, opaque_ids=settings.ids.opaque
+        )
         self.stores = build_stores(client, self.keys, settings)
         self._sealer = build_sealer(settings)
         self.services = build_services(

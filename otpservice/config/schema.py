@@ -54,6 +54,15 @@ class CodeSettings(Base, frozen=True):
     tombstone_seconds: Annotated[int, msgspec.Meta(ge=0)] = 600
 
 
+class IdSettings(Base, frozen=True):
+    """How challenge ids look."""
+
+    # Issue opaque ids (one AES block over the number's tag: no two ids of a number alike)
+    # instead of "tag.random" ids. Both forms are accepted either way; on by default in the
+    # next release, so a fleet deployed with this one understands them before any is issued.
+    opaque: bool = False
+
+
 class LockoutSettings(Base, frozen=True):
     """Per-number failure counter, independent of challenges."""
 
@@ -628,6 +637,7 @@ class Settings(Base, frozen=True):
         return self.log_format or ("text" if self.dev_mode else "json")
 
     code: CodeSettings = CodeSettings()
+    ids: IdSettings = IdSettings()
     lockout: LockoutSettings = LockoutSettings()
     send_limits: SendLimitSettings = SendLimitSettings()
     abuse: AbuseSettings = AbuseSettings()

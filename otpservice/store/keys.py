@@ -3,7 +3,8 @@
 Per-number keys share the hash tag ``{T}``, where ``T`` is an HMAC of the E.164 number under the
 index key (never the number in clear, and not the pepper, so rotating the pepper keeps counters).
 Every script touches keys of one tag only, so it runs on one Cluster slot. A challenge id is
-``T.R``: it carries its number's tag, so ``/verify`` reaches the right slot without a lookup.
+``T.R``, or with ``ids.opaque`` ``B.R`` (B one AES block over T): it carries its number's tag,
+so ``/verify`` reaches the right slot without a lookup.
 
 Per number (tag ``T``)::
 
@@ -67,14 +68,29 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 TAG_BYTES = 12
 CHALLENGE_RANDOM_BYTES = 16
+# The random bytes an opaque id's block repeats, so a forged block is told apart by decryption.
+_CHECK_BYTES = 16 - TAG_BYTES
 _B64 = "[A-Za-z0-9_-]"
-_CHALLENGE_ID = re.compile(rf"^({_B64}{{16}})\.({_B64}{{22}})$")
+# "T.R": the number's tag in clear (the release before; the same for every id of a number).
+_PLAIN_ID = re.compile(rf"^({_B64}{{16}})\.({_B64}{{22}})$")
+# "B.R": B one AES-256 block over (tag, the first bytes of R): no two ids of a number alike.
+_OPAQUE_ID = re.compile(rf"^({_B64}{{22}})\.({_B64}{{22}})$")
 
 
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    """The bytes of unpadded base64url (checked by the caller's pattern first)."""
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return raw if _b64(raw) == text else b""  # stray low bits: another spelling, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +99,8 @@ class ChallengeKeys:
 
     challenge_id: str
     random_part: str
+    # An opaque id whose block did not decrypt to its own random part: routes nowhere.
+    forged: bool
     challenge: str
     active: str
     actives: str
@@ -95,14 +113,21 @@ class ChallengeKeys:
 class KeySpace:
     """Builds key names; the only place that knows them."""
 
-    def __init__(self, prefix: str, index_key: str) -> None:
+    def __init__(self, prefix: str, index_key: str, *, opaque_ids: bool = False) -> None:
         self._prefix = prefix
         self._index_key = index_key.encode()
+        self._opaque_ids = opaque_ids
+        id_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"otpservice challenge ids"
+        ).derive(self._index_key)
+        self._id_cipher = Cipher(algorithms.AES256(id_key), modes.ECB())  # noqa: S305 (one block)
 
     def number_tag(self, e164: str) -> str:
         """The hash tag of a number: HMAC-SHA256 under the index key, shortened."""
-        digest = hmac.new(self._index_key, e164.encode(), hashlib.sha256).digest()
-        return _b64(digest[:TAG_BYTES])
+        return _b64(self._tag_bytes(e164))
+
+    def _tag_bytes(self, e164: str) -> bytes:
+        return hmac.new(self._index_key, e164.encode(), hashlib.sha256).digest()[:TAG_BYTES]
 
     def optout(self, e164: str) -> str:
         """The opt-out record of a number (in the number's slot, beside its challenges)."""
@@ -158,16 +183,39 @@ class KeySpace:
         return hmac.new(self._index_key, b"fingerprint\0" + data, hashlib.sha256).hexdigest()
 
     def new_challenge(self, e164: str) -> ChallengeKeys:
-        """Keys for a fresh challenge of ``e164`` with a new 128-bit random id."""
-        tag = self.number_tag(e164)
-        return self._challenge_keys(tag, _b64(secrets.token_bytes(CHALLENGE_RANDOM_BYTES)))
+        """Keys for a fresh challenge of ``e164`` with a new 128-bit random id: ``T.R`` (the
+        number's tag in clear), or with ``ids.opaque`` ``B.R``, B one AES-256 block over the tag
+        and the first bytes of R, under a key derived from the index key (HKDF), so ids of one
+        number share nothing and still name its slot."""
+        tag = self._tag_bytes(e164)
+        random_bytes = secrets.token_bytes(CHALLENGE_RANDOM_BYTES)
+        random_part = _b64(random_bytes)
+        if not self._opaque_ids:
+            return self._challenge_keys(_b64(tag), random_part)
+        encryptor = self._id_cipher.encryptor()
+        block = encryptor.update(tag + random_bytes[:_CHECK_BYTES]) + encryptor.finalize()
+        return self._challenge_keys(_b64(tag), random_part, f"{_b64(block)}.{random_part}")
 
     def for_challenge(self, challenge_id: str) -> ChallengeKeys | None:
-        """Keys for an existing challenge id, or None when the id is malformed."""
-        match = _CHALLENGE_ID.fullmatch(challenge_id)
+        """Keys for an existing challenge id of either form, or None when the id is malformed.
+        An opaque id whose block decrypts to another random part is ``forged``: its keys name
+        no challenge, and a caller spends what a real check would before saying so."""
+        match = _PLAIN_ID.fullmatch(challenge_id)
+        if match is not None:
+            return self._challenge_keys(match.group(1), match.group(2))
+        match = _OPAQUE_ID.fullmatch(challenge_id)
         if match is None:
             return None
-        return self._challenge_keys(match.group(1), match.group(2))
+        block, random_part = _unb64(match.group(1)), match.group(2)
+        random_bytes = _unb64(random_part)
+        if len(block) != 16 or len(random_bytes) != CHALLENGE_RANDOM_BYTES:
+            return None  # base64 with stray bits: not an id this service made
+        decryptor = self._id_cipher.decryptor()
+        plain = decryptor.update(block) + decryptor.finalize()
+        forged = not hmac.compare_digest(plain[TAG_BYTES:], random_bytes[:_CHECK_BYTES])
+        return self._challenge_keys(
+            _b64(plain[:TAG_BYTES]), random_part, challenge_id, forged=forged
+        )
 
     def idempotency(self, client: str, key: str) -> str:
         """The record of an Idempotency-Key, scoped to the client."""
@@ -225,11 +273,14 @@ class KeySpace:
         """A key the readiness script writes; ``shard`` varies its hash tag to reach every node."""
         return f"{self._prefix}:ready:{{{shard}}}"
 
-    def _challenge_keys(self, tag: str, random_part: str) -> ChallengeKeys:
+    def _challenge_keys(
+        self, tag: str, random_part: str, challenge_id: str = "", *, forged: bool = False
+    ) -> ChallengeKeys:
         base = f"{self._prefix}:{{{tag}}}"
         return ChallengeKeys(
-            challenge_id=f"{tag}.{random_part}",
+            challenge_id=challenge_id or f"{tag}.{random_part}",
             random_part=random_part,
+            forged=forged,
             challenge=f"{base}:c:{random_part}",
             active=f"{base}:active",
             actives=f"{base}:actives",

@@ -272,10 +272,14 @@ class OtpService:
                 code="invalid_code_format",
             )
         # A malformed id is refused at once: its format is public, there is no timing to hide.
-        keys = self._keys_for(challenge_id)
+        keys = self._keys.for_challenge(challenge_id)
+        if keys is None:
+            raise ChallengeNotFound("no such challenge")
         # Admission comes before the attempt is counted, so a busy refusal costs no attempt.
         with self._hasher.admit():
             try:
+                if keys.forged:  # an opaque id no key made: it names no slot to ask
+                    raise ChallengeNotFound("no such challenge")
                 reservation = await self._challenges.spend_attempt(keys, client)
             except ChallengeNotFound:
                 # As slow as a real check, so timing does not tell whether an id exists.
@@ -320,7 +324,7 @@ class OtpService:
         Reports may come late, twice or out of order: the state only moves forward.
         """
         keys = self._keys.for_challenge(challenge_id)
-        if keys is None:
+        if keys is None or keys.forged:
             return False
         update = await self._challenges.record_delivery(keys, status, send_id="", report=report)
         if update.outcome == "missing":
@@ -476,7 +480,7 @@ class OtpService:
 
     def _keys_for(self, challenge_id: str) -> ChallengeKeys:
         keys = self._keys.for_challenge(challenge_id)
-        if keys is None:
+        if keys is None or keys.forged:
             raise ChallengeNotFound("no such challenge")
         return keys
 

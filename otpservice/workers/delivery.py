@@ -118,7 +118,7 @@ class DeliveryWorker(QueueWorker[OutboxEntry]):
     async def _deliver_one(self, item: OutboxItem) -> None:
         entry = item.entry
         keys = self._keys.for_challenge(entry.challenge_id) if entry else None
-        if entry is None or keys is None:
+        if entry is None or keys is None or keys.forged:
             log.error("outbox: unreadable entry %s dropped", item.stream_id)
             await self._outbox.finish(item)
             return

@@ -441,6 +441,35 @@ async def test_an_altered_id_and_another_clients_id_each_cost_one_hash_and_say_n
     assert ok.status_code == 200
 
 
+async def test_opaque_ids_unlink_a_numbers_challenges_and_a_forged_one_costs_one_hash(
+    counted: Callable[..., Any], phone: Phone
+) -> None:
+    # Before, every id of a number began with the same 16 characters, across clients and time.
+    plain_api, _ = await counted(send_limits={"min_interval_seconds": 0})
+    old_id, old_code = await issue_code(plain_api, phone)
+    api, hasher = await counted(ids={"opaque": True}, send_limits={"min_interval_seconds": 0})
+    first, first_code = await issue_code(api, phone)
+    second, second_code = await issue_code(api, phone)
+    assert first[:8] != second[:8]
+    assert old_id.split(".")[0] not in first + second
+    # The newest is the number's current challenge, found without a lookup; the one before it
+    # was replaced, as with plain ids.
+    assert (await verify(api, second, second_code)).status_code == 200
+    assert_problem(await verify(api, first, first_code), 410, "challenge_expired")
+    # A block no key made: 404 after one throw-away hash, the same as an unknown id.
+    block, random_part = second.split(".")
+    forged = block[:5] + ("A" if block[5] != "A" else "B") + block[6:] + "." + random_part
+    before = hasher.evaluations
+    assert_problem(await verify(api, forged, second_code), 404, "challenge_not_found")
+    assert hasher.evaluations - before == 1
+    assert_problem(await api.get(f"/challenge/{forged}"), 404, "challenge_not_found")
+    # A challenge issued with a plain id, before the switch, still verifies.
+    # (410, not 404: found by its plain id, and replaced since by the newer ones.)
+    assert (await verify(api, old_id, old_code)).status_code == 410
+    third_plain, third_code = await issue_code(plain_api, phone)
+    assert (await verify(api, third_plain, third_code)).status_code == 200
+
+
 async def test_refused_sends_cost_no_hash(counted: Callable[..., Any], phone: Phone) -> None:
     api, hasher = await counted()
     await issue(api)

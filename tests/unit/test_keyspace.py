@@ -73,3 +73,44 @@ def test_shared_keys_streams_and_the_consumer_group() -> None:
         "94f56d243df48c6302e84cafa46030bf74fb8f580519e7fa6c6db6f4b9d132da"
     )
     assert GROUP == "workers"
+
+
+def test_opaque_ids_share_nothing_yet_name_their_numbers_slot() -> None:
+    opaque = KeySpace("otp", "k" * 32, opaque_ids=True)
+    plain = KeySpace("otp", "k" * 32)
+    number = "+447400123456"
+    ids = [opaque.new_challenge(number) for _ in range(50)]
+    # No two ids of one number begin alike (before: 16 characters, the same every time).
+    assert len({keys.challenge_id[:4] for keys in ids}) > 40
+    assert all(len(keys.challenge_id) == 45 for keys in ids)
+    for keys in ids:
+        found = opaque.for_challenge(keys.challenge_id)
+        assert found == keys
+        assert not found.forged
+        assert found.challenge.startswith(f"otp:{{{opaque.number_tag(number)}}}:c:")
+        # A service not issuing them yet reads them too (the release that switches).
+        assert plain.for_challenge(keys.challenge_id) == keys
+    # And the old form is read by both.
+    old = plain.new_challenge(number)
+    assert old.challenge_id.startswith(plain.number_tag(number) + ".")
+    assert opaque.for_challenge(old.challenge_id) == old
+
+
+def test_a_forged_opaque_block_routes_nowhere() -> None:
+    keys = KeySpace("otp", "k" * 32, opaque_ids=True)
+    issued = keys.new_challenge("+447400123456")
+    block, random_part = issued.challenge_id.split(".")
+    altered = block[:5] + ("A" if block[5] != "A" else "B") + block[6:]
+    forged = keys.for_challenge(f"{altered}.{random_part}")
+    assert forged is not None
+    assert forged.forged
+    # Another key's block, or another id's random part, is forged too.
+    other = KeySpace("otp", "j" * 32).for_challenge(issued.challenge_id)
+    assert other is not None
+    assert other.forged
+    swapped = keys.for_challenge(f"{block}.{keys.new_challenge('+447400123456').random_part}")
+    assert swapped is not None
+    assert swapped.forged
+    # A spelling with stray base64 bits (the last of 22 characters holds two bits: "B" sets
+    # a third) is no id at all, so no id has two spellings.
+    assert keys.for_challenge(f"{block[:-1]}B.{random_part}") is None
