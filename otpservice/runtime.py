@@ -264,6 +264,7 @@ class Runtime:
         return EventRelay(
             queue,
             feed=self.stores.feed if self.settings.events.stream else None,
+            feed_bodies=self.settings.events.feed_bodies,
             callback_url=self.settings.events.callback_url,
             secret=self.settings.secrets.events_secret,
             client=self._http,

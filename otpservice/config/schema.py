@@ -398,6 +398,9 @@ class EventSettings(Base, frozen=True):
     callback_url: HttpsUrl | None = None
     # Also append every event to the Redis Stream P:{events}:feed, for apps that pull.
     stream: bool = True
+    # Keep the text of replies (inbound.message "body") in that stream too. Off: a stream
+    # entry says who replied and which keyword, not what they wrote (the POST still has it).
+    feed_bodies: bool = False
 
 
 class PrivacySettings(Base, frozen=True):

@@ -126,15 +126,17 @@ class AppEvent(msgspec.Struct, frozen=True, kw_only=True):
     deadline_ms: int
     fed: bool = False  # appended to the event stream already (a POST is being retried)
 
-    def feed_fields(self) -> dict[str, str]:
-        """The event as an entry of the event stream: the POSTed event's fields."""
+    def feed_fields(self, *, with_body: bool) -> dict[str, str]:
+        """The event as an entry of the event stream: the POSTed event's fields, without a
+        reply's text unless ``with_body`` (``events.feed_bodies``)."""
+        data = self.data if with_body else {k: v for k, v in self.data.items() if k != "body"}
         return {
             "id": self.id,
             "type": self.type,
             "timestamp": msgspec.json.encode(datetime_from_ms(self.occurred_at_ms))
             .decode()
             .strip('"'),
-            "data": msgspec.json.encode(self.data).decode(),
+            "data": msgspec.json.encode(data).decode(),
         }
 
 

@@ -46,6 +46,7 @@ class EventRelay(QueueWorker[AppEvent]):
         queue: QueueStore[AppEvent],
         *,
         feed: EventFeed | None,
+        feed_bodies: bool = False,
         callback_url: str | None,
         secret: str | None,
         client: httpx.AsyncClient,
@@ -54,6 +55,7 @@ class EventRelay(QueueWorker[AppEvent]):
     ) -> None:
         super().__init__(queue, concurrency=8, claim_idle_ms=claim_idle_ms, consumer=consumer)
         self._feed = feed
+        self._feed_bodies = feed_bodies
         # Validation requires events_secret with a callback URL.
         self._post_to = (callback_url, WebhookSigner(secret)) if callback_url and secret else None
         self._client = client
@@ -66,7 +68,8 @@ class EventRelay(QueueWorker[AppEvent]):
             return
         if self._feed is not None and not event.fed:
             # At least once: a relay that dies before finishing appends it again.
-            await self._feed.append(event.feed_fields(), int(time.time() * 1000))
+            fields = event.feed_fields(with_body=self._feed_bodies)
+            await self._feed.append(fields, int(time.time() * 1000))
             event = msgspec.structs.replace(event, fed=True)
         if self._post_to is None:
             await self._queue.finish(item)

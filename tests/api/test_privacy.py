@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from redis.asyncio import Redis
 
 from otpservice.store.keys import KeySpace
@@ -43,9 +44,27 @@ async def test_every_event_can_be_pulled_from_the_stream(
     assert [e["type"] for e in events] == ["optout.changed", "inbound.message"]
     changed, message = events
     assert changed["data"] == {"phone": PHONE, "opted_out": True, "source": "keyword"}
-    assert (message["data"]["body"], message["data"]["keyword"]) == ("STOP", "opt_out")  # type: ignore[index]
+    assert message["data"]["keyword"] == "opt_out"  # type: ignore[index]
     assert str(message["id"]).startswith("inbound.")
     assert str(message["timestamp"]).endswith("Z")
+
+
+@pytest.mark.parametrize("feed_bodies", [False, True])
+async def test_reply_texts_are_kept_in_the_stream_only_when_asked(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis, feed_bodies: bool
+) -> None:
+    # What people write back is theirs; an app that pulls needs who replied and the keyword.
+    api = await start_api(twilio_entry(twilio), events={"feed_bodies": feed_bodies})
+    assert (await twilio_inbound(api, "call me on 0207 946 0000")).status_code == 200
+    [message] = await feed_of(redis, 1)
+    data: dict[str, object] = message["data"]  # type: ignore[assignment]
+    assert (data["from"], data["keyword"]) == (PHONE, None)
+    raw = b"".join(v for _, f in await redis.xrange(FEED) for v in f.values())
+    if feed_bodies:
+        assert data["body"] == "call me on 0207 946 0000"
+    else:
+        assert "body" not in data
+        assert b"0207" not in raw
 
 
 async def test_the_stream_can_be_turned_off(
