@@ -149,7 +149,7 @@ def build_services(
     live = LiveSettings(settings, load=load_settings)
     analytics = Analytics(live, stores.stats)
     abuse = AbusePolicy(live, quotas=stores.quotas, fraud=stores.fraud, events=events)
-    optouts = OptOuts(stores.optouts, events, analytics)
+    optouts = OptOuts(stores.optouts, events, analytics, sealer)
     replies = KeywordReplies(settings, queue=stores.replies, store=stores.inbound, sealer=sealer)
     return Services(
         otp=OtpService(
@@ -293,6 +293,12 @@ class Runtime:
             self._tasks.append(asyncio.create_task(run_together(workers, self._stop)))
             self._tasks.append(
                 asyncio.create_task(every(RETENTION_CHECK_SECONDS, self._stop, self._trim_feed))
+            )
+            # Once a pass finds nothing to seal, the job returns at once.
+            self._tasks.append(
+                asyncio.create_task(
+                    every(RETENTION_CHECK_SECONDS, self._stop, services.optouts.seal_index)
+                )
             )
 
     async def _trim_feed(self) -> None:

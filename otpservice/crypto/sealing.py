@@ -1,4 +1,5 @@
-"""Sealing outbox messages: AES-256-GCM under a key from a file, with a key id for rotation.
+"""Sealing outbox messages (and the numbers of the opt-out index): AES-256-GCM under a key from
+a file, with a key id for rotation.
 
 The outbox holds codes on their way to a phone; Redis only ever sees them sealed. The additional
 data binds a sealed message to its send id and challenge, so one cannot be moved to another
@@ -93,6 +94,29 @@ class MessageSealer:
             return msgspec.msgpack.decode(self.open(key_id, sealed, bound_to), type=SealedSms)
         except msgspec.DecodeError as exc:
             raise SealError(f"the sealed message is no SMS: {exc}") from None
+
+    def seal_text(self, text: str, bound_to: bytes) -> str:
+        """``seal`` for a short text kept at rest: ``"<key id>.<base64url>"``."""
+        key_id, sealed = self.seal(text.encode(), bound_to)
+        return f"{key_id}.{base64.urlsafe_b64encode(sealed).decode()}"
+
+    def open_text(self, sealed_text: str, bound_to: bytes) -> str:
+        """The text ``seal_text`` sealed.
+
+        Raises:
+            SealError: as ``open``, or it is not such a text.
+        """
+        key_id, _, sealed = sealed_text.partition(".")
+        try:
+            raw = base64.urlsafe_b64decode(sealed)
+            return self.open(key_id, raw, bound_to).decode()
+        except (binascii.Error, ValueError):
+            raise SealError("not a sealed text") from None
+
+    def sealed_with_current(self, sealed_text: str) -> bool:
+        """Whether ``sealed_text`` is under the current key (else it is re-sealed before its
+        key is retired)."""
+        return sealed_text.partition(".")[0] == self._current_id
 
 
 def _key_id(key: bytes) -> str:

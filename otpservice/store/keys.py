@@ -16,7 +16,8 @@ Per number (tag ``T``)::
     P:{T}:sends    zset    send times (ms) for the rolling send windows, member R
     P:{T}:guard    hash    settled failures, lock-until and lockout level of the number
     P:{T}:inflight zset    the number's verification attempts awaiting a verdict
-    P:{T}:optout   hash    the number's opt-out (no expiry: the law wants it kept)
+    P:{T}:optout   hash    the number's opt-out (no expiry: the law wants it kept); the number
+                           in it sealed
     P:{T}:optout:log list  its opt-out and opt-in changes, newest first, at most 100
     P:{T}:optout:kw  set   keyed digests of the keyword replies that reached its opt-out
     P:{T}:in:M     string  a reply M (digest of its message id) already handled; kept
@@ -50,7 +51,8 @@ Elsewhere::
     P:{fg}:tripped hash    the destinations the fraud guard has tripped, and their figures
     P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
                            privacy.retention_days
-    P:{optouts}:index zset  every opted-out number (score 0, so pages go by number)
+    P:{optouts}:index zset  every opted-out number as a keyed digest (score 0: pages go by it)
+    P:{optouts}:numbers hash  digest -> the number, sealed with the outbox key
     P:{audit}:stream stream lockouts, fraud-guard trips and clears, operator changes
 
 Queue Q is also "replies": the service's answers to STOP, START and HELP.
@@ -169,6 +171,16 @@ class KeySpace:
     def optout_index(self) -> str:
         """The index of opted-out numbers (its own slot; kept beside the per-number records)."""
         return f"{self._prefix}:{{optouts}}:index"
+
+    def optout_numbers(self) -> str:
+        """The sealed numbers of the index's members (in the index's slot)."""
+        return f"{self._prefix}:{{optouts}}:numbers"
+
+    def optout_member(self, e164: str) -> str:
+        """A number's member of the opt-out index: a keyed digest, so the index lists no
+        number in clear (its sealed number is beside it)."""
+        digest = hmac.new(self._index_key, f"optout\0{e164}".encode(), hashlib.sha256).digest()
+        return _b64(digest[:16])
 
     def audit(self) -> str:
         """The audit stream: lockouts, fraud-guard changes, operator changes."""

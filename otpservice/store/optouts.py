@@ -4,12 +4,12 @@ Each opt-out is a hash in its number's slot (the issuing and delivery scripts re
 an index in its own slot lists them for paging and export. The two cannot change in one
 atomic step on Redis Cluster, so the index is written before a record appears and cleaned
 after one goes: a crash in between leaves the index holding a number too many, which readers
-skip, never one too few.
+skip, never one too few. Neither holds a number in clear: the index's members are keyed
+digests, and the number is sealed beside each and in the record (the use case seals).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, NamedTuple
 
 from otpservice.models import OptOut, OptOutChange
@@ -28,6 +28,14 @@ class OptOutReply(NamedTuple):
     replayed: bool
 
 
+class IndexedNumber(NamedTuple):
+    """A member of the opt-out index and its sealed number (``""`` for a member the release
+    before wrote: the member is then the number itself)."""
+
+    member: str
+    sealed: str
+
+
 class OptOutStore:
     """Records, removes, reads and lists opt-outs."""
 
@@ -39,6 +47,7 @@ class OptOutStore:
         self,
         e164: str,
         *,
+        sealed_number: str,
         source: str,
         sender: str = "",
         detail: str = "",
@@ -48,17 +57,44 @@ class OptOutStore:
         """Opt the number out (nothing changes when it already was: the first record is kept,
         or when ``keyword_id``, the message id of the STOP that asked, was seen before).
 
-        ``since_ms``: when it happened, for an imported opt-out; default now.
+        ``sealed_number``: the number as kept at rest. ``since_ms``: when it happened, for an
+        imported opt-out; default now.
         """
-        async with self._commands.command() as redis:
-            await redis.zadd(self._keys.optout_index(), {e164: 0})
+        await self.index(e164, sealed_number)
         since = "" if since_ms is None else since_ms
-        return await self._run(e164, ["add", e164, source, sender, detail[:60], since], keyword_id)
+        return await self._run(
+            e164, ["add", sealed_number, source, sender, detail[:60], since], keyword_id
+        )
+
+    def member(self, e164: str) -> str:
+        """The number's member of the index (what its sealed number is bound to)."""
+        return self._keys.optout_member(e164)
+
+    async def reseal(self, e164: str, sealed_number: str) -> None:
+        """Keep the number sealed as ``sealed_number`` in its record (if it is still opted out)
+        and in the index."""
+        reply = await self._run(e164, ["reseal", sealed_number, "", "", "", ""], "")
+        if reply.changed:
+            await self.index(e164, sealed_number)
+        else:
+            await self.forget_unless_opted_out(e164)
+
+    async def index(self, e164: str, sealed_number: str) -> None:
+        """List the number in the index (its digest, its sealed number beside it), and drop the
+        clear member the release before wrote for it."""
+        index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
+        member = self._keys.optout_member(e164)
+        await self._commands.run_script(
+            self._commands.scripts.optout_index, [index, numbers], ["add", member, sealed_number]
+        )
+        await self._commands.run_script(
+            self._commands.scripts.optout_index, [index, numbers], ["remove", e164]
+        )
 
     async def remove(self, e164: str, *, source: str, keyword_id: str = "") -> OptOutReply:
         """Opt the number back in (nothing changes when it was not opted out, or when
         ``keyword_id``, the message id of the START that asked, was seen before)."""
-        reply = await self._run(e164, ["remove", e164, source, "", "", ""], keyword_id)
+        reply = await self._run(e164, ["remove", "", source, "", "", ""], keyword_id)
         await self.forget_unless_opted_out(e164)
         return reply
 
@@ -79,22 +115,31 @@ class OptOutStore:
         """Drop the number from the index if it has no opt-out record; whether it has one.
         Removed first and put back if a record is there after, so an opt-out landing meanwhile
         stays listed."""
-        index = self._keys.optout_index()
-        await self._commands.erase("zrem", [index], [e164])
-        if await self.get(e164) is None:
-            return False
+        index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
+        member = self._keys.optout_member(e164)
+        await self._commands.run_script(
+            self._commands.scripts.optout_index, [index, numbers], ["remove", member, e164]
+        )
         async with self._commands.command() as redis:
-            await redis.zadd(index, {e164: 0})
+            kept = await redis.hget(self._keys.optout(e164), "e")
+        if kept is None:
+            return False
+        sealed = reply_text(kept)
+        # A record the release before wrote holds the number in clear: listed as it listed it.
+        listed = ["add", e164, ""] if sealed.startswith("+") else ["add", member, sealed]
+        await self._commands.run_script(
+            self._commands.scripts.optout_index, [index, numbers], listed
+        )
         return True
 
     async def get(self, e164: str) -> OptOut | None:
         """The number's opt-out, or None."""
         async with self._commands.command() as redis:
-            fields = await redis.hmget(self._keys.optout(e164), ["e", "at", "src", "snd", "d"])
+            fields = await redis.hmget(self._keys.optout(e164), ["at", "src", "snd", "d"])
         if fields[0] is None:
             return None
-        phone, at, source, sender, detail = (reply_text(v) if v is not None else "" for v in fields)
-        return OptOut(phone=phone, since_ms=int(at), source=source, sender=sender, detail=detail)
+        at, source, sender, detail = (reply_text(v) if v is not None else "" for v in fields)
+        return OptOut(phone=e164, since_ms=int(at), source=source, sender=sender, detail=detail)
 
     async def history(self, e164: str) -> list[OptOutChange]:
         """The number's opt-out changes, newest first."""
@@ -110,16 +155,19 @@ class OptOutStore:
             )
         return changes
 
-    async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:
-        """Up to ``limit`` opt-outs of numbers sorted after ``after`` ("" from the start), and
-        the cursor of the next page (None at the end)."""
+    async def page(self, after: str, limit: int) -> tuple[list[IndexedNumber], str | None]:
+        """Up to ``limit`` members of the index after ``after`` ("" from the start), each with
+        its sealed number, and the cursor of the next page (None at the end)."""
         async with self._commands.command() as redis:
             members = await redis.zrangebylex(
                 self._keys.optout_index(), f"({after}" if after else "-", "+", 0, limit + 1
             )
-        numbers = [reply_text(m) for m in members]
-        # One more than asked for says whether another page follows.
-        following = numbers[limit - 1] if len(numbers) > limit else None
-        numbers = numbers[:limit]
-        records = await asyncio.gather(*(self.get(n) for n in numbers))
-        return [r for r in records if r is not None], following
+            names = [reply_text(m) for m in members]
+            # One more than asked for says whether another page follows.
+            following = names[limit - 1] if len(names) > limit else None
+            names = names[:limit]
+            sealed = await redis.hmget(self._keys.optout_numbers(), names) if names else []
+        return [
+            IndexedNumber(member=name, sealed=reply_text(value) if value is not None else "")
+            for name, value in zip(names, sealed, strict=True)
+        ], following

@@ -7,15 +7,18 @@ opted-out number (``403 recipient_opted_out``), and the outbox refuses to start 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
 
+from otpservice.crypto.sealing import SealError
 from otpservice.phone import parse_phone
 
 if TYPE_CHECKING:
+    from otpservice.crypto.sealing import MessageSealer
     from otpservice.models import OptOut, OptOutChange, OptOutSource
-    from otpservice.store.optouts import OptOutStore
+    from otpservice.store.optouts import IndexedNumber, OptOutStore
     from otpservice.usecases.analytics import Analytics
     from otpservice.usecases.events import AppEvents
 
@@ -25,10 +28,18 @@ log = logging.getLogger("otpservice.optouts")  # a log field: kept as named befo
 class OptOuts:
     """Records and removes opt-outs; every change is logged with its source."""
 
-    def __init__(self, store: OptOutStore, events: AppEvents, analytics: Analytics) -> None:
+    def __init__(
+        self, store: OptOutStore, events: AppEvents, analytics: Analytics, sealer: MessageSealer
+    ) -> None:
         self._store = store
         self._events = events
         self._analytics = analytics
+        self._sealer = sealer
+        # Set once a pass of ``seal_index`` found every number sealed with the current key.
+        self._index_sealed = False
+
+    def _seal(self, e164: str) -> str:
+        return self._sealer.seal_text(e164, self._store.member(e164).encode())
 
     async def opt_out(
         self,
@@ -48,7 +59,12 @@ class OptOuts:
         """
         number = parse_phone(phone)
         reply = await self._store.add(
-            number.e164, source=source, sender=sender, detail=detail, keyword_id=keyword_id
+            number.e164,
+            sealed_number=self._seal(number.e164),
+            source=source,
+            sender=sender,
+            detail=detail,
+            keyword_id=keyword_id,
         )
         if reply.replayed:
             log.warning("a replayed STOP from %s changed nothing", number.masked())
@@ -80,7 +96,12 @@ class OptOuts:
         """
         number = parse_phone(phone)
         reply = await self._store.add(
-            number.e164, source=source, sender=sender, detail=detail, since_ms=since_ms
+            number.e164,
+            sealed_number=self._seal(number.e164),
+            source=source,
+            sender=sender,
+            detail=detail,
+            since_ms=since_ms,
         )
         return reply.changed
 
@@ -119,6 +140,42 @@ class OptOuts:
         return await self._store.history(parse_phone(phone).e164)
 
     async def page(self, after: str, limit: int) -> tuple[list[OptOut], str | None]:
-        """Opt-outs in number order after the cursor ``after`` ("": the first page), and the
-        cursor of the next page (None: this was the last)."""
-        return await self._store.page(after, limit)
+        """Opt-outs after the cursor ``after`` ("": the first page), in the index's order (of
+        keyed digests: stable, and telling nothing), and the cursor of the next page (None:
+        this was the last)."""
+        indexed, following = await self._store.page(after, limit)
+        numbers = [n for n in (self._number_of(entry) for entry in indexed) if n is not None]
+        records = await asyncio.gather(*(self._store.get(n) for n in numbers))
+        return [r for r in records if r is not None], following
+
+    def _number_of(self, entry: IndexedNumber) -> str | None:
+        """The number an index entry stands for; None when its seal does not open."""
+        if not entry.sealed:
+            return entry.member if entry.member.startswith("+") else None
+        try:
+            return self._sealer.open_text(entry.sealed, entry.member.encode())
+        except SealError:
+            log.error("opt-out index: entry %s does not open (its key is gone?)", entry.member)
+            return None
+
+    async def seal_index(self) -> None:
+        """Once per process: seal with the current outbox key every number of the index still
+        in clear (written by the release before) or sealed with the previous key (so it can be
+        retired), in the index and in its record."""
+        if self._index_sealed:
+            return
+        after, clean = "", True
+        while True:
+            indexed, following = await self._store.page(after, 500)
+            for entry in indexed:
+                if entry.sealed and self._sealer.sealed_with_current(entry.sealed):
+                    continue
+                number = self._number_of(entry)
+                if number is None:
+                    clean = False
+                    continue
+                await self._store.reseal(number, self._seal(number))
+            if following is None:
+                break
+            after = following
+        self._index_sealed = clean

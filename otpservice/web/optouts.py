@@ -47,12 +47,14 @@ class OptOutRecord(OptOutState, frozen=True, kw_only=True):
 
 
 class OptOutPage(msgspec.Struct, frozen=True, kw_only=True):
-    """One page of opt-outs, in number order."""
+    """One page of opt-outs, in no particular order (stable from page to page)."""
 
     items: list[OptOutState]
     next: Annotated[
         str | None,
-        msgspec.Meta(description="pass as `after` for the next page; null on the last page"),
+        msgspec.Meta(
+            description="an opaque cursor: pass as `after` for the next page; null on the last"
+        ),
     ]
 
 
@@ -83,7 +85,7 @@ async def list_opt_outs(
     after: Annotated[str, Parameter(description="the `next` of the previous page")] = "",
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> OptOutPage:
-    """Every opted-out number, a page at a time, in number order."""
+    """Every opted-out number, a page at a time, in no particular order."""
     records, following = await _optouts(request).page(after, limit)
     return OptOutPage(items=[_state(r.phone, r) for r in records], next=following)
 

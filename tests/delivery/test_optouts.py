@@ -8,6 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.runtime import Runtime
+from otpservice.store.keys import KeySpace
+from tests.support.app import INDEX_KEY
 from tests.support.delivery import (
     MANUAL,
     StartApi,
@@ -18,7 +20,13 @@ from tests.support.delivery import (
     issue,
     twilio_entry,
 )
-from tests.support.helpers import PHONE, api_tokens, assert_problem
+from tests.support.helpers import (
+    PHONE,
+    api_tokens,
+    assert_problem,
+    stored_bytes,
+    wait_until_async,
+)
 from tests.support.servers.providers import FakeAcs, FakeTwilio, Planned
 
 ADMIN = "admin-token-0123456789abcdef0123456789"
@@ -92,13 +100,15 @@ async def test_opt_out_routes_validate_the_number(
     assert_problem(response, 400, "invalid_phone")
 
 
-async def test_opt_outs_are_listed_a_page_at_a_time(start_api: StartApi, acs: FakeAcs) -> None:
+async def test_opt_outs_are_listed_a_page_at_a_time(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
     api = await start_api(acs_entry(acs))
     numbers = [f"+1415555010{i}" for i in range(5)]
     for number in reversed(numbers):
         assert (await api.put(f"/opt-outs/{number}")).status_code == 200
     await api.delete(f"/opt-outs/{numbers[2]}")
-    listed, after, pages = [], "", 0
+    listed, after, pages, cursors = [], "", 0, []
     while True:
         page = (await api.get("/opt-outs", params={"limit": 2, "after": after})).json()
         listed += [(item["phone"], item["source"]) for item in page["items"]]
@@ -106,10 +116,42 @@ async def test_opt_outs_are_listed_a_page_at_a_time(start_api: StartApi, acs: Fa
         if page["next"] is None:
             break
         after = page["next"]
+        cursors.append(after)
     expected = [n for n in numbers if n != numbers[2]]
-    assert listed == [(n, "admin") for n in expected]
+    assert sorted(listed) == [(n, "admin") for n in expected]
     assert pages == 2
+    # Neither the cursor nor anything Redis keeps for opt-outs holds a number in clear.
+    assert not [c for c in cursors if any(n[1:] in c for n in numbers)]
+    kept = await stored_bytes(redis, "otp:*optout*")
+    assert b"admin" in kept  # the records are there
+    assert not [n for n in numbers if n[1:].encode() in kept]
     assert_problem(await api.get("/opt-outs", params={"limit": 0}), 400, "invalid_request")
+
+
+async def test_opt_outs_the_release_before_kept_in_clear_are_sealed_and_still_listed(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
+    # The release before: the number as the index member and in the record, in clear.
+    old = "+14155550109"
+    tag = KeySpace("otp", INDEX_KEY).number_tag(old)
+    await redis.zadd("otp:{optouts}:index", {old: 0})
+    await redis.hset(f"otp:{{{tag}}}:optout", mapping={"e": old, "at": 1, "src": "admin"})
+    api = await start_api(acs_entry(acs))
+    assert_problem(await api.post("/challenge", json={"phone": old}), 403, "recipient_opted_out")
+
+    async def index() -> list[bytes]:
+        return list(await redis.zrange("otp:{optouts}:index", 0, -1))
+
+    # The workers seal it at start: the index and the record no longer hold the number.
+    members = await wait_until_async(index, lambda found: found and old.encode() not in found)
+    assert members
+    assert old.encode() not in members
+    assert await redis.hget(f"otp:{{{tag}}}:optout", "e") != old.encode()
+    page = (await api.get("/opt-outs")).json()
+    assert [item["phone"] for item in page["items"]] == [old]
+    assert (await api.delete(f"/opt-outs/{old}")).status_code == 200
+    assert await index() == []
+    assert await redis.hlen("otp:{optouts}:numbers") == 0
 
 
 async def test_operator_changes_are_audited_with_the_client(

@@ -82,3 +82,25 @@ def api_tokens(tokens: dict[str, str], scopes: dict[str, list[str]]) -> list[dic
         }
         for name, token in tokens.items()
     ]
+
+
+async def stored_bytes(redis: Any, pattern: str) -> bytes:
+    """Every key matching ``pattern`` and everything in it, read by type (so nothing hides in
+    an encoding), joined: what a Redis dump would show of them."""
+    found = b""
+    async for key in redis.scan_iter(pattern):
+        kind = (await redis.type(key)).decode()
+        if kind == "hash":
+            parts = [b for pair in (await redis.hgetall(key)).items() for b in pair]
+        elif kind == "zset":
+            parts = list(await redis.zrange(key, 0, -1))
+        elif kind == "list":
+            parts = list(await redis.lrange(key, 0, -1))
+        elif kind == "set":
+            parts = list(await redis.smembers(key))
+        elif kind == "stream":
+            parts = [b for _, f in await redis.xrange(key) for pair in f.items() for b in pair]
+        else:
+            parts = [await redis.get(key) or b""]
+        found += key + b"\0" + b"\0".join(parts) + b"\n"
+    return found

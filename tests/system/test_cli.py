@@ -298,7 +298,9 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
 
     exported = otpservice_command("opt-outs", "export", "-", "--config", str(config))
     assert exported.returncode == 0, exported.stderr
+    # In the index's order, which tells nothing about the numbers (keyed digests).
     rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    rows.sort(key=lambda r: str(r["phone"]))
     assert [(r["phone"], r["source"]) for r in rows] == [
         ("+14155550101", "twilio"),
         ("+33612345678", "admin"),
@@ -311,7 +313,7 @@ def test_opt_outs_move_between_files_and_redis(tmp_path: Path, redis_server: Red
     assert as_csv.returncode == 0, as_csv.stderr
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert lines[0] == "phone,opted_out_at,source,sender,detail"
-    assert lines[1] == "+14155550101,2024-03-01T10:00:00+00:00,twilio,,STOP"
+    assert "+14155550101,2024-03-01T10:00:00+00:00,twilio,,STOP" in lines[1:]
     # An import does not announce each number to the app.
     with redis.Redis.from_url(redis_server.url) as client:
         assert client.exists("cli-opt-outs:{events}:feed") == 0
