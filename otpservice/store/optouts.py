@@ -71,25 +71,33 @@ class OptOutStore:
         return self._keys.optout_member(e164)
 
     async def reseal(self, e164: str, sealed_number: str) -> None:
-        """Keep the number sealed as ``sealed_number`` in its record (if it is still opted out)
-        and in the index."""
+        """Keep the number sealed as ``sealed_number`` in its record and the index, if it is
+        still opted out, and drop the clear member the release before listed it by (the one
+        time the number crosses the wire: that member holds it in clear already)."""
         reply = await self._run(e164, ["reseal", sealed_number, "", "", "", ""], "")
         if reply.changed:
             await self.index(e164, sealed_number)
-        else:
+        index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
+        await self._commands.run_script(
+            self._commands.scripts.optout_index, [index, numbers], ["remove", e164]
+        )
+        if not reply.changed:
             await self.forget_unless_opted_out(e164)
 
     async def index(self, e164: str, sealed_number: str) -> None:
-        """List the number in the index (its digest, its sealed number beside it), and drop the
-        clear member the release before wrote for it."""
+        """List the number in the index: its digest, its sealed number beside it."""
         index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
         member = self._keys.optout_member(e164)
         await self._commands.run_script(
             self._commands.scripts.optout_index, [index, numbers], ["add", member, sealed_number]
         )
-        await self._commands.run_script(
-            self._commands.scripts.optout_index, [index, numbers], ["remove", e164]
-        )
+
+    async def clear_members(self, limit: int) -> list[str]:
+        """Up to ``limit`` members the release before wrote: the numbers themselves, in clear
+        ("+" sorts before every character of a digest)."""
+        async with self._commands.command() as redis:
+            members = await redis.zrangebylex(self._keys.optout_index(), "[+", "(,", 0, limit)
+        return [reply_text(m) for m in members]
 
     async def remove(self, e164: str, *, source: str, keyword_id: str = "") -> OptOutReply:
         """Opt the number back in (nothing changes when it was not opted out, or when
@@ -118,18 +126,15 @@ class OptOutStore:
         index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
         member = self._keys.optout_member(e164)
         await self._commands.run_script(
-            self._commands.scripts.optout_index, [index, numbers], ["remove", member, e164]
+            self._commands.scripts.optout_index, [index, numbers], ["remove", member]
         )
         async with self._commands.command() as redis:
             kept = await redis.hget(self._keys.optout(e164), "e")
         if kept is None:
             return False
         sealed = reply_text(kept)
-        # A record the release before wrote holds the number in clear: listed as it listed it.
-        listed = ["add", e164, ""] if sealed.startswith("+") else ["add", member, sealed]
-        await self._commands.run_script(
-            self._commands.scripts.optout_index, [index, numbers], listed
-        )
+        if not sealed.startswith("+"):  # else the release before wrote it, and listed it so
+            await self.index(e164, sealed)
         return True
 
     async def get(self, e164: str) -> OptOut | None:

@@ -159,22 +159,26 @@ class OptOuts:
             return None
 
     async def seal_index(self) -> None:
-        """Once per process: seal with the current outbox key every number of the index still
-        in clear (written by the release before) or sealed with the previous key (so it can be
-        retired), in the index and in its record."""
+        """Seal with the current outbox key every number of the index still in clear (written
+        by the release before, also by its pods during a deploy), in the index and in its
+        record; and, once per process, re-seal what the previous key sealed (so it can be
+        retired)."""
+        while clear := await self._store.clear_members(500):
+            for number in clear:
+                await self._store.reseal(number, self._seal(number))
         if self._index_sealed:
             return
         after, clean = "", True
         while True:
             indexed, following = await self._store.page(after, 500)
             for entry in indexed:
-                if entry.sealed and self._sealer.sealed_with_current(entry.sealed):
+                if not entry.sealed or self._sealer.sealed_with_current(entry.sealed):
                     continue
-                number = self._number_of(entry)
-                if number is None:
+                opened = self._number_of(entry)
+                if opened is None:
                     clean = False
                     continue
-                await self._store.reseal(number, self._seal(number))
+                await self._store.reseal(opened, self._seal(opened))
             if following is None:
                 break
             after = following

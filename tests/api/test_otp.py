@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
@@ -20,7 +21,15 @@ from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.errors import QueueWriteInDoubt
 from otpservice.models import ChallengeRequest
 from tests.support.app import INDEX_KEY, PEPPER, ApiFactory, Phone, running
-from tests.support.helpers import PHONE, api_tokens, assert_problem, issue, issue_code, wrong
+from tests.support.helpers import (
+    PHONE,
+    api_tokens,
+    assert_problem,
+    issue,
+    issue_code,
+    stored_bytes,
+    wrong,
+)
 from tests.support.servers.redis import RedisServer
 
 
@@ -144,18 +153,7 @@ async def test_redis_never_holds_a_code_or_a_number_in_clear(
     challenge_id = response.json()["challenge_id"]
     code = await phone.code_for(challenge_id)
     await verify(api, challenge_id, wrong(code))
-    dump = b""
-    async for key in redis.scan_iter():
-        dump += key
-        kind = (await redis.type(key)).decode()
-        if kind == "hash":
-            for field, value in (await redis.hgetall(key)).items():
-                dump += field + value
-        elif kind == "string":
-            dump += await redis.get(key) or b""
-        elif kind == "zset":
-            for member, _ in await redis.zrange(key, 0, -1, withscores=True):
-                dump += member
+    dump = await stored_bytes(redis, "*")
     assert dump
     assert code.encode() not in dump
     assert PHONE.encode() not in dump
@@ -165,6 +163,38 @@ async def test_redis_never_holds_a_code_or_a_number_in_clear(
     # Nor a plain digest of the request, which a dictionary of numbers would reverse.
     plain = ChallengeRequest(phone=PHONE)
     assert hashlib.sha256(msgspec.json.encode(plain)).hexdigest().encode() not in dump
+
+
+async def test_no_code_number_or_secret_crosses_the_wire_to_redis(
+    api: httpx.AsyncClient, phone: Phone, redis_server: RedisServer
+) -> None:
+    # The red team watched MONITOR: every command the service sends, and every command its
+    # scripts run, for a challenge, a wrong guess, a right one and /metrics. (Events for the
+    # app carry the numbers they are about, by design: docs/security.md.)
+    watcher = Redis.from_url(redis_server.url)
+    seen: list[str] = []
+    async with watcher.monitor() as monitor:
+
+        async def watch() -> None:
+            async for command in monitor.listen():
+                seen.append(str(command.get("command", "")))
+
+        watching = asyncio.create_task(watch())
+        await asyncio.sleep(0.1)
+        challenge_id, code = await issue_code(api, phone)
+        await verify(api, challenge_id, wrong(code))
+        assert (await verify(api, challenge_id, code)).status_code == 200
+        metrics = (await api.get("/metrics")).text
+        await asyncio.sleep(0.3)
+        watching.cancel()
+    await watcher.aclose()
+    wire = "\n".join(seen)
+    assert "EVALSHA" in wire.upper()
+    # The code as a value of its own (six digits also occur inside timestamps).
+    assert not re.search(rf"(?<![0-9]){code}(?![0-9])", wire + metrics)
+    for secret in (PHONE[1:], PEPPER, INDEX_KEY):
+        assert secret not in wire
+        assert secret not in metrics
 
 
 async def test_every_key_of_a_number_shares_one_hash_tag(

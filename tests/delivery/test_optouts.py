@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 
 import pytest
 from redis.asyncio import Redis
 
 from otpservice.runtime import Runtime
 from otpservice.store.keys import KeySpace
-from tests.support.app import INDEX_KEY
+from tests.support.app import INDEX_KEY, OUTBOX_KEY
 from tests.support.delivery import (
     MANUAL,
     StartApi,
@@ -168,3 +170,27 @@ async def test_operator_changes_are_audited_with_the_client(
         ("admin.opt_out", "ops", {"phone": "+*********23"}),
         ("admin.opt_in", "ops", {"phone": "+*********23"}),
     ]
+
+
+async def test_a_rotated_outbox_key_reseals_the_opt_out_index(
+    start_api: StartApi, acs: FakeAcs, redis: Redis
+) -> None:
+    number = "+14155550166"
+
+    async def key_id() -> str:
+        [sealed] = await redis.hvals("otp:{optouts}:numbers")
+        return sealed.decode().partition(".")[0]
+
+    first = await start_api(acs_entry(acs))
+    assert (await first.put(f"/opt-outs/{number}")).status_code == 200
+    before = await key_id()
+    new_key = base64.b64encode(secrets.token_bytes(32)).decode()
+    # A pod started with the new key (the old one still set as previous) seals anew.
+    await start_api(
+        acs_entry(acs), secrets={"outbox_key": new_key, "previous_outbox_key": OUTBOX_KEY}
+    )
+    assert await wait_until_async(key_id, lambda found: found != before) != before
+    # So the old key can go: a pod with the new key only still lists the number.
+    last = await start_api(acs_entry(acs), secrets={"outbox_key": new_key})
+    page = (await last.get("/opt-outs")).json()
+    assert [item["phone"] for item in page["items"]] == [number]

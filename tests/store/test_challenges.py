@@ -173,7 +173,7 @@ async def test_opt_outs_list_and_erasure_across_slots(store_api: StoreApi) -> No
         listed += [item["phone"] for item in page["items"]]
         if not (after := page["next"]):
             break
-    assert listed == numbers
+    assert sorted(listed) == numbers  # in the order of their keyed digests
     erased = (await api.delete(f"/personal-data/{NUMBERS[7]}")).json()
     assert erased["records_erased"] >= 2  # the challenge, its number's counters
     assert erased["opt_out_kept"] is False
