@@ -144,6 +144,22 @@ async def test_a_success_resets_the_failure_counter(make_api: ApiFactory, phone:
         assert (await verify(api, challenge_id, code)).status_code == 200
 
 
+async def test_cancelling_does_not_reset_the_failure_counter_either(
+    make_api: ApiFactory, phone: Phone
+) -> None:
+    api = await make_api(
+        send_limits={"min_interval_seconds": 0, "per_hour": 100, "per_day": 100},
+        lockout={"max_failures": 4, "base_seconds": 300},
+    )
+    for _ in range(3):  # a guess, then cancel and ask again: the failures stay counted
+        challenge_id, code = await issue_code(api, phone)
+        assert_problem(await verify(api, challenge_id, wrong(code)), 400, "incorrect_code")
+        assert (await api.delete(f"/challenge/{challenge_id}")).status_code == 200
+    challenge_id, code = await issue_code(api, phone)
+    assert_problem(await verify(api, challenge_id, wrong(code)), 429, "number_locked")
+    assert_problem(await api.post("/challenge", json={"phone": PHONE}), 429, "number_locked")
+
+
 async def test_redis_never_holds_a_code_or_a_number_in_clear(
     api: httpx.AsyncClient, phone: Phone, redis: Redis
 ) -> None:
