@@ -28,9 +28,10 @@ class Destination(Model, frozen=True):
     "+44", "+4474"), and the fraud guard's source (a keyed digest of the API client and the
     end user's network; empty when not counted).
 
-    Stored with its challenge in its wire form, ``"GB|+44|+4474|<source>"`` (``wire``,
-    ``parse``): the analytics count by region, the fraud guard by calling code, prefix and
-    source.
+    Stored with its challenge: the place in its wire form, ``"GB|+44|+4474"`` (``wire``,
+    ``parse``), for the analytics (by region) and the fraud guard (by calling code and
+    prefix), and the source in a field of its own, so the release before still reads the
+    place.
     """
 
     region: str = ""
@@ -39,16 +40,18 @@ class Destination(Model, frozen=True):
     source: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> Destination:
-        """The destination ``wire`` wrote; parts missing from older records are empty."""
-        region, calling_code, prefix, source = [*text.split("|", 3), "", "", ""][:4]
+    def parse(cls, text: str, *, source: str = "") -> Destination:
+        """The destination ``wire`` wrote (parts missing from older records are empty), asked
+        for by ``source``."""
+        region, _, rest = text.partition("|")
+        calling_code, _, prefix = rest.partition("|")
         return cls(region=region, calling_code=calling_code, prefix=prefix, source=source)
 
     def wire(self) -> str:
-        """The stored form: ``"GB|+44|+4474|<source>"``, or ``""`` for nowhere known."""
+        """The stored form of the place: ``"GB|+44|+4474"``, or ``""`` for nowhere known."""
         if not (self.region or self.calling_code or self.prefix):
             return ""
-        return f"{self.region}|{self.calling_code}|{self.prefix}|{self.source}"
+        return f"{self.region}|{self.calling_code}|{self.prefix}"
 
     def watched(self) -> list[str]:
         """What the fraud guard watches here: the calling code, then the prefix (or nothing)."""

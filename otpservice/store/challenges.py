@@ -88,12 +88,13 @@ class ReservedReply(NamedTuple):
 
 
 class ApprovedReply(NamedTuple):
-    """``record_verdict.lua``: {"approved", approved ms, where, created ms}."""
+    """``record_verdict.lua``: {"approved", approved ms, where, created ms, fraud source}."""
 
     status: bytes
     approved_at_ms: int
     where: bytes
     created_at_ms: int | None
+    source: bytes
 
 
 class IncorrectReply(NamedTuple):
@@ -233,7 +234,7 @@ class ChallengeStore:
                 *self._code_args,
             ],
             mode="issue",
-            where=where.wire(),
+            where=where,
         )
         issued = IssuedReply(*reply)
         return IssuedChallenge(
@@ -245,12 +246,24 @@ class ChallengeStore:
         )
 
     async def _issue_script(
-        self, keys: ChallengeKeys, challenge_args: list[str | bytes], *, mode: str, where: str = ""
+        self,
+        keys: ChallengeKeys,
+        challenge_args: list[str | bytes],
+        *,
+        mode: str,
+        where: Destination = NOWHERE,
     ) -> list[Any]:
         reply = await self._run(
             self._scripts.issue_challenge,
             [keys.sends, keys.active, keys.guard, keys.challenge, keys.optout, keys.actives],
-            [*challenge_args, *self._min_interval_arg, mode, where, *self._window_args],
+            [
+                *challenge_args,
+                *self._min_interval_arg,
+                mode,
+                where.wire(),
+                where.source,
+                *self._window_args,
+            ],
         )
         status = reply_text(reply[0])
         if status == "opted_out":
@@ -325,7 +338,9 @@ class ChallengeStore:
             return ApprovedChallenge(
                 challenge_id=keys.challenge_id,
                 approved_at_ms=int(approved.approved_at_ms),
-                where=Destination.parse(reply_text(approved.where)),
+                where=Destination.parse(
+                    reply_text(approved.where), source=reply_text(approved.source)
+                ),
                 created_at_ms=int(approved.created_at_ms or 0),
             )
         if status == "incorrect":

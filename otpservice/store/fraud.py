@@ -76,6 +76,7 @@ class _ShardCounts(NamedTuple):
     oldest_leaves_at_s: int
     baseline_sent: int
     baseline_verified: int
+    # Bit k: the day k + 1 days ago holds counts in this shard.
     baseline_days: int
 
 
@@ -153,7 +154,8 @@ class FraudGuardStore:
                     total[2] = found.oldest_leaves_at_s
                 total[3] += found.baseline_sent
                 total[4] += found.baseline_verified
-                total[5] = max(total[5], found.baseline_days)
+                total[5] |= found.baseline_days  # the days any shard holds
+
         if not answered:
             raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
         return [
@@ -164,21 +166,23 @@ class FraudGuardStore:
                 oldest_leaves_at_s=t[2],
                 baseline_sent=t[3],
                 baseline_verified=t[4],
-                baseline_days=t[5],
+                baseline_days=t[5].bit_count(),
             )
             for d, t in totals.items()
         ]
 
-    async def unverified_by_source(
+    async def by_source(
         self, country: str, prefix: str, window_seconds: int, *, now_s: int
-    ) -> dict[str, int]:
-        """Each source's codes sent to ``prefix`` and not verified over the window (sources
-        with none left out), summed over the shards that answer.
+    ) -> dict[str, SourceCounts]:
+        """Each source's codes sent to and verified for ``prefix`` over the window, summed over
+        the shards that answer (a code sent through one process may be verified through
+        another, so the two are summed apart before anyone subtracts).
 
         Raises:
             StoreUnavailable: no shard answered.
         """
-        totals: dict[str, int] = {}
+        sent: dict[str, int] = {}
+        verified: dict[str, int] = {}
         answered = False
         for shard in range(FRAUD_SHARDS):
             try:
@@ -193,12 +197,16 @@ class FraudGuardStore:
             except StoreUnavailable:
                 continue
             answered = True
-            for source, unverified in zip(reply[::2], reply[1::2], strict=True):
-                name = reply_text(source)
-                totals[name] = totals.get(name, 0) + int(unverified)
+            for member, count in zip(reply[::2], reply[1::2], strict=True):
+                kind, _, source = reply_text(member).partition(":")
+                into = sent if kind == "s" else verified
+                into[source] = into.get(source, 0) + int(count)
         if not answered:
             raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
-        return totals
+        return {
+            source: SourceCounts(source=source, sent=n, verified=verified.get(source, 0))
+            for source, n in sent.items()
+        }
 
     async def clear_counts(
         self, country: str, destination: str, window_seconds: int, *, now_s: int

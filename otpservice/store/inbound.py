@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
     from otpservice.store.keys import KeySpace
@@ -11,6 +13,8 @@ if TYPE_CHECKING:
 # Providers repeat a webhook for up to a day (Event Grid: 24 h). A handled reply's mark is
 # kept as long as the reply itself (``privacy.retention_days``), so a replay is caught for that
 # long too; a keyword's, for as long as the opt-out it changed (``OptOutStore``).
+InboundClaim = Literal["new", "retry", "taken"]
+
 # How long a reply stays claimed by a handler that may have died (a repeat then acts on it).
 CLAIM_SECONDS = 120
 
@@ -23,21 +27,25 @@ class InboundStore:
         self._keys = keys
         self._seen_seconds = seen_seconds
 
-    async def claim(self, e164: str, message_id: str) -> bool:
-        """Take the reply ``message_id`` from ``e164`` in hand; False when it is being handled
-        or was handled already (a provider's repeat, perhaps arriving at the same time)."""
-        async with self._commands.command() as redis:
-            return bool(
-                await redis.set(
-                    self._keys.inbound_seen(e164, message_id), 1, nx=True, ex=CLAIM_SECONDS
-                )
-            )
+    async def claim(self, e164: str, message_id: str) -> InboundClaim:
+        """Take the reply ``message_id`` from ``e164`` in hand: "new", "retry" (a handler failed
+        half-way on it before), or "taken" when it is being handled or was handled already (a
+        provider's repeat, perhaps arriving at the same time)."""
+        reply = await self._commands.run_script(
+            self._commands.scripts.inbound_claim,
+            [self._keys.inbound_seen(e164, message_id)],
+            [CLAIM_SECONDS],
+        )
+        claim = reply_text(reply[0])
+        if claim == "new":
+            return "new"
+        return "retry" if claim == "retry" else "taken"
 
     async def release(self, e164: str, message_id: str) -> None:
-        """Handling failed half-way: let the provider's repeat do it (every step is safe to
-        repeat)."""
+        """Handling failed half-way: let the provider's repeat finish it (every step is safe
+        to repeat), as a retry, not as a new reply."""
         async with self._commands.command() as redis:
-            await redis.delete(self._keys.inbound_seen(e164, message_id))
+            await redis.set(self._keys.inbound_seen(e164, message_id), "r", ex=self._seen_seconds)
 
     async def handled(self, e164: str, message_id: str) -> None:
         """The reply was handled: ignore repeats for the retention time."""

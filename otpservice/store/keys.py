@@ -48,7 +48,9 @@ Elsewhere::
     P:{fg:C:i}:src:X:j zset  in the same slot, the codes each source (an API client and end-user
                            network, keyed) sent to prefix X and has not verified, in twelfth j
                            of the window
-    P:{fg}:tripped hash    the destinations the fraud guard has tripped, and their figures
+    P:{fg}:trips   hash    the destinations the fraud guard has tripped, their figures and
+                           whom they refuse (the release before kept P:{fg}:tripped, refusing
+                           everyone: the two releases judge apart during a deploy)
     P:{events}:feed  stream  every event for the app, for apps that pull; trimmed after
                            privacy.retention_days
     P:{optouts}:index zset  every opted-out number as a keyed digest (score 0: pages go by it)
@@ -100,6 +102,8 @@ class ChallengeKeys:
     """The keys one challenge's scripts touch, all in its number's slot."""
 
     challenge_id: str
+    # The number's hash tag, which every key below carries.
+    tag: str
     random_part: str
     # An opaque id whose block did not decrypt to its own random part: routes nowhere.
     forged: bool
@@ -271,7 +275,7 @@ class KeySpace:
 
     def fraud_tripped(self) -> str:
         """The destinations the fraud guard has tripped, read by every process's loop."""
-        return f"{self._prefix}:{{fg}}:tripped"
+        return f"{self._prefix}:{{fg}}:trips"
 
     def stats(self, hour: int) -> str:
         """The analytics counters of one hour (Unix hours), in a slot of its own."""
@@ -291,6 +295,7 @@ class KeySpace:
         base = f"{self._prefix}:{{{tag}}}"
         return ChallengeKeys(
             challenge_id=challenge_id or f"{tag}.{random_part}",
+            tag=tag,
             random_part=random_part,
             forged=forged,
             challenge=f"{base}:c:{random_part}",

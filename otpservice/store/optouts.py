@@ -70,17 +70,19 @@ class OptOutStore:
         """The number's member of the index (what its sealed number is bound to)."""
         return self._keys.optout_member(e164)
 
-    async def reseal(self, e164: str, sealed_number: str) -> None:
+    async def reseal(self, e164: str, sealed_number: str, *, clear_member: bool) -> None:
         """Keep the number sealed as ``sealed_number`` in its record and the index, if it is
-        still opted out, and drop the clear member the release before listed it by (the one
-        time the number crosses the wire: that member holds it in clear already)."""
+        still opted out. ``clear_member``: it was listed by the number itself, as the release
+        before lists; that member goes (the one time the number crosses the wire: the member
+        holds it in clear already)."""
         reply = await self._run(e164, ["reseal", sealed_number, "", "", "", ""], "")
         if reply.changed:
             await self.index(e164, sealed_number)
-        index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
-        await self._commands.run_script(
-            self._commands.scripts.optout_index, [index, numbers], ["remove", e164]
-        )
+        if clear_member:
+            index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
+            await self._commands.run_script(
+                self._commands.scripts.optout_index, [index, numbers], ["remove", e164]
+            )
         if not reply.changed:
             await self.forget_unless_opted_out(e164)
 

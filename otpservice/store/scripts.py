@@ -268,6 +268,7 @@ class Scripts:
         self.take_send_slot = register("take_send_slot", shared=False)
         self.opt_out = register("opt_out", shared=False, durable=True)
         self.optout_index = register("optout_index", shared=False, durable=True)
+        self.inbound_claim = register("inbound_claim", shared=False)
         self.take_quota = register("take_quota")
         self.fraud_counts = register("fraud_counts", shared=False)
         self.fraud_trip = register("fraud_trip", shared=False)

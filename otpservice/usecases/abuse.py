@@ -121,33 +121,45 @@ def source_network(client_ip: str | None) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
+def trip_floor(count: FraudCounts, guard: FraudGuardSettings) -> float:
+    """The conversion under which ``count``'s destination looks pumped: ``floor``, or half its
+    baseline's when that is lower (a baseline needs ``min_sent`` codes over seven days)."""
+    if count.baseline_days and count.baseline_sent >= guard.min_sent:
+        return min(guard.floor, 0.5 * count.baseline_verified / count.baseline_sent)
+    return guard.floor
+
+
 def low_conversion(count: FraudCounts, guard: FraudGuardSettings) -> bool:
     """Whether a destination's window looks like SMS pumping: its conversion under
-    min(``floor``, half its baseline's) with at least max(``min_sent``, three times its mean
-    sends per window). Without a baseline (fewer than ``min_sent`` codes over the last seven
-    days), ``floor`` and ``min_sent`` alone."""
-    floor, min_sent = guard.floor, float(guard.min_sent)
+    ``trip_floor`` with at least max(``min_sent``, three times its mean sends per window).
+    Without a baseline (fewer than ``min_sent`` codes over the last seven days), ``floor`` and
+    ``min_sent`` alone."""
+    min_sent = float(guard.min_sent)
     if count.baseline_days and count.baseline_sent >= guard.min_sent:
-        floor = min(floor, 0.5 * count.baseline_verified / count.baseline_sent)
         per_window = (
             count.baseline_sent * guard.window_seconds / (count.baseline_days * DAY_SECONDS)
         )
         min_sent = max(min_sent, 3 * per_window)
+    floor = trip_floor(count, guard)
     return count.sent >= min_sent and count.verified < floor * count.sent
 
 
-def trip_scope(unverified: dict[str, int], min_sources: int) -> tuple[FraudScope, list[str]]:
-    """Whom a tripped prefix refuses, from its sources' unverified codes: everyone when they
-    came from at least ``min_sources`` sources with none above half of them (or, from counts
-    of the release before, from no known source); else only the sources that made it trip (all
-    of them when they are few, the one above half when there is one)."""
+def trip_scope(
+    sources: dict[str, SourceCounts], min_sources: int, floor: float
+) -> tuple[FraudScope, list[str]]:
+    """Whom a tripped prefix refuses, from its sources' codes: everyone when its unverified
+    codes came from at least ``min_sources`` sources with none above half of them (or, from
+    counts of the release before, from no known source); else only the sources that made it
+    trip: the one above half, and those whose own conversion is under ``floor``."""
+    unverified = {s: c.sent - c.verified for s, c in sources.items() if c.sent > c.verified}
     total = sum(unverified.values())
     if not total:
         return "everyone", []
-    if len(unverified) < min_sources:
-        return "sources", sorted(unverified)
-    above_half = sorted(source for source, n in unverified.items() if 2 * n > total)
-    return ("sources", above_half) if above_half else ("everyone", [])
+    above_half = {source for source, n in unverified.items() if 2 * n > total}
+    if len(unverified) >= min_sources and not above_half:
+        return "everyone", []
+    pumping = {s for s in unverified if sources[s].verified < floor * sources[s].sent}
+    return "sources", sorted(above_half | pumping)
 
 
 def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:
@@ -425,12 +437,12 @@ class AbusePolicy:
             await self._clear(count, guard, tripped)
             return
         try:
-            unverified = await self._fraud.unverified_by_source(
+            by_source = await self._fraud.by_source(
                 country, count.destination, guard.window_seconds, now_s=now_s
             )
         except Unavailable:
             return  # judged again next time; a trip already recorded stands
-        scope, sources = trip_scope(unverified, guard.min_sources)
+        scope, sources = trip_scope(by_source, guard.min_sources, trip_floor(count, guard))
         await self._trip(count, guard, tripped, scope, sources)
 
     async def _judge_country(

@@ -71,11 +71,12 @@ class InboundMessages:
         """
         number = parse_phone(message.sender)
         claimed = bool(message.message_id)
-        if claimed and not await self._store.claim(number.e164, message.message_id):
+        claim = await self._store.claim(number.e164, message.message_id) if claimed else "new"
+        if claim == "taken":
             log.info("inbound SMS %s handled already: ignored", message.message_id)
             return None
         try:
-            keyword = await self._act(number, message, sender)
+            keyword = await self._act(number, message, sender, retry=claim == "retry")
         except BaseException:
             if claimed:
                 with contextlib.suppress(Unavailable):  # the claim expires by itself
@@ -86,19 +87,30 @@ class InboundMessages:
         return keyword
 
     async def _act(
-        self, number: PhoneNumber, message: InboundSms, sender: Provider | None
+        self, number: PhoneNumber, message: InboundSms, sender: Provider | None, *, retry: bool
     ) -> Keyword | None:
+        """Act on a reply; ``retry``: a handler failed half-way on it before (its keyword was
+        perhaps applied already: the rest is still done)."""
         keyword = match_keyword(message.body, self._extra_words)
+        replayed = False
         if keyword is Keyword.OPT_OUT:
-            await self._optouts.opt_out(
+            done = await self._optouts.opt_out(
                 number.e164,
                 source="keyword",
                 sender=message.recipient,
                 detail=message.body.strip(),
                 keyword_id=message.message_id,
             )
+            replayed = done.replayed
         elif keyword is Keyword.OPT_IN:
-            await self._optouts.opt_in(number.e164, source="keyword", keyword_id=message.message_id)
+            replayed = await self._optouts.opt_in(
+                number.e164, source="keyword", keyword_id=message.message_id
+            )
+        if replayed and not retry:
+            # A captured STOP or START sent again after its mark expired: not a new reply, so
+            # no answer goes to the number and the app is not told of it.
+            log.warning("inbound SMS from %s: a replayed keyword, ignored", number.masked())
+            return None
         if keyword is not None and sender is not None:
             await self._replies.answer(keyword, to=number.e164, sender=sender)
         log.info(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from otpservice.crypto.sealing import SealError
 from otpservice.phone import parse_phone
@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from otpservice.usecases.events import AppEvents
 
 log = logging.getLogger("otpservice.optouts")  # a log field: kept as named before the move
+
+
+class OptOutResult(NamedTuple):
+    """What ``OptOuts.opt_out`` did: the number's record, whether this call added it, and
+    whether the STOP that asked was a replay (then nothing changed)."""
+
+    record: OptOut | None
+    added: bool
+    replayed: bool
 
 
 class OptOuts:
@@ -49,10 +58,10 @@ class OptOuts:
         sender: str = "",
         detail: str = "",
         keyword_id: str = "",
-    ) -> tuple[OptOut | None, bool]:
-        """Opt ``phone`` out (kept if it already was) and tell the app; its record, and whether
-        this call added it. ``keyword_id``: the message id of the STOP that asked; one seen
-        before (a replay) changes nothing.
+    ) -> OptOutResult:
+        """Opt ``phone`` out (kept if it already was) and tell the app; its record, whether
+        this call added it, and whether it was a replay: ``keyword_id``, the message id of
+        the STOP that asked, seen before, changes nothing.
 
         Raises:
             InvalidInput: ``invalid_phone``.
@@ -76,7 +85,7 @@ class OptOuts:
             await self._events.optout_changed(
                 number.e164, opted_out=True, source=source, at_ms=record.since_ms
             )
-        return record, added
+        return OptOutResult(record, added=added, replayed=reply.replayed)
 
     async def restore(
         self,
@@ -105,9 +114,9 @@ class OptOuts:
         )
         return reply.changed
 
-    async def opt_in(self, phone: str, *, source: OptOutSource, keyword_id: str = "") -> None:
-        """Remove ``phone``'s opt-out, if any. ``keyword_id``: the message id of the START that
-        asked; one seen before (a replay) changes nothing.
+    async def opt_in(self, phone: str, *, source: OptOutSource, keyword_id: str = "") -> bool:
+        """Remove ``phone``'s opt-out, if any; whether it was a replay: ``keyword_id``, the
+        message id of the START that asked, seen before, changes nothing.
 
         Raises:
             InvalidInput: ``invalid_phone``.
@@ -122,6 +131,7 @@ class OptOuts:
             await self._events.optout_changed(
                 number.e164, opted_out=False, source=source, at_ms=int(time.time() * 1000)
             )
+        return reply.replayed
 
     async def get(self, phone: str) -> OptOut | None:
         """``phone``'s opt-out, or None.
@@ -161,14 +171,14 @@ class OptOuts:
     async def seal_index(self) -> None:
         """Seal with the current outbox key every number of the index still in clear (written
         by the release before, also by its pods during a deploy), in the index and in its
-        record; and, once per process, re-seal what the previous key sealed (so it can be
-        retired)."""
+        record; and, once per process, re-seal what the previous key sealed, so it can be
+        retired (logged when done, and how many could not be opened)."""
         while clear := await self._store.clear_members(500):
             for number in clear:
-                await self._store.reseal(number, self._seal(number))
+                await self._store.reseal(number, self._seal(number), clear_member=True)
         if self._index_sealed:
             return
-        after, clean = "", True
+        after, resealed, unopened = "", 0, 0
         while True:
             indexed, following = await self._store.page(after, 500)
             for entry in indexed:
@@ -176,10 +186,20 @@ class OptOuts:
                     continue
                 opened = self._number_of(entry)
                 if opened is None:
-                    clean = False
+                    unopened += 1
                     continue
-                await self._store.reseal(opened, self._seal(opened))
+                await self._store.reseal(opened, self._seal(opened), clear_member=False)
+                resealed += 1
             if following is None:
                 break
             after = following
-        self._index_sealed = clean
+        # Once a pass: an entry whose key is gone will not open on the next one either.
+        self._index_sealed = True
+        if resealed or unopened:
+            log.warning(
+                "opt-out index: %d numbers sealed anew with the current outbox key; %d could "
+                "not be opened (their key is gone: they stay opted out, unlisted)",
+                resealed,
+                unopened,
+            )
+        log.info("opt-out index: every number is sealed with the current outbox key")

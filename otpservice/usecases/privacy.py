@@ -59,12 +59,14 @@ class PersonalData:
         """
         number = parse_phone(phone)
         e164 = number.e164
-        challenge_prefix = f"{self._keys.number_tag(e164)}."
+        tag = self._keys.number_tag(e164)
 
         def about_number(data: dict[str, Any]) -> bool:
-            return e164 in (data.get("phone"), data.get("from")) or str(
-                data.get("challenge_id", "")
-            ).startswith(challenge_prefix)
+            if e164 in (data.get("phone"), data.get("from")):
+                return True
+            # A challenge id names its number's slot, plainly or sealed in an opaque block.
+            keys = self._keys.for_challenge(str(data.get("challenge_id", "")))
+            return keys is not None and not keys.forged and keys.tag == tag
 
         records = await self._records.erase_all_but_opt_out(e164)
         events = await self._feed.erase(about_number)

@@ -118,8 +118,8 @@ async def read_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) ->
 )
 async def add_opt_out(phone: FromPath[str], request: Request[Any, Any, Any]) -> OptOutState:
     """Opt ``phone`` out (source ``admin``); an existing opt-out is kept as it was."""
-    record, _ = await _optouts(request).opt_out(phone, source="admin")
-    state = _state(phone, record)
+    done = await _optouts(request).opt_out(phone, source="admin")
+    state = _state(phone, done.record)
     await audit(request, "admin.opt_out", phone=mask_numbers(phone))
     return state
 

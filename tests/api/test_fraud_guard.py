@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from otpservice.config.schema import FraudGuardSettings
 from otpservice.errors import StoreUnavailable
-from otpservice.store.fraud import FraudCounts, FraudGuardStore
+from otpservice.store.fraud import FraudCounts, FraudGuardStore, SourceCounts
 from otpservice.usecases.abuse import low_conversion, trip_scope
 from tests.support.app import ApiFactory, Phone
 from tests.support.helpers import (
@@ -88,9 +88,10 @@ async def test_the_fraud_guard_trips_on_low_conversion_and_an_operator_clears_it
     assert cleared["was_tripped"] is True
     assert (await challenge(api, "+447400123404")).status_code == 201
     events = await feed_events(redis, lambda events: len(events) >= 2)
-    assert [(kind, data["destination"], data["scope"]) for kind, data in events] == [
+    # The relay takes events from the queue's shards in no promised order.
+    assert sorted((kind, data["destination"], data["scope"] or "") for kind, data in events) == [
+        (b"fraud.cleared", "+4474", ""),
         (b"fraud.tripped", "+4474", "sources"),
-        (b"fraud.cleared", "+4474", None),
     ]
     # The audit stream keeps the trip and who cleared it.
     audit = [(f[b"kind"], f[b"actor"]) for _, f in await redis.xrange("otp:{audit}:stream")]
@@ -316,16 +317,53 @@ def test_a_destination_is_judged_against_its_own_baseline() -> None:
     assert low_conversion(window(20, 3, 19, 1), guard)
 
 
+def sources(**counts: tuple[int, int]) -> dict[str, SourceCounts]:
+    """Sources by name: (sent, verified) each."""
+    return {n: SourceCounts(source=n, sent=s, verified=v) for n, (s, v) in counts.items()}
+
+
 def test_whom_a_tripped_prefix_refuses() -> None:
-    # Fewer than min_sources sources: each of them, no one else.
-    assert trip_scope({"a": 30, "b": 20, "c": 10}, 5) == ("sources", ["a", "b", "c"])
+    # Fewer than min_sources sources: those pumping (under the floor themselves), no one else;
+    # apps whose own users verify are not refused with them.
+    few = sources(a=(100, 0), b=(20, 18), c=(20, 18), d=(20, 18))
+    assert trip_scope(few, 5, 0.2) == ("sources", ["a"])
+    assert trip_scope(sources(a=(30, 0), b=(20, 0), c=(10, 1)), 5, 0.2) == (
+        "sources",
+        ["a", "b", "c"],
+    )
     # Enough sources, but one above half of the unverified codes: that one.
-    assert trip_scope({"a": 60, "b": 3, "c": 3, "d": 2, "e": 1}, 5) == ("sources", ["a"])
+    many = sources(a=(60, 0), b=(3, 0), c=(3, 0), d=(2, 0), e=(1, 0))
+    assert trip_scope(many, 5, 0.2) == ("sources", ["a", "b", "c", "d", "e"])
+    assert trip_scope(sources(a=(60, 0), b=(4, 3), c=(4, 3), d=(4, 3), e=(4, 3)), 5, 0.2) == (
+        "sources",
+        ["a"],
+    )
     # Many sources, none above half: everyone.
-    assert trip_scope({s: 2 for s in "abcde"}, 5) == ("everyone", [])
-    assert trip_scope({"a": 50, "b": 20, "c": 10, "d": 10, "e": 10}, 5) == ("everyone", [])
+    assert trip_scope(sources(**{n: (2, 0) for n in "abcde"}), 5, 0.2) == ("everyone", [])
+    spread = sources(a=(50, 0), b=(20, 0), c=(10, 0), d=(10, 0), e=(10, 0))
+    assert trip_scope(spread, 5, 0.2) == ("everyone", [])
     # Counts of the release before carry no source: everyone, as that release did.
-    assert trip_scope({}, 5) == ("everyone", [])
+    assert trip_scope({}, 5, 0.2) == ("everyone", [])
+
+
+async def test_a_code_verified_through_another_process_counts_for_its_source(
+    make_api: ApiFactory, phone: Phone
+) -> None:
+    # Each process counts on its own shard: a code sent through one and verified through the
+    # other must still count as verified for its source (summed before subtracting).
+    first, second = await fraud_api(make_api), await fraud_api(make_api)
+    fraud_store(first)._shard, fraud_store(second)._shard = 0, 1
+    for number in ("+447400123401", "+447400123402", "+447400123403"):
+        challenge_id = (await issue(first, number, client_ip="203.0.113.5"))["challenge_id"]
+        code = await phone.code_for(challenge_id)
+        verify = {"challenge_id": challenge_id, "code": code}
+        assert (await second.post("/verify", json=verify)).status_code == 200
+    await counted(first, "+4474", 3)
+    await asyncio.sleep(0.7)  # both processes' counts written
+    [counts] = (
+        await fraud_store(first).by_source("+44", "+4474", 3600, now_s=int(time.time()))
+    ).values()
+    assert (counts.sent, counts.verified) == (3, 3)
 
 
 async def test_with_several_clients_only_the_contributing_client_is_refused(

@@ -152,3 +152,22 @@ async def test_erasing_also_drops_events_still_waiting_for_the_app(
         assert await waiting() == 0
     finally:
         app_endpoint.close()
+
+
+@pytest.mark.parametrize("opaque", [False, True])
+async def test_erasing_finds_the_events_of_a_numbers_challenges_by_either_id(
+    start_api: StartApi, twilio: FakeTwilio, redis: Redis, opaque: bool
+) -> None:
+    # An opaque id does not show its number's tag: erasure must open it to know.
+    api = await start_api(twilio_entry(twilio), ids={"opaque": opaque})
+    mine = await issue(api)
+    theirs = await issue(api, OTHER)
+    for challenge_id in (mine, theirs):
+        data = json.dumps({"challenge_id": challenge_id})
+        await redis.xadd(
+            FEED, {"id": f"e-{challenge_id}", "type": "security.lockout", "data": data}
+        )
+    assert (await api.delete(f"/personal-data/{PHONE}")).status_code == 200
+    left = [json.loads(f[b"data"]).get("challenge_id") for _, f in await redis.xrange(FEED)]
+    assert mine not in left
+    assert theirs in left

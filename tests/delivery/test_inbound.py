@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from otpservice.errors import StoreUnavailable
 from otpservice.keywords import Keyword, match_keyword
-from tests.support.delivery import StartApi, acs_entry, twilio_entry
+from tests.support.delivery import StartApi, StartApp, acs_entry, twilio_entry
 from tests.support.helpers import PHONE, assert_problem
 from tests.support.servers.providers import FakeAcs, FakeTwilio
 from tests.support.webhooks import (
@@ -74,6 +78,10 @@ async def test_a_replayed_stop_changes_nothing_after_its_short_mark_is_gone(
     assert (await twilio_inbound(api, "STOP", sid=stop)).status_code == 200
     assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is False
     assert (await api.post("/challenge", json={"phone": PHONE})).status_code == 201
+    # Nor is it a new reply for the app: the event stream has the STOP once.
+    await asyncio.sleep(0.3)  # the relay's pass
+    ids = [f[b"id"] async for f in _feed(redis)]
+    assert ids.count(f"inbound.{stop}".encode()) == 1, ids
     # Nor does a replayed START lift a later, real STOP.
     assert (await twilio_inbound(api, "STOP")).status_code == 200
     await redis.delete(*[key async for key in redis.scan_iter("otp:*:in:*")])
@@ -85,6 +93,36 @@ async def test_a_replayed_stop_changes_nothing_after_its_short_mark_is_gone(
     for key in dump:
         if await redis.type(key) == b"set":
             assert not {stop.encode(), start.encode()} & await redis.smembers(key)
+
+
+async def test_a_keyword_whose_handling_failed_half_way_is_finished_by_the_repeat(
+    start_app: StartApp, twilio: FakeTwilio, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The STOP is applied, then telling the app fails: the provider repeats the webhook, and
+    # the repeat (a retry, not a replay) still tells the app, although the STOP is known.
+    api, app = await start_app(twilio_entry(twilio))
+    events = app.state.runtime.services.inbound._events
+    real = events.inbound_message
+    failures = [StoreUnavailable("the events queue is failing over")]
+
+    async def flaky(*args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(events, "inbound_message", flaky)
+    sid = "SM" + uuid.uuid4().hex
+    assert (await twilio_inbound(api, "STOP", sid=sid)).status_code == 503
+    assert (await api.get(f"/opt-outs/{PHONE}")).json()["opted_out"] is True
+    assert (await twilio_inbound(api, "STOP", sid=sid)).status_code == 200
+    await asyncio.sleep(0.3)  # the relay's pass
+    ids = [f[b"id"] async for f in _feed(redis)]
+    assert ids.count(f"inbound.{sid}".encode()) == 1, ids
+
+
+async def _feed(redis: Redis) -> AsyncIterator[dict[bytes, bytes]]:
+    for _, fields in await redis.xrange("otp:{events}:feed"):
+        yield fields
 
 
 async def test_a_forged_twilio_stop_changes_nothing(

@@ -65,7 +65,7 @@ def test_shared_keys_streams_and_the_consumer_group() -> None:
     assert "203" not in source
     assert "login" not in source
     assert source != KEYS.fraud_source("other-app", "203.0.113.0/24")
-    assert KEYS.fraud_tripped() == "otp:{fg}:tripped"
+    assert KEYS.fraud_tripped() == "otp:{fg}:trips"
     assert KEYS.stats(493000) == "otp:{stats:493000}"
     assert KEYS.send_rate("twilio") == "otp:rate:{twilio}"
     assert KEYS.readiness(2) == "otp:ready:{2}"

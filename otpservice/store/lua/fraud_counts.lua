@@ -2,16 +2,18 @@
 -- country itself and its number prefixes), in one shard of the country's counts: over a
 -- sliding window, in a ring of twelve slots per destination; over the last seven whole days,
 -- in a ring of eight day slots (the baseline); and, for a prefix, the codes each source (an
--- API client and end-user network, as a keyed digest) sent and has not verified, in one
--- sorted set per window slot. Each process adds to its own shard; the fraud guard's loop sums
--- the shards (store/fraud.py). A destination holds at most 72 fields in a shard's hash, and a
--- source set at most SOURCES_KEPT members (the fewest unverified go first).
+-- API client and end-user network, as a keyed digest) sent and verified, in one sorted set per
+-- window slot. Each process adds to its own shard, and a code may be sent through one process
+-- and verified through another, so the loop sums sent and verified per source over every
+-- shard before it subtracts (store/fraud.py). A destination holds at most 72 fields in a
+-- shard's hash, and a source set at most 2 * SOURCES_KEPT members (the smallest go first).
 -- KEYS[1]      counts hash: "<dest>|b|<slot>" the bucket a window slot holds, "<dest>|s|<slot>"
 --              sent and "<dest>|v|<slot>" verified in it; "<dest>|d|<day slot>" the day a
 --              day slot holds, "<dest>|ds|..." and "<dest>|dv|..." its sent and verified;
 --              "<dest>|sb|<slot>" the bucket the source set of a window slot holds
 -- KEYS[2..13]  (for "add", "sources" and "clear") the source sets of the prefix's twelve window
---              slots, zsets: member a source, score its codes sent and not yet verified
+--              slots, zsets: member "s:<source>" scored by its codes sent in the slot, and
+--              "v:<source>" by its codes verified in it
 -- ARGV[1] "add", "read", "sources" or "clear"
 -- ARGV[2] window seconds
 -- ARGV[3] now, Unix seconds (the caller's clock: the fleet's clocks agree well within a slot)
@@ -20,8 +22,10 @@
 -- "read":    ARGV[4..] destinations
 -- "sources", "clear": ARGV[4] the prefix
 -- Returns, for "read": per destination {sent, verified, the second its oldest counted bucket
---   leaves the window (0: none counted), baseline sent, baseline verified, baseline days
---   counted}; for "sources": {source, unverified, source, unverified, ...}; else {}.
+--   leaves the window (0: none counted), baseline sent, baseline verified, the baseline's days
+--   as a bit mask (bit k: the day k + 1 days ago holds counts)}; for "sources": {member,
+--   count, member, count, ...} summed over the window ("s:<source>" sent, "v:<source>"
+--   verified); else {}.
 -- A changed window length renumbers the buckets: the window's counts start again.
 local SLOTS = 12
 local DAY_SLOTS = 8
@@ -76,28 +80,12 @@ if op == 'add' then
   end
   for i = 7 + n, #ARGV, 3 do
     local source, source_sent, source_verified = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    if source_sent > 0 then redis.call('ZINCRBY', current, source_sent, source) end
-    -- A verified code takes back one of the source's newest unverified sends in the window.
-    local back = 0
-    while source_verified > 0 and back < SLOTS do
-      local wanted = bucket - back
-      local set = source_set(prefix, wanted % SLOTS, wanted)
-      local held = set and tonumber(redis.call('ZSCORE', set, source) or '0') or 0
-      if held > 0 then
-        local taken = math.min(held, source_verified)
-        source_verified = source_verified - taken
-        if held - taken <= 0 then
-          redis.call('ZREM', set, source)
-        else
-          redis.call('ZINCRBY', set, -taken, source)
-        end
-      end
-      back = back + 1
-    end
+    if source_sent > 0 then redis.call('ZINCRBY', current, source_sent, 's:' .. source) end
+    if source_verified > 0 then redis.call('ZINCRBY', current, source_verified, 'v:' .. source) end
   end
   if 7 + n <= #ARGV then
     local kept = redis.call('ZCARD', current)
-    if kept > SOURCES_KEPT then redis.call('ZPOPMIN', current, kept - SOURCES_KEPT) end
+    if kept > 2 * SOURCES_KEPT then redis.call('ZPOPMIN', current, kept - 2 * SOURCES_KEPT) end
     redis.call('EXPIRE', current, window_s * 2)
   end
 elseif op == 'read' then
@@ -130,7 +118,7 @@ elseif op == 'read' then
       if held < day and held >= day - BASELINE_DAYS then  -- a whole day of the last seven
         base_sent = base_sent + tonumber(values[j + 1] or '0')
         base_verified = base_verified + tonumber(values[j + 2] or '0')
-        base_days = base_days + 1
+        base_days = base_days + 2 ^ (day - held - 1)
       end
     end
     out[#out + 1] = {sent, verified, oldest and ((oldest + SLOTS) * size) or 0,
@@ -144,17 +132,15 @@ elseif op == 'sources' then
     if set then
       local members = redis.call('ZRANGE', set, 0, -1, 'WITHSCORES')
       for j = 1, #members, 2 do
-        local source = members[j]
-        if not totals[source] then order[#order + 1] = source; totals[source] = 0 end
-        totals[source] = totals[source] + tonumber(members[j + 1])
+        local member = members[j]
+        if not totals[member] then order[#order + 1] = member; totals[member] = 0 end
+        totals[member] = totals[member] + tonumber(members[j + 1])
       end
     end
   end
-  for _, source in ipairs(order) do
-    if totals[source] > 0 then
-      out[#out + 1] = source
-      out[#out + 1] = totals[source]
-    end
+  for _, member in ipairs(order) do
+    out[#out + 1] = member
+    out[#out + 1] = totals[member]
   end
 else  -- clear: the window's counts and sources; the baseline is history, kept
   local dest = ARGV[4]

@@ -18,9 +18,10 @@
 -- ARGV[8] attempts allowed      ARGV[9] ttl ms      ARGV[10] tombstone ms (kept after expiry)
 -- ARGV[11] minimum interval between sends, ms
 -- ARGV[12] mode: "issue", or "check" (ARGV[1..10] unused, nothing written)
--- ARGV[13] where the number is and who asked, for analytics and the fraud guard:
---          "region|calling code|prefix|source" ("GB|+44|+4474|<keyed digest>"; models.Destination)
--- ARGV[14..] triples of rolling windows: window ms, limit, rule name
+-- ARGV[13] where the number is, for analytics and the fraud guard: "region|calling code|prefix"
+--          ("GB|+44|+4474"; models.Destination)
+-- ARGV[14] who asked, for the fraud guard: its source (a keyed digest; "" when not counted)
+-- ARGV[15..] triples of rolling windows: window ms, limit, rule name
 -- Returns {"ok", now ms, expires ms, resend-after ms} ("check": {"ok"})
 --       | {"rate_limited", rule name, retry-after ms} | {"locked", retry-after ms}
 --       | {"opted_out"}
@@ -32,8 +33,8 @@ local attempts = tonumber(ARGV[8])
 local ttl_ms, tombstone_ms = tonumber(ARGV[9]), tonumber(ARGV[10])
 local min_interval_ms = tonumber(ARGV[11])
 local check_only = ARGV[12] == 'check'
-local where = ARGV[13]
-local FIRST_WINDOW = 14
+local where, fraud_source = ARGV[13], ARGV[14]
+local FIRST_WINDOW = 15
 
 local now = now_ms()
 
@@ -90,7 +91,7 @@ redis.call('ZADD', sends_key, now, random_part)
 redis.call('PEXPIRE', sends_key, longest_window_ms)
 redis.call('HSET', challenge_key, 'st', 'p', 'h', code_hash, 'pid', pepper_id, 'hp', hash_params,
   'cl', client, 'ph', masked_phone, 'pu', purpose, 'a', attempts, 'cr', now, 'ex', expires,
-  'g', where)
+  'g', where, 'fs', fraud_source)
 redis.call('PEXPIRE', challenge_key, ttl_ms + tombstone_ms)
 redis.call('SET', active_key, random_part, 'PX', ttl_ms + tombstone_ms)
 redis.call('HSET', KEYS[6], client, random_part)

@@ -11,7 +11,7 @@
 -- ARGV[3] reservation id                      ARGV[4] "1" when the code matched, else "0"
 -- ARGV[5] failures that lock the number       ARGV[6] first lock ms (doubles each time)
 -- ARGV[7] longest lock ms                     ARGV[8] how long failures are remembered, ms
--- Returns {"approved", approved ms, where (see issue_challenge.lua), created ms}
+-- Returns {"approved", approved ms, where (see issue_challenge.lua), created ms, fraud source}
 --       | {"incorrect", attempts left, ms the number stays locked (0 if not locked)}
 --       | {"missing"} | {"approved_before"} | {"cancelled"} | {"expired"}
 local challenge_key, active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -44,9 +44,9 @@ if status == 'expired' and settling == 1 then
   status = 'pending'
 end
 if status == 'approved' then
-  local approval = redis.call('HMGET', challenge_key, 'an', 'at', 'g', 'cr')
+  local approval = redis.call('HMGET', challenge_key, 'an', 'at', 'g', 'cr', 'fs')
   if approval[1] == reservation then
-    return {'approved', approval[2], approval[3] or '', approval[4]}
+    return {'approved', approval[2], approval[3] or '', approval[4], approval[5] or ''}
   end
   return {'approved_before'}
 end
@@ -56,5 +56,5 @@ end
 redis.call('HSET', challenge_key, 'st', 'a', 'an', reservation, 'at', now)
 redis.call('HDEL', challenge_key, 'h', 'pid', 'hp')
 redis.call('HDEL', guard_key, 'f')
-local about = redis.call('HMGET', challenge_key, 'g', 'cr')
-return {'approved', now, about[1] or '', about[2]}
+local about = redis.call('HMGET', challenge_key, 'g', 'cr', 'fs')
+return {'approved', now, about[1] or '', about[2], about[3] or ''}
