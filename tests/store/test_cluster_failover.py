@@ -88,7 +88,8 @@ class Outcome:
     kind: str  # "verify", "challenge" or "keyed challenge" (with an Idempotency-Key)
     on_victim: bool  # the number's slot (or the key's record's) was on the killed master
     status: int
-    at: float  # monotonic
+    at: float  # monotonic, when answered
+    started: float  # monotonic, when sent
 
 
 def master_port(client: RedisCluster, key: str) -> int:
@@ -137,12 +138,13 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
         while not done.is_set():
             if to_verify:
                 challenge_id = to_verify.pop(0)
+                started = time.monotonic()
                 verified = await api.post(
                     "/verify", json={"challenge_id": challenge_id, "code": codes[challenge_id]}
                 )
                 on_victim = home[challenge_id] == victim.port
                 outcomes.append(
-                    Outcome("verify", on_victim, verified.status_code, time.monotonic())
+                    Outcome("verify", on_victim, verified.status_code, time.monotonic(), started)
                 )
                 if verified.status_code == 200:
                     approvals[challenge_id] += 1
@@ -156,13 +158,16 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
             keyed = len(outcomes) % 3 == 0
             key = f"key-{phone_number}"
             headers = {"Idempotency-Key": key} if keyed else {}
+            started = time.monotonic()
             created = await api.post("/challenge", json={"phone": phone_number}, headers=headers)
             slots = [f"otp:{{{KEYS.number_tag(phone_number)}}}:c"]
             if keyed:  # the record's own slot too
                 slots.append(KEYS.idempotency(POD_CLIENT, key))
             on_victim = any(master_port(client, slot) == victim.port for slot in slots)
             kind = "keyed challenge" if keyed else "challenge"
-            outcomes.append(Outcome(kind, on_victim, created.status_code, time.monotonic()))
+            outcomes.append(
+                Outcome(kind, on_victim, created.status_code, time.monotonic(), started)
+            )
             if created.status_code == 201:
                 accepted.append(created.json()["challenge_id"])
             elif keyed:
@@ -207,8 +212,11 @@ async def test_killing_a_master_under_load_refuses_only_its_own_slots_and_breaks
             statuses = dict(Counter(o.status for o in some))
             print(f"  {kind} on {where}: {ok} of {len(some)} succeeded {statuses}")
     assert {o.status for o in outcomes} <= {200, 201, 410, 503}  # never a 500
-    # Every request whose slot lived on a surviving master succeeded, throughout.
-    survivors = [o for o in window if not o.on_victim]
+    # Every request whose slot lived on a surviving master succeeded, throughout; except one
+    # already in flight at the SIGKILL, whose SMS may have been half-written to a queue shard
+    # of the victim: a keyed one is then answered 503 in doubt, by design (its retry finishes
+    # it, below), as its write may have reached the replica.
+    survivors = [o for o in window if not o.on_victim and o.started >= killed_at]
     assert survivors
     assert all(o.status in (200, 201) for o in survivors), Counter(o.status for o in survivors)
     # The victim's own slots were refused while it was down, then served again.
