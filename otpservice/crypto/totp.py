@@ -57,7 +57,7 @@ def _totp(secret: bytes, params: TotpParams) -> pyotp.TOTP:
 
 def code_at(secret: bytes, params: TotpParams, now_s: float) -> str:
     """The code of the step ``now_s`` falls in (for tests and the enrolment check)."""
-    return _totp(secret, params).at(now_s)
+    return _totp(secret, params).generate_otp(int(now_s // params.period_seconds))
 
 
 def matching_step(
@@ -71,7 +71,8 @@ def matching_step(
     matched: int | None = None
     typed = code.encode()
     for offset in range(-window, window + 1):
-        expected = totp.at(now_s, counter_offset=offset).encode()
+        # The step counter itself, not pyotp's ``at``, which goes through local time.
+        expected = totp.generate_otp(step + offset).encode()
         if hmac.compare_digest(expected, typed):
             matched = step + offset  # offsets ascend: the last match is the highest step
     return matched

@@ -46,8 +46,8 @@ Elsewhere::
                            its prefixes ("+44", "+4470"), by twelfths of the window; each
                            process adds to one shard (store/fraud.py)
     P:{fg:C:i}:src:X:j zset  in the same slot, the codes each source (an API client and end-user
-                           network, keyed) sent to prefix X and has not verified, in twelfth j
-                           of the window
+                           network, keyed) sent to prefix X ("s:<source>") and verified
+                           ("v:<source>"), in twelfth j of the window
     P:{fg}:trips   hash    the destinations the fraud guard has tripped, their figures and
                            whom they refuse (the release before kept P:{fg}:tripped, refusing
                            everyone: the two releases judge apart during a deploy)

@@ -150,7 +150,9 @@ def trip_scope(
     """Whom a tripped prefix refuses, from its sources' codes: everyone when its unverified
     codes came from at least ``min_sources`` sources with none above half of them (or, from
     counts of the release before, from no known source); else only the sources that made it
-    trip: the one above half, and those whose own conversion is under ``floor``."""
+    trip: the one above half, and those under ``floor`` themselves that sent at least a
+    ``min_sources``-th of the unverified codes (a user whose one code is still on its way is
+    none of them)."""
     unverified = {s: c.sent - c.verified for s, c in sources.items() if c.sent > c.verified}
     total = sum(unverified.values())
     if not total:
@@ -158,8 +160,10 @@ def trip_scope(
     above_half = {source for source, n in unverified.items() if 2 * n > total}
     if len(unverified) >= min_sources and not above_half:
         return "everyone", []
-    pumping = {s for s in unverified if sources[s].verified < floor * sources[s].sent}
-    return "sources", sorted(above_half | pumping)
+    large = {source for source, n in unverified.items() if n * min_sources >= total}
+    pumping = {s for s in large if sources[s].verified < floor * sources[s].sent}
+    refused = above_half | pumping or large
+    return ("sources", sorted(refused)) if refused else ("everyone", [])
 
 
 def is_safe(safe_list: SafeList, number: PhoneNumber) -> bool:

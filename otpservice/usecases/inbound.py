@@ -71,7 +71,9 @@ class InboundMessages:
         """
         number = parse_phone(message.sender)
         claimed = bool(message.message_id)
-        claim = await self._store.claim(number.e164, message.message_id) if claimed else "new"
+        claim, token = (
+            await self._store.claim(number.e164, message.message_id) if claimed else ("new", "")
+        )
         if claim == "taken":
             log.info("inbound SMS %s handled already: ignored", message.message_id)
             return None
@@ -80,10 +82,10 @@ class InboundMessages:
         except BaseException:
             if claimed:
                 with contextlib.suppress(Unavailable):  # the claim expires by itself
-                    await self._store.release(number.e164, message.message_id)
+                    await self._store.release(number.e164, message.message_id, token)
             raise
         if claimed:
-            await self._store.handled(number.e164, message.message_id)
+            await self._store.handled(number.e164, message.message_id, token)
         return keyword
 
     async def _act(
@@ -111,6 +113,9 @@ class InboundMessages:
             # no answer goes to the number and the app is not told of it.
             log.warning("inbound SMS from %s: a replayed keyword, ignored", number.masked())
             return None
+        if replayed:
+            # The first try applied it and failed before telling the app: tell it now.
+            await self._optouts.announce(number.e164)
         if keyword is not None and sender is not None:
             await self._replies.answer(keyword, to=number.e164, sender=sender)
         log.info(

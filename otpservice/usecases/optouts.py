@@ -133,6 +133,22 @@ class OptOuts:
             )
         return reply.replayed
 
+    async def announce(self, phone: str) -> None:
+        """Tell the app again where ``phone``'s opt-out stands, as a keyword changed it (for a
+        repeat that finishes what a failed try began). An opt-out's event has the id it had.
+
+        Raises:
+            InvalidInput: ``invalid_phone``.
+        """
+        number = parse_phone(phone)
+        record = await self._store.get(number.e164)
+        await self._events.optout_changed(
+            number.e164,
+            opted_out=record is not None,
+            source="keyword",
+            at_ms=record.since_ms if record is not None else int(time.time() * 1000),
+        )
+
     async def get(self, phone: str) -> OptOut | None:
         """``phone``'s opt-out, or None.
 
@@ -171,8 +187,9 @@ class OptOuts:
     async def seal_index(self) -> None:
         """Seal with the current outbox key every number of the index still in clear (written
         by the release before, also by its pods during a deploy), in the index and in its
-        record; and, once per process, re-seal what the previous key sealed, so it can be
-        retired (logged when done, and how many could not be opened)."""
+        record; and re-seal what the previous key sealed, so it can be retired. The second
+        part runs on every call until a pass finds nothing to re-seal (pods still on the old
+        key during a roll keep sealing with it), then logs so, once."""
         while clear := await self._store.clear_members(500):
             for number in clear:
                 await self._store.reseal(number, self._seal(number), clear_member=True)
@@ -193,13 +210,14 @@ class OptOuts:
             if following is None:
                 break
             after = following
-        # Once a pass: an entry whose key is gone will not open on the next one either.
-        self._index_sealed = True
-        if resealed or unopened:
+        if unopened:
             log.warning(
-                "opt-out index: %d numbers sealed anew with the current outbox key; %d could "
-                "not be opened (their key is gone: they stay opted out, unlisted)",
-                resealed,
+                "opt-out index: %d numbers could not be opened (their key is gone): they stay "
+                "opted out, but out of the list and the export",
                 unopened,
             )
+        if resealed:
+            log.info("opt-out index: %d numbers sealed anew with the current key", resealed)
+            return
+        self._index_sealed = True
         log.info("opt-out index: every number is sealed with the current outbox key")

@@ -323,27 +323,36 @@ def sources(**counts: tuple[int, int]) -> dict[str, SourceCounts]:
 
 
 def test_whom_a_tripped_prefix_refuses() -> None:
-    # Fewer than min_sources sources: those pumping (under the floor themselves), no one else;
-    # apps whose own users verify are not refused with them.
-    few = sources(a=(100, 0), b=(20, 18), c=(20, 18), d=(20, 18))
+    # Fewer than min_sources sources: those pumping (under the floor themselves, with a real
+    # share of the unverified codes), no one else; apps whose own users verify are not refused
+    # with them, nor is a user whose one code is still on its way.
+    few = sources(a=(100, 0), b=(20, 18), c=(20, 18), d=(1, 0))
     assert trip_scope(few, 5, 0.2) == ("sources", ["a"])
-    assert trip_scope(sources(a=(30, 0), b=(20, 0), c=(10, 1)), 5, 0.2) == (
-        "sources",
-        ["a", "b", "c"],
-    )
+    assert trip_scope(sources(a=(30, 0), b=(20, 0), c=(10, 1)), 5, 0.2) == ("sources", ["a", "b"])
     # Enough sources, but one above half of the unverified codes: that one.
-    many = sources(a=(60, 0), b=(3, 0), c=(3, 0), d=(2, 0), e=(1, 0))
-    assert trip_scope(many, 5, 0.2) == ("sources", ["a", "b", "c", "d", "e"])
-    assert trip_scope(sources(a=(60, 0), b=(4, 3), c=(4, 3), d=(4, 3), e=(4, 3)), 5, 0.2) == (
-        "sources",
-        ["a"],
-    )
+    many = sources(a=(60, 0), b=(4, 3), c=(4, 3), d=(4, 3), e=(4, 3))
+    assert trip_scope(many, 5, 0.2) == ("sources", ["a"])
+    # The worked example of docs/abuse.md: one server's 400 codes beside the app's 100 users.
+    users = {f"u{n}": (1, 0) if n < 15 else (1, 1) for n in range(100)}
+    assert trip_scope(sources(attacker=(400, 0), **users), 5, 0.2) == ("sources", ["attacker"])
     # Many sources, none above half: everyone.
     assert trip_scope(sources(**{n: (2, 0) for n in "abcde"}), 5, 0.2) == ("everyone", [])
     spread = sources(a=(50, 0), b=(20, 0), c=(10, 0), d=(10, 0), e=(10, 0))
     assert trip_scope(spread, 5, 0.2) == ("everyone", [])
     # Counts of the release before carry no source: everyone, as that release did.
     assert trip_scope({}, 5, 0.2) == ("everyone", [])
+
+
+async def test_a_crowded_slot_drops_its_smallest_sources_whole(make_api: ApiFactory) -> None:
+    store, now = fraud_store(await fraud_api(make_api)), int(time.time())
+    crowd = [SourceCounts(source=f"user{n}", sent=1, verified=1) for n in range(300)]
+    crowd += [SourceCounts(source="busy", sent=50, verified=49)]
+    await store.add("+44", ["+44", "+4474"], 3600, sent=350, verified=349, sources=crowd, now_s=now)
+    kept = await store.by_source("+44", "+4474", 3600, now_s=now)
+    assert len(kept) == 256
+    # Kept with its verified count: a dropped "v:" alone would make it look like pumping.
+    assert (kept["busy"].sent, kept["busy"].verified) == (50, 49)
+    assert all(c.verified == c.sent for name, c in kept.items() if name != "busy")
 
 
 async def test_a_code_verified_through_another_process_counts_for_its_source(

@@ -54,7 +54,7 @@ def test_rfc_6238_vectors(time: int, algorithm: TotpAlgorithm, code: str) -> Non
     assert matching_step(SEEDS[algorithm], params, code, time, window=0) == time // 30
 
 
-def test_the_highest_matching_step_of_the_window_is_returned() -> None:
+def test_the_step_that_matched_in_the_window_is_returned() -> None:
     params, seed = TotpParams(), SEEDS["SHA1"]
     now = 1111111111
     step = now // 30

@@ -6,7 +6,8 @@
 -- window slot. Each process adds to its own shard, and a code may be sent through one process
 -- and verified through another, so the loop sums sent and verified per source over every
 -- shard before it subtracts (store/fraud.py). A destination holds at most 72 fields in a
--- shard's hash, and a source set at most 2 * SOURCES_KEPT members (the smallest go first).
+-- shard's hash, and a source set at most SOURCES_KEPT sources (those that sent the fewest
+-- codes go first, their verified counts with them).
 -- KEYS[1]      counts hash: "<dest>|b|<slot>" the bucket a window slot holds, "<dest>|s|<slot>"
 --              sent and "<dest>|v|<slot>" verified in it; "<dest>|d|<day slot>" the day a
 --              day slot holds, "<dest>|ds|..." and "<dest>|dv|..." its sent and verified;
@@ -84,8 +85,21 @@ if op == 'add' then
     if source_verified > 0 then redis.call('ZINCRBY', current, source_verified, 'v:' .. source) end
   end
   if 7 + n <= #ARGV then
-    local kept = redis.call('ZCARD', current)
-    if kept > 2 * SOURCES_KEPT then redis.call('ZPOPMIN', current, kept - 2 * SOURCES_KEPT) end
+    if redis.call('ZCARD', current) > 2 * SOURCES_KEPT then
+      -- Too many sources in this slot: drop those that sent the fewest codes, each with its
+      -- verified count (dropping that alone would make its sends look unverified).
+      local sent_by = {}
+      local members = redis.call('ZRANGE', current, 0, -1, 'WITHSCORES')
+      for j = 1, #members, 2 do
+        if string.sub(members[j], 1, 2) == 's:' then
+          sent_by[#sent_by + 1] = {string.sub(members[j], 3), tonumber(members[j + 1])}
+        end
+      end
+      table.sort(sent_by, function(a, b) return a[2] < b[2] end)
+      for j = 1, #sent_by - SOURCES_KEPT do
+        redis.call('ZREM', current, 's:' .. sent_by[j][1], 'v:' .. sent_by[j][1])
+      end
+    end
     redis.call('EXPIRE', current, window_s * 2)
   end
 elseif op == 'read' then
