@@ -110,15 +110,10 @@ class FraudGuardStore:
     ) -> None:
         """Count codes sent to and verified by each destination of ``country`` (the prefix
         last), and by each source for the prefix, in this process's shard."""
-        prefix = destinations[-1]
         per_source = [v for c in sources for v in (c.source, c.sent, c.verified)]
         head = ["add", window_seconds, now_s, sent, verified, len(destinations)]
-        await self._commands.run_script(
-            self._commands.scripts.fraud_counts,
-            [
-                self._keys.fraud_counts(country, self._shard),
-                *self._keys.fraud_sources(country, self._shard, prefix),
-            ],
+        await self._run(
+            self._shard_keys(country, self._shard, destinations[-1]),
             [*head, *destinations, *per_source],
         )
 
@@ -132,17 +127,9 @@ class FraudGuardStore:
             StoreUnavailable: no shard answered.
         """
         totals = {d: [0] * 6 for d in destinations}
-        answered = False
-        for shard in range(FRAUD_SHARDS):
-            try:
-                reply = await self._commands.run_script(
-                    self._commands.scripts.fraud_counts,
-                    [self._keys.fraud_counts(country, shard)],
-                    ["read", window_seconds, now_s, *destinations],
-                )
-            except StoreUnavailable:
-                continue  # its counts are missing until its master is back
-            answered = True
+        for reply in await self._every_shard(
+            country, None, ["read", window_seconds, now_s, *destinations]
+        ):
             for destination, answer in zip(destinations, reply, strict=True):
                 found = _ShardCounts(*(int(value) for value in answer))
                 total = totals[destination]
@@ -155,9 +142,6 @@ class FraudGuardStore:
                 total[3] += found.baseline_sent
                 total[4] += found.baseline_verified
                 total[5] |= found.baseline_days  # the days any shard holds
-
-        if not answered:
-            raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
         return [
             FraudCounts(
                 destination=d,
@@ -183,26 +167,13 @@ class FraudGuardStore:
         """
         sent: dict[str, int] = {}
         verified: dict[str, int] = {}
-        answered = False
-        for shard in range(FRAUD_SHARDS):
-            try:
-                reply = await self._commands.run_script(
-                    self._commands.scripts.fraud_counts,
-                    [
-                        self._keys.fraud_counts(country, shard),
-                        *self._keys.fraud_sources(country, shard, prefix),
-                    ],
-                    ["sources", window_seconds, now_s, prefix],
-                )
-            except StoreUnavailable:
-                continue
-            answered = True
+        for reply in await self._every_shard(
+            country, prefix, ["sources", window_seconds, now_s, prefix]
+        ):
             for member, count in zip(reply[::2], reply[1::2], strict=True):
                 kind, _, source = reply_text(member).partition(":")
                 into = sent if kind == "s" else verified
                 into[source] = into.get(source, 0) + int(count)
-        if not answered:
-            raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
         return {
             source: SourceCounts(source=source, sent=n, verified=verified.get(source, 0))
             for source, n in sent.items()
@@ -214,14 +185,39 @@ class FraudGuardStore:
         """Forget a destination's window counts and sources in every shard (an operator
         cleared it); its baseline is history and stays."""
         for shard in range(FRAUD_SHARDS):
-            await self._commands.run_script(
-                self._commands.scripts.fraud_counts,
-                [
-                    self._keys.fraud_counts(country, shard),
-                    *self._keys.fraud_sources(country, shard, destination),
-                ],
+            await self._run(
+                self._shard_keys(country, shard, destination),
                 ["clear", window_seconds, now_s, destination],
             )
+
+    def _shard_keys(self, country: str, shard: int, prefix: str | None) -> list[str]:
+        """A shard's counts and, for ``prefix``, its source sets (one slot, one script)."""
+        counts = self._keys.fraud_counts(country, shard)
+        if prefix is None:
+            return [counts]
+        return [counts, *self._keys.fraud_sources(country, shard, prefix)]
+
+    async def _every_shard(
+        self, country: str, prefix: str | None, args: list[Any]
+    ) -> list[list[Any]]:
+        """``fraud_counts.lua``'s reply from every shard that answers (a shard whose master is
+        down is missing from the sums until it is back).
+
+        Raises:
+            StoreUnavailable: no shard answered.
+        """
+        replies = []
+        for shard in range(FRAUD_SHARDS):
+            try:
+                replies.append(await self._run(self._shard_keys(country, shard, prefix), args))
+            except StoreUnavailable:
+                continue
+        if not replies:
+            raise StoreUnavailable("no shard of the fraud guard's counts could be reached")
+        return replies
+
+    async def _run(self, keys: list[str], args: list[Any]) -> list[Any]:
+        return await self._commands.run_script(self._commands.scripts.fraud_counts, keys, args)
 
     async def tripped(self) -> dict[str, FraudTrip]:
         """Every tripped destination."""

@@ -78,6 +78,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 TAG_BYTES = 12
 CHALLENGE_RANDOM_BYTES = 16
+# The fraud guard's window is kept in twelfths (SLOTS in fraud_counts.lua).
+FRAUD_WINDOW_SLOTS = 12
 # The random bytes an opaque id's block repeats, so a forged block is told apart by decryption.
 _CHECK_BYTES = 16 - TAG_BYTES
 _B64 = "[A-Za-z0-9_-]"
@@ -265,7 +267,7 @@ class KeySpace:
         """The twelve source sets (one per twelfth of the window) of a prefix in shard ``shard``
         of its country's counts: the counts' slot, so one script holds them all."""
         base = self.fraud_counts(country, shard)
-        return [f"{base}:src:{prefix}:{slot}" for slot in range(12)]
+        return [f"{base}:src:{prefix}:{slot}" for slot in range(FRAUD_WINDOW_SLOTS)]
 
     def fraud_source(self, client: str, network: str) -> str:
         """The fraud guard's name for a source: an API client and an end user's network (its

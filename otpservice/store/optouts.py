@@ -79,19 +79,20 @@ class OptOutStore:
         if reply.changed:
             await self.index(e164, sealed_number)
         if clear_member:
-            index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
-            await self._commands.run_script(
-                self._commands.scripts.optout_index, [index, numbers], ["remove", e164]
-            )
+            await self._change_index("remove", e164)
         if not reply.changed:
             await self.forget_unless_opted_out(e164)
 
     async def index(self, e164: str, sealed_number: str) -> None:
         """List the number in the index: its digest, its sealed number beside it."""
-        index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
-        member = self._keys.optout_member(e164)
+        await self._change_index("add", self._keys.optout_member(e164), sealed_number)
+
+    async def _change_index(self, *args: str) -> None:
+        """``optout_index.lua``: "add" a member and its sealed number, or "remove" members."""
         await self._commands.run_script(
-            self._commands.scripts.optout_index, [index, numbers], ["add", member, sealed_number]
+            self._commands.scripts.optout_index,
+            [self._keys.optout_index(), self._keys.optout_numbers()],
+            list(args),
         )
 
     async def clear_members(self, limit: int) -> list[str]:
@@ -125,11 +126,7 @@ class OptOutStore:
         """Drop the number from the index if it has no opt-out record; whether it has one.
         Removed first and put back if a record is there after, so an opt-out landing meanwhile
         stays listed."""
-        index, numbers = self._keys.optout_index(), self._keys.optout_numbers()
-        member = self._keys.optout_member(e164)
-        await self._commands.run_script(
-            self._commands.scripts.optout_index, [index, numbers], ["remove", member]
-        )
+        await self._change_index("remove", self._keys.optout_member(e164))
         async with self._commands.command() as redis:
             kept = await redis.hget(self._keys.optout(e164), "e")
         if kept is None:

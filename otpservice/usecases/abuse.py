@@ -89,6 +89,25 @@ class _Pending:
     verified: int = 0
     by_source: dict[str, list[int]] = field(default_factory=dict)  # source -> [sent, verified]
 
+    def add(self, source: str, *, sent: int, verified: int) -> None:
+        """Count codes of ``source`` ("" for none known: the totals only)."""
+        self.sent += sent
+        self.verified += verified
+        if source:
+            self._add_source(source, sent, verified)
+
+    def merge(self, other: _Pending) -> None:
+        """Add counts that could not be written, to go with the next write."""
+        self.sent += other.sent
+        self.verified += other.verified
+        for source, (sent, verified) in other.by_source.items():
+            self._add_source(source, sent, verified)
+
+    def _add_source(self, source: str, sent: int, verified: int) -> None:
+        counts = self.by_source.setdefault(source, [0, 0])
+        counts[0] += sent
+        counts[1] += verified
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -121,10 +140,15 @@ def source_network(client_ip: str | None) -> str:
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
+def _has_baseline(count: FraudCounts, guard: FraudGuardSettings) -> bool:
+    """Whether the last seven days hold enough codes (``min_sent``) to judge against."""
+    return bool(count.baseline_days) and count.baseline_sent >= guard.min_sent
+
+
 def trip_floor(count: FraudCounts, guard: FraudGuardSettings) -> float:
     """The conversion under which ``count``'s destination looks pumped: ``floor``, or half its
     baseline's when that is lower (a baseline needs ``min_sent`` codes over seven days)."""
-    if count.baseline_days and count.baseline_sent >= guard.min_sent:
+    if _has_baseline(count, guard):
         return min(guard.floor, 0.5 * count.baseline_verified / count.baseline_sent)
     return guard.floor
 
@@ -135,7 +159,7 @@ def low_conversion(count: FraudCounts, guard: FraudGuardSettings) -> bool:
     Without a baseline (fewer than ``min_sent`` codes over the last seven days), ``floor`` and
     ``min_sent`` alone."""
     min_sent = float(guard.min_sent)
-    if count.baseline_days and count.baseline_sent >= guard.min_sent:
+    if _has_baseline(count, guard):
         per_window = (
             count.baseline_sent * guard.window_seconds / (count.baseline_days * DAY_SECONDS)
         )
@@ -353,16 +377,9 @@ class AbusePolicy:
     def _count_fraud(self, destinations: list[str], source: str, what: str) -> None:
         """Add to the counts that the loop writes: a request does not wait for a Redis round
         trip for them (they only move a ratio over an hour)."""
-        if not destinations:
-            return
-        pending = self._pending.setdefault(tuple(destinations), _Pending())
-        index = 0 if what == "sent" else 1
-        if index == 0:
-            pending.sent += 1
-        else:
-            pending.verified += 1
-        if source:
-            pending.by_source.setdefault(source, [0, 0])[index] += 1
+        if destinations:
+            pending = self._pending.setdefault(tuple(destinations), _Pending())
+            pending.add(source, sent=int(what == "sent"), verified=int(what == "verified"))
 
     async def refresh_fraud_guard(self) -> None:
         """The fraud guard's loop: write this process's counts to its shard, then sum the
@@ -420,13 +437,7 @@ class AbusePolicy:
                     now_s=now_s,
                 )
             except Unavailable:
-                kept = self._pending.setdefault(destinations, _Pending())
-                kept.sent += counts.sent
-                kept.verified += counts.verified
-                for source, (sent, verified) in counts.by_source.items():
-                    by_source = kept.by_source.setdefault(source, [0, 0])
-                    by_source[0] += sent
-                    by_source[1] += verified
+                self._pending.setdefault(destinations, _Pending()).merge(counts)
 
     async def _judge_prefix(
         self,
