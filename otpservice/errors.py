@@ -15,7 +15,13 @@
     │   ├── RuleRefusal           a named rule; ``rule`` names it
     │   │   ├── RateLimited       a send limit
     │   │   └── SuspectedFraud    the fraud guard tripped for the destination
-    │   └── NumberLocked          too many failures for the number
+    │   ├── NumberLocked          too many failures for the number
+    │   └── SubjectLocked         too many wrong TOTP or recovery codes for the subject
+    ├── CodeAlreadyUsed           a TOTP code of a step already used (a replay)
+    ├── FactorNotFound            no such authenticator-app factor for the calling client
+    ├── FactorExists              the subject has an active factor already
+    ├── FactorExpired             a pending factor's time or attempts ran out
+    ├── TotpNotConfigured         secrets.totp_key is not set
     ├── IdempotencyConflict
     │   ├── IdempotencyKeyReused  same key, different request
     │   └── IdempotencyKeyInUse   same key, first request still running
@@ -162,6 +168,58 @@ class NumberLocked(Refused):
         super().__init__(
             f"Too many failed codes for this number; locked for {retry_after_seconds} s."
         )
+
+
+class SubjectLocked(Refused):
+    """The subject made too many wrong TOTP or recovery codes and is locked for a while."""
+
+    code = "subject_locked"
+    title = "Subject locked"
+
+    def __init__(self, retry_after_seconds: int, detail: str | None = None) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(
+            detail or f"Too many wrong codes for this user; locked for {retry_after_seconds} s."
+        )
+
+
+class CodeAlreadyUsed(OtpError):
+    """A TOTP code of a step at or before the last one used: a replay, counted as a failure."""
+
+    code = "code_already_used"
+    title = "Code already used"
+
+    def __init__(self, attempts_left: int) -> None:
+        self.attempts_left = attempts_left
+        super().__init__("This code was already used; wait for the next one.")
+
+
+class FactorNotFound(OtpError):
+    """No such factor for the calling client (none, another client's, or removed)."""
+
+    code = "factor_not_found"
+    title = "Factor not found"
+
+
+class FactorExists(OtpError):
+    """The subject has an active factor: replacing it needs a code of it."""
+
+    code = "factor_exists"
+    title = "Factor exists"
+
+
+class FactorExpired(OtpError):
+    """A pending factor can no longer be activated: its time or its attempts ran out."""
+
+    code = "factor_expired"
+    title = "Factor expired"
+
+
+class TotpNotConfigured(OtpError):
+    """The authenticator-app routes need ``secrets.totp_key``."""
+
+    code = "totp_not_configured"
+    title = "Authenticator apps not configured"
 
 
 class IdempotencyConflict(OtpError):

@@ -49,6 +49,12 @@ FRAUD_ALERTS = Counter(
     "Calling codes whose conversion would trip the fraud guard, left to an operator",
     ["destination"],
 )
+TOTP = Counter(
+    "otp_totp_events_total",
+    "Authenticator-app factors and codes: enrolled, activated, approved, failed, "
+    "recovery_used, recovery_failed",
+    ["event"],
+)
 PROVIDER_SECONDS = Histogram(
     "otp_provider_send_duration_seconds",
     "Time a provider took to answer a send",
@@ -80,6 +86,12 @@ _EVENT_METRICS: dict[str, tuple[Counter, dict[str, str]]] = {
     "attempts_failed": (VERIFICATIONS, {"outcome": "failed"}),
     "opt_outs": (OPT_OUTS, {"change": "opt_out"}),
     "opt_ins": (OPT_OUTS, {"change": "opt_in"}),
+    "totp_enrolled": (TOTP, {"event": "enrolled"}),
+    "totp_activated": (TOTP, {"event": "activated"}),
+    "totp_verified": (TOTP, {"event": "approved"}),
+    "totp_failed": (TOTP, {"event": "failed"}),
+    "recovery_used": (TOTP, {"event": "recovery_used"}),
+    "recovery_failed": (TOTP, {"event": "recovery_failed"}),
 }
 
 

@@ -253,3 +253,48 @@ class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
     # Set when the outcome of an attempt is unknown at a provider that drops repeats: the
     # message may only be repeated there.
     provider: str = ""
+
+
+TotpAlgorithm = Literal["SHA1", "SHA256", "SHA512"]
+# A factor's state: pending until its first code activates it.
+FactorStatus = Literal["pending", "active"]
+
+
+class TotpParams(Model, frozen=True):
+    """A factor's code parameters, fixed at enrolment (a config change applies to new ones)."""
+
+    digits: Literal[6, 8] = 6
+    period_seconds: int = 30
+    algorithm: TotpAlgorithm = "SHA1"
+
+
+class SealedFactor(Model, frozen=True):
+    """A factor's secret as the store holds it (sealed), with what checking a code needs."""
+
+    random_part: str
+    sealed_secret: str
+    params: TotpParams
+    # The last step a code of it was accepted for (-1: none yet).
+    last_step: int = -1
+
+
+class RecoveryHashes(Model, frozen=True):
+    """A set of recovery codes as stored: one argon2id hash per slot, the key id and the
+    argon2 parameters they were made with."""
+
+    key_id: str
+    params: str
+    digests: list[bytes]
+
+
+class StoredFactor(Model, frozen=True):
+    """A factor as listed: what the store holds about it, its label still sealed."""
+
+    random_part: str
+    client: str
+    status: FactorStatus
+    sealed_label: str
+    created_at_ms: int
+    expires_at_ms: int | None
+    last_used_at_ms: int | None
+    recovery_codes_left: int

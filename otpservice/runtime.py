@@ -19,6 +19,7 @@ from otpservice.config.live import WATCH_SECONDS, LiveSettings
 from otpservice.config.schema import ValidSettings
 from otpservice.crypto.codes import CodeHasher, Pepper
 from otpservice.crypto.sealing import MessageSealer, decode_key
+from otpservice.crypto.totp import TotpKeys
 from otpservice.crypto.webhook_signing import WebhookSigner
 from otpservice.errors import Unavailable
 from otpservice.models import OutboxEntry
@@ -26,6 +27,7 @@ from otpservice.sms.chain import ProviderChain
 from otpservice.sms.factory import build_sender
 from otpservice.store import ChallengeStore, IdempotencyStore, KeySpace, StoreCommands
 from otpservice.store.audit import AuditLog
+from otpservice.store.factors import FactorStore
 from otpservice.store.feed import EventFeed
 from otpservice.store.fraud import FraudGuardStore
 from otpservice.store.inbound import InboundStore
@@ -39,6 +41,7 @@ from otpservice.usecases.abuse import FRAUD_LOOP_SECONDS, AbusePolicy
 from otpservice.usecases.analytics import FLUSH_SECONDS as ANALYTICS_FLUSH_SECONDS
 from otpservice.usecases.analytics import Analytics
 from otpservice.usecases.events import AppEvent, AppEvents
+from otpservice.usecases.factors import TotpFactors
 from otpservice.usecases.inbound import InboundMessages
 from otpservice.usecases.optouts import OptOuts
 from otpservice.usecases.otp import OtpService
@@ -84,6 +87,7 @@ class Stores:
     inbound: InboundStore
     numbers: NumberRecords
     rates: SendRates
+    factors: FactorStore
 
 
 def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -> Stores:
@@ -112,6 +116,9 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
         inbound=InboundStore(commands, keys, seen_seconds=retention_ms // 1000),
         numbers=NumberRecords(commands, keys),
         rates=SendRates(commands, keys),
+        factors=FactorStore(
+            commands, keys, settings.totp_lockout, attempts=settings.code.max_attempts
+        ),
     )
 
 
@@ -136,6 +143,18 @@ def build_sealer(settings: ValidSettings) -> MessageSealer:
     )
 
 
+def build_totp_keys(settings: ValidSettings) -> TotpKeys | None:
+    """The TOTP keys (and, while rotating, the previous one); None without ``totp_key``."""
+    secrets = settings.secrets
+    if not secrets.totp_key:
+        return None
+    previous = secrets.previous_totp_key
+    return TotpKeys(
+        decode_key(secrets.totp_key, "secrets.totp_key"),
+        decode_key(previous, "secrets.previous_totp_key") if previous else None,
+    )
+
+
 def build_services(
     settings: ValidSettings,
     stores: Stores,
@@ -151,6 +170,16 @@ def build_services(
     abuse = AbusePolicy(live, quotas=stores.quotas, fraud=stores.fraud, events=events)
     optouts = OptOuts(stores.optouts, events, analytics, sealer)
     replies = KeywordReplies(settings, queue=stores.replies, store=stores.inbound, sealer=sealer)
+    totp = TotpFactors(
+        live,
+        store=stores.factors,
+        keys=keys,
+        totp_keys=build_totp_keys(settings),
+        hasher=hasher,
+        abuse=abuse,
+        events=events,
+        analytics=analytics,
+    )
     return Services(
         otp=OtpService(
             settings,
@@ -171,8 +200,9 @@ def build_services(
             settings, optouts=optouts, events=events, store=stores.inbound, replies=replies
         ),
         personal_data=PersonalData(
-            stores.numbers, stores.feed, stores.optouts, keys, stores.events
+            stores.numbers, stores.feed, stores.optouts, keys, stores.events, stores.factors
         ),
+        totp=totp,
         events=events,
         audit=stores.audit,
         live=live,

@@ -184,19 +184,28 @@ def _refuse_unsafe_code(settings: Settings) -> None:
 def _refuse_weak_limits(settings: Settings) -> None:
     if settings.unsafe.allow_weak_limits:
         return
-    lockout, sends, memory = settings.lockout, settings.send_limits, settings.hashing.memory_kib
+    sends, memory = settings.send_limits, settings.hashing.memory_kib
+    lockouts = [("lockout", settings.lockout)]
+    if settings.totp.lockout is not None:
+        lockouts.append(("totp.lockout", settings.totp.lockout))
     weakened = (  # key, value, the bound it passes, whether it does
-        (
-            "lockout.max_failures",
-            lockout.max_failures,
-            f"over {SAFE_MAX_LOCKOUT_FAILURES}",
-            lockout.max_failures > SAFE_MAX_LOCKOUT_FAILURES,
-        ),
-        (
-            "lockout.base_seconds",
-            lockout.base_seconds,
-            f"under {SAFE_MIN_LOCKOUT_SECONDS}",
-            lockout.base_seconds < SAFE_MIN_LOCKOUT_SECONDS,
+        *(
+            check
+            for name, lockout in lockouts
+            for check in (
+                (
+                    f"{name}.max_failures",
+                    lockout.max_failures,
+                    f"over {SAFE_MAX_LOCKOUT_FAILURES}",
+                    lockout.max_failures > SAFE_MAX_LOCKOUT_FAILURES,
+                ),
+                (
+                    f"{name}.base_seconds",
+                    lockout.base_seconds,
+                    f"under {SAFE_MIN_LOCKOUT_SECONDS}",
+                    lockout.base_seconds < SAFE_MIN_LOCKOUT_SECONDS,
+                ),
+            )
         ),
         (
             "send_limits.min_interval_seconds",
@@ -241,10 +250,12 @@ def _hashing_memory_fits(settings: Settings) -> None:
 
 
 def _lockout_in_order(settings: Settings) -> None:
-    if settings.lockout.base_seconds > settings.lockout.max_seconds:
-        raise ConfigError(
-            "lockout.base_seconds must not exceed lockout.max_seconds", key="lockout.base_seconds"
-        )
+    for name, lockout in (("lockout", settings.lockout), ("totp.lockout", settings.totp.lockout)):
+        if lockout is not None and lockout.base_seconds > lockout.max_seconds:
+            raise ConfigError(
+                f"{name}.base_seconds must not exceed {name}.max_seconds",
+                key=f"{name}.base_seconds",
+            )
 
 
 def _providers_named_once(settings: Settings) -> None:
@@ -389,8 +400,12 @@ def _claim_idle_inside_ttl(settings: Settings) -> None:
         )
 
 
-def _outbox_keys_decode(settings: Settings) -> None:
-    for name in ("outbox_key", "previous_outbox_key"):
+# The secrets that are AES-256 keys: 32 bytes in base64.
+_AES_KEYS = ("outbox_key", "previous_outbox_key", "totp_key", "previous_totp_key")
+
+
+def _aes_keys_decode(settings: Settings) -> None:
+    for name in _AES_KEYS:
         value = getattr(settings.secrets, name)
         if value:
             decode_key(value, f"secrets.{name}")
@@ -529,6 +544,8 @@ _STRENGTH_CHECKED = (
     "index_key",
     "outbox_key",
     "previous_outbox_key",
+    "totp_key",
+    "previous_totp_key",
     "events_secret",
     "acs_webhook_secret",
 )
@@ -536,7 +553,7 @@ _STRENGTH_CHECKED = (
 
 def _secret_material(name: str, value: str) -> tuple[bytes, bool]:
     """What a secret's strength is judged on, and whether those are key bytes."""
-    if name in ("outbox_key", "previous_outbox_key"):
+    if name in _AES_KEYS:
         return decode_key(value, f"secrets.{name}"), True
     if name == "events_secret":
         return secret_key(value, f"secrets.{name}"), True
@@ -673,7 +690,7 @@ CHECKS: tuple[Check, ...] = (
     Check("geo countries known", _geo_countries_known),
     Check("pod listener on its own port", _pod_port_distinct),
     Check("outbox take-over inside the code's lifetime", _claim_idle_inside_ttl),
-    Check("outbox keys decode", _outbox_keys_decode, reads_secrets=True),
+    Check("outbox and TOTP keys decode", _aes_keys_decode, reads_secrets=True),
     Check("events signed", _events_signed),
     Check("events secret decodes", _events_secret_decodes, reads_secrets=True),
     Check("development mode: one process", _dev_single_process, _in_dev),

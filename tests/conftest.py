@@ -21,6 +21,7 @@ from tests.support.app import (
     LIGHT_HASHING,
     OUTBOX_KEY,
     PEPPER,
+    TOTP_KEY,
     ApiFactory,
     Phone,
     running,
@@ -77,7 +78,12 @@ def make_settings() -> Callable[..., Settings]:
     def build(redis_url: str = "redis://127.0.0.1:1/0", **overrides: Any) -> Settings:
         raw: dict[str, Any] = {
             "redis": {"url": redis_url},
-            "secrets": {"pepper": PEPPER, "index_key": INDEX_KEY, "outbox_key": OUTBOX_KEY},
+            "secrets": {
+                "pepper": PEPPER,
+                "index_key": INDEX_KEY,
+                "outbox_key": OUTBOX_KEY,
+                "totp_key": TOTP_KEY,
+            },
             "hashing": dict(LIGHT_HASHING),
             # The tests read codes from the console sender, as a developer would; they hash
             # lightly and loosen the limits they test around.

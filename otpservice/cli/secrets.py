@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 API_TOKEN_FILE = "api-token"  # noqa: S105 (a file name)
 # Secrets only a rotation has: the old value, which a new set cannot have. Every other
 # ``secrets.*`` name is in ``GENERATED`` (a unit test holds us to it).
-ROTATION_ONLY = ("previous_pepper", "previous_outbox_key")
+ROTATION_ONLY = ("previous_pepper", "previous_outbox_key", "previous_totp_key")
 
 
 def _random_text() -> str:
@@ -57,6 +57,7 @@ GENERATED: tuple[Generated, ...] = (
     Generated("pepper", _random_text, "keys the code hashes"),
     Generated("index_key", _random_text, "names every number's keys in Redis; never rotate it"),
     Generated("outbox_key", _aes_key, "seals messages in the outbox (AES-256-GCM)"),
+    Generated("totp_key", _aes_key, "seals authenticator-app secrets, keys recovery codes"),
     Generated("redis_password", _random_text, "the password Redis requires (requirepass)"),
     Generated(
         "redis_sentinel_password", _random_text, "the sentinels' password (with redis.sentinel)"

@@ -74,6 +74,32 @@ class LockoutSettings(Base, frozen=True):
     memory_seconds: PositiveInt = 86400
 
 
+class TotpSettings(Base, frozen=True):
+    """Authenticator-app factors (TOTP). Digits, period and algorithm are stored with each
+    factor when it is enrolled: a change applies to new factors only."""
+
+    # The name the authenticator app shows; None: ``sms.app_name``.
+    issuer: (
+        Annotated[
+            str,
+            msgspec.Meta(min_length=1, max_length=40),
+            matching(r"^[^:]+\Z", "1 to 40 characters without ':'"),
+        ]
+        | None
+    ) = None
+    digits: Literal[6, 8] = 6
+    period_seconds: Annotated[int, msgspec.Meta(ge=15, le=120)] = 30
+    # Some apps (Google Authenticator among them) ignore anything but SHA1.
+    algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
+    # Steps accepted before and after the current one (clock drift of the phone).
+    window: Annotated[int, msgspec.Meta(ge=0, le=2)] = 1
+    pending_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=86400)] = 600
+    # The per-subject lockout for wrong TOTP and recovery codes; None: the values of ``lockout``.
+    lockout: LockoutSettings | None = None
+    # Wrong recovery codes a subject may make in 24 hours before recovery is blocked too.
+    recovery_max_failures: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+
+
 class SendLimitSettings(Base, frozen=True):
     """Per-number send throttling: a minimum interval plus rolling windows."""
 
@@ -584,6 +610,10 @@ class Secrets(Base, frozen=True):
     acs_webhook_secret: str | None = None
     # Signs the events POSTed to events.callback_url (Standard Webhooks: "whsec_" + base64).
     events_secret: str | None = None
+    # Seals authenticator-app secrets and keys recovery codes: 32 random bytes, base64. Without
+    # it (outside --dev) the /totp routes answer 501 totp_not_configured.
+    totp_key: str | None = None
+    previous_totp_key: str | None = None
 
     def __repr__(self) -> str:
         present = [name for name in SECRET_NAMES if getattr(self, name)]
@@ -596,6 +626,8 @@ class Secrets(Base, frozen=True):
 SECRET_NAMES = tuple(Secrets.__struct_fields__)
 # What production cannot run without; development mode generates them.
 REQUIRED_SECRETS = ("pepper", "index_key", "outbox_key")
+# What development mode generates: the required secrets, and the key the TOTP routes need.
+DEV_SECRETS = (*REQUIRED_SECRETS, "totp_key")
 
 
 class RequiredSecrets(Secrets, frozen=True, kw_only=True):
@@ -635,6 +667,16 @@ class Settings(Base, frozen=True):
     log_format: Literal["json", "text"] | None = None
 
     @property
+    def totp_lockout(self) -> LockoutSettings:
+        """The per-subject lockout of TOTP and recovery codes (``totp.lockout`` or ``lockout``)."""
+        return self.totp.lockout or self.lockout
+
+    @property
+    def totp_issuer(self) -> str:
+        """The issuer authenticator apps show (``totp.issuer`` or ``sms.app_name``)."""
+        return self.totp.issuer or self.sms.app_name
+
+    @property
     def effective_log_format(self) -> Literal["json", "text"]:
         """``log_format``, or text in development mode and JSON otherwise."""
         return self.log_format or ("text" if self.dev_mode else "json")
@@ -642,6 +684,7 @@ class Settings(Base, frozen=True):
     code: CodeSettings = CodeSettings()
     ids: IdSettings = IdSettings()
     lockout: LockoutSettings = LockoutSettings()
+    totp: TotpSettings = TotpSettings()
     send_limits: SendLimitSettings = SendLimitSettings()
     abuse: AbuseSettings = AbuseSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()

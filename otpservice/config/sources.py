@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from otpservice.config.schema import (
+    DEV_SECRETS,
     PATTERN_WORDS,
     PROVIDER_SECRETS,
-    REQUIRED_SECRETS,
     SECRET_NAMES,
     Settings,
 )
@@ -132,8 +132,7 @@ def in_words(message: str) -> str:
 def with_dev_secrets(settings: Settings) -> Settings:
     """``settings`` with random secrets where development mode needs one and none is given."""
     filled = {
-        name: getattr(settings.secrets, name) or secrets.token_urlsafe(32)
-        for name in REQUIRED_SECRETS
+        name: getattr(settings.secrets, name) or secrets.token_urlsafe(32) for name in DEV_SECRETS
     }
     return msgspec.structs.replace(
         settings, secrets=msgspec.structs.replace(settings.secrets, **filled)

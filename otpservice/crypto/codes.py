@@ -195,26 +195,34 @@ class CodeHasher:
 
     async def hash_code(self, challenge_id: str, code: str) -> CodeHash:
         """The keyed hash to store for the code of ``challenge_id``."""
-        salt = secrets.token_bytes(SALT_BYTES)
-        digest = await self._argon2(self._current.mac(challenge_id, code), salt, self._params)
-        return CodeHash(
-            pepper_id=self._current.id,
-            params=",".join(str(p) for p in self._params),
-            digest=salt + digest,
-        )
+        params, digest = await self.hash_keyed(self._current.mac(challenge_id, code))
+        return CodeHash(pepper_id=self._current.id, params=params, digest=digest)
 
     async def check_code(self, challenge_id: str, code: str, stored: CodeHash) -> bool:
         """True when ``code`` matches ``stored``; compared in constant time."""
         pepper = self._peppers.get(stored.pepper_id)
-        params = self._stored_params(stored.params)
-        if pepper is None or params is None or len(stored.digest) != SALT_BYTES + DIGEST_BYTES:
-            # A rotated-out pepper (or a damaged record): the code cannot be checked. Spend the
-            # same time as a check.
+        if pepper is None:
+            # A rotated-out pepper: the code cannot be checked. Spend the same time as a check.
             await self.waste_time()
             return False
-        salt, expected = stored.digest[:SALT_BYTES], stored.digest[SALT_BYTES:]
-        actual = await self._argon2(pepper.mac(challenge_id, code), salt, params)
-        return hmac.compare_digest(actual, expected)
+        return await self.check_keyed(pepper.mac(challenge_id, code), stored.params, stored.digest)
+
+    async def hash_keyed(self, mac: bytes) -> tuple[str, bytes]:
+        """argon2id over ``mac`` (an HMAC the caller keyed) with a fresh salt: the parameters
+        as stored ("memory,time,lanes") and the salt followed by the digest."""
+        salt = secrets.token_bytes(SALT_BYTES)
+        digest = await self._argon2(mac, salt, self._params)
+        return ",".join(str(p) for p in self._params), salt + digest
+
+    async def check_keyed(self, mac: bytes, params: str, stored: bytes) -> bool:
+        """True when ``mac`` hashes to ``stored`` (from ``hash_keyed``); constant time. A damaged
+        record spends the time of a check and answers False."""
+        checked = self._stored_params(params)
+        if checked is None or len(stored) != SALT_BYTES + DIGEST_BYTES:
+            await self.waste_time()
+            return False
+        actual = await self._argon2(mac, stored[:SALT_BYTES], checked)
+        return hmac.compare_digest(actual, stored[SALT_BYTES:])
 
     async def waste_time(self) -> None:
         """Run one throw-away hash, so a refusal takes as long as a real check."""

@@ -7,6 +7,10 @@ one code gives exactly one login; ``pyotp.TOTP.verify`` answers a bool and canno
 
 Recovery codes are ten Crockford base32 characters (50 bits) behind a public slot number,
 shown as ``N-XXXXX-XXXXX`` and read back however a person types them.
+
+``TotpKeys`` holds what ``secrets.totp_key`` (and, while rotating, the previous key) stand for:
+an AES-256-GCM key sealing each factor's secret and label, bound to the factor id, and an HMAC
+key for the recovery codes, both derived with HKDF and named by a key id.
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyotp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-TotpAlgorithm = Literal["SHA1", "SHA256", "SHA512"]
+from otpservice.crypto.sealing import NONCE_BYTES, SealError
+
+if TYPE_CHECKING:
+    from otpservice.models import TotpAlgorithm, TotpParams
+
 # A secret as long as the hash's output (RFC 4226 section 4 asks for at least 128 bits).
 SECRET_BYTES: dict[TotpAlgorithm, int] = {"SHA1": 20, "SHA256": 32, "SHA512": 64}
 _DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
@@ -30,15 +41,6 @@ RECOVERY_CODE_LENGTH = 10
 # Crockford's base32: no I, L, O or U, so what is read aloud or copied by hand is not misread.
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _READ_AS = str.maketrans({"O": "0", "I": "1", "L": "1"})
-
-
-@dataclass(frozen=True, slots=True)
-class TotpParams:
-    """A factor's code parameters, fixed at enrolment (a config change applies to new ones)."""
-
-    digits: Literal[6, 8] = 6
-    period_seconds: int = 30
-    algorithm: TotpAlgorithm = "SHA1"
 
 
 def new_secret(params: TotpParams) -> bytes:
@@ -111,3 +113,75 @@ def read_recovery_code(typed: str) -> tuple[int, str] | None:
     if any(character not in CROCKFORD for character in code):
         return None
     return int(text[0]), code
+
+
+# What a sealed value is: the additional data binds it to its kind and its factor (a subject:
+# to its keys' tag), so a label cannot be opened as a secret, nor one factor's secret moved to
+# another.
+SealedKind = Literal["secret", "label", "subject"]
+
+
+def _derive(key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(key)
+
+
+class _TotpKey:
+    __slots__ = ("aead", "id", "recovery")
+
+    def __init__(self, key: bytes) -> None:
+        self.id = hmac.new(key, b"otpservice totp key id", hashlib.sha256).hexdigest()[:8]
+        self.aead = AESGCM(_derive(key, b"otpservice totp sealing"))
+        self.recovery = _derive(key, b"otpservice totp recovery codes")
+
+
+class TotpKeys:
+    """Seals factor secrets and labels, and keys recovery codes, under the current TOTP key;
+    opens and checks under the current or the previous one (a rotation)."""
+
+    def __init__(self, current: bytes, previous: bytes | None = None) -> None:
+        self._current = _TotpKey(current)
+        self._keys = {k.id: k for k in (self._current, *([_TotpKey(previous)] if previous else []))}
+
+    @property
+    def current_id(self) -> str:
+        """The id of the key new factors and recovery codes are sealed and keyed with."""
+        return self._current.id
+
+    def seal(self, kind: SealedKind, plaintext: bytes, factor_id: str) -> str:
+        """``"<key id>.<base64url nonce + ciphertext>"`` of ``plaintext``, bound to the factor."""
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        sealed = self._current.aead.encrypt(nonce, plaintext, _binding(kind, factor_id))
+        return f"{self._current.id}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open(self, kind: SealedKind, sealed_text: str, factor_id: str) -> bytes:
+        """What ``seal`` sealed.
+
+        Raises:
+            SealError: the key is unknown (rotated out), or the value was altered or moved.
+        """
+        key_id, _, encoded = sealed_text.partition(".")
+        key = self._keys.get(key_id)
+        if key is None:
+            raise SealError(f"no TOTP key with id {key_id}")
+        try:
+            raw = base64.urlsafe_b64decode(encoded)
+            return key.aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _binding(kind, factor_id))
+        except (InvalidTag, ValueError):
+            raise SealError("the sealed value does not open: altered or moved") from None
+
+    def sealed_with_current(self, sealed_text: str) -> bool:
+        """Whether ``sealed_text`` is under the current key (else it is sealed anew)."""
+        return sealed_text.partition(".")[0] == self._current.id
+
+    def recovery_mac(self, key_id: str, factor_id: str, slot: int, code: str) -> bytes | None:
+        """HMAC-SHA256 of (factor id, slot, code) under the recovery key of ``key_id`` (what
+        argon2id hashes), or None when that key is gone."""
+        key = self._keys.get(key_id)
+        if key is None:
+            return None
+        message = f"{factor_id}\0{slot}\0{code}".encode()
+        return hmac.new(key.recovery, message, hashlib.sha256).digest()
+
+
+def _binding(kind: SealedKind, factor_id: str) -> bytes:
+    return f"otpservice totp {kind}\0{factor_id}".encode()

@@ -24,6 +24,22 @@ Per number (tag ``T``)::
                            privacy.retention_days
     P:{T}:reply:K  string  the service answered keyword K (opt_out, opt_in, help); 5 minutes
 
+Per API client and subject of the authenticator-app factors (tag ``S``, an HMAC of the client
+and the app's subject id under the index key: no subject in clear)::
+
+    P:{S}:totp:active   hash    the subject's active factor (id part, client, sealed secret
+                                and label, digits, period, algorithm, last step used,
+                                recovery-code hashes by slot)
+    P:{S}:totp:pending  hash    its pending factor, until activated or expired
+    P:{S}:totp:guard    hash    settled failures, lock-until, lockout level; recovery failures
+                                and when their 24 hours end
+    P:{S}:totp:inflight zset    codes being checked (TOTP and recovery): reservation -> ms
+    P:{S}:totp:rinflight zset   the recovery codes among them
+    P:{S}:totp:enrols   zset    enrolment times, for the hourly limit
+
+A factor id is always opaque: one AES block over (S, the first bytes of its random part),
+under a key of its own, then ``.R``, so it names its subject's slot and nothing else.
+
 Elsewhere::
 
     P:idem:{H}     string  an idempotency record; H = SHA-256 of client and key, its own slot
@@ -118,6 +134,42 @@ class ChallengeKeys:
     optout: str
 
 
+@dataclass(frozen=True, slots=True)
+class SubjectKeys:
+    """The keys of one (client, subject)'s authenticator-app factors, all in one slot."""
+
+    tag: str
+    active: str
+    pending: str
+    guard: str
+    inflight: str
+    recovery_inflight: str
+    enrolments: str
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        """Every key of the subject (what erasing it deletes)."""
+        return (
+            self.active,
+            self.pending,
+            self.guard,
+            self.inflight,
+            self.recovery_inflight,
+            self.enrolments,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FactorRef:
+    """What a factor id names: its subject's keys and its random part (``forged``: an id no
+    key made, which names no factor)."""
+
+    factor_id: str
+    random_part: str
+    keys: SubjectKeys
+    forged: bool
+
+
 class KeySpace:
     """Builds key names; the only place that knows them."""
 
@@ -129,6 +181,10 @@ class KeySpace:
             algorithm=hashes.SHA256(), length=32, salt=None, info=b"otpservice challenge ids"
         ).derive(self._index_key)
         self._id_cipher = Cipher(algorithms.AES256(id_key), modes.ECB())  # noqa: S305 (one block)
+        factor_key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"otpservice factor ids"
+        ).derive(self._index_key)
+        self._factor_cipher = Cipher(algorithms.AES256(factor_key), modes.ECB())  # noqa: S305
 
     def number_tag(self, e164: str) -> str:
         """The hash tag of a number: HMAC-SHA256 under the index key, shortened."""
@@ -233,6 +289,53 @@ class KeySpace:
         forged = not hmac.compare_digest(plain[TAG_BYTES:], random_bytes[:_CHECK_BYTES])
         return self._challenge_keys(
             _b64(plain[:TAG_BYTES]), random_part, challenge_id, forged=forged
+        )
+
+    def subject(self, client: str, subject: str) -> SubjectKeys:
+        """The keys of a client's subject (the app's own user id), in one slot."""
+        data = f"totp-subject\0{client}\0{subject}".encode()
+        tag = hmac.new(self._index_key, data, hashlib.sha256).digest()[:TAG_BYTES]
+        return self._subject_keys(_b64(tag))
+
+    def new_factor(self, subject: SubjectKeys) -> FactorRef:
+        """A fresh factor id of ``subject``: B.R, B one AES-256 block over (its tag, the first
+        bytes of R), so factor ids share nothing visible and still name the subject's slot."""
+        random_part = _b64(secrets.token_bytes(CHALLENGE_RANDOM_BYTES))
+        return FactorRef(self.factor_id(subject, random_part), random_part, subject, forged=False)
+
+    def factor_id(self, subject: SubjectKeys, random_part: str) -> str:
+        """The id of ``subject``'s factor whose random part is ``random_part``."""
+        encryptor = self._factor_cipher.encryptor()
+        plain = _unb64(subject.tag) + _unb64(random_part)[:_CHECK_BYTES]
+        block = encryptor.update(plain) + encryptor.finalize()
+        return f"{_b64(block)}.{random_part}"
+
+    def for_factor(self, factor_id: str) -> FactorRef | None:
+        """What a factor id names, or None when it is malformed; ``forged`` when its block does
+        not decrypt to its own random part."""
+        match = _OPAQUE_ID.fullmatch(factor_id)
+        if match is None:
+            return None
+        block, random_part = _unb64(match.group(1)), match.group(2)
+        random_bytes = _unb64(random_part)
+        if len(block) != 16 or len(random_bytes) != CHALLENGE_RANDOM_BYTES:
+            return None
+        decryptor = self._factor_cipher.decryptor()
+        plain = decryptor.update(block) + decryptor.finalize()
+        forged = not hmac.compare_digest(plain[TAG_BYTES:], random_bytes[:_CHECK_BYTES])
+        keys = self._subject_keys(_b64(plain[:TAG_BYTES]))
+        return FactorRef(factor_id, random_part, keys, forged=forged)
+
+    def _subject_keys(self, tag: str) -> SubjectKeys:
+        base = f"{self._prefix}:{{{tag}}}:totp"
+        return SubjectKeys(
+            tag=tag,
+            active=f"{base}:active",
+            pending=f"{base}:pending",
+            guard=f"{base}:guard",
+            inflight=f"{base}:inflight",
+            recovery_inflight=f"{base}:rinflight",
+            enrolments=f"{base}:enrols",
         )
 
     def idempotency(self, client: str, key: str) -> str:

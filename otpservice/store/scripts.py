@@ -12,7 +12,7 @@ is survived: on one Redis through ``ScriptConnections`` (every request's hot pat
 redis-py's command layers), on a cluster or the embedded store through redis-py's registered
 scripts. The challenge scripts and ``take_quota`` get the shared
 ``_prelude.lua`` in front of them, so their status rules, clock and rolling-window check are
-written once.
+written once; the authenticator-app scripts get ``_totp.lua`` after it (the subject's guard).
 """
 
 from __future__ import annotations
@@ -229,11 +229,17 @@ class Scripts:
         self._commands = commands
         client, embedded = commands.client, commands.embedded
         prelude = _source("_prelude.lua")
+        totp_prelude = f"{prelude}\n{_source('_totp.lua')}"
         # Every registered script, for preload(): filled by register() so none is left out.
         self._all: list[AsyncScript] = []
 
         def register(
-            name: str, *, shared: bool = True, writes: bool = True, durable: bool = False
+            name: str,
+            *,
+            shared: bool = True,
+            writes: bool = True,
+            durable: bool = False,
+            totp: bool = False,
         ) -> AsyncScript:
             # A shebang makes Redis check its flags before the script runs: a writing script is
             # refused whole when memory is full, instead of failing half-way (or, without a
@@ -241,9 +247,8 @@ class Scripts:
             # The embedded store (fakeredis) cannot parse shebangs, and has no memory limit.
             shebang = "" if embedded else "#!lua" if writes else "#!lua flags=no-writes"
             body = _source(f"{name}.lua")
-            script = client.register_script(
-                f"{shebang}\n{prelude}\n{body}" if shared else f"{shebang}\n{body}"
-            )
+            front = totp_prelude if totp else prelude if shared else ""
+            script = client.register_script(f"{shebang}\n{front}\n{body}")
             self._all.append(script)
             if durable:
                 commands.durable.add(id(script))
@@ -273,6 +278,16 @@ class Scripts:
         self.fraud_counts = register("fraud_counts", shared=False)
         self.fraud_trip = register("fraud_trip", shared=False)
         self.add_counts = register("add_counts", shared=False)
+        # Authenticator-app factors: _prelude.lua and _totp.lua in front of each.
+        self.totp_enrol = register("totp_enrol", totp=True, durable=True)
+        self.totp_reserve = register("totp_reserve", totp=True, durable=True)
+        self.totp_verdict = register("totp_verdict", totp=True, durable=True)
+        self.totp_activate_reserve = register("totp_activate_reserve", totp=True, durable=True)
+        self.totp_activate = register("totp_activate", totp=True, durable=True)
+        self.totp_recovery_reserve = register("totp_recovery_reserve", totp=True, durable=True)
+        self.totp_recovery = register("totp_recovery", totp=True, durable=True)
+        self.totp_recovery_codes = register("totp_recovery_codes", totp=True, durable=True)
+        self.totp_remove = register("totp_remove", totp=True, durable=True)
 
     async def preload(self) -> None:
         """Load every script on every primary, connecting the client on the way.

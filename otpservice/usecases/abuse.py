@@ -305,6 +305,18 @@ class AbusePolicy:
         counted = await self._count(abuse.rules, number, client, client_ip, request_id)
         return Admission(request_id, where, counted, destinations)
 
+    async def admit_client(self, client: str) -> Admission:
+        """Count a request that sends no SMS (an authenticator-app enrolment) against the
+        ``client`` rate rules only.
+
+        Raises:
+            RateLimited: nothing was counted.
+        """
+        rules = self._live.current.abuse.rules
+        request_id = secrets.token_urlsafe(9)
+        applying = [(rule, client) for rule in rules if rule.scope == "client"]
+        return Admission(request_id, NOWHERE, await self._take(applying, request_id))
+
     async def give_back(self, admission: Admission) -> None:
         """The challenge was not issued after all: uncount it (best effort)."""
         with contextlib.suppress(Unavailable):
@@ -583,6 +595,11 @@ class AbusePolicy:
             for rule in rules
             if (subject := rule_subject(rule, number, client=client, address=address))
         ]
+        return await self._take(applying, request_id)
+
+    async def _take(self, applying: list[tuple[RateRule, str]], request_id: str) -> list[str]:
+        """Count the request against each (rule, subject) at once; on a refusal, give back
+        what the others counted."""
         outcomes = await asyncio.gather(
             *(self._quotas.take(rule, subject, request_id) for rule, subject in applying),
             return_exceptions=True,

@@ -41,6 +41,12 @@ METRICS = (
     "attempts_failed",
     "opt_outs",
     "opt_ins",
+    "totp_enrolled",
+    "totp_activated",
+    "totp_verified",
+    "totp_failed",
+    "recovery_used",
+    "recovery_failed",
 )
 GroupBy = Literal["country", "provider", "hour"]
 _DELIVERY_METRICS = {
@@ -73,6 +79,14 @@ class Figures(msgspec.Struct, frozen=True, kw_only=True):
     attempts_failed: int = 0
     opt_outs: int = 0
     opt_ins: int = 0
+    # Authenticator apps: factors enrolled and activated, codes approved and refused (wrong,
+    # replayed), recovery codes used and refused.
+    totp_enrolled: int = 0
+    totp_activated: int = 0
+    totp_verified: int = 0
+    totp_failed: int = 0
+    recovery_used: int = 0
+    recovery_failed: int = 0
     refused: dict[str, int] = msgspec.field(default_factory=dict)
     conversion_rate: float | None = None
     delivery_rate: float | None = None

@@ -3,7 +3,11 @@
 - ``challenge.delivered`` / ``challenge.failed``: a challenge's SMS reached a final state;
 - ``inbound.message``: a person replied to one of our numbers (keyword or not);
 - ``optout.changed``: a number opted out or back in;
-- ``security.lockout``: a number was locked after too many wrong codes;
+- ``security.lockout``: a number (or an authenticator-app subject) was locked after too many
+  wrong codes;
+- ``totp.activated`` / ``totp.removed``: a subject's authenticator-app factor became active or
+  was removed (replaced, removed by the app or an operator, erased);
+- ``recovery.used``: a subject used one of its recovery codes;
 - ``fraud.tripped`` / ``fraud.cleared``: the fraud guard paused or resumed a destination.
 
 An event is queued (a durable, sharded queue like the outbox) and relayed by ``EventRelay``
@@ -47,6 +51,9 @@ EventType = Literal[
     "security.lockout",
     "fraud.tripped",
     "fraud.cleared",
+    "totp.activated",
+    "totp.removed",
+    "recovery.used",
 ]
 
 
@@ -77,11 +84,31 @@ class OptOutChanged(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
-class Lockout(msgspec.Struct, frozen=True, kw_only=True):
-    """``security.lockout``: the challenge's number was locked after too many wrong codes."""
+class Lockout(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``security.lockout``: the challenge's number, or an API client's subject (its
+    authenticator-app codes), was locked after too many wrong codes."""
 
-    challenge_id: str
+    challenge_id: str | None = None
+    subject: str | None = None
+    client: str | None = None
     locked_for_seconds: int
+
+
+class FactorChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """``totp.activated``, ``totp.removed``: a subject's authenticator-app factor."""
+
+    factor_id: str
+    subject: str
+    client: str
+
+
+class RecoveryUsed(msgspec.Struct, frozen=True, kw_only=True):
+    """``recovery.used``: a subject logged in with a recovery code."""
+
+    factor_id: str
+    subject: str
+    client: str
+    recovery_codes_left: int
 
 
 class FraudGuardChanged(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,7 +122,15 @@ class FraudGuardChanged(msgspec.Struct, frozen=True, kw_only=True):
     scope: FraudScope | None = None
 
 
-EventBody = ChallengeDeliveryEnded | InboundMessage | OptOutChanged | Lockout | FraudGuardChanged
+EventBody = (
+    ChallengeDeliveryEnded
+    | InboundMessage
+    | OptOutChanged
+    | Lockout
+    | FraudGuardChanged
+    | FactorChanged
+    | RecoveryUsed
+)
 # Each event type and the shape of its ``data``: the spec's webhooks are built from this.
 EVENT_DATA: dict[EventType, type[EventBody]] = {
     "challenge.delivered": ChallengeDeliveryEnded,
@@ -105,6 +140,9 @@ EVENT_DATA: dict[EventType, type[EventBody]] = {
     "security.lockout": Lockout,
     "fraud.tripped": FraudGuardChanged,
     "fraud.cleared": FraudGuardChanged,
+    "totp.activated": FactorChanged,
+    "totp.removed": FactorChanged,
+    "recovery.used": RecoveryUsed,
 }
 # The events the service also keeps in the audit stream (operators' changes are recorded by
 # the routes that make them, with the client's name).
@@ -180,6 +218,32 @@ class AppEvents:
         """Queue ``security.lockout``: the number of ``challenge_id`` was locked."""
         data = Lockout(challenge_id=challenge_id, locked_for_seconds=locked_for_seconds)
         await self._emit(f"lockout.{challenge_id}", "security.lockout", data)
+
+    async def subject_locked(self, subject: str, *, client: str, locked_for_seconds: int) -> None:
+        """Queue ``security.lockout``: an API client's subject was locked (TOTP codes)."""
+        data = Lockout(subject=subject, client=client, locked_for_seconds=locked_for_seconds)
+        await self._emit(f"lockout.{client}.{subject}.{int(time.time())}", "security.lockout", data)
+
+    async def factor_changed(
+        self,
+        kind: Literal["totp.activated", "totp.removed"],
+        factor_id: str,
+        *,
+        subject: str,
+        client: str,
+    ) -> None:
+        """Queue ``totp.activated`` or ``totp.removed`` for a factor."""
+        data = FactorChanged(factor_id=factor_id, subject=subject, client=client)
+        await self._emit(f"{kind}.{factor_id}", kind, data)
+
+    async def recovery_used(
+        self, factor_id: str, *, subject: str, client: str, codes_left: int, at_ms: int
+    ) -> None:
+        """Queue ``recovery.used``: a recovery code of the factor was used."""
+        data = RecoveryUsed(
+            factor_id=factor_id, subject=subject, client=client, recovery_codes_left=codes_left
+        )
+        await self._emit(f"recovery.{factor_id}.{at_ms}", "recovery.used", data)
 
     async def fraud_changed(
         self,

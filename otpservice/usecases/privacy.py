@@ -1,4 +1,5 @@
-"""Personal data: erasing what is held about a number, on request.
+"""Personal data: erasing what is held about a number, or about an API client's subject, on
+request.
 
 Everything goes except the opt-out itself, which the law requires to be kept: the number's
 challenges, send and failure counters, and its events, in the event stream and in the queue
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from otpservice.models import Model
 from otpservice.phone import parse_phone
+from otpservice.usecases.factors import check_subject
 
 if TYPE_CHECKING:
+    from otpservice.store.factors import FactorStore
     from otpservice.store.feed import EventFeed
     from otpservice.store.keys import KeySpace
     from otpservice.store.numbers import NumberRecords
@@ -34,8 +37,15 @@ class Erasure(Model, frozen=True):
     opt_out_kept: bool
 
 
+class SubjectErasure(Model, frozen=True):
+    """What erasing an API client's subject removed."""
+
+    records_erased: int
+    events_erased: int
+
+
 class PersonalData:
-    """Erases a number's data, all but its opt-out."""
+    """Erases a number's data, all but its opt-out; erases a subject's factors."""
 
     def __init__(
         self,
@@ -44,7 +54,9 @@ class PersonalData:
         optouts: OptOutStore,
         keys: KeySpace,
         event_queue: QueueStore[AppEvent] | None,
+        factors: FactorStore,
     ) -> None:
+        self._factors = factors
         self._records = records
         self._feed = feed
         self._optouts = optouts
@@ -78,3 +90,22 @@ class PersonalData:
             "personal data of %s erased: %d records, %d events", number.masked(), records, events
         )
         return Erasure(records_erased=records, events_erased=events, opt_out_kept=kept)
+
+    async def erase_subject(self, subject: str, *, client: str) -> SubjectErasure:
+        """Erase an API client's subject: its authenticator-app factors (secret, label,
+        recovery codes), failure counters, and the events that name it.
+
+        Raises:
+            InvalidInput: ``invalid_subject``.
+        """
+        check_subject(subject)
+        records = await self._factors.erase(self._keys.subject(client, subject))
+
+        def about_subject(data: dict[str, Any]) -> bool:
+            return data.get("subject") == subject and data.get("client") == client
+
+        events = await self._feed.erase(about_subject)
+        if self._event_queue is not None:
+            events += await self._event_queue.erase(lambda event: about_subject(event.data))
+        log.info("a subject of client %s erased: %d records, %d events", client, records, events)
+        return SubjectErasure(records_erased=records, events_erased=events)

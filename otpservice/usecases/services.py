@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from otpservice.usecases.abuse import AbusePolicy
     from otpservice.usecases.analytics import Analytics
     from otpservice.usecases.events import AppEvents
+    from otpservice.usecases.factors import TotpFactors
     from otpservice.usecases.inbound import InboundMessages
     from otpservice.usecases.optouts import OptOuts
     from otpservice.usecases.otp import OtpService
@@ -27,6 +28,7 @@ class Services:
     optouts: OptOuts
     inbound: InboundMessages
     personal_data: PersonalData
+    totp: TotpFactors
     events: AppEvents
     # Operators' changes are recorded by the routes that make them, with the client's name.
     audit: AuditLog

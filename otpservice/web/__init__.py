@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from otpservice.web.analytics import ANALYTICS_ROUTES
 from otpservice.web.challenges import CHALLENGE_ROUTES
+from otpservice.web.factors import FACTOR_ROUTES
 from otpservice.web.fraud import FRAUD_ROUTES
 from otpservice.web.health import HEALTH_ROUTES
 from otpservice.web.optouts import OPT_OUT_ROUTES
@@ -12,6 +13,7 @@ from otpservice.web.webhooks import WEBHOOK_ROUTES
 
 ROUTES = [
     *CHALLENGE_ROUTES,
+    *FACTOR_ROUTES,
     *HEALTH_ROUTES,
     *OPT_OUT_ROUTES,
     *PRIVACY_ROUTES,

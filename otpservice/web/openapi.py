@@ -25,6 +25,7 @@ from litestar.static_files import create_static_files_router
 from otpservice import __version__
 from otpservice.phone import E164_PATTERN
 from otpservice.usecases.events import EVENT_DATA
+from otpservice.usecases.factors import SUBJECT_PATTERN
 from otpservice.web.problems import (
     PROBLEM_JSON,
     PROBLEM_STATUS,
@@ -53,12 +54,15 @@ _JSON_BODY_CODES: frozenset[ProblemCode] = frozenset(
 )
 
 
-def documented(access: Access, *codes: ProblemCode, json_body: bool = False) -> dict[str, Any]:
+def documented(
+    access: Access, *codes: ProblemCode, json_body: bool = False, admin_too: bool = False
+) -> dict[str, Any]:
     """A route decorator's ``opt``, ``responses`` and ``security``, from what the route declares.
 
     ``codes`` are the problems its own logic answers with; a token route adds ``unauthorized``
     and ``forbidden``, a JSON route the body's ``invalid_request``, ``request_too_large`` and
-    ``unsupported_media_type``.
+    ``unsupported_media_type``. ``admin_too``: the ``admin`` scope may call it as well (the
+    handler decides what more it may do).
     """
     problems = frozenset(codes)
     if access != "public":
@@ -70,9 +74,10 @@ def documented(access: Access, *codes: ProblemCode, json_body: bool = False) -> 
         opt["public"] = True
     else:
         opt["scope"] = access
+        opt["admin_too"] = admin_too
     route: dict[str, Any] = {"opt": opt, "responses": problem_responses(problems)}
     if access != "public":
-        route["security"] = [{"bearer": [access]}]
+        route["security"] = [{"bearer": [access]}, *([{"bearer": ["admin"]}] if admin_too else [])]
     return route
 
 
@@ -137,6 +142,13 @@ def _add_constraints(document: dict[str, Any], app: Litestar) -> None:
     create["phone"]["pattern"] = E164_PATTERN
     # The shortest address is "::"; the use case refuses anything ipaddress does not parse.
     create["client_ip"]["minLength"] = 2
+    for name in ("FactorCreate", "TotpVerify", "RecoveryUse"):
+        schemas[name]["properties"]["subject"].update(
+            {"pattern": SUBJECT_PATTERN, "minLength": 1, "maxLength": 128}
+        )
+    schemas["FactorCreate"]["properties"]["label"].update({"minLength": 1, "maxLength": 64})
+    for name, field in (("FactorActivate", "code"), ("TotpVerify", "code")):
+        schemas[name]["properties"][field]["pattern"] = "^([0-9]{6}|[0-9]{8})$"
     schemas["VerifyRequest"]["properties"]["code"].update(
         {"pattern": f"^[0-9]{{{digits}}}$", "minLength": digits, "maxLength": digits}
     )

@@ -137,3 +137,133 @@ class Problem(Wire, frozen=True, kw_only=True, omit_defaults=True):
     attempts_left: int | None = None
     rule: str | None = None
     retry_after: int | None = None
+
+
+FactorId = Annotated[
+    str,
+    Meta(
+        max_length=64,
+        description="Opaque id of an authenticator-app factor, as returned by POST /totp/factors.",
+        examples=["mn2_ypvikwtW_ywwim-bFw._wmH80iVwAX9Qi7aG7O42Q"],
+    ),
+]
+# Checked by the service (invalid_subject, invalid_code_format), not here, so every bad value
+# gets its own problem code.
+Subject = Annotated[
+    str,
+    Meta(
+        max_length=256,
+        description="The app's own id of the user: printable ASCII without spaces, 1 to 128 "
+        "characters. Never a phone number or an email address.",
+        examples=["user-4821"],
+    ),
+]
+TotpCode = Annotated[str, Meta(max_length=256, examples=["492039"])]
+
+
+class FactorCreate(Wire, frozen=True, kw_only=True):
+    """Enrol an authenticator app for a subject."""
+
+    subject: Subject
+    label: Annotated[
+        str,
+        Meta(
+            max_length=256,
+            description="What the authenticator app shows beside the issuer, usually the "
+            "user's email: 1 to 64 printable characters without ':'. Sealed at rest.",
+            examples=["alice@example.com"],
+        ),
+    ]
+
+
+class FactorEnrolled(Wire, frozen=True, kw_only=True):
+    """A pending factor. ``otpauth_uri`` and ``qr_svg`` hold its secret and are shown this
+    once: nothing stores this answer; enrol again if it is lost."""
+
+    factor_id: FactorId
+    type: Literal["totp"] = "totp"
+    status: Literal["pending"] = "pending"
+    otpauth_uri: Annotated[str, Meta(description="Google's Key Uri Format, for the QR code.")]
+    qr_svg: Annotated[str, Meta(description="A standalone SVG image of the QR code.")]
+    expires_at: datetime
+
+
+class FactorActivate(Wire, frozen=True, kw_only=True):
+    """The first code of the new factor; ``current_code``, a code of the subject's active
+    factor, when this one replaces it."""
+
+    code: TotpCode
+    current_code: TotpCode | None = None
+
+
+class FactorActivated(Wire, frozen=True, kw_only=True):
+    """The factor is active. The recovery codes are shown this once."""
+
+    factor_id: FactorId
+    status: Literal["active"] = "active"
+    recovery_codes: Annotated[
+        list[str], Meta(description="Ten codes, N-XXXXX-XXXXX, each usable once.")
+    ]
+
+
+class TotpVerify(Wire, frozen=True, kw_only=True):
+    """A code from the subject's authenticator app."""
+
+    subject: Subject
+    code: TotpCode
+
+
+class TotpApproved(Wire, frozen=True, kw_only=True):
+    """The code was right and its step had not been used: it can never be used again."""
+
+    status: Literal["approved"] = "approved"
+    factor_id: FactorId
+    subject: str
+    approved_at: datetime
+
+
+class RecoveryUse(Wire, frozen=True, kw_only=True):
+    """A recovery code the user typed (case, spaces and dashes do not matter)."""
+
+    subject: Subject
+    code: Annotated[str, Meta(max_length=256, examples=["3-K7Q2M-9XW4P"])]
+
+
+class RecoveryApproved(Wire, frozen=True, kw_only=True):
+    """The recovery code was right; it is used up. Offer new ones when few are left."""
+
+    status: Literal["approved"] = "approved"
+    factor_id: FactorId
+    recovery_codes_left: int
+    approved_at: datetime
+
+
+class RecoveryCodes(Wire, frozen=True, kw_only=True):
+    """A new set of recovery codes, shown this once; the old set no longer works."""
+
+    recovery_codes: list[str]
+
+
+class FactorItem(Wire, frozen=True, kw_only=True):
+    """A subject's factor."""
+
+    factor_id: FactorId
+    type: Literal["totp"] = "totp"
+    status: Literal["pending", "active"]
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    recovery_codes_left: int
+
+
+class FactorList(Wire, frozen=True, kw_only=True):
+    """A subject's factors: at most one active and one pending."""
+
+    items: list[FactorItem]
+
+
+class FactorRemoved(Wire, frozen=True, kw_only=True):
+    """The factor is gone: its codes and recovery codes no longer work."""
+
+    factor_id: FactorId
+    status: Literal["removed"] = "removed"

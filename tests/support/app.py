@@ -28,6 +28,7 @@ PEPPER = "test-pepper-0123456789abcdef"
 
 
 OUTBOX_KEY = "b3V0Ym94LWtleS1mb3ItdGVzdHMtMDEyMzQ1Njc4OWE="  # 32 bytes, base64
+TOTP_KEY = "dG90cC1rZXktZm9yLXRoZS10ZXN0cy05ODc2NTQzMjE="  # 32 bytes, base64
 
 
 INDEX_KEY = "test-index-key-0123456789abcdef"

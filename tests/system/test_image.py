@@ -137,7 +137,8 @@ def test_the_install_script_builds_a_working_service_as_non_root(
         assert created.status_code == 201, created.text
     finally:
         service.send_signal(signal.SIGTERM)
-        assert service.wait(timeout=20) in (0, -signal.SIGTERM)
+        returncode = service.wait(timeout=20)
         out, err = service.communicate()
+        assert returncode in (0, -signal.SIGTERM), err[-3000:]
     assert "DEVELOPMENT MODE" in out
     assert "Traceback" not in err

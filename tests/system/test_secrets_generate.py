@@ -24,6 +24,7 @@ GENERATED_FILES = {
     "pepper",
     "index-key",
     "outbox-key",
+    "totp-key",
     "redis-password",
     "redis-sentinel-password",
     "acs-webhook-secret",

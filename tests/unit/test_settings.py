@@ -224,6 +224,14 @@ def test_an_events_secret_that_does_not_decode_is_refused_naming_it(
     assert raised.value.key == "secrets.events_secret"
 
 
+@pytest.mark.parametrize("name", ["totp_key", "previous_totp_key"])
+def test_a_totp_key_that_is_no_aes_key_is_refused_naming_it(tmp_path: Path, name: str) -> None:
+    environ = {f"OTP_SECRETS__{name.upper()}": "not-32-bytes"}
+    with pytest.raises(ConfigError, match=rf"secrets\.{name} must be 32 random bytes") as raised:
+        load_settings(write(tmp_path, GOOD), environ=environ)
+    assert raised.value.key == f"secrets.{name}"
+
+
 @pytest.mark.parametrize("attempt", range(20))
 def test_generated_secrets_pass(tmp_path: Path, attempt: int) -> None:
     # What the docs tell operators to use: openssl rand -hex 32 (its alphabet), and every
@@ -254,6 +262,8 @@ def test_one_secret_used_twice_is_refused_naming_both(tmp_path: Path) -> None:
     [
         ("lockout", "max_failures", 20, 21),
         ("lockout", "base_seconds", 300, 299),
+        ("totp.lockout", "max_failures", 20, 21),
+        ("totp.lockout", "base_seconds", 300, 299),
         ("send_limits", "min_interval_seconds", 10, 9),
         ("send_limits", "per_hour", 20, 21),
         ("send_limits", "per_day", 50, 51),

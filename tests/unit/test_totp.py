@@ -8,8 +8,6 @@ import pytest
 from otpservice.crypto.totp import (
     CROCKFORD,
     SECRET_BYTES,
-    TotpAlgorithm,
-    TotpParams,
     code_at,
     matching_step,
     new_recovery_code,
@@ -18,6 +16,7 @@ from otpservice.crypto.totp import (
     read_recovery_code,
     shown_recovery_code,
 )
+from otpservice.models import TotpAlgorithm, TotpParams
 
 # RFC 6238 Appendix B, with the seeds of erratum 2866 (one per hash, as long as its output).
 SEEDS: dict[TotpAlgorithm, bytes] = {

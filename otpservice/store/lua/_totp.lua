@@ -1,0 +1,84 @@
+-- _totp.lua: shared by the authenticator-app (TOTP) scripts, after _prelude.lua (whose
+-- count_failures and now_ms they use); scripts.py puts both in front of each of them.
+-- Factor hash fields (active and pending): id random part of the factor id, cl client,
+-- st status (p pending, a active), sk sealed secret, lb sealed label, dg digits, pd period s,
+-- al algorithm, cr created ms, ex expires ms and a activation attempts left (pending only),
+-- at activated ms, ls last step used, lu last used ms, lr / rr the reservation of the last
+-- approval by code / by recovery code, rk recovery key id, rp argon2 parameters,
+-- r0 .. r9 recovery-code hashes by slot (a used one is deleted), sb the subject, sealed.
+-- Guard fields: f settled failures, u locked-until ms, l lockout level (as a number's guard),
+-- rf recovery failures and re the ms their 24 hours end.
+
+local RECOVERY_SLOTS = 10
+
+-- Count reservations whose verdict never came (older than lifetime_ms) as failures, then say
+-- how long the subject must wait before one more code may be checked: 0 when it may now.
+local function guess_wait(guard_key, inflight_key, now, max_failures, lock_base_ms, lock_max_ms,
+    memory_ms, lifetime_ms)
+  local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+  local stale = redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now - lifetime_ms)
+  if stale > 0 then
+    locked_until = count_failures(guard_key, stale, now, max_failures, lock_base_ms, lock_max_ms,
+      memory_ms)
+  end
+  if locked_until > now then return locked_until - now end
+  local settled = tonumber(redis.call('HGET', guard_key, 'f') or '0')
+  if settled + redis.call('ZCARD', inflight_key) >= max_failures then
+    -- Enough codes are being checked to lock the subject if they fail: wait for them.
+    return 1000
+  end
+  return 0
+end
+
+local function reserve_guess(inflight_key, reservation, now, lifetime_ms, memory_ms)
+  redis.call('ZADD', inflight_key, now, reservation)
+  redis.call('PEXPIRE', inflight_key, lifetime_ms + memory_ms)
+end
+
+-- A checked code that failed: counted once (settling is ZREM's reply); the locked-until ms.
+local function settle_failure(guard_key, settling, now, max_failures, lock_base_ms, lock_max_ms,
+    memory_ms)
+  if settling == 1 then
+    return count_failures(guard_key, 1, now, max_failures, lock_base_ms, lock_max_ms, memory_ms)
+  end
+  return tonumber(redis.call('HGET', guard_key, 'u') or '0')
+end
+
+-- Failures the subject may still make before it is locked (0 while locked).
+local function guesses_left(guard_key, now, max_failures)
+  if tonumber(redis.call('HGET', guard_key, 'u') or '0') > now then return 0 end
+  return math.max(max_failures - tonumber(redis.call('HGET', guard_key, 'f') or '0'), 0)
+end
+
+-- The recovery failures of the last 24 hours and when they are forgotten (0, 0: none).
+local function recovery_failures(guard_key, now)
+  local fields = redis.call('HMGET', guard_key, 'rf', 're')
+  local ends = tonumber(fields[2] or '0')
+  if ends <= now then return 0, 0 end
+  return tonumber(fields[1] or '0'), ends
+end
+
+local function count_recovery_failures(guard_key, n, now, window_ms)
+  local failures, ends = recovery_failures(guard_key, now)
+  if ends == 0 then ends = now + window_ms end
+  failures = failures + n
+  redis.call('HSET', guard_key, 'rf', failures, 're', ends)
+  return failures, ends
+end
+
+-- The guard outlives the recovery failures it holds (count_failures sets a shorter expiry
+-- when lockout.memory_seconds is under a day).
+local function keep_guard(guard_key, now)
+  local ends = tonumber(redis.call('HGET', guard_key, 're') or '0')
+  if ends > now and redis.call('PTTL', guard_key) < ends - now then
+    redis.call('PEXPIRE', guard_key, ends - now)
+  end
+end
+
+local function recovery_codes_left(factor_key)
+  local left = 0
+  for slot = 0, RECOVERY_SLOTS - 1 do
+    left = left + redis.call('HEXISTS', factor_key, 'r' .. slot)
+  end
+  return left
+end
