@@ -91,6 +91,16 @@ class FailedReply(NamedTuple):
     locked_ms: int
 
 
+class RecoveryFailedReply(NamedTuple):
+    """``totp_recovery.lua``: {"incorrect", recovery failures left, ms recovery stays blocked,
+    ms this failure locked the subject for (0: it did not)}."""
+
+    status: bytes
+    left: int
+    blocked_ms: int
+    locked_ms: int
+
+
 class ApprovedReply(NamedTuple):
     """``totp_verdict.lua``, ``totp_activate.lua``: {"approved" | "activated", ms}."""
 
@@ -189,6 +199,25 @@ class Recovered:
 
     approved_at_ms: int
     codes_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryRefused:
+    """A wrong (or used, or replaced) recovery code, counted: wrong recovery codes left, for
+    how long recovery is blocked, and for how long this failure locked the subject (0: not)."""
+
+    recovery_failures_left: int
+    blocked_ms: int
+    locked_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveFactor:
+    """An active factor as sealed: what regenerating its recovery codes reads."""
+
+    sealed_secret: str
+    sealed_label: str
+    sealed_subject: str
 
 
 def _params(digits: bytes | str, period: bytes | str, algorithm: bytes | str) -> TotpParams:
@@ -495,13 +524,14 @@ class FactorStore:
         *,
         matched: bool,
         max_failures: int,
-    ) -> Recovered:
-        """Use the slot's code up on a match (once), else count a failure of both budgets.
+    ) -> Recovered | RecoveryRefused:
+        """Use the slot's code up on a match (once, and only if the set was not replaced
+        meanwhile), else count a failure of both budgets.
 
         Raises:
-            IncorrectCode (``attempts_left``: wrong recovery codes left), SubjectLocked,
             FactorNotFound.
         """
+        checked = reserved.stored.digests[0] if reserved.stored is not None else b""
         reply = await self._run(
             self._scripts.totp_recovery,
             [keys.active, keys.guard, keys.inflight, keys.recovery_inflight],
@@ -514,6 +544,7 @@ class FactorStore:
                 max_failures,
                 RECOVERY_WINDOW_MS,
                 *self._lockout_args,
+                checked,
             ],
         )
         status = reply_text(reply[0])
@@ -522,18 +553,22 @@ class FactorStore:
             return Recovered(int(recovered.approved_at_ms), int(recovered.codes_left))
         if status == "missing":
             raise FactorNotFound("the factor was removed or replaced meanwhile")
-        failed = FailedReply(*reply)
-        if int(failed.locked_ms) > 0:
-            raise SubjectLocked(
-                seconds_from_ms(int(failed.locked_ms)),
-                "Too many wrong recovery codes for this user; recovery is blocked for a while.",
-            )
-        raise IncorrectCode(int(failed.left))
+        failed = RecoveryFailedReply(*reply)
+        return RecoveryRefused(
+            recovery_failures_left=int(failed.left),
+            blocked_ms=int(failed.blocked_ms),
+            locked_ms=int(failed.locked_ms),
+        )
 
     async def replace_recovery_codes(
-        self, ref: FactorRef, client: str, recovery: RecoveryHashes, resealed_secret: str = ""
+        self,
+        ref: FactorRef,
+        client: str,
+        recovery: RecoveryHashes,
+        resealed: ActiveFactor | None = None,
     ) -> None:
-        """Put a new set of recovery codes in place of the old (and the secret sealed anew).
+        """Put a new set of recovery codes in place of the old (and, ``resealed``, the secret,
+        label and subject sealed anew).
 
         Raises:
             FactorNotFound: no such active factor.
@@ -544,7 +579,11 @@ class FactorStore:
             [
                 client,
                 ref.random_part,
-                resealed_secret,
+                *(
+                    (resealed.sealed_secret, resealed.sealed_label, resealed.sealed_subject)
+                    if resealed is not None
+                    else ("", "", "")
+                ),
                 recovery.key_id,
                 recovery.params,
                 *recovery.digests,
@@ -553,16 +592,14 @@ class FactorStore:
         if reply_text(reply[0]) == "missing":
             raise FactorNotFound("no such active factor")
 
-    async def active_secret(self, ref: FactorRef, client: str) -> SealedFactor | None:
+    async def active_factor(self, ref: FactorRef, client: str) -> ActiveFactor | None:
         """The active factor ``ref`` names, sealed (None: not the client's active factor)."""
         async with self._commands.command() as redis:
-            fields = await redis.hmget(ref.keys.active, ["id", "cl", "sk", "dg", "pd", "al"])
+            fields = await redis.hmget(ref.keys.active, ["id", "cl", "sk", "lb", "sb"])
         found = [reply_text(v) if v is not None else "" for v in fields]
         if found[0] != ref.random_part or found[1] != client:
             return None
-        return SealedFactor(
-            random_part=found[0], sealed_secret=found[2], params=_params(*found[3:6])
-        )
+        return ActiveFactor(sealed_secret=found[2], sealed_label=found[3], sealed_subject=found[4])
 
     async def sealed_subject(self, keys: SubjectKeys) -> str:
         """The subject of these keys, as sealed beside its factors ("" when it has none)."""

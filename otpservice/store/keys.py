@@ -115,6 +115,29 @@ def _unb64(text: str) -> bytes:
     return raw if _b64(raw) == text else b""  # stray low bits: another spelling, refused
 
 
+def _opaque_id(cipher: Cipher[modes.ECB], tag: bytes, random_part: str) -> str:
+    """``B.R``: B one AES block over the tag and the first bytes of the random part R."""
+    encryptor = cipher.encryptor()
+    block = encryptor.update(tag + _unb64(random_part)[:_CHECK_BYTES]) + encryptor.finalize()
+    return f"{_b64(block)}.{random_part}"
+
+
+def _open_opaque(cipher: Cipher[modes.ECB], opaque_id: str) -> tuple[str, str, bool] | None:
+    """The tag, random part and whether it is forged (its block does not decrypt to its own
+    random part) of an opaque id ``B.R``; None when it is malformed."""
+    match = _OPAQUE_ID.fullmatch(opaque_id)
+    if match is None:
+        return None
+    block, random_part = _unb64(match.group(1)), match.group(2)
+    random_bytes = _unb64(random_part)
+    if len(block) != 16 or len(random_bytes) != CHALLENGE_RANDOM_BYTES:
+        return None  # base64 with stray bits: not an id this service made
+    decryptor = cipher.decryptor()
+    plain = decryptor.update(block) + decryptor.finalize()
+    forged = not hmac.compare_digest(plain[TAG_BYTES:], random_bytes[:_CHECK_BYTES])
+    return _b64(plain[:TAG_BYTES]), random_part, forged
+
+
 @dataclass(frozen=True, slots=True)
 class ChallengeKeys:
     """The keys one challenge's scripts touch, all in its number's slot."""
@@ -266,9 +289,8 @@ class KeySpace:
         random_part = _b64(random_bytes)
         if not self._opaque_ids:
             return self._challenge_keys(_b64(tag), random_part)
-        encryptor = self._id_cipher.encryptor()
-        block = encryptor.update(tag + random_bytes[:_CHECK_BYTES]) + encryptor.finalize()
-        return self._challenge_keys(_b64(tag), random_part, f"{_b64(block)}.{random_part}")
+        opaque_id = _opaque_id(self._id_cipher, tag, random_part)
+        return self._challenge_keys(_b64(tag), random_part, opaque_id)
 
     def for_challenge(self, challenge_id: str) -> ChallengeKeys | None:
         """Keys for an existing challenge id of either form, or None when the id is malformed.
@@ -277,19 +299,11 @@ class KeySpace:
         match = _PLAIN_ID.fullmatch(challenge_id)
         if match is not None:
             return self._challenge_keys(match.group(1), match.group(2))
-        match = _OPAQUE_ID.fullmatch(challenge_id)
-        if match is None:
+        opened = _open_opaque(self._id_cipher, challenge_id)
+        if opened is None:
             return None
-        block, random_part = _unb64(match.group(1)), match.group(2)
-        random_bytes = _unb64(random_part)
-        if len(block) != 16 or len(random_bytes) != CHALLENGE_RANDOM_BYTES:
-            return None  # base64 with stray bits: not an id this service made
-        decryptor = self._id_cipher.decryptor()
-        plain = decryptor.update(block) + decryptor.finalize()
-        forged = not hmac.compare_digest(plain[TAG_BYTES:], random_bytes[:_CHECK_BYTES])
-        return self._challenge_keys(
-            _b64(plain[:TAG_BYTES]), random_part, challenge_id, forged=forged
-        )
+        tag, random_part, forged = opened
+        return self._challenge_keys(tag, random_part, challenge_id, forged=forged)
 
     def subject(self, client: str, subject: str) -> SubjectKeys:
         """The keys of a client's subject (the app's own user id), in one slot."""
@@ -305,26 +319,16 @@ class KeySpace:
 
     def factor_id(self, subject: SubjectKeys, random_part: str) -> str:
         """The id of ``subject``'s factor whose random part is ``random_part``."""
-        encryptor = self._factor_cipher.encryptor()
-        plain = _unb64(subject.tag) + _unb64(random_part)[:_CHECK_BYTES]
-        block = encryptor.update(plain) + encryptor.finalize()
-        return f"{_b64(block)}.{random_part}"
+        return _opaque_id(self._factor_cipher, _unb64(subject.tag), random_part)
 
     def for_factor(self, factor_id: str) -> FactorRef | None:
         """What a factor id names, or None when it is malformed; ``forged`` when its block does
         not decrypt to its own random part."""
-        match = _OPAQUE_ID.fullmatch(factor_id)
-        if match is None:
+        opened = _open_opaque(self._factor_cipher, factor_id)
+        if opened is None:
             return None
-        block, random_part = _unb64(match.group(1)), match.group(2)
-        random_bytes = _unb64(random_part)
-        if len(block) != 16 or len(random_bytes) != CHALLENGE_RANDOM_BYTES:
-            return None
-        decryptor = self._factor_cipher.decryptor()
-        plain = decryptor.update(block) + decryptor.finalize()
-        forged = not hmac.compare_digest(plain[TAG_BYTES:], random_bytes[:_CHECK_BYTES])
-        keys = self._subject_keys(_b64(plain[:TAG_BYTES]))
-        return FactorRef(factor_id, random_part, keys, forged=forged)
+        tag, random_part, forged = opened
+        return FactorRef(factor_id, random_part, self._subject_keys(tag), forged=forged)
 
     def _subject_keys(self, tag: str) -> SubjectKeys:
         base = f"{self._prefix}:{{{tag}}}:totp"

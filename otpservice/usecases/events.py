@@ -6,7 +6,7 @@
 - ``security.lockout``: a number (or an authenticator-app subject) was locked after too many
   wrong codes;
 - ``totp.activated`` / ``totp.removed``: a subject's authenticator-app factor became active or
-  was removed (replaced, removed by the app or an operator, erased);
+  was removed (replaced, or removed by the app or an operator);
 - ``recovery.used``: a subject used one of its recovery codes;
 - ``fraud.tripped`` / ``fraud.cleared``: the fraud guard paused or resumed a destination.
 
@@ -276,4 +276,6 @@ class AppEvents:
                 )
             )
         if kind in AUDITED:
-            await self._audit.record(kind, actor="service", data=_masked(data))
+            # The audit stream outlives an erasure: it keeps no subject (the app's user id).
+            audited = {k: v for k, v in _masked(data).items() if k != "subject"}
+            await self._audit.record(kind, actor="service", data=audited)

@@ -33,20 +33,23 @@ from otpservice.crypto.totp import (
     shown_recovery_code,
 )
 from otpservice.errors import (
+    FactorExpired,
     FactorNotFound,
+    IncorrectCode,
     InvalidInput,
     OtpError,
     SubjectLocked,
     TotpNotConfigured,
 )
-from otpservice.models import RecoveryHashes, TotpParams
+from otpservice.models import RecoveryHashes, TotpParams, ceil_seconds
+from otpservice.store.factors import ActiveFactor, RecoveryRefused
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from otpservice.config.live import LiveSettings
     from otpservice.crypto.codes import CodeHasher
-    from otpservice.crypto.totp import TotpKeys
+    from otpservice.crypto.totp import SealedKind, TotpKeys
     from otpservice.models import FactorStatus, SealedFactor
     from otpservice.store.factors import FactorStore
     from otpservice.store.keys import FactorRef, KeySpace
@@ -277,7 +280,7 @@ class TotpFactors:
                 )
             except SubjectLocked as exc:
                 subject = await self._subject_of(totp_keys, ref)
-                await self._locked(client, exc, subject=subject)
+                await self._locked(client, exc.retry_after_seconds or 0, subject=subject)
                 raise
         subject = await self._subject_of(totp_keys, ref)
         if active is not None:
@@ -314,7 +317,7 @@ class TotpFactors:
             approved_at_ms = await self._store.settle(keys, client, reserved, step)
         except SubjectLocked as exc:
             self._analytics.count("totp_failed")
-            await self._locked(client, exc, subject=subject)
+            await self._locked(client, exc.retry_after_seconds or 0, subject=subject)
             raise
         except OtpError as exc:
             if not isinstance(exc, FactorNotFound):
@@ -360,15 +363,21 @@ class TotpFactors:
                 matched = False
             else:
                 matched = await self._hasher.check_keyed(mac, stored.params, stored.digests[0])
-        try:
-            recovered = await self._store.settle_recovery(
-                keys, client, reserved, slot, matched=matched, max_failures=max_failures
-            )
-        except OtpError as exc:
-            if not isinstance(exc, FactorNotFound):
-                self._analytics.count("recovery_failed")
-            log.info("factor %s: recovery code refused (%s)", factor_id, exc.code)
-            raise
+        outcome = await self._store.settle_recovery(
+            keys, client, reserved, slot, matched=matched, max_failures=max_failures
+        )
+        if isinstance(outcome, RecoveryRefused):
+            self._analytics.count("recovery_failed")
+            log.info("factor %s: recovery code refused", factor_id)
+            if outcome.locked_ms > 0:
+                await self._locked(client, ceil_seconds(outcome.locked_ms), subject=subject)
+            if outcome.blocked_ms > 0:
+                raise SubjectLocked(
+                    max(1, ceil_seconds(outcome.blocked_ms)),
+                    "Too many wrong recovery codes for this user; recovery is blocked for a while.",
+                )
+            raise IncorrectCode(outcome.recovery_failures_left)
+        recovered = outcome
         self._analytics.count("recovery_used")
         log.warning("factor %s: recovery code used, %d left", factor_id, recovered.codes_left)
         await self._events.recovery_used(
@@ -386,25 +395,50 @@ class TotpFactors:
 
     async def regenerate_recovery_codes(self, factor_id: str, *, client: str) -> list[str]:
         """A new set of recovery codes for an active factor (the old set stops working); its
-        secret is sealed anew under the current TOTP key if an older key sealed it.
+        secret, label and subject are sealed anew under the current TOTP key if an older key
+        sealed them.
 
         Raises:
-            FactorNotFound, TotpNotConfigured.
+            FactorNotFound, FactorExpired (its key is gone), TotpNotConfigured.
         """
         totp_keys = self._sealing()
         ref = self._ref(factor_id)
-        sealed = await self._store.active_secret(ref, client)
+        sealed = await self._store.active_factor(ref, client)
         if sealed is None:
             raise FactorNotFound("no such active factor")
-        resealed = ""
+        resealed = None
         if not totp_keys.sealed_with_current(sealed.sealed_secret):
-            secret = totp_keys.open("secret", sealed.sealed_secret, factor_id)
-            resealed = totp_keys.seal("secret", secret, factor_id)
+            resealed = self._resealed(totp_keys, sealed, ref)
         with self._hasher.admit():
             codes, recovery = await self._new_recovery_codes(totp_keys, factor_id)
         await self._store.replace_recovery_codes(ref, client, recovery, resealed)
         log.info("factor %s: recovery codes regenerated", factor_id)
         return codes
+
+    def _resealed(self, totp_keys: TotpKeys, sealed: ActiveFactor, ref: FactorRef) -> ActiveFactor:
+        """The factor's secret, label and subject sealed under the current TOTP key.
+
+        Raises:
+            FactorExpired: the secret's key is gone; the user must enrol again.
+        """
+        try:
+            secret = totp_keys.open("secret", sealed.sealed_secret, ref.factor_id)
+        except SealError:
+            raise FactorExpired(
+                "the factor's TOTP key was retired (secrets.previous_totp_key); enrol again"
+            ) from None
+
+        def again(kind: SealedKind, text: str, bound_to: str) -> str:
+            try:
+                return totp_keys.seal(kind, totp_keys.open(kind, text, bound_to), bound_to)
+            except SealError:
+                return ""  # kept as it is: nothing better to put there
+
+        return ActiveFactor(
+            sealed_secret=totp_keys.seal("secret", secret, ref.factor_id),
+            sealed_label=again("label", sealed.sealed_label, ref.factor_id),
+            sealed_subject=again("subject", sealed.sealed_subject, ref.keys.tag),
+        )
 
     async def list_factors(self, subject: str, *, client: str) -> list[FactorView]:
         """The subject's factors: the active one and a pending one.
@@ -460,8 +494,7 @@ class TotpFactors:
         except SealError:
             return ""
 
-    async def _locked(self, client: str, exc: SubjectLocked, *, subject: str) -> None:
-        locked_for = exc.retry_after_seconds or 0
+    async def _locked(self, client: str, locked_for: int, *, subject: str) -> None:
         log.warning("a subject of client %s locked for %s s", client, locked_for)
         await self._events.subject_locked(subject, client=client, locked_for_seconds=locked_for)
 

@@ -164,7 +164,12 @@ async def use_recovery_code(
     status_code=200,
     summary="Make new recovery codes",
     **documented(
-        "otp", "factor_not_found", "totp_not_configured", "store_unavailable", "hashing_busy"
+        "otp",
+        "factor_not_found",
+        "factor_expired",
+        "totp_not_configured",
+        "store_unavailable",
+        "hashing_busy",
     ),
 )
 async def regenerate_recovery_codes(

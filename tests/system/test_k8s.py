@@ -29,6 +29,7 @@ SECRET_FILES = {
     "pepper": "pV8m1Qe3rT6yU9iO2pA5sD7fG0hJ4kLz",
     "index-key": "iX3c6Vb9Nm2Qw5Er8Ty1Ui4Op7As0Df",
     "outbox-key": base64.b64encode(bytes(range(1, 33))).decode(),
+    "totp-key": base64.b64encode(bytes(range(40, 72))).decode(),
     "redis-password": "redis-password",
     "acs-connection-string": "endpoint=https://x.communication.azure.com/;accesskey="
     + base64.b64encode(b"k" * 32).decode(),

@@ -9,6 +9,7 @@ values by value, and ``"…"`` (any string) or a bare ``…`` (any number) by ty
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,17 +20,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+import pyotp
 import pytest
 
 from tests.support.processes import ServiceProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 # Starts the service as a process: run in one xdist worker, apart from the rest.
 pytestmark = pytest.mark.xdist_group("processes")
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-_MARKER = re.compile(r"^<!-- walk-through block (\d+)\b")
+_MARKER = r"^<!-- {kind} block (\d+)\b"
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _ANSWER = re.compile(r"^# -> (\d{3}) (.*)$")
 _CONTINUATION = re.compile(r"^#\s{2,}(.*)$")
@@ -59,12 +64,14 @@ class Expected:
     comment: str
 
 
-def walkthrough_blocks(readme: str) -> list[str]:
-    """The fenced bash block after each walk-through marker, in the markers' order."""
+def walkthrough_blocks(readme: str, kind: str = "walk-through") -> list[str]:
+    """The fenced bash block after each ``<!-- {kind} block N`` marker, in the markers' order
+    (``kind``: "walk-through", the SMS one; "totp walk-through", the authenticator app's)."""
+    marker_line = re.compile(_MARKER.format(kind=re.escape(kind)))
     lines = readme.splitlines()
     blocks: dict[int, str] = {}
     for index, line in enumerate(lines):
-        marker = _MARKER.match(line)
+        marker = marker_line.match(line)
         if marker is None:
             continue
         start = index + 1
@@ -175,54 +182,83 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def run_walkthrough(service: ServiceProcess, blocks: list[str]) -> list[Answer]:
-    """Block 1, the code the server printed as ``CODE``, block 2, in one bash session."""
-    script = f"{blocks[0]}\nread -r CODE\n{blocks[1]}"
+@dataclass
+class BashSession:
+    """A bash running the walk-through: what it prints, line by line, and its input."""
+
+    process: subprocess.Popen[str]
+    lines: queue.Queue[str | None]
+
+    def answer(self) -> Answer:
+        """The next ``STATUS BODY`` line (within 30 s)."""
+        line = self.lines.get(timeout=30)
+        assert line is not None, f"the walk-through stopped: {self.stderr()}"
+        return _answer(line)
+
+    def type(self, text: str, *, last: bool = False) -> None:
+        """Type a line, as the reader sets a variable (``last``: nothing more will come)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{text}\n")
+        self.process.stdin.flush()
+        if last:
+            self.process.stdin.close()
+
+    def rest(self) -> list[Answer]:
+        """Every answer until bash exits, which it must do cleanly."""
+        answers = []
+        while (line := self.lines.get(timeout=30)) is not None:
+            answers.append(_answer(line))
+        assert self.process.wait(timeout=30) == 0, self.stderr()
+        return answers
+
+    def stderr(self) -> str:
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+
+@contextlib.contextmanager
+def bash_session(
+    script: str, service: ServiceProcess, cwd: Path | None = None
+) -> Iterator[BashSession]:
+    """``script`` in ``bash -eu`` with ``BASE`` the service's URL; killed if left running."""
     bash = subprocess.Popen(
         ["bash", "-eu", "-c", script],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
         env={**os.environ, "BASE": service.url},
     )
     assert bash.stdout is not None
-    assert bash.stdin is not None
-    assert bash.stderr is not None
     lines: queue.Queue[str | None] = queue.Queue()
     pump = threading.Thread(target=_pump, args=(bash.stdout, lines), daemon=True)
     pump.start()
-    answers: list[Answer] = []
     try:
-        first = lines.get(timeout=30)
-        assert first is not None, f"block 1 printed nothing: {bash.stderr.read()}"
-        answers.append(_answer(first))
-        code = service.next_code(answers[0].body["challenge_id"])
-        if code == "000000":
-            pytest.skip("the code is the walk-through's wrong code (one in a million)")
-        bash.stdin.write(f"{code}\n")
-        bash.stdin.close()
-        while (line := lines.get(timeout=30)) is not None:
-            answers.append(_answer(line))
-        assert bash.wait(timeout=30) == 0, bash.stderr.read()
+        yield BashSession(bash, lines)
     finally:
         if bash.poll() is None:
             bash.kill()
             bash.wait()
         pump.join(timeout=5)
         for stream in (bash.stdin, bash.stdout, bash.stderr):
-            stream.close()
-    return answers
+            if stream is not None:
+                stream.close()
 
 
-def test_the_walkthrough_answers_what_the_readme_shows(dev_service: ServiceProcess) -> None:
-    blocks = walkthrough_blocks(README.read_text(encoding="utf-8"))
-    assert len(blocks) == 2, "the walk-through is block 1, CODE=, block 2"
-    expected = [answer for block in blocks for answer in expected_answers(block)]
-    assert len(expected_answers(blocks[0])) == 1, "block 1 asks for one code"
+def run_walkthrough(service: ServiceProcess, blocks: list[str]) -> list[Answer]:
+    """Block 1, the code the server printed as ``CODE``, block 2, in one bash session."""
+    with bash_session(f"{blocks[0]}\nread -r CODE\n{blocks[1]}", service) as bash:
+        created = bash.answer()
+        code = service.next_code(created.body["challenge_id"])
+        if code == "000000":
+            pytest.skip("the code is the walk-through's wrong code (one in a million)")
+        bash.type(code, last=True)
+        return [created, *bash.rest()]
 
-    answers = run_walkthrough(dev_service, blocks)
 
+def assert_as_shown(expected: list[Expected], answers: list[Answer]) -> None:
+    """Every answer is what the README's comment under its request shows."""
     assert len(answers) == len(expected), (
         f"the README shows {len(expected)} answers, the walk-through printed {len(answers)}"
     )
@@ -235,6 +271,17 @@ def test_the_walkthrough_answers_what_the_readme_shows(dev_service: ServiceProce
         + differences(want.body, got.body)
     ]
     assert problems == []
+
+
+def test_the_walkthrough_answers_what_the_readme_shows(dev_service: ServiceProcess) -> None:
+    blocks = walkthrough_blocks(README.read_text(encoding="utf-8"))
+    assert len(blocks) == 2, "the walk-through is block 1, CODE=, block 2"
+    expected = [answer for block in blocks for answer in expected_answers(block)]
+    assert len(expected_answers(blocks[0])) == 1, "block 1 asks for one code"
+
+    answers = run_walkthrough(dev_service, blocks)
+
+    assert_as_shown(expected, answers)
 
     # What the README's prose says about those answers.
     created, wrong, approved, read, replayed = answers[:5]
@@ -278,3 +325,38 @@ def test_a_drifted_answer_is_reported() -> None:
     assert differences(want.body, {**same, "delivery": {"detail": "x"}}) == [
         "body.delivery.detail: None expected, got 'x'"
     ]
+
+
+def run_totp_walkthrough(service: ServiceProcess, blocks: list[str], folder: Path) -> list[Answer]:
+    """The authenticator-app blocks in one bash session, typing the codes the reader's app
+    would show: the current one after block 1, the next one after block 2."""
+    script = f"{blocks[0]}\nread -r CODE\n{blocks[1]}\nread -r CODE\n{blocks[2]}"
+    with bash_session(script, service, cwd=folder) as bash:
+        enrolled = bash.answer()
+        app = pyotp.parse_uri(enrolled.body["otpauth_uri"])
+        assert isinstance(app, pyotp.TOTP)
+        first = app.now()
+        bash.type(first)
+        activated, replayed = bash.answer(), bash.answer()
+        following = app.at(time.time() + app.interval)
+        if "000000" in (first, following):
+            pytest.skip("a code is the walk-through's wrong code (one in a million)")
+        bash.type(following, last=True)
+        return [enrolled, activated, replayed, *bash.rest()]
+
+
+def test_the_authenticator_walkthrough_answers_what_the_readme_shows(
+    dev_service: ServiceProcess, tmp_path: Path
+) -> None:
+    blocks = walkthrough_blocks(README.read_text(encoding="utf-8"), "totp walk-through")
+    assert len(blocks) == 3, "enrol, CODE=, activate, CODE=, log in / lock / recover"
+    expected = [answer for block in blocks for answer in expected_answers(block)]
+
+    answers = run_totp_walkthrough(dev_service, blocks, tmp_path)
+
+    assert_as_shown(expected, answers)
+    # The saved QR code is the standalone SVG the README says a browser opens.
+    svg = (tmp_path / "qr.svg").read_text(encoding="utf-8")
+    assert svg.startswith("<?xml")
+    assert 'xmlns="http://www.w3.org/2000/svg"' in svg
+    assert answers[0].body["otpauth_uri"].startswith("otpauth://totp/otpservice:")

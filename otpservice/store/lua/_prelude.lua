@@ -61,3 +61,23 @@ local function count_failures(guard_key, n, now, max_failures, lock_base_ms, loc
   redis.call('PEXPIRE', guard_key, math.max(locked_until - now, 0) + memory_ms)
   return locked_until
 end
+
+-- Count the reservations of inflight_key whose verdict never came (older than lifetime_ms) as
+-- failures, then say how long to wait before one more check may be reserved: 0 when it may now.
+-- Settled failures plus checks in flight never pass max_failures, so concurrent guesses cannot.
+local function reservation_wait(guard_key, inflight_key, now, max_failures, lock_base_ms,
+    lock_max_ms, memory_ms, lifetime_ms)
+  local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+  local stale = redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now - lifetime_ms)
+  if stale > 0 then
+    locked_until = count_failures(guard_key, stale, now, max_failures, lock_base_ms, lock_max_ms,
+      memory_ms)
+  end
+  if locked_until > now then return locked_until - now end
+  local settled = tonumber(redis.call('HGET', guard_key, 'f') or '0')
+  if settled + redis.call('ZCARD', inflight_key) >= max_failures then
+    -- Enough guesses are being checked to lock if they fail: wait for their verdicts.
+    return 1000
+  end
+  return 0
+end

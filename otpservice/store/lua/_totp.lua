@@ -11,23 +11,30 @@
 
 local RECOVERY_SLOTS = 10
 
--- Count reservations whose verdict never came (older than lifetime_ms) as failures, then say
--- how long the subject must wait before one more code may be checked: 0 when it may now.
+-- The guard outlives the recovery failures it holds (count_failures sets a shorter expiry
+-- when lockout.memory_seconds is under a day).
+local function keep_guard(guard_key, now)
+  local ends = tonumber(redis.call('HGET', guard_key, 're') or '0')
+  if ends > now and redis.call('PTTL', guard_key) < ends - now then
+    redis.call('PEXPIRE', guard_key, ends - now)
+  end
+end
+
+-- How long the subject must wait before one more code may be checked (0: it may now), after
+-- counting the checks whose verdict never came as failures (reservation_wait, _prelude.lua).
 local function guess_wait(guard_key, inflight_key, now, max_failures, lock_base_ms, lock_max_ms,
     memory_ms, lifetime_ms)
   local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
-  local stale = redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now - lifetime_ms)
-  if stale > 0 then
-    locked_until = count_failures(guard_key, stale, now, max_failures, lock_base_ms, lock_max_ms,
-      memory_ms)
-  end
-  if locked_until > now then return locked_until - now end
   local settled = tonumber(redis.call('HGET', guard_key, 'f') or '0')
-  if settled + redis.call('ZCARD', inflight_key) >= max_failures then
-    -- Enough codes are being checked to lock the subject if they fail: wait for them.
-    return 1000
+  if locked_until <= now and settled >= max_failures then
+    -- Failures counted while it was locked (wrong recovery codes) lock it again now that the
+    -- lock is over, rather than leave it refusing every code for a second at a time.
+    count_failures(guard_key, 0, now, max_failures, lock_base_ms, lock_max_ms, memory_ms)
   end
-  return 0
+  local wait = reservation_wait(guard_key, inflight_key, now, max_failures, lock_base_ms,
+    lock_max_ms, memory_ms, lifetime_ms)
+  keep_guard(guard_key, now)
+  return wait
 end
 
 local function reserve_guess(inflight_key, reservation, now, lifetime_ms, memory_ms)
@@ -64,15 +71,6 @@ local function count_recovery_failures(guard_key, n, now, window_ms)
   failures = failures + n
   redis.call('HSET', guard_key, 'rf', failures, 're', ends)
   return failures, ends
-end
-
--- The guard outlives the recovery failures it holds (count_failures sets a shorter expiry
--- when lockout.memory_seconds is under a day).
-local function keep_guard(guard_key, now)
-  local ends = tonumber(redis.call('HGET', guard_key, 're') or '0')
-  if ends > now and redis.call('PTTL', guard_key) < ends - now then
-    redis.call('PEXPIRE', guard_key, ends - now)
-  end
 end
 
 local function recovery_codes_left(factor_key)

@@ -38,19 +38,10 @@ if redis.call('ZSCORE', inflight_key, reservation) then
   return reserved()
 end
 
-local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
-local stale = redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now - lifetime_ms)
-if stale > 0 then
-  locked_until = count_failures(guard_key, stale, now, max_failures, lock_base_ms, lock_max_ms,
-    memory_ms)
-end
-if locked_until > now then
-  return {'locked', locked_until - now}
-end
-local settled = tonumber(redis.call('HGET', guard_key, 'f') or '0')
-if settled + redis.call('ZCARD', inflight_key) >= max_failures then
-  -- Enough guesses are being checked to lock the number if they fail: wait for their verdicts.
-  return {'locked', 1000}
+local wait = reservation_wait(guard_key, inflight_key, now, max_failures, lock_base_ms,
+  lock_max_ms, memory_ms, lifetime_ms)
+if wait > 0 then
+  return {'locked', wait}
 end
 
 local left = tonumber(redis.call('HGET', challenge_key, 'a'))

@@ -11,8 +11,10 @@
 -- ARGV[6] recovery failures allowed per 24 hours   ARGV[7] their window ms
 -- ARGV[8] failures that lock the subject   ARGV[9] first lock ms (doubles each time)
 -- ARGV[10] longest lock ms                 ARGV[11] how long failures are remembered, ms
+-- ARGV[12] the hash the code was checked against (a regenerated set makes it stale)
 -- Returns {"approved", approved ms, recovery codes left}
---       | {"incorrect", recovery failures left, ms recovery stays blocked (0: not blocked)}
+--       | {"incorrect", recovery failures left, ms recovery stays blocked (0: not blocked),
+--          ms the subject is locked for TOTP codes by this failure (0: not locked by it)}
 --       | {"missing"}
 local active_key, guard_key, inflight_key, rinflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local client, reservation, random_part, slot = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -29,12 +31,18 @@ local same = factor[1] == random_part and factor[2] == client
 if same and factor[3] == reservation then
   return {'approved', factor[4], recovery_codes_left(active_key)}
 end
-if same and matched and redis.call('HDEL', active_key, 'r' .. slot) == 1 then
+if same and matched and redis.call('HGET', active_key, 'r' .. slot) == ARGV[12] then
+  redis.call('HDEL', active_key, 'r' .. slot)
   redis.call('HSET', active_key, 'lu', now, 'rr', reservation)
   redis.call('HDEL', guard_key, 'f', 'u', 'rf', 're')
   return {'approved', now, recovery_codes_left(active_key)}
 end
-settle_failure(guard_key, settling, now, max_failures, lock_base_ms, lock_max_ms, memory_ms)
+local locked_before = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+local locked_until = settle_failure(guard_key, settling, now, max_failures, lock_base_ms,
+  lock_max_ms, memory_ms)
+-- Reported only when this failure locked the subject (its event is sent once).
+local locked_now = 0
+if locked_until > locked_before and locked_until > now then locked_now = locked_until - now end
 local failures, ends = recovery_failures(guard_key, now)
 if settling_recovery == 1 then
   failures, ends = count_recovery_failures(guard_key, 1, now, window_ms)
@@ -45,4 +53,4 @@ if not same then
 end
 local blocked = 0
 if failures >= max_recovery then blocked = ends - now end
-return {'incorrect', math.max(max_recovery - failures, 0), blocked}
+return {'incorrect', math.max(max_recovery - failures, 0), blocked, locked_now}
