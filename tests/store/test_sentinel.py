@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import httpx
+import pyotp
 import pytest
 from redis.asyncio import Redis
 
@@ -460,3 +461,31 @@ async def test_a_claim_no_replica_acknowledged_is_freed_so_the_retry_runs(
         assert retry.status_code == 201, retry.text  # not 409 idempotency_key_in_use
         await phone.code_for(retry.json()["challenge_id"])
         assert len([m for m in phone.messages() if m[0] == body["phone"]]) == 1
+
+
+async def test_an_authenticator_approval_is_answered_only_once_a_replica_holds_it(
+    sentinel_group: RedisSentinelGroup, make_settings: Callable[..., Settings], phone: Phone
+) -> None:
+    api, stack = await durable_api(sentinel_group, make_settings, phone, acked=1)
+    async with stack:
+        enrolled = await api.post("/totp/factors", json={"subject": "u-1", "label": "u"})
+        app = pyotp.parse_uri(enrolled.json()["otpauth_uri"])
+        assert isinstance(app, pyotp.TOTP)
+        factor = enrolled.json()["factor_id"]
+        activated = await api.post(f"/totp/factors/{factor}/activate", json={"code": app.now()})
+        assert activated.status_code == 200, activated.text
+        code = {"subject": "u-1", "code": app.at(time.time() + app.interval)}
+
+        # The primary approves the step (or not), then dies with what its replica never got.
+        async with lost_in_failover(sentinel_group):
+            first = await api.post("/totp/verify", json=code)
+        for _ in range(3):
+            again = await api.post("/totp/verify", json=code)
+            if again.status_code != 503:
+                break
+            await asyncio.sleep(1)
+        # Never answered 200 without a replica: the step that a failover lost is approved
+        # once, by the retry, and never again.
+        assert_problem(first, 503, "store_unavailable")
+        assert again.status_code == 200, again.text
+        assert_problem(await api.post("/totp/verify", json=code), 409, "code_already_used")
