@@ -12,6 +12,8 @@ COPY docker/install-service /usr/local/bin/install-service
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 COPY otpservice ./otpservice
+# The uv workspace's other member (uv.lock covers it); the image does not install it.
+COPY client ./client
 ENV UV_CACHE_DIR=/tmp/uv-cache
 RUN install-service /src /opt/otpservice /usr/local/bin/python3
 

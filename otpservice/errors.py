@@ -176,8 +176,12 @@ class SubjectLocked(Refused):
     code = "subject_locked"
     title = "Subject locked"
 
-    def __init__(self, retry_after_seconds: int, detail: str | None = None) -> None:
+    def __init__(
+        self, retry_after_seconds: int, detail: str | None = None, *, just_locked: bool = False
+    ) -> None:
         self.retry_after_seconds = retry_after_seconds
+        # This request locked the subject (its lockout event is sent once, for this one).
+        self.just_locked = just_locked
         super().__init__(
             detail or f"Too many wrong codes for this user; locked for {retry_after_seconds} s."
         )

@@ -56,10 +56,19 @@ class EnrolledReply(NamedTuple):
 
 
 class WaitReply(NamedTuple):
-    """{"locked" | "blocked" | "rate_limited", retry-after ms}."""
+    """{"blocked" | "rate_limited", retry-after ms}."""
 
     status: bytes
     retry_after_ms: int
+
+
+class LockedReply(NamedTuple):
+    """``totp_reserve.lua``, ``totp_activate_reserve.lua``: {"locked", retry-after ms, 1 when
+    this call locked the subject again}."""
+
+    status: bytes
+    retry_after_ms: int
+    relocked: int
 
 
 class FormatReply(NamedTuple):
@@ -84,11 +93,13 @@ class ReservedReply(NamedTuple):
 
 
 class FailedReply(NamedTuple):
-    """{"incorrect" | "replayed" | "current_*", failures left, locked ms (0: not locked)}."""
+    """{"incorrect" | "replayed" | "current_*", failures left, locked ms (0: not locked), ms
+    this failure locked the subject for (0: it did not)}."""
 
     status: bytes
     left: int
     locked_ms: int
+    locked_now_ms: int
 
 
 class RecoveryFailedReply(NamedTuple):
@@ -236,12 +247,19 @@ def _format_error(reply: list[Any]) -> InvalidInput:
     return InvalidInput(f"code must be exactly {digits} ASCII digits", code="invalid_code_format")
 
 
+def _locked(reply: list[Any]) -> SubjectLocked:
+    locked = LockedReply(*reply)
+    return SubjectLocked(
+        seconds_from_ms(int(locked.retry_after_ms)), just_locked=int(locked.relocked) == 1
+    )
+
+
 def _failure(reply: list[Any]) -> Exception:
     """The error of a settled failure: locked, a replay, or a wrong code."""
     failed = FailedReply(*reply)
     status, left, locked_ms = reply_text(failed.status), int(failed.left), int(failed.locked_ms)
     if locked_ms > 0:
-        return SubjectLocked(seconds_from_ms(locked_ms))
+        return SubjectLocked(seconds_from_ms(locked_ms), just_locked=int(failed.locked_now_ms) > 0)
     if status.endswith("replayed"):
         return CodeAlreadyUsed(left)
     return IncorrectCode(left)
@@ -323,7 +341,7 @@ class FactorStore:
         if status == "format":
             raise _format_error(reply)
         if status == "locked":
-            raise SubjectLocked(seconds_from_ms(int(WaitReply(*reply).retry_after_ms)))
+            raise _locked(reply)
         reserved = ReservedReply(*reply)
         return ReservedCheck(
             reservation_id=reservation_id,
@@ -400,7 +418,7 @@ class FactorStore:
         if status == "format":
             raise _format_error(reply)
         if status == "locked":
-            raise SubjectLocked(seconds_from_ms(int(WaitReply(*reply).retry_after_ms)))
+            raise _locked(reply)
         found = ActivationReply(*reply)
         active_part = reply_text(found.active_random_part)
         return ReservedActivation(

@@ -250,9 +250,13 @@ class TotpFactors:
         ref = self._ref(factor_id)
         window = self._live.current.totp.window
         with self._hasher.admit():
-            reserved = await self._store.reserve_activation(
-                ref, client, len(code), len(current_code or "")
-            )
+            try:
+                reserved = await self._store.reserve_activation(
+                    ref, client, len(code), len(current_code or "")
+                )
+            except SubjectLocked as exc:
+                await self._locked(client, exc, subject=await self._subject_of(totp_keys, ref))
+                raise
             now_s = self.clock(reserved.now_ms / 1000)
             step = self._match(totp_keys, reserved.pending, ref.factor_id, code, now_s, window)
             active = reserved.active
@@ -280,7 +284,7 @@ class TotpFactors:
                 )
             except SubjectLocked as exc:
                 subject = await self._subject_of(totp_keys, ref)
-                await self._locked(client, exc.retry_after_seconds or 0, subject=subject)
+                await self._locked(client, exc, subject=subject)
                 raise
         subject = await self._subject_of(totp_keys, ref)
         if active is not None:
@@ -307,7 +311,11 @@ class TotpFactors:
         _check_code(code)
         totp_keys = self._sealing()
         keys = self._keys.subject(client, subject)
-        reserved = await self._store.reserve(keys, client, len(code))
+        try:
+            reserved = await self._store.reserve(keys, client, len(code))
+        except SubjectLocked as exc:
+            await self._locked(client, exc, subject=subject)
+            raise
         factor_id = self._keys.factor_id(keys, reserved.factor.random_part)
         now_s = self.clock(reserved.now_ms / 1000)
         step = self._match(
@@ -317,7 +325,7 @@ class TotpFactors:
             approved_at_ms = await self._store.settle(keys, client, reserved, step)
         except SubjectLocked as exc:
             self._analytics.count("totp_failed")
-            await self._locked(client, exc.retry_after_seconds or 0, subject=subject)
+            await self._locked(client, exc, subject=subject)
             raise
         except OtpError as exc:
             if not isinstance(exc, FactorNotFound):
@@ -370,7 +378,8 @@ class TotpFactors:
             self._analytics.count("recovery_failed")
             log.info("factor %s: recovery code refused", factor_id)
             if outcome.locked_ms > 0:
-                await self._locked(client, ceil_seconds(outcome.locked_ms), subject=subject)
+                locked = SubjectLocked(ceil_seconds(outcome.locked_ms), just_locked=True)
+                await self._locked(client, locked, subject=subject)
             if outcome.blocked_ms > 0:
                 raise SubjectLocked(
                     max(1, ceil_seconds(outcome.blocked_ms)),
@@ -494,7 +503,11 @@ class TotpFactors:
         except SealError:
             return ""
 
-    async def _locked(self, client: str, locked_for: int, *, subject: str) -> None:
+    async def _locked(self, client: str, exc: SubjectLocked, *, subject: str) -> None:
+        """The event and the log line of a lockout, once: from the request that locked it."""
+        if not exc.just_locked:
+            return
+        locked_for = exc.retry_after_seconds or 0
         log.warning("a subject of client %s locked for %s s", client, locked_for)
         await self._events.subject_locked(subject, client=client, locked_for_seconds=locked_for)
 

@@ -678,6 +678,28 @@ async def test_wrong_recovery_codes_during_a_lock_lock_again_when_it_ends(
     await asyncio.sleep(relocked["retry_after"] + 0.1)
     assert (await verify(totp, right)).status_code == 200
 
+    async def lockouts() -> int:
+        entries = await redis.xrange("otp:{events}:feed")
+        return sum(1 for _, fields in entries if fields[b"type"] == b"security.lockout")
+
+    # Two lockouts, each told once: the wrong TOTP codes', and the one the recovery codes
+    # made when the first had ended.
+    assert await wait_until_async(lockouts, lambda count: count >= 2) == 2
+
+
+async def test_a_stale_check_does_not_shorten_the_recovery_block(
+    start_totp: StartTotp, redis: Redis
+) -> None:
+    # Failures remembered a minute only: counting a stale check sets the guard's expiry to
+    # that, which must not cut short a day-long record of wrong recovery codes.
+    totp = await start_totp(totp={"lockout": {"memory_seconds": 60}})
+    _, secret, _ = await active_factor(totp)
+    assert_problem(await recover(totp, "0-00000-00000"), 400, "incorrect_code")
+    keys = totp.services.totp._keys.subject("default", SUBJECT)
+    await redis.zadd(keys.inflight, {"lost-check": 1})  # a check whose verdict never came
+    assert (await verify(totp, code_at(secret, TotpParams(), T0))).status_code == 200
+    assert await redis.pttl(keys.guard) > 23 * 3600 * 1000
+
 
 async def test_wrong_recovery_codes_that_lock_the_subject_say_so(
     start_totp: StartTotp, redis: Redis
@@ -732,7 +754,7 @@ async def test_a_rotated_totp_key_keeps_factors_working_until_they_move(
     assert old_key is not None
     rotating = await start_totp(secrets={"totp_key": new_key, "previous_totp_key": TOTP_KEY})
     assert (await verify(rotating, code_at(secret, TotpParams(), T0))).status_code == 200
-    # Without the previous key a factor not moved yet cannot be moved.
+    # Regenerating moves the factor to the new key (secret, label and subject sealed anew).
     moved = await rotating.api.post(f"/totp/factors/{factor_id}/recovery-codes")
     assert moved.status_code == 200
     after = await start_totp(secrets={"totp_key": new_key})

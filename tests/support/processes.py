@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import re
@@ -17,7 +18,58 @@ from typing import IO
 
 import httpx
 
-from tests.support.servers.redis import free_port
+from tests.support.app import INDEX_KEY, OUTBOX_KEY, PEPPER, TOTP_KEY
+from tests.support.servers.redis import RedisServer, free_port
+
+
+def uv_binary() -> str:
+    """The uv executable itself: a pyenv shim on PATH is a script that needs pyenv's root."""
+    found = shutil.which("uv")
+    if found is None or Path(found).read_bytes()[:4] != b"\x7fELF":
+        found = subprocess.check_output(
+            ["python3", "-c", "import uv; print(uv.find_uv_bin())"], text=True
+        ).strip()
+    return os.path.realpath(found)
+
+
+# The API token of ``write_config``'s client, "login-app" (otp scope).
+TOKEN = "integration-token-0123456789abcdef0123"
+
+
+def write_config(tmp_path: Path, redis_server: RedisServer, extra: str = "") -> Path:
+    """A production config: real Redis, secrets from files, a token, console SMS allowed."""
+    for name, value in (
+        ("pepper", PEPPER),
+        ("index-key", INDEX_KEY),
+        ("outbox-key", OUTBOX_KEY),
+        ("totp-key", TOTP_KEY),
+    ):
+        (tmp_path / name).write_text(value)
+    config = tmp_path / "otp.toml"
+    config.write_text(
+        f"""
+log_level = "debug"
+[redis]
+url = "{redis_server.url}"
+key_prefix = "cli-test"
+[secrets]
+pepper_file = "{tmp_path / "pepper"}"
+index_key_file = "{tmp_path / "index-key"}"
+outbox_key_file = "{tmp_path / "outbox-key"}"
+totp_key_file = "{tmp_path / "totp-key"}"
+[hashing]
+memory_kib = 1024
+time_cost = 1
+[unsafe]
+allow_console_sender = true
+allow_weak_limits = true
+[[api_tokens]]
+client = "login-app"
+token_sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"
+scopes = ["otp"]
+{extra}"""
+    )
+    return config
 
 
 class ServiceProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,8 +16,8 @@ import httpx
 import pytest
 import redis
 
-from tests.support.app import INDEX_KEY, OUTBOX_KEY, PEPPER
-from tests.support.processes import ServiceProcess
+from tests.support.app import OUTBOX_KEY, PEPPER
+from tests.support.processes import TOKEN, ServiceProcess, write_config
 from tests.support.servers.providers import GATEWAY_SECRET, FakeGateway, Planned
 from tests.support.servers.redis import RedisServer, free_port
 
@@ -64,41 +63,6 @@ def test_serve_refuses_unsafe_or_incomplete_set_ups(args: list[str], message: st
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-
-
-TOKEN = "integration-token-0123456789abcdef0123"
-
-
-def write_config(tmp_path: Path, redis_server: RedisServer, extra: str = "") -> Path:
-    """A production config: real Redis, secrets from files, a token, console SMS allowed."""
-    token = TOKEN
-    (tmp_path / "pepper").write_text(PEPPER)
-    (tmp_path / "index-key").write_text(INDEX_KEY)
-    (tmp_path / "outbox-key").write_text(OUTBOX_KEY)
-    config = tmp_path / "otp.toml"
-    config.write_text(
-        f"""
-log_level = "debug"
-[redis]
-url = "{redis_server.url}"
-key_prefix = "cli-test"
-[secrets]
-pepper_file = "{tmp_path / "pepper"}"
-index_key_file = "{tmp_path / "index-key"}"
-outbox_key_file = "{tmp_path / "outbox-key"}"
-[hashing]
-memory_kib = 1024
-time_cost = 1
-[unsafe]
-allow_console_sender = true
-allow_weak_limits = true
-[[api_tokens]]
-client = "login-app"
-token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"
-scopes = ["otp"]
-{extra}"""
-    )
-    return config
 
 
 def test_production_mode_on_real_redis_with_tokens_logs_no_secrets(

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.processes import ServiceProcess, copy_checkout
+from tests.support.processes import ServiceProcess, copy_checkout, uv_binary
 from tests.support.servers.redis import free_port
 
 # Starts, kills or times real processes: run in one xdist worker, apart from the rest.
@@ -30,16 +30,6 @@ NOBODY = 65534
 def as_non_root() -> dict[str, object]:
     """subprocess options that drop to an unprivileged user when the tests run as root."""
     return {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
-
-
-def uv_binary() -> str:
-    """The uv executable itself: a pyenv shim on PATH is a script that needs pyenv's root."""
-    found = shutil.which("uv")
-    if found is None or Path(found).read_bytes()[:4] != b"\x7fELF":
-        found = subprocess.check_output(
-            ["python3", "-c", "import uv; print(uv.find_uv_bin())"], text=True
-        ).strip()
-    return os.path.realpath(found)
 
 
 def read_only_copy(destination: Path) -> None:

@@ -21,20 +21,23 @@ local function keep_guard(guard_key, now)
 end
 
 -- How long the subject must wait before one more code may be checked (0: it may now), after
--- counting the checks whose verdict never came as failures (reservation_wait, _prelude.lua).
+-- counting the checks whose verdict never came as failures (reservation_wait, _prelude.lua);
+-- and 1 when this call locked it again (failures counted during a lock), else 0.
 local function guess_wait(guard_key, inflight_key, now, max_failures, lock_base_ms, lock_max_ms,
     memory_ms, lifetime_ms)
   local locked_until = tonumber(redis.call('HGET', guard_key, 'u') or '0')
   local settled = tonumber(redis.call('HGET', guard_key, 'f') or '0')
+  local relocked = 0
   if locked_until <= now and settled >= max_failures then
     -- Failures counted while it was locked (wrong recovery codes) lock it again now that the
     -- lock is over, rather than leave it refusing every code for a second at a time.
     count_failures(guard_key, 0, now, max_failures, lock_base_ms, lock_max_ms, memory_ms)
+    relocked = 1
   end
   local wait = reservation_wait(guard_key, inflight_key, now, max_failures, lock_base_ms,
     lock_max_ms, memory_ms, lifetime_ms)
   keep_guard(guard_key, now)
-  return wait
+  return wait, relocked
 end
 
 local function reserve_guess(inflight_key, reservation, now, lifetime_ms, memory_ms)
@@ -42,13 +45,17 @@ local function reserve_guess(inflight_key, reservation, now, lifetime_ms, memory
   redis.call('PEXPIRE', inflight_key, lifetime_ms + memory_ms)
 end
 
--- A checked code that failed: counted once (settling is ZREM's reply); the locked-until ms.
+-- A checked code that failed: counted once (settling is ZREM's reply). Returns the locked-until
+-- ms, and the ms this very failure locked the subject for (0 when it did not: its event is
+-- sent once).
 local function settle_failure(guard_key, settling, now, max_failures, lock_base_ms, lock_max_ms,
     memory_ms)
-  if settling == 1 then
-    return count_failures(guard_key, 1, now, max_failures, lock_base_ms, lock_max_ms, memory_ms)
-  end
-  return tonumber(redis.call('HGET', guard_key, 'u') or '0')
+  local before = tonumber(redis.call('HGET', guard_key, 'u') or '0')
+  if settling ~= 1 then return before, 0 end
+  local locked_until = count_failures(guard_key, 1, now, max_failures, lock_base_ms, lock_max_ms,
+    memory_ms)
+  if locked_until > before and locked_until > now then return locked_until, locked_until - now end
+  return locked_until, 0
 end
 
 -- Failures the subject may still make before it is locked (0 while locked).

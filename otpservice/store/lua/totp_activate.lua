@@ -14,8 +14,8 @@
 -- ARGV[9] longest lock ms                  ARGV[10] how long failures are remembered, ms
 -- ARGV[11] recovery key id   ARGV[12] argon2 parameters   ARGV[13..22] recovery-code hashes
 -- Returns {"activated", activated ms} | {"incorrect", activation attempts left}
---       | {"current_incorrect", failures left, locked ms} | {"current_replayed", failures left,
---         locked ms} | {"missing"} | {"exists"} (the active factor changed meanwhile)
+--       | {"current_incorrect" | "current_replayed", failures left, locked ms, ms this failure
+--          locked it for} | {"missing"} | {"exists"} (the active factor changed meanwhile)
 local pending_key, active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local client, random_part, reservation = ARGV[1], ARGV[2], ARGV[3]
 local pending_step, replaces, current_step = ARGV[4], ARGV[5], ARGV[6]
@@ -30,12 +30,13 @@ if replaces ~= '' then
   local settling = redis.call('ZREM', inflight_key, reservation)
   if active_now ~= replaces then return {'exists'} end
   if current_step == '' or tonumber(current_step) <= tonumber(active[3] or '-1') then
-    local locked_until = settle_failure(guard_key, settling, now, max_failures, lock_base_ms,
-      lock_max_ms, memory_ms)
+    local locked_until, locked_now = settle_failure(guard_key, settling, now, max_failures,
+      lock_base_ms, lock_max_ms, memory_ms)
     keep_guard(guard_key, now)
     local outcome = 'current_incorrect'
     if current_step ~= '' then outcome = 'current_replayed' end
-    return {outcome, guesses_left(guard_key, now, max_failures), math.max(locked_until - now, 0)}
+    return {outcome, guesses_left(guard_key, now, max_failures), math.max(locked_until - now, 0),
+      locked_now}
   end
   -- The current code was right: its step is used, whatever the new code turns out to be.
   redis.call('HSET', active_key, 'ls', current_step)

@@ -14,7 +14,7 @@
 --          active factor's random part ("" none), its sealed secret, digits, period,
 --          algorithm, last step used}
 --       | {"missing"} | {"active"} (it is active already) | {"expired"} | {"exists"}
---       | {"format", digits} | {"locked", retry-after ms}
+--       | {"format", digits} | {"locked", retry-after ms, 1 when this call locked it}
 local pending_key, active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local client, random_part, reservation = ARGV[1], ARGV[2], ARGV[3]
 local typed_digits, current_digits = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -38,9 +38,9 @@ end
 if has_active then
   if current_digits == 0 then return {'exists'} end
   if current_digits ~= tonumber(active[4]) then return {'format', active[4]} end
-  local wait = guess_wait(guard_key, inflight_key, now, max_failures, lock_base_ms, lock_max_ms,
-    memory_ms, lifetime_ms)
-  if wait > 0 then return {'locked', wait} end
+  local wait, relocked = guess_wait(guard_key, inflight_key, now, max_failures,
+    lock_base_ms, lock_max_ms, memory_ms, lifetime_ms)
+  if wait > 0 then return {'locked', wait, relocked} end
   reserve_guess(inflight_key, reservation, now, lifetime_ms, memory_ms)
 else
   active = {'', '', '', '', '', '', ''}

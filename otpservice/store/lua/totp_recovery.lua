@@ -37,12 +37,8 @@ if same and matched and redis.call('HGET', active_key, 'r' .. slot) == ARGV[12] 
   redis.call('HDEL', guard_key, 'f', 'u', 'rf', 're')
   return {'approved', now, recovery_codes_left(active_key)}
 end
-local locked_before = tonumber(redis.call('HGET', guard_key, 'u') or '0')
-local locked_until = settle_failure(guard_key, settling, now, max_failures, lock_base_ms,
+local _, locked_now = settle_failure(guard_key, settling, now, max_failures, lock_base_ms,
   lock_max_ms, memory_ms)
--- Reported only when this failure locked the subject (its event is sent once).
-local locked_now = 0
-if locked_until > locked_before and locked_until > now then locked_now = locked_until - now end
 local failures, ends = recovery_failures(guard_key, now)
 if settling_recovery == 1 then
   failures, ends = count_recovery_failures(guard_key, 1, now, window_ms)

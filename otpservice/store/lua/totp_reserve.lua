@@ -10,7 +10,7 @@
 -- ARGV[6] longest lock ms                  ARGV[7] how long failures are remembered, ms
 -- ARGV[8] reservation lifetime ms
 -- Returns {"ok", now ms, factor random part, sealed secret, digits, period, algorithm,
---          last step used} | {"locked", retry-after ms} | {"missing"} | {"format", digits}
+--          last step used} | {"locked", retry-after ms, 1 when this call locked it} | {"missing"} | {"format", digits}
 local active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3]
 local client, reservation, typed_digits = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local max_failures, lock_base_ms = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -24,10 +24,10 @@ end
 if typed_digits ~= tonumber(factor[4]) then
   return {'format', factor[4]}
 end
-local wait = guess_wait(guard_key, inflight_key, now, max_failures, lock_base_ms, lock_max_ms,
-  memory_ms, lifetime_ms)
+local wait, relocked = guess_wait(guard_key, inflight_key, now, max_failures,
+  lock_base_ms, lock_max_ms, memory_ms, lifetime_ms)
 if wait > 0 then
-  return {'locked', wait}
+  return {'locked', wait, relocked}
 end
 reserve_guess(inflight_key, reservation, now, lifetime_ms, memory_ms)
 return {'ok', now, factor[1], factor[3], factor[4], factor[5], factor[6], factor[7] or '-1'}

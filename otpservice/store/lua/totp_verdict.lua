@@ -11,8 +11,9 @@
 -- ARGV[4] the highest step whose code matched, or "" for none
 -- ARGV[5] failures that lock the subject   ARGV[6] first lock ms (doubles each time)
 -- ARGV[7] longest lock ms                  ARGV[8] how long failures are remembered, ms
--- Returns {"approved", approved ms} | {"incorrect", failures left, locked ms (0: not locked)}
---       | {"replayed", failures left, locked ms} | {"missing"}
+-- Returns {"approved", approved ms}
+--       | {"incorrect" | "replayed", failures left, locked ms (0: not locked),
+--          ms this failure locked it for (0: it did not)} | {"missing"}
 local active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3]
 local client, reservation, random_part, step = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_failures, lock_base_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -31,12 +32,13 @@ if same and step ~= '' and tonumber(step) > tonumber(factor[3] or '-1') then
   redis.call('HDEL', guard_key, 'f')
   return {'approved', now}
 end
-local locked_until = settle_failure(guard_key, settling, now, max_failures, lock_base_ms,
-  lock_max_ms, memory_ms)
+local locked_until, locked_now = settle_failure(guard_key, settling, now, max_failures,
+  lock_base_ms, lock_max_ms, memory_ms)
 keep_guard(guard_key, now)
 if not same then
   return {'missing'}
 end
 local outcome = 'incorrect'
 if step ~= '' then outcome = 'replayed' end
-return {outcome, guesses_left(guard_key, now, max_failures), math.max(locked_until - now, 0)}
+return {outcome, guesses_left(guard_key, now, max_failures), math.max(locked_until - now, 0),
+  locked_now}
