@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 
 import msgspec
@@ -298,3 +298,12 @@ class StoredFactor(Model, frozen=True):
     expires_at_ms: int | None
     last_used_at_ms: int | None
     recovery_codes_left: int
+
+
+class FixedCode(Model, frozen=True):
+    """A test number's fixed code (``test_numbers``): the code itself, read from its file, or
+    its argon2id PHC string; and the last day it works."""
+
+    expires_on: date
+    code: str | None = None
+    phc: str | None = None

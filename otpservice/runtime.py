@@ -48,7 +48,7 @@ from otpservice.usecases.otp import OtpService
 from otpservice.usecases.privacy import PersonalData
 from otpservice.usecases.replies import KeywordReplies, ReplyEntry
 from otpservice.usecases.services import Services
-from otpservice.validation import load_settings
+from otpservice.validation import fixed_codes_of, load_settings
 from otpservice.workers.delivery import DeliveryWorker
 from otpservice.workers.events_relay import EventRelay
 from otpservice.workers.pacing import SendPacer
@@ -192,6 +192,8 @@ def build_services(
             events=events,
             abuse=abuse,
             analytics=analytics,
+            audit=stores.audit,
+            fixed_codes=fixed_codes_of(settings),
         ),
         abuse=abuse,
         analytics=analytics,

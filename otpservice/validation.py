@@ -12,12 +12,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 import msgspec
 import phonenumbers
+from argon2 import Type, extract_parameters
+from argon2.exceptions import InvalidHashError
 from standardwebhooks.webhooks import Webhook
 
 from otpservice.config.schema import (
@@ -44,10 +47,12 @@ from otpservice.config.schema import (
     ValidSettings,
 )
 from otpservice.config.sources import RawSettings, convert_settings, read_sources, with_dev_secrets
+from otpservice.crypto.codes import is_well_formed_code
 from otpservice.crypto.sealing import decode_key
 from otpservice.crypto.strength import weakness
 from otpservice.crypto.webhook_signing import check_secret, secret_key
 from otpservice.errors import ConfigError, InvalidInput
+from otpservice.models import FixedCode
 from otpservice.phone import parse_phone
 from otpservice.sms.acs import parse_connection_string
 from otpservice.sms.templates import MessageTemplates
@@ -667,6 +672,76 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# How far ahead a test number may be set to expire.
+TEST_NUMBER_MAX_DAYS = 90
+
+
+def fixed_codes_of(settings: Settings, *, today: date | None = None) -> dict[str, FixedCode]:
+    """Each test number's fixed code, read and checked (``code_file`` read here).
+
+    Raises:
+        ConfigError: naming the entry's key: expired, more than 90 days ahead, no code or two,
+            a code of the wrong length, a PHC string that is not argon2id, a number that is
+            not one; or test numbers outside --dev without ``unsafe.allow_test_numbers``.
+    """
+    entries = settings.test_numbers
+    if entries and not settings.dev_mode and not settings.unsafe.allow_test_numbers:
+        raise ConfigError(
+            "test_numbers work without an SMS: outside --dev they need "
+            "unsafe.allow_test_numbers = true",
+            key="test_numbers",
+        )
+    today = today or date.today()
+    digits = settings.code.digits
+    codes: dict[str, FixedCode] = {}
+    for index, entry in enumerate(entries):
+        where = f"test_numbers[{index}]"
+        if entry.expires_on < today:
+            raise ConfigError(f"{where}.expires_on: {entry.expires_on} has passed", key=where)
+        if (entry.expires_on - today).days > TEST_NUMBER_MAX_DAYS:
+            raise ConfigError(
+                f"{where}.expires_on: at most {TEST_NUMBER_MAX_DAYS} days ahead", key=where
+            )
+        try:
+            e164 = parse_phone(entry.phone).e164
+        except InvalidInput as exc:
+            raise ConfigError(f"{where}.phone: {exc.detail}", key=f"{where}.phone") from None
+        if e164 in codes:
+            raise ConfigError(f"{where}.phone: the number is listed twice", key=f"{where}.phone")
+        if (entry.code_file is None) == (entry.code_argon2 is None):
+            raise ConfigError(f"{where}: give code_file or code_argon2, not both", key=where)
+        if entry.code_file is not None:
+            try:
+                code = Path(entry.code_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"{where}.code_file: cannot read {entry.code_file}: {exc.strerror}",
+                    key=f"{where}.code_file",
+                ) from None
+            if not is_well_formed_code(code, digits):
+                raise ConfigError(
+                    f"{where}.code_file: the code must be {digits} digits (code.digits)",
+                    key=f"{where}.code_file",
+                )
+            codes[e164] = FixedCode(expires_on=entry.expires_on, code=code)
+        else:
+            phc = entry.code_argon2 or ""
+            try:
+                if extract_parameters(phc).type is not Type.ID:
+                    raise InvalidHashError
+            except (InvalidHashError, ValueError):
+                raise ConfigError(
+                    f"{where}.code_argon2: not an argon2id PHC string ($argon2id$...)",
+                    key=f"{where}.code_argon2",
+                ) from None
+            codes[e164] = FixedCode(expires_on=entry.expires_on, phc=phc)
+    return codes
+
+
+def _test_numbers_valid(settings: Settings) -> None:
+    fixed_codes_of(settings)
+
+
 def _in_dev(settings: Settings) -> bool:
     return settings.dev_mode
 
@@ -693,6 +768,7 @@ CHECKS: tuple[Check, ...] = (
     Check("outbox and TOTP keys decode", _aes_keys_decode, reads_secrets=True),
     Check("events signed", _events_signed),
     Check("events secret decodes", _events_secret_decodes, reads_secrets=True),
+    Check("test numbers current and well formed", _test_numbers_valid, reads_secrets=True),
     Check("development mode: one process", _dev_single_process, _in_dev),
     Check("development mode: loopback only", _dev_on_loopback, _in_dev),
     Check("production: a real Redis", _real_redis, _in_production),

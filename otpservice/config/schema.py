@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import date  # noqa: TC003 (msgspec reads the annotations at run time)
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -547,6 +548,18 @@ class FraudGuardSettings(Base, frozen=True):
     country_trip: Literal["prefixes", "operator"] = "operator"
 
 
+class FixedCodeNumber(Base, frozen=True):
+    """A number for the app's own end-to-end tests and app-store review accounts: no SMS is
+    sent to it, its fixed code verifies, and every other rule still applies."""
+
+    phone: E164
+    # The last day it works (at most 90 days ahead; an expired entry is refused).
+    expires_on: date
+    # The fixed code: a file holding it, or its argon2id PHC string (one of the two).
+    code_file: str | None = None
+    code_argon2: str | None = None
+
+
 class SafeList(Base, frozen=True):
     """Numbers and prefixes exempt from the abuse rules (never from the per-number limits,
     the lockout or the attempt budget): the company's test phones, VIP routes."""
@@ -591,6 +604,8 @@ class UnsafeOverrides(Base, frozen=True):
     allow_plain_http: bool = False
     # Lockout, per-number send limits or argon2 memory past their safe range (SAFE_*).
     allow_weak_limits: bool = False
+    # test_numbers outside --dev (fixed codes that work without an SMS).
+    allow_test_numbers: bool = False
 
 
 class Secrets(Base, frozen=True):
@@ -697,6 +712,10 @@ class Settings(Base, frozen=True):
     # Where providers reach this service (delivery-report callbacks, and the URL Twilio signs).
     public_base_url: HttpsUrl | None = None
     api_tokens: list[ApiToken] = msgspec.field(default_factory=list)
+    # Outside --dev only with unsafe.allow_test_numbers.
+    test_numbers: Annotated[list[FixedCodeNumber], msgspec.Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
     unsafe: UnsafeOverrides = UnsafeOverrides()
     secrets: Secrets = Secrets()
 

@@ -21,6 +21,8 @@ import secrets
 import threading
 from typing import TYPE_CHECKING
 
+from argon2 import PasswordHasher, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import Type, hash_secret_raw
 
 from otpservice.errors import HashingBusy
@@ -139,6 +141,22 @@ def _resolve(future: asyncio.Future[bytes], outcome: bytes | BaseException) -> N
         future.set_result(outcome)
 
 
+# The "pepper id" of a test number's fixed code: its hash is the configured PHC string.
+FIXED_CODE_ID = "fixed"
+
+
+def fixed_code_hash(phc: str) -> CodeHash:
+    """What a test number's challenge keeps when its code is given as a PHC string."""
+    return CodeHash(pepper_id=FIXED_CODE_ID, params="phc", digest=phc.encode())
+
+
+def _verifies(phc: str, code: str) -> bytes:
+    try:
+        return b"1" if PasswordHasher().verify(phc, code) else b"0"
+    except (VerificationError, InvalidHashError):
+        return b"0"
+
+
 SALT_BYTES = 16
 DIGEST_BYTES = 32
 # Parameters read back from Redis are trusted only up to these (or the configured ones, if
@@ -200,6 +218,8 @@ class CodeHasher:
 
     async def check_code(self, challenge_id: str, code: str, stored: CodeHash) -> bool:
         """True when ``code`` matches ``stored``; compared in constant time."""
+        if stored.pepper_id == FIXED_CODE_ID:
+            return await self._check_phc(code, stored.digest)
         pepper = self._peppers.get(stored.pepper_id)
         if pepper is None:
             # A rotated-out pepper: the code cannot be checked. Spend the same time as a check.
@@ -223,6 +243,23 @@ class CodeHasher:
             return False
         actual = await self._argon2(mac, stored[:SALT_BYTES], checked)
         return hmac.compare_digest(actual, stored[SALT_BYTES:])
+
+    async def _check_phc(self, code: str, phc: bytes) -> bool:
+        """A test number's fixed code against its argon2id PHC string (from the config, kept
+        with the challenge), within the same bounds as any stored parameters."""
+        try:
+            found = extract_parameters(phc.decode())
+        except (InvalidHashError, UnicodeDecodeError):
+            found = None
+        bounded = found is not None and self._stored_params(
+            f"{found.memory_cost},{found.time_cost},{found.parallelism}"
+        )
+        if found is None or not bounded or found.type is not Type.ID:
+            await self.waste_time()
+            return False
+        self.evaluations += 1
+        verified = await self._threads.run(functools.partial(_verifies, phc.decode(), code))
+        return verified == b"1"
 
     async def waste_time(self) -> None:
         """Run one throw-away hash, so a refusal takes as long as a real check."""

@@ -9,11 +9,12 @@ import ipaddress
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from otpservice.crypto.codes import generate_code, is_well_formed_code
+from otpservice.crypto.codes import fixed_code_hash, generate_code, is_well_formed_code
 from otpservice.crypto.sealing import seal_outbox_entry
 from otpservice.errors import (
     ChallengeNotFound,
@@ -35,6 +36,7 @@ from otpservice.models import (
     ChallengeStatus,
     DeliveryReport,
     DeliveryStatus,
+    Destination,
     IdempotencyRecord,
     InDoubt,
     IssuedChallenge,
@@ -50,10 +52,12 @@ if TYPE_CHECKING:
         ApprovedChallenge,
         ChallengeRequest,
         ChallengeView,
+        FixedCode,
         OutboxEntry,
     )
     from otpservice.phone import PhoneNumber
     from otpservice.store import ChallengeKeys, ChallengeStore, IdempotencyStore, KeySpace
+    from otpservice.store.audit import AuditLog
     from otpservice.store.idempotency import HeldRecord
     from otpservice.store.queues import QueueStore
     from otpservice.usecases.abuse import AbusePolicy, Admission
@@ -61,6 +65,9 @@ if TYPE_CHECKING:
     from otpservice.usecases.events import AppEvents
 
 log = logging.getLogger("otpservice.otp")  # a log field: kept as named before the move
+
+# The provider a test number's challenge is recorded as sent by (analytics, metrics, reads).
+TEST_NUMBER_PROVIDER = "test_number"
 
 
 class OtpService:
@@ -79,8 +86,13 @@ class OtpService:
         events: AppEvents,
         abuse: AbusePolicy,
         analytics: Analytics,
+        audit: AuditLog,
+        fixed_codes: dict[str, FixedCode] | None = None,
     ) -> None:
+        """``fixed_codes``: the test numbers' codes by number (``validation.fixed_codes_of``)."""
         self._settings = settings
+        self._audit = audit
+        self._fixed_codes = fixed_codes or {}
         self._keys = keys
         self._challenges = challenges
         self._idempotency = idempotency
@@ -392,12 +404,17 @@ class OtpService:
         keys = self._keys.new_challenge(phone.e164)
         admission: Admission | None = None
         try:
+            fixed = self._fixed_code(phone)
             with self._hasher.admit():
                 # Refuse a throttled or locked number before spending a hash on it.
                 await self._challenges.check_send(keys)
                 admission = await self._abuse.admit(
-                    phone, client=client, client_ip=request.client_ip
+                    phone, client=client, client_ip=request.client_ip, fraud_guard=fixed is None
                 )
+                if fixed is not None:
+                    issued = await self._issue_fixed(phone, request, client, keys, fixed)
+                    self._analytics.count("issued", country=phone.region)
+                    return issued
                 code = generate_code(settings.code.digits)
                 code_hash = await self._hasher.hash_code(keys.challenge_id, code)
             entry = seal_outbox_entry(
@@ -453,6 +470,61 @@ class OtpService:
         self._abuse.issued(admission)
         self._analytics.count("issued", country=phone.region)
         log.info("challenge issued: %s to %s", keys.challenge_id, phone.masked())
+        return issued
+
+    def _fixed_code(self, phone: PhoneNumber) -> FixedCode | None:
+        """The number's fixed code while it is a test number (``test_numbers``)."""
+        fixed = self._fixed_codes.get(phone.e164)
+        if fixed is None or fixed.expires_on < datetime.now(UTC).date():
+            return None
+        return fixed
+
+    async def _issue_fixed(
+        self,
+        phone: PhoneNumber,
+        request: ChallengeRequest,
+        client: str,
+        keys: ChallengeKeys,
+        fixed: FixedCode,
+    ) -> IssuedChallenge:
+        """A test number's challenge: its fixed code, and no SMS (recorded as sent by the
+        "test_number" provider, without a delivery event). Never kept in doubt: a retry of
+        a 503 issues anew, and sends nothing either."""
+        if fixed.code is not None:
+            code_hash = await self._hasher.hash_code(keys.challenge_id, fixed.code)
+        else:
+            code_hash = fixed_code_hash(fixed.phc or "")
+        issued = await self._challenges.issue(
+            keys,
+            code_hash=code_hash,
+            client=client,
+            masked_phone=phone.masked(),
+            purpose=request.purpose,
+            where=Destination(region=phone.region),
+        )
+        try:
+            await self._challenges.record_delivery(
+                keys,
+                DeliveryStatus.SENT,
+                send_id="",
+                report=DeliveryReport(provider=TEST_NUMBER_PROVIDER),
+            )
+        except Unavailable:
+            log.warning(
+                "challenge %s: its test-number delivery was not recorded", keys.challenge_id
+            )
+        self._analytics.count("sent", country=phone.region, provider=TEST_NUMBER_PROVIDER)
+        log.warning(
+            "test number %s used by client %s: challenge %s, no SMS sent",
+            phone.masked(),
+            client,
+            keys.challenge_id,
+        )
+        await self._audit.record(
+            "test_number.used",
+            actor=client,
+            data={"phone": phone.masked(), "challenge_id": keys.challenge_id},
+        )
         return issued
 
     async def _queue_sms(self, entry: OutboxEntry, shard: int | None = None) -> None:

@@ -1,0 +1,130 @@
+"""The example login app over HTTP, in front of the service on a real Redis: the session
+rules a security reviewer checks, and the generic messages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar import Litestar
+from otpservice_client import AsyncOtpClient
+
+from tests.examples.login import (
+    USERS,
+    csrf_of,
+    load_login_app,
+    log_in_with_password,
+    post_form,
+    write_users,
+)
+from tests.support.app import ApiFactory, Phone
+
+login_app = load_login_app()
+Browser = Callable[[], httpx.AsyncClient]
+
+
+@pytest.fixture
+async def browsers(
+    make_api: ApiFactory, tmp_path: Path
+) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
+    """Browsers (cookie jars) of one login app, in front of the service on the test Redis."""
+    service = await make_api(send_limits={"min_interval_seconds": 0})
+    otp = AsyncOtpClient("http://otp.test", transport=service._transport)  # type: ignore[arg-type]
+    settings = login_app.Settings(users_file=str(write_users(tmp_path)))
+    app: Litestar = login_app.create_app(settings, otp)
+    async with AsyncExitStack() as stack:
+
+        def browser() -> httpx.AsyncClient:
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://login.test",
+                follow_redirects=True,
+            )
+            stack.push_async_callback(client.aclose)
+            return client
+
+        yield browser
+
+
+def code_sent_to(phone: Phone, number: str) -> str:
+    codes = [code for to, _, code in phone.messages() if to == number]
+    assert codes, f"no code sent to {number}"
+    return codes[-1]
+
+
+async def start_sms(browser: httpx.AsyncClient, name: str) -> httpx.Response:
+    second = await log_in_with_password(browser, name)
+    return await post_form(browser, second, "/sms/start")
+
+
+async def test_a_password_then_an_sms_code_logs_in(browsers: Browser, phone: Phone) -> None:
+    browser = browsers()
+    first = await browser.get("/login")
+    cookies = [first.cookies.get("login_session")]
+    second = await post_form(browser, first, "/login", username="alice", password=USERS["alice"][0])
+    assert "Text me a code" in second.text
+    cookies.append(browser.cookies.get("login_session"))
+    sms = await post_form(browser, second, "/sms/start")
+    cookies.append(browser.cookies.get("login_session"))
+    await phone.sent()
+    done = await post_form(browser, sms, "/sms", code=code_sent_to(phone, USERS["alice"][1]))
+    cookies.append(browser.cookies.get("login_session"))
+    assert 'id="welcome"' in done.text
+    assert "alice" in done.text
+    # A new session id at each step.
+    assert len(set(cookies)) == len(cookies) == 4
+    set_cookie = (await browser.get("/")).headers["set-cookie"].lower()
+    assert "httponly" in set_cookie
+    assert "samesite=lax" in set_cookie
+
+
+async def test_a_code_sent_for_one_account_cannot_finish_anothers_login(
+    browsers: Browser, phone: Phone
+) -> None:
+    alice, bob = browsers(), browsers()
+    await start_sms(alice, "alice")
+    bob_page = await start_sms(bob, "bob")
+    await phone.sent()
+    alices_code = code_sent_to(phone, USERS["alice"][1])
+    # Bob passed his own password and submits Alice's code, even naming her challenge: the
+    # session holds his challenge, and the form's extra field is ignored.
+    refused = await post_form(
+        bob, bob_page, "/sms", code=alices_code, challenge_id="anything-from-the-form"
+    )
+    assert "That code didn&#x27;t work" in refused.text or "That code didn't work" in refused.text
+    assert 'id="welcome"' not in refused.text
+    mine = await post_form(bob, refused, "/sms", code=code_sent_to(phone, USERS["bob"][1]))
+    assert "bob" in mine.text
+    assert 'id="welcome"' in mine.text
+
+
+async def test_a_post_without_its_csrf_token_is_refused(browsers: Browser) -> None:
+    browser = browsers()
+    await browser.get("/login")
+    for data in ({"username": "alice", "password": USERS["alice"][0]}, {"csrf": "forged"}):
+        response = await browser.post("/login", data=data)
+        assert response.status_code == 403
+
+
+async def test_an_unknown_user_and_a_wrong_password_get_one_message(browsers: Browser) -> None:
+    browser = browsers()
+    answers = []
+    for name, password in (("mallory", "x"), ("alice", "wrong")):
+        page = await browser.get("/login")
+        answers.append(await post_form(browser, page, "/login", username=name, password=password))
+    messages = {answer.text.split('id="error">')[1].split("<")[0] for answer in answers}
+    assert messages == {"Wrong username or password."}
+
+
+async def test_pages_with_secrets_are_not_cached(browsers: Browser, phone: Phone) -> None:
+    browser = browsers()
+    sms = await start_sms(browser, "alice")
+    await phone.sent()
+    await post_form(browser, sms, "/sms", code=code_sent_to(phone, USERS["alice"][1]))
+    enrol = await browser.get("/enrol")
+    assert enrol.headers["cache-control"] == "no-store"
+    assert "otpauth://totp/" in enrol.text
+    assert csrf_of(enrol)
