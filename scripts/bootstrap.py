@@ -2,6 +2,7 @@
 
     python3 scripts/bootstrap.py serve --dev     # install what the service needs, then run it
     python3 scripts/bootstrap.py check           # install the dev tools too, then the test command
+    python3 scripts/bootstrap.py login-example   # the example login app (examples/login-app)
 
 Fetches the pinned uv wheel from PyPI, checks its SHA-256, unpacks the ``uv`` binary into
 ``.tools/`` of this checkout, and hands over to it: ``uv run --locked --no-dev otpservice ARGS``
@@ -52,7 +53,8 @@ UV_WHEELS: dict[tuple[str, str], tuple[str, str]] = {
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools" / f"uv-{UV_VERSION}"
 USAGE = (
-    "usage: python3 scripts/bootstrap.py check [PYTEST-ARGS] | OTPSERVICE-ARGS (e.g. serve --dev)"
+    "usage: python3 scripts/bootstrap.py check [PYTEST-ARGS] | login-example [UVICORN-ARGS]"
+    " | OTPSERVICE-ARGS (e.g. serve --dev)"
 )
 
 
@@ -128,6 +130,12 @@ def main(argv: list[str]) -> None:
     if argv[0] == "check":
         os.environ["UV"] = uv
         os.execv("/bin/sh", ["sh", str(ROOT / "scripts" / "check"), *argv[1:]])  # noqa: S606
+    if argv[0] == "login-example":
+        # The example's own dependencies: the service's (Litestar, uvicorn, argon2) and the client.
+        example = ROOT / "examples" / "login-app"
+        os.environ.setdefault("LOGIN_USERS", str(example / "users.example.json"))
+        command = ["uvicorn", "--factory", "login_app:create_app", "--app-dir", str(example)]
+        os.execv(uv, [uv, "run", "--locked", "--no-dev", "--with", "./client", *command, *argv[1:]])  # noqa: S606
     os.execv(uv, [uv, "run", "--locked", "--no-dev", "otpservice", *argv])  # noqa: S606
 
 

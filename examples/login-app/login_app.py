@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import html
 import json
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotAuthorizedException
 from litestar.params import Body
 from otpservice_client import AsyncOtpClient
 from otpservice_client.errors import (
@@ -36,8 +38,11 @@ from otpservice_client.errors import (
     InvalidCodeFormat,
     OtpError,
     Refused,
+    SubjectLocked,
 )
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+log = logging.getLogger("login_app")
 COOKIE = "login_session"
 WRONG_PASSWORD = "Wrong username or password."  # noqa: S105 (a message, not a secret)
 WRONG_CODE = "That code didn't work. Check it, or ask for a new one."
@@ -62,6 +67,8 @@ class Session:
     pending_user: str | None = None
     challenge_id: str | None = None
     user: str | None = None
+    # The authenticator said the user is locked: no SMS is offered as a way around it.
+    sms_blocked: bool = False
 
 
 @dataclass
@@ -73,6 +80,8 @@ class Settings:
     users_file: str = "users.json"
     # The address of a reverse proxy whose X-Forwarded-For is believed; none by default.
     trusted_proxy: str | None = None
+    # otpservice's events.secret: checks the events it POSTs to /otp-events (none: refused).
+    events_secret: str | None = None
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -81,6 +90,7 @@ class Settings:
             otp_token=os.environ.get("OTP_TOKEN") or None,
             users_file=os.environ.get("LOGIN_USERS", cls.users_file),
             trusted_proxy=os.environ.get("LOGIN_TRUSTED_PROXY") or None,
+            events_secret=os.environ.get("LOGIN_EVENTS_SECRET") or None,
         )
 
 
@@ -240,6 +250,27 @@ def wait_message(exc: OtpError) -> str:
     return f"Too many tries. Please wait {seconds} seconds before trying again."
 
 
+@get("/healthz", media_type="text/plain")
+async def healthz() -> str:
+    """For the container's probes."""
+    return "ok"
+
+
+@post("/otp-events", status_code=204)
+async def otp_events(request: Request[Any, Any, Any]) -> None:
+    """otpservice's events (``events.callback_url``), signed the Standard Webhooks way: a
+    real app would act on them (a lockout, an opt-out); this one logs their type."""
+    secret = app_of(request).settings.events_secret
+    body = await request.body()
+    try:
+        if secret is None:
+            raise WebhookVerificationError("no LOGIN_EVENTS_SECRET")
+        event = Webhook(secret).verify(body, dict(request.headers))
+    except WebhookVerificationError:
+        raise NotAuthorizedException("the event's signature does not verify") from None
+    log.info("otpservice event %s", event.get("type"))
+
+
 @get("/")
 async def home(request: Request[Any, Any, Any]) -> Response[Any]:
     session_id, session = app_of(request).sessions.find(request)
@@ -275,7 +306,7 @@ async def login(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
     user = app.check_password(data.get("username", ""), data.get("password", ""))
     if user is None:
         return await login_page(request, WRONG_PASSWORD)
-    session.pending_user, session.challenge_id, session.user = user.name, None, None
+    session = Session(pending_user=user.name)
     session_id, session = app.sessions.rotate(session_id, session)
     return redirect(request, session_id, "/second-factor")
 
@@ -293,7 +324,9 @@ async def second_factor(
     if session.pending_user is None:
         return redirect(request, session_id, "/login")
     factors = [f for f in await app.otp.list_factors(session.pending_user) if f.status == "active"]
-    body = error(message) + form("/sms/start", session.csrf, "", "Text me a code")
+    body = error(message)
+    if not session.sms_blocked:
+        body += form("/sms/start", session.csrf, "", "Text me a code")
     if factors:
         body += "<h2>Or use your authenticator app</h2>" + form(
             "/totp", session.csrf, code_field(), "Verify"
@@ -306,7 +339,7 @@ async def second_factor(
 async def sms_start(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
     session_id, session = checked(request, data)
     app = app_of(request)
-    if session.pending_user is None:
+    if session.pending_user is None or session.sms_blocked:
         return redirect(request, session_id, "/login")
     user = app.users[session.pending_user]
     try:
@@ -358,6 +391,10 @@ async def totp_verify(request: Request[Any, Any, Any], data: Form) -> Response[A
         return redirect(request, session_id, "/login")
     try:
         await app.otp.verify_totp(session.pending_user, data.get("code", "").strip())
+    except SubjectLocked as exc:
+        # The moment a guesser would switch to SMS: offer the recovery code only.
+        session.sms_blocked = True
+        return await second_factor(request, wait_message(exc))
     except Refused as exc:
         return await second_factor(request, wait_message(exc))
     except (IncorrectCode, CodeAlreadyUsed, InvalidCodeFormat, FactorNotFound):
@@ -449,6 +486,8 @@ def create_app(settings: Settings | None = None, otp: AsyncOtpClient | None = No
     client = otp or AsyncOtpClient(settings.otp_url, settings.otp_token)
     app = Litestar(
         route_handlers=[
+            healthz,
+            otp_events,
             home,
             login_page_route,
             login,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from litestar import Litestar
 from otpservice_client import AsyncOtpClient
+from standardwebhooks.webhooks import Webhook
 
 from tests.examples.login import (
     USERS,
@@ -21,6 +23,7 @@ from tests.examples.login import (
     write_users,
 )
 from tests.support.app import ApiFactory, Phone
+from tests.support.servers.providers import EVENTS_SECRET
 
 login_app = load_login_app()
 Browser = Callable[[], httpx.AsyncClient]
@@ -128,3 +131,28 @@ async def test_pages_with_secrets_are_not_cached(browsers: Browser, phone: Phone
     assert enrol.headers["cache-control"] == "no-store"
     assert "otpauth://totp/" in enrol.text
     assert csrf_of(enrol)
+
+
+async def test_otpservice_events_are_taken_only_when_signed(
+    make_api: ApiFactory, tmp_path: Path
+) -> None:
+    service = await make_api()
+    otp = AsyncOtpClient("http://otp.test", transport=service._transport)  # type: ignore[arg-type]
+    settings = login_app.Settings(
+        users_file=str(write_users(tmp_path)), events_secret=EVENTS_SECRET
+    )
+    app = login_app.create_app(settings, otp)
+    body = b'{"type": "security.lockout", "timestamp": "2026-12-08T10:00:00Z", "data": {}}'
+    now = datetime.now(UTC)
+    signed = Webhook(EVENTS_SECRET).sign("evt-1", now, body.decode())
+    headers = {
+        "webhook-id": "evt-1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signed,
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://login.test"
+    ) as client:
+        assert (await client.post("/otp-events", content=body, headers=headers)).status_code == 204
+        forged = {**headers, "webhook-signature": "v1,AAAA"}
+        assert (await client.post("/otp-events", content=body, headers=forged)).status_code == 401

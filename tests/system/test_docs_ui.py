@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.app import INDEX_KEY, OUTBOX_KEY, PEPPER
+from tests.support.browser import chromium
 from tests.support.processes import ServiceProcess
 from tests.support.servers.redis import RedisServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ADMIN_TOKEN = "docs-admin-token-0123456789abcdef0123"
 
 pytestmark = pytest.mark.xdist_group("browser")
@@ -31,35 +27,8 @@ pytestmark = pytest.mark.xdist_group("browser")
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
     """Debian's Chromium, headless, that can reach nothing but loopback."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: `sudo apt-get install chromium chromium-driver`"
-        )
-    profile = tempfile.mkdtemp(prefix="otp-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        # Any host but loopback fails to resolve: a CDN asset could not load.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def requested_hosts(driver: webdriver.Chrome) -> set[str]:

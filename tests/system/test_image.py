@@ -132,3 +132,81 @@ def test_the_install_script_builds_a_working_service_as_non_root(
         assert returncode in (0, -signal.SIGTERM), err[-3000:]
     assert "DEVELOPMENT MODE" in out
     assert "Traceback" not in err
+
+
+def test_the_login_examples_dockerfile_is_hadolint_clean_and_runs_its_install_script() -> None:
+    dockerfile = ROOT / "examples" / "login-app" / "Dockerfile"
+    result = subprocess.run(
+        [Path(sys.executable).parent / "hadolint", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "RUN sh examples/login-app/install /src /opt/login-app" in text
+    assert "USER 10001:10001" in text
+
+
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git to list the tracked files")
+def test_the_login_example_installs_and_serves_as_non_root(open_tmp_path: Path) -> None:
+    source, bin_dir, home = open_tmp_path / "src", open_tmp_path / "bin", open_tmp_path / "home"
+    read_only_copy(source)
+    bin_dir.mkdir()
+    shutil.copy2(uv_binary(), bin_dir / "uv")
+    bin_dir.chmod(0o755)
+    home.mkdir()
+    if os.geteuid() == 0:
+        os.chown(home, NOBODY, NOBODY)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "UV_CACHE_DIR": str(home / "uv-cache"),
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    target = home / "login-app"
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    install = source / "examples" / "login-app" / "install"
+    installed = subprocess.run(
+        ["sh", str(install), str(source), str(target), python],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        **as_non_root(),
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "installed the login example" in installed.stdout
+    # Only the client and the example's pins: not the service, nor its Redis client.
+    listed = subprocess.run(
+        [str(target / "bin" / "python"), "-c", "import otpservice"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=home,
+    )
+    assert listed.returncode != 0
+    port = free_port()
+    app = subprocess.Popen(
+        [
+            *(str(target / "bin" / "python"), "-m", "uvicorn", "--factory"),
+            *("login_app:create_app", "--app-dir", str(target / "app"), "--port", str(port)),
+        ],
+        env={**env, "LOGIN_USERS": str(target / "app" / "users.example.json")},
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **as_non_root(),  # type: ignore[call-overload]
+    )
+    try:
+        ServiceProcess.wait_for(f"http://127.0.0.1:{port}", app)
+        page = httpx.get(f"http://127.0.0.1:{port}/login")
+        assert page.status_code == 200
+        assert 'name="csrf"' in page.text
+    finally:
+        app.send_signal(signal.SIGTERM)
+        app.wait(timeout=20)
+        app.communicate()

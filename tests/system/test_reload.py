@@ -62,13 +62,20 @@ async def configured(
     """An app started from a ConfigMap-like directory: otp.toml -> ..data/otp.toml."""
     version = tmp_path / "..v1"
     version.mkdir()
-    (version / "otp.toml").write_text(config_text(redis_server.url, 1))
+    replace_file(version / "otp.toml", config_text(redis_server.url, 1))
     (tmp_path / "..data").symlink_to(version.name)
     (tmp_path / "otp.toml").symlink_to("..data/otp.toml")
     settings = load_settings(tmp_path / "otp.toml", environ={})
     app = create_app(settings, redis=redis, sms=phone.sender)
     async with running(app) as api:
         yield api, tmp_path
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write ``path`` whole at once (a rename), so the watcher never reads it half written."""
+    staged = path.with_name(path.name + ".tmp")
+    staged.write_text(text)
+    staged.replace(path)
 
 
 async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
@@ -80,8 +87,9 @@ async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
     # Kubernetes writes a new version directory and swaps the ..data symlink.
     version = directory / "..v2"
     version.mkdir()
-    (version / "otp.toml").write_text(
-        (directory / "..v1" / "otp.toml").read_text().replace("limit = 1,", "limit = 3,")
+    replace_file(
+        version / "otp.toml",
+        (directory / "..v1" / "otp.toml").read_text().replace("limit = 1,", "limit = 3,"),
     )
     (directory / "..data.tmp").symlink_to(version.name)
     (directory / "..data.tmp").rename(directory / "..data")
@@ -94,8 +102,9 @@ async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
         pytest.fail("the new limit did not apply")
 
     with caplog.at_level(logging.ERROR, logger="otpservice.live_settings"):
-        (version / "otp.toml").write_text(
-            (version / "otp.toml").read_text().replace("limit = 3,", 'limit = "lots",')
+        replace_file(
+            version / "otp.toml",
+            (version / "otp.toml").read_text().replace("limit = 3,", 'limit = "lots",'),
         )
         for _ in range(30):
             if caplog.records:
@@ -109,11 +118,12 @@ async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
     # A reload that drops the acknowledgement of the light hashing is refused as well.
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="otpservice.live_settings"):
-        (version / "otp.toml").write_text(
+        replace_file(
+            version / "otp.toml",
             (version / "otp.toml")
             .read_text()
             .replace('limit = "lots",', "limit = 2,")
-            .replace("allow_weak_limits = true\n", "")
+            .replace("allow_weak_limits = true\n", ""),
         )
         for _ in range(30):
             if caplog.records:
