@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -156,3 +157,35 @@ async def test_otpservice_events_are_taken_only_when_signed(
         assert (await client.post("/otp-events", content=body, headers=headers)).status_code == 204
         forged = {**headers, "webhook-signature": "v1,AAAA"}
         assert (await client.post("/otp-events", content=body, headers=forged)).status_code == 401
+
+
+async def test_over_https_the_cookie_is_secure(browsers: Browser) -> None:
+    browser = browsers()
+    browser.base_url = httpx.URL("https://login.test")
+    page = await browser.get("/login")
+    cookie = page.headers["set-cookie"].lower()
+    assert "secure" in cookie
+    assert "httponly" in cookie
+
+
+def test_the_end_users_address_is_the_sockets_unless_a_trusted_proxy_sent_it(
+    tmp_path: Path,
+) -> None:
+    @dataclass
+    class Peer:
+        host: str
+
+    @dataclass
+    class Seen:
+        client: Peer
+        headers: dict[str, str]
+
+    users = str(write_users(tmp_path))
+    forwarded = {"x-forwarded-for": "198.51.100.7, 203.0.113.9"}
+    direct = login_app.LoginApp(login_app.Settings(users_file=users), otp=None)
+    proxied = login_app.LoginApp(
+        login_app.Settings(users_file=users, trusted_proxy="10.0.0.2"), otp=None
+    )
+    assert direct.client_ip(Seen(Peer("10.0.0.2"), forwarded)) == "10.0.0.2"
+    assert proxied.client_ip(Seen(Peer("10.0.0.2"), forwarded)) == "203.0.113.9"
+    assert proxied.client_ip(Seen(Peer("192.0.2.1"), forwarded)) == "192.0.2.1"

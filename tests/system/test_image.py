@@ -44,6 +44,42 @@ def read_only_copy(destination: Path) -> None:
         )
 
 
+def run_install(
+    folder: Path, script: str, name: str
+) -> tuple[Path, Path, dict[str, str], subprocess.CompletedProcess[str]]:
+    """An image's install ``script`` run as a non-root user from a read-only copy of the
+    code into ``folder``/home/``name``, with only the pinned uv on PATH: the copy, the
+    target, the environment it ran with, and how it went."""
+    source, bin_dir, home = folder / "src", folder / "bin", folder / "home"
+    read_only_copy(source)
+    bin_dir.mkdir()
+    shutil.copy2(uv_binary(), bin_dir / "uv")
+    bin_dir.chmod(0o755)
+    home.mkdir()
+    if os.geteuid() == 0:
+        os.chown(home, NOBODY, NOBODY)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "UV_CACHE_DIR": str(home / "uv-cache"),
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+    }
+    env.pop("VIRTUAL_ENV", None)
+    target = home / name
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    installed = subprocess.run(
+        ["sh", str(source / script), str(source), str(target), python],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=home,  # uv reads its config from where it runs: not from the checkout
+        **as_non_root(),
+    )
+    return source, target, env, installed
+
+
 @pytest.fixture
 def open_tmp_path() -> Iterator[Path]:
     """A temporary directory another user can reach (pytest's own is private to its user)."""
@@ -75,32 +111,8 @@ def test_dockerfile_is_hadolint_clean_and_runs_the_install_script() -> None:
 def test_the_install_script_builds_a_working_service_as_non_root(
     open_tmp_path: Path,
 ) -> None:
-    tmp_path = open_tmp_path
-    source, bin_dir, home = tmp_path / "src", tmp_path / "bin", tmp_path / "home"
-    read_only_copy(source)
-    bin_dir.mkdir()
-    shutil.copy2(uv_binary(), bin_dir / "uv")
-    bin_dir.chmod(0o755)
-    home.mkdir()
-    if os.geteuid() == 0:
-        os.chown(home, NOBODY, NOBODY)
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "UV_CACHE_DIR": str(home / "uv-cache"),
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-    }
-    env.pop("VIRTUAL_ENV", None)
-    target = home / "otpservice"
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    installed = subprocess.run(
-        ["sh", str(source / "docker" / "install-service"), str(source), str(target), python],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        **as_non_root(),
+    source, target, env, installed = run_install(
+        open_tmp_path, "docker/install-service", "otpservice"
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "installed otpservice" in installed.stdout
@@ -150,32 +162,8 @@ def test_the_login_examples_dockerfile_is_hadolint_clean_and_runs_its_install_sc
 
 @pytest.mark.skipif(not shutil.which("git"), reason="needs git to list the tracked files")
 def test_the_login_example_installs_and_serves_as_non_root(open_tmp_path: Path) -> None:
-    source, bin_dir, home = open_tmp_path / "src", open_tmp_path / "bin", open_tmp_path / "home"
-    read_only_copy(source)
-    bin_dir.mkdir()
-    shutil.copy2(uv_binary(), bin_dir / "uv")
-    bin_dir.chmod(0o755)
-    home.mkdir()
-    if os.geteuid() == 0:
-        os.chown(home, NOBODY, NOBODY)
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "UV_CACHE_DIR": str(home / "uv-cache"),
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-    }
-    env.pop("VIRTUAL_ENV", None)
-    target = home / "login-app"
-    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-    install = source / "examples" / "login-app" / "install"
-    installed = subprocess.run(
-        ["sh", str(install), str(source), str(target), python],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        **as_non_root(),
+    _, target, env, installed = run_install(
+        open_tmp_path, "examples/login-app/install", "login-app"
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "installed the login example" in installed.stdout
@@ -185,7 +173,7 @@ def test_the_login_example_installs_and_serves_as_non_root(open_tmp_path: Path) 
         capture_output=True,
         text=True,
         check=False,
-        cwd=home,
+        cwd=target,
     )
     assert listed.returncode != 0
     port = free_port()

@@ -71,6 +71,14 @@ async def configured(
         yield api, tmp_path
 
 
+def refusals(caplog: pytest.LogCaptureFixture, *words: str) -> bool:
+    """Whether the reload was refused, saying ``words``: every refusal logged says them (the
+    level applies to every logger, so another's error may be captured too; a busy machine may
+    see the bad file twice)."""
+    found = [r.getMessage() for r in caplog.records if r.name == "otpservice.live_settings"]
+    return bool(found) and all(word in message for message in found for word in words)
+
+
 def replace_file(path: Path, text: str) -> None:
     """Write ``path`` whole at once (a rename), so the watcher never reads it half written."""
     staged = path.with_name(path.name + ".tmp")
@@ -110,8 +118,7 @@ async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
             if caplog.records:
                 break
             await asyncio.sleep(0.2)
-    [refusal] = caplog.records
-    assert "abuse.rules[0].windows[0].limit" in refusal.getMessage()
+    assert refusals(caplog, "abuse.rules[0].windows[0].limit")
     await redis.delete(*(await redis.keys("otp:{q:*")) or ["none"])
     assert await sends_allowed(api, 600) == 3  # the settings in force stayed
 
@@ -129,8 +136,6 @@ async def test_a_changed_config_map_applies_and_a_bad_one_is_refused(
             if caplog.records:
                 break
             await asyncio.sleep(0.2)
-    [refusal] = caplog.records
-    assert "hashing.memory_kib" in refusal.getMessage()
-    assert "allow_weak_limits" in refusal.getMessage()
+    assert refusals(caplog, "hashing.memory_kib", "allow_weak_limits")
     await redis.delete(*(await redis.keys("otp:{q:*")) or ["none"])
     assert await sends_allowed(api, 700) == 3  # still the limit of 3
