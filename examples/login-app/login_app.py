@@ -45,7 +45,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 log = logging.getLogger("login_app")
 COOKIE = "login_session"
 WRONG_PASSWORD = "Wrong username or password."  # noqa: S105 (a message, not a secret)
-WRONG_CODE = "That code didn't work. Check it, or ask for a new one."
+WRONG_CODE = "That code didn't work. Check it and try again."
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 
