@@ -380,6 +380,20 @@ class FactorStore:
             raise FactorNotFound("the factor was removed or replaced meanwhile")
         raise _failure(reply)
 
+    async def release(self, keys: SubjectKeys, client: str, reserved: ReservedCheck) -> None:
+        """Drop a reserved check uncounted: its code could not be checked at all."""
+        await self._run(
+            self._scripts.totp_verdict,
+            [keys.active, keys.guard, keys.inflight],
+            [
+                client,
+                reserved.reservation_id,
+                reserved.factor.random_part,
+                "void",
+                *self._lockout_args,
+            ],
+        )
+
     async def reserve_activation(
         self, ref: FactorRef, client: str, typed_digits: int, current_digits: int
     ) -> ReservedActivation:

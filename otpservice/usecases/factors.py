@@ -317,6 +317,14 @@ class TotpFactors:
             await self._locked(client, exc, subject=subject)
             raise
         factor_id = self._keys.factor_id(keys, reserved.factor.random_part)
+        if not totp_keys.opens("secret", reserved.factor.sealed_secret, factor_id):
+            # Its key was retired before the factor moved: no code of it can be checked, and
+            # none is counted against the user.
+            await self._store.release(keys, client, reserved)
+            log.error("factor %s: its secret does not open (TOTP key retired?)", factor_id)
+            raise FactorExpired(
+                "this factor's TOTP key was retired (secrets.previous_totp_key); enrol again"
+            )
         now_s = self.clock(reserved.now_ms / 1000)
         step = self._match(
             totp_keys, reserved.factor, factor_id, code, now_s, self._live.current.totp.window

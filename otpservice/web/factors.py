@@ -113,6 +113,7 @@ async def activate_factor(
         "code_already_used",
         "subject_locked",
         "factor_not_found",
+        "factor_expired",
         "totp_not_configured",
         "store_unavailable",
         json_body=True,

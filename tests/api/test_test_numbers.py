@@ -12,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
+from otpservice.config.live import LiveSettings
 from otpservice.errors import ConfigError
 from otpservice.validation import load_settings
 from tests.support.app import ApiFactory, Phone
@@ -157,3 +158,21 @@ def test_outside_dev_test_numbers_need_an_acknowledgement(
         make_settings(test_numbers=entries(tmp_path))
     settings = make_settings(test_numbers=entries(tmp_path), unsafe={"allow_test_numbers": True})
     assert settings.test_numbers[0].phone == NUMBER
+
+
+def test_a_reload_with_an_expired_test_number_is_refused(tmp_path: Path) -> None:
+    code = code_file(tmp_path)
+
+    def write(expires_on: str) -> Path:
+        config = tmp_path / "otp.toml"
+        config.write_text(
+            f'[[test_numbers]]\nphone = "{NUMBER}"\nexpires_on = {expires_on}\n'
+            f'code_file = "{code}"\n'
+        )
+        return config
+
+    config = write(in_days(3))
+    live = LiveSettings(load_settings(config, environ={}, dev=True), load=load_settings)
+    write(in_days(-1))
+    assert live.reload() is False
+    assert live.current.test_numbers[0].expires_on.isoformat() == in_days(3)

@@ -8,10 +8,11 @@
 -- KEYS[2] guard     hash: the subject's failures and lock
 -- KEYS[3] inflight  zset: codes being checked, reservation -> ms
 -- ARGV[1] client name   ARGV[2] reservation id   ARGV[3] factor random part (as reserved)
--- ARGV[4] the highest step whose code matched, or "" for none
+-- ARGV[4] the highest step whose code matched, "" for none, or "void": the code could not be
+--         checked at all (the factor's key was retired), so the reservation goes, uncounted
 -- ARGV[5] failures that lock the subject   ARGV[6] first lock ms (doubles each time)
 -- ARGV[7] longest lock ms                  ARGV[8] how long failures are remembered, ms
--- Returns {"approved", approved ms}
+-- Returns {"approved", approved ms} | {"void"}
 --       | {"incorrect" | "replayed", failures left, locked ms (0: not locked),
 --          ms this failure locked it for (0: it did not)} | {"missing"}
 local active_key, guard_key, inflight_key = KEYS[1], KEYS[2], KEYS[3]
@@ -22,6 +23,9 @@ local lock_max_ms, memory_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
 -- 0 when a retry already settled it, or when it went stale and was counted as a failure.
 local settling = redis.call('ZREM', inflight_key, reservation)
+if step == 'void' then
+  return {'void'}
+end
 local factor = redis.call('HMGET', active_key, 'id', 'cl', 'ls', 'lr', 'lu')
 local same = factor[1] == random_part and factor[2] == client
 if same and factor[4] == reservation then
