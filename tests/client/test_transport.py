@@ -4,13 +4,16 @@ and the problem-code map against the committed spec."""
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from otpservice_client import AsyncOtpClient, OtpClient
+from otpservice_client._requests import Call, Calls
 from otpservice_client.errors import (
     PROBLEM_CLASSES,
     IncorrectCode,
@@ -257,3 +260,54 @@ async def test_the_async_client_keeps_the_same_rules() -> None:
         planned.requests[0].headers["idempotency-key"]
         == planned.requests[1].headers["idempotency-key"]
     )
+
+
+# Each call as the client makes it, with an id where the path has one.
+CALLS: list[tuple[Call[Any], str]] = [
+    (
+        Calls.start_challenge(
+            "+14155550123", purpose="login", locale=None, client_ip=None, idempotency_key=None
+        ),
+        "/challenge",
+    ),
+    (Calls.verify("c", "123456"), "/verify"),
+    (Calls.get_challenge("c"), "/challenge/{challenge_id}"),
+    (Calls.cancel_challenge("c"), "/challenge/{challenge_id}"),
+    (Calls.enrol_totp("s", "l"), "/totp/factors"),
+    (Calls.activate_totp("f", "123456", "654321"), "/totp/factors/{factor_id}/activate"),
+    (Calls.verify_totp("s", "123456"), "/totp/verify"),
+    (Calls.use_recovery_code("s", "0-00000-00000"), "/totp/recovery"),
+    (Calls.regenerate_recovery_codes("f"), "/totp/factors/{factor_id}/recovery-codes"),
+    (Calls.list_factors("s"), "/totp/factors"),
+    (Calls.remove_factor("f"), "/totp/factors/{factor_id}"),
+]
+# Members the client adds itself (from a header), not from the body.
+CLIENT_ONLY = {"replayed"}
+
+
+def _properties(spec: dict[str, Any], ref: str) -> set[str]:
+    schema = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    return set(schema["properties"])
+
+
+@pytest.mark.parametrize(("call", "path"), CALLS, ids=[path for _, path in CALLS])
+def test_every_call_matches_the_spec_its_body_and_its_answer(call: Call[Any], path: str) -> None:
+    spec = json.loads(SPEC.read_text(encoding="utf-8"))
+    operation = spec["paths"][path][call.method.lower()]
+    success = next(r for status, r in operation["responses"].items() if status.startswith("2"))
+    answer_ref = success["content"]["application/json"]["schema"]["$ref"]
+    assert set(call.answer.__struct_fields__) - CLIENT_ONLY == _properties(spec, answer_ref)
+    members = spec["components"]["schemas"][answer_ref.rsplit("/", 1)[-1]]["properties"]
+    for field in msgspec.structs.fields(call.answer):
+        # A Struct member, alone or in a list: the spec's nested schema, member by member.
+        kind, schema = field.type, members.get(field.name, {})
+        if typing.get_origin(kind) is list:
+            kind, schema = typing.get_args(kind)[0], schema.get("items", {})
+        nested = getattr(kind, "__struct_fields__", None)
+        if nested is not None:
+            assert set(nested) == _properties(spec, schema["$ref"]), field.name
+    if call.body is not None:
+        request_ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert set(call.body) <= _properties(spec, request_ref)
+    for name in call.params:
+        assert name in {p["name"] for p in operation.get("parameters", [])}
