@@ -186,6 +186,14 @@ class SubjectLocked(Refused):
             detail or f"Too many wrong codes for this user; locked for {retry_after_seconds} s."
         )
 
+    @classmethod
+    def recovery_blocked(cls, retry_after_seconds: int) -> SubjectLocked:
+        """Recovery codes are refused for a while: too many wrong ones."""
+        return cls(
+            retry_after_seconds,
+            "Too many wrong recovery codes for this user; recovery is blocked for a while.",
+        )
+
 
 class CodeAlreadyUsed(OtpError):
     """A TOTP code of a step at or before the last one used: a replay, counted as a failure."""

@@ -291,7 +291,6 @@ class StoredFactor(Model, frozen=True):
     """A factor as listed: what the store holds about it, its label still sealed."""
 
     random_part: str
-    client: str
     status: FactorStatus
     sealed_label: str
     created_at_ms: int

@@ -116,9 +116,7 @@ def build_stores(client: StoreClient, keys: KeySpace, settings: ValidSettings) -
         inbound=InboundStore(commands, keys, seen_seconds=retention_ms // 1000),
         numbers=NumberRecords(commands, keys),
         rates=SendRates(commands, keys),
-        factors=FactorStore(
-            commands, keys, settings.totp_lockout, attempts=settings.code.max_attempts
-        ),
+        factors=FactorStore(commands, settings.totp_lockout, attempts=settings.code.max_attempts),
     )
 
 

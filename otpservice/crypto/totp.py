@@ -169,14 +169,6 @@ class TotpKeys:
         except (InvalidTag, ValueError):
             raise SealError("the sealed value does not open: altered or moved") from None
 
-    def opens(self, kind: SealedKind, sealed_text: str, factor_id: str) -> bool:
-        """Whether ``open`` would give the value back (its key is still configured)."""
-        try:
-            self.open(kind, sealed_text, factor_id)
-        except SealError:
-            return False
-        return True
-
     def sealed_with_current(self, sealed_text: str) -> bool:
         """Whether ``sealed_text`` is under the current key (else it is sealed anew)."""
         return sealed_text.partition(".")[0] == self._current.id

@@ -35,7 +35,7 @@ from otpservice.store.scripts import reply_text
 
 if TYPE_CHECKING:
     from otpservice.config.schema import LockoutSettings
-    from otpservice.store.keys import FactorRef, KeySpace, SubjectKeys
+    from otpservice.store.keys import FactorRef, SubjectKeys
     from otpservice.store.scripts import StoreCommands
 
 _MS = 1000
@@ -44,7 +44,7 @@ ENROLMENTS_PER_HOUR = 10
 ENROL_RULE = "totp_enrol_per_subject"
 RECOVERY_WINDOW_MS = 24 * 3600 * _MS
 _ALGORITHMS: frozenset[str] = frozenset(get_args(TotpAlgorithm))
-_FACTOR_FIELDS = ("id", "cl", "st", "lb", "cr", "ex", "lu", *(f"r{slot}" for slot in range(10)))
+_FACTOR_FIELDS = ("id", "st", "lb", "cr", "ex", "lu", *(f"r{slot}" for slot in range(10)))
 
 
 class EnrolledReply(NamedTuple):
@@ -268,13 +268,10 @@ def _failure(reply: list[Any]) -> Exception:
 class FactorStore:
     """Enrols, checks, activates, lists and removes factors, one atomic script each."""
 
-    def __init__(
-        self, commands: StoreCommands, keys: KeySpace, lockout: LockoutSettings, *, attempts: int
-    ) -> None:
+    def __init__(self, commands: StoreCommands, lockout: LockoutSettings, *, attempts: int) -> None:
         self._commands = commands
         self._run = commands.run_script
         self._scripts = commands.scripts
-        self._keys = keys
         self._activation_attempts = attempts
         self._lockout_args = [
             lockout.max_failures,
@@ -362,17 +359,7 @@ class FactorStore:
         Raises:
             IncorrectCode, CodeAlreadyUsed (a replay), SubjectLocked, FactorNotFound.
         """
-        reply = await self._run(
-            self._scripts.totp_verdict,
-            [keys.active, keys.guard, keys.inflight],
-            [
-                client,
-                reserved.reservation_id,
-                reserved.factor.random_part,
-                "" if step is None else step,
-                *self._lockout_args,
-            ],
-        )
+        reply = await self._verdict(keys, client, reserved, "" if step is None else str(step))
         status = reply_text(reply[0])
         if status == "approved":
             return int(ApprovedReply(*reply).at_ms)
@@ -382,14 +369,19 @@ class FactorStore:
 
     async def release(self, keys: SubjectKeys, client: str, reserved: ReservedCheck) -> None:
         """Drop a reserved check uncounted: its code could not be checked at all."""
-        await self._run(
+        await self._verdict(keys, client, reserved, "void")
+
+    async def _verdict(
+        self, keys: SubjectKeys, client: str, reserved: ReservedCheck, step: str
+    ) -> list[Any]:
+        return await self._run(
             self._scripts.totp_verdict,
             [keys.active, keys.guard, keys.inflight],
             [
                 client,
                 reserved.reservation_id,
                 reserved.factor.random_part,
-                "void",
+                step,
                 *self._lockout_args,
             ],
         )
@@ -528,9 +520,8 @@ class FactorStore:
         if status == "missing":
             raise FactorNotFound("the subject has no active authenticator-app factor")
         if status == "blocked":
-            raise SubjectLocked(
-                seconds_from_ms(int(WaitReply(*reply).retry_after_ms)),
-                "Too many wrong recovery codes for this user; recovery is blocked for a while.",
+            raise SubjectLocked.recovery_blocked(
+                seconds_from_ms(int(WaitReply(*reply).retry_after_ms))
             )
         found = RecoveryReservedReply(*reply)
         digest = bytes(found.digest)
@@ -678,7 +669,6 @@ class FactorStore:
             found.append(
                 StoredFactor(
                     random_part=fields["id"],
-                    client=fields["cl"],
                     status="active" if fields["st"] == "a" else "pending",
                     sealed_label=fields["lb"],
                     created_at_ms=int(fields["cr"]),
@@ -692,7 +682,3 @@ class FactorStore:
     async def erase(self, keys: SubjectKeys) -> int:
         """Delete every key of the subject; how many went."""
         return await self._commands.erase("del", list(keys.all))
-
-    def factor_id(self, keys: SubjectKeys, random_part: str) -> str:
-        """The id of the subject's factor whose random part is ``random_part``."""
-        return self._keys.factor_id(keys, random_part)

@@ -258,14 +258,15 @@ class TotpFactors:
                 await self._locked(client, exc, subject=await self._subject_of(totp_keys, ref))
                 raise
             now_s = self.clock(reserved.now_ms / 1000)
-            step = self._match(totp_keys, reserved.pending, ref.factor_id, code, now_s, window)
+            pending = reserved.pending
+            secret = self._secret(totp_keys, pending, ref.factor_id)
+            step = _match(secret, pending.params, code, now_s, window)
             active = reserved.active
             current_step = None
             if active is not None and current_code is not None:
                 active_id = self._keys.factor_id(ref.keys, active.random_part)
-                current_step = self._match(
-                    totp_keys, active, active_id, current_code, now_s, window
-                )
+                secret = self._secret(totp_keys, active, active_id)
+                current_step = _match(secret, active.params, current_code, now_s, window)
             swap_proven = active is None or (
                 current_step is not None and current_step > active.last_step
             )
@@ -317,18 +318,17 @@ class TotpFactors:
             await self._locked(client, exc, subject=subject)
             raise
         factor_id = self._keys.factor_id(keys, reserved.factor.random_part)
-        if not totp_keys.opens("secret", reserved.factor.sealed_secret, factor_id):
+        secret = self._secret(totp_keys, reserved.factor, factor_id)
+        if secret is None:
             # Its key was retired before the factor moved: no code of it can be checked, and
             # none is counted against the user.
             await self._store.release(keys, client, reserved)
-            log.error("factor %s: its secret does not open (TOTP key retired?)", factor_id)
             raise FactorExpired(
                 "this factor's TOTP key was retired (secrets.previous_totp_key); enrol again"
             )
         now_s = self.clock(reserved.now_ms / 1000)
-        step = self._match(
-            totp_keys, reserved.factor, factor_id, code, now_s, self._live.current.totp.window
-        )
+        window = self._live.current.totp.window
+        step = _match(secret, reserved.factor.params, code, now_s, window)
         try:
             approved_at_ms = await self._store.settle(keys, client, reserved, step)
         except SubjectLocked as exc:
@@ -389,10 +389,7 @@ class TotpFactors:
                 locked = SubjectLocked(ceil_seconds(outcome.locked_ms), just_locked=True)
                 await self._locked(client, locked, subject=subject)
             if outcome.blocked_ms > 0:
-                raise SubjectLocked(
-                    max(1, ceil_seconds(outcome.blocked_ms)),
-                    "Too many wrong recovery codes for this user; recovery is blocked for a while.",
-                )
+                raise SubjectLocked.recovery_blocked(max(1, ceil_seconds(outcome.blocked_ms)))
             raise IncorrectCode(outcome.recovery_failures_left)
         recovered = outcome
         self._analytics.count("recovery_used")
@@ -519,25 +516,13 @@ class TotpFactors:
         log.warning("a subject of client %s locked for %s s", client, locked_for)
         await self._events.subject_locked(subject, client=client, locked_for_seconds=locked_for)
 
-    def _match(
-        self,
-        totp_keys: TotpKeys,
-        factor: SealedFactor,
-        factor_id: str,
-        code: str,
-        now_s: float,
-        window: int,
-    ) -> int | None:
+    def _secret(self, totp_keys: TotpKeys, factor: SealedFactor, factor_id: str) -> bytes | None:
+        """The factor's secret, or None (logged) when its key is no longer configured."""
         try:
-            secret = totp_keys.open("secret", factor.sealed_secret, factor_id)
+            return totp_keys.open("secret", factor.sealed_secret, factor_id)
         except SealError:
-            # Sealed under a key no longer configured: no code can match (logged, not raised,
-            # so the check still counts against the budget like any wrong code).
             log.error("factor %s: its secret does not open (TOTP key retired?)", factor_id)
             return None
-        if len(code) != factor.params.digits:
-            return None
-        return matching_step(secret, factor.params, code, now_s, window)
 
     async def _new_recovery_codes(
         self, totp_keys: TotpKeys, factor_id: str
@@ -556,6 +541,15 @@ class TotpFactors:
             key_id=key_id, params=hashed[0][0], digests=[digest for _, digest in hashed]
         )
         return [shown_recovery_code(slot, code) for slot, code in enumerate(plain)], recovery
+
+
+def _match(
+    secret: bytes | None, params: TotpParams, code: str, now_s: float, window: int
+) -> int | None:
+    """The highest step of the window whose code is ``code`` (None: none, or no secret)."""
+    if secret is None or len(code) != params.digits:
+        return None
+    return matching_step(secret, params, code, now_s, window)
 
 
 def _mac(mac: bytes | None) -> bytes:

@@ -26,6 +26,7 @@ from otpservice.app import create_app
 from otpservice.config.schema import Settings
 from otpservice.crypto.totp import code_at
 from otpservice.models import TotpParams
+from otpservice.usecases import factors as factors_module
 from otpservice.usecases.services import Services
 from tests.support.app import TOTP_KEY, Phone, running
 from tests.support.helpers import api_tokens, assert_problem, stored_bytes, wait_until_async
@@ -628,19 +629,21 @@ async def test_removing_a_factor_stops_its_codes(totp: Totp) -> None:
     assert_problem(await totp.api.delete("/totp/factors/not-an-id"), 404, "factor_not_found")
 
 
-async def test_concurrent_wrong_codes_cannot_overshoot_the_budget(start_totp: StartTotp) -> None:
+async def test_concurrent_wrong_codes_cannot_overshoot_the_budget(
+    start_totp: StartTotp, monkeypatch: pytest.MonkeyPatch
+) -> None:
     totp = await start_totp(totp={"lockout": {"max_failures": 3}})
     _, secret, _ = await active_factor(totp)
     wrong = f"{(int(code_at(secret, TotpParams(), T0)) + 1) % 1_000_000:06d}"
     checked = 0
-    match = totp.services.totp._match
+    match = factors_module._match  # counting the codes compared
 
     def counting(*args: Any) -> int | None:
         nonlocal checked
         checked += 1
         return match(*args)
 
-    totp.services.totp._match = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(factors_module, "_match", counting)
     responses = await asyncio.gather(*(verify(totp, wrong) for _ in range(30)))
     codes = Counter(r.json()["code"] for r in responses)
     assert codes["incorrect_code"] + codes["subject_locked"] == 30, codes
